@@ -1,0 +1,102 @@
+//! Device selection and `ccma info`.
+use anyhow::{bail, Result};
+use tch::Device;
+
+/// `auto` (CUDA 0 when available, else CPU), `cpu`, `cuda`, `cuda:N`.
+pub fn parse(s: &str) -> Result<Device> {
+    let dev = match s {
+        "auto" => Device::cuda_if_available(),
+        "cpu" => Device::Cpu,
+        "cuda" => Device::Cuda(0),
+        _ => match s.strip_prefix("cuda:").and_then(|i| i.parse().ok()) {
+            Some(i) => Device::Cuda(i),
+            None => bail!("invalid device {s:?} (expected auto, cpu, cuda or cuda:N)"),
+        },
+    };
+    if let Device::Cuda(i) = dev {
+        let n = tch::Cuda::device_count() as usize;
+        if i >= n {
+            bail!("device {s:?} asked for, but libtorch sees {n} CUDA device(s)");
+        }
+    }
+    Ok(dev)
+}
+
+/// Name and total memory (bytes) of each CUDA device, read through the CUDA driver API.
+///
+/// libtorch does not expose device properties through `tch`, so this asks `libcuda` directly;
+/// it returns an empty list when the driver is not present.
+pub fn cuda_devices() -> Vec<(String, u64)> {
+    type Init = unsafe extern "C" fn(u32) -> i32;
+    type Count = unsafe extern "C" fn(*mut i32) -> i32;
+    type Get = unsafe extern "C" fn(*mut i32, i32) -> i32;
+    type Name = unsafe extern "C" fn(*mut std::ffi::c_char, i32, i32) -> i32;
+    type Mem = unsafe extern "C" fn(*mut usize, i32) -> i32;
+    // SAFETY: the symbols are looked up with the signatures the CUDA driver API documents and are
+    // only called while the library is loaded.
+    unsafe {
+        let Ok(lib) = libloading::Library::new("libcuda.so.1") else { return vec![] };
+        let (Ok(init), Ok(count), Ok(get), Ok(name), Ok(mem)) = (
+            lib.get::<Init>(b"cuInit"),
+            lib.get::<Count>(b"cuDeviceGetCount"),
+            lib.get::<Get>(b"cuDeviceGet"),
+            lib.get::<Name>(b"cuDeviceGetName"),
+            lib.get::<Mem>(b"cuDeviceTotalMem_v2"),
+        ) else {
+            return vec![];
+        };
+        if init(0) != 0 {
+            return vec![];
+        }
+        let mut n = 0;
+        if count(&mut n) != 0 {
+            return vec![];
+        }
+        (0..n)
+            .filter_map(|i| {
+                let mut dev = 0;
+                if get(&mut dev, i) != 0 {
+                    return None;
+                }
+                let mut buf = [0 as std::ffi::c_char; 256];
+                let mut bytes = 0usize;
+                if name(buf.as_mut_ptr(), 256, dev) != 0 || mem(&mut bytes, dev) != 0 {
+                    return None;
+                }
+                let s = std::ffi::CStr::from_ptr(buf.as_ptr()).to_string_lossy().into_owned();
+                Some((s, bytes as u64))
+            })
+            .collect()
+    }
+}
+
+/// The lines `ccma info` prints.
+pub fn info_lines() -> Vec<String> {
+    let mut lines = vec![
+        format!("ccma {}", env!("CARGO_PKG_VERSION")),
+        format!("libtorch {} (built against)", libtorch_version()),
+    ];
+    let n = tch::Cuda::device_count();
+    if tch::Cuda::is_available() && n > 0 {
+        let props = cuda_devices();
+        lines.push(format!("CUDA available: {n} device(s), cuDNN {}", tch::Cuda::cudnn_is_available()));
+        for i in 0..n as usize {
+            match props.get(i) {
+                Some((name, mem)) => {
+                    lines.push(format!("  cuda:{i}  {name}  {:.1} GiB", *mem as f64 / (1u64 << 30) as f64))
+                }
+                None => lines.push(format!("  cuda:{i}")),
+            }
+        }
+    } else {
+        lines.push("CUDA not available: running on the CPU".into());
+    }
+    lines.push(format!("CPU threads: {} (libtorch intra-op)", tch::get_num_threads()));
+    lines
+}
+
+/// The libtorch version the binary runs against, as `torch.__version__` prints it.
+pub fn libtorch_version() -> String {
+    // tch exposes no version getter; build.rs records the version of the libtorch it linked.
+    option_env!("CCMA_LIBTORCH_VERSION").filter(|v| !v.is_empty()).unwrap_or("unknown").to_string()
+}

@@ -1,0 +1,1 @@
+//! Loss terms (METHOD.md section 3), all in fp32.
