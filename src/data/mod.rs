@@ -1,4 +1,5 @@
 //! Datasets, tokenizer, MLM masking, image transforms, samplers and the parallel loader.
+pub mod batch;
 
 /// `ccma tokenize`.
 pub fn run_tokenize_cli(_args: &crate::cli::TokenizeArgs) -> anyhow::Result<()> {
