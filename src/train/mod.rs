@@ -1,4 +1,7 @@
-//! Training: optimiser, schedule, the loop and checkpoints.
+//! Training: optimiser, schedule, the loop, run folders and checkpoints.
+pub mod checkpoint;
+pub mod run_dir;
+pub mod trainer;
 
 /// The run was stopped by Ctrl-C after writing a resumable checkpoint.
 #[derive(Debug, thiserror::Error)]
@@ -6,6 +9,6 @@
 pub struct Interrupted;
 
 /// `ccma train`.
-pub fn run_cli(_args: &crate::cli::TrainArgs) -> anyhow::Result<()> {
-    anyhow::bail!("`ccma train` is not implemented yet")
+pub fn run_cli(args: &crate::cli::TrainArgs) -> anyhow::Result<()> {
+    trainer::run(args)
 }

@@ -1,0 +1,11 @@
+#!/usr/bin/env bash
+# The main job on the embedded default: generates SYNTH-PEDES under data/ (once), trains a small CCMA
+# model from scratch with configs/demo.yaml, then evaluates the best checkpoint on the test split.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+source scripts/env.sh
+cargo build --release
+run_dir="logs/SYNTH-PEDES/demo"
+rm -rf "$run_dir"
+./target/release/ccma train --config configs/demo.yaml --run-dir "$run_dir" "$@"
+./target/release/ccma test --config "$run_dir/configs.yaml"

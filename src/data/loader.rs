@@ -1,0 +1,190 @@
+//! The parallel training loader: decodes, augments, tokenises and masks ahead of the model.
+//!
+//! One producer thread assembles batches in epoch order; the samples of a batch are processed in
+//! parallel on a dedicated rayon pool and written straight into the batch buffer. Finished batches
+//! wait in a bounded queue (`prefetch` batches), so memory stays bounded however slow the consumer.
+//! Every sample draws its randomness from its own generator seeded by (seed, epoch, position), so
+//! an epoch's batches are identical whatever the number of threads.
+use super::annotations::TrainSample;
+use super::batch::TrainBatch;
+use super::mlm::mask_tokens;
+use super::sampler::Sampler;
+use super::tokenizer::Tokenizer;
+use super::transforms::{load_rgb, ImageTransform};
+use anyhow::{Context, Result};
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+use rayon::prelude::*;
+use std::sync::Arc;
+use tch::{Device, Tensor};
+
+/// What the loader produces and how.
+#[derive(Debug, Clone)]
+pub struct LoaderOptions {
+    pub batch_size: usize,
+    /// (H, W).
+    pub img_size: (usize, usize),
+    pub img_aug: bool,
+    /// Produce MLM-masked captions and labels.
+    pub mlm: bool,
+    pub text_length: usize,
+    pub sampler: Sampler,
+    pub seed: u64,
+    /// Worker threads (0 = all cores).
+    pub num_workers: usize,
+    /// Batches prepared ahead of the consumer.
+    pub prefetch: usize,
+    /// Put batches in pinned host memory (for asynchronous copies to a CUDA device).
+    pub pin_memory: bool,
+}
+
+impl LoaderOptions {
+    pub fn from_config(cfg: &crate::config::Config, device: Device) -> LoaderOptions {
+        LoaderOptions {
+            batch_size: cfg.batch_size,
+            img_size: (cfg.img_size.0 as usize, cfg.img_size.1 as usize),
+            img_aug: cfg.img_aug,
+            mlm: cfg.has_loss("mlm"),
+            text_length: cfg.text_length as usize,
+            sampler: Sampler::from_config(cfg),
+            seed: cfg.seed,
+            num_workers: cfg.num_workers,
+            prefetch: 4,
+            pin_memory: device.is_cuda(),
+        }
+    }
+}
+
+/// Training samples with their captions tokenised once, ready to be served epoch after epoch.
+pub struct TrainLoader {
+    samples: Arc<Vec<TrainSample>>,
+    tokens: Arc<Vec<Vec<i64>>>,
+    pids: Vec<i64>,
+    opts: LoaderOptions,
+    pool: Arc<rayon::ThreadPool>,
+}
+
+impl TrainLoader {
+    pub fn new(samples: Vec<TrainSample>, opts: LoaderOptions) -> Result<TrainLoader> {
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(opts.num_workers)
+            .thread_name(|i| format!("loader-{i}"))
+            .build()
+            .context("cannot start the data-loading threads")?;
+        let tok = Tokenizer::shared();
+        let tokens: Vec<Vec<i64>> =
+            pool.install(|| samples.par_iter().map(|s| tok.encode(&s.caption, opts.text_length)).collect());
+        let pids = samples.iter().map(|s| s.pid).collect();
+        Ok(TrainLoader { samples: Arc::new(samples), tokens: Arc::new(tokens), pids, opts, pool: Arc::new(pool) })
+    }
+
+    /// Number of batches in `epoch`.
+    pub fn num_batches(&self, epoch: usize) -> usize {
+        self.batch_indices(epoch).len()
+    }
+
+    pub fn num_samples(&self) -> usize {
+        self.samples.len()
+    }
+
+    fn batch_indices(&self, epoch: usize) -> Vec<Vec<usize>> {
+        self.opts.sampler.batches(&self.pids, self.opts.batch_size, self.opts.seed, epoch)
+    }
+
+    /// Starts producing the batches of `epoch` (from batch `skip` on) in the background.
+    pub fn epoch(&self, epoch: usize, skip: usize) -> EpochBatches {
+        let batches: Vec<Vec<usize>> = self.batch_indices(epoch).into_iter().skip(skip).collect();
+        let (tx, rx) = crossbeam_channel::bounded(self.opts.prefetch.max(1));
+        let (samples, tokens, pool, opts) =
+            (self.samples.clone(), self.tokens.clone(), self.pool.clone(), self.opts.clone());
+        let producer = std::thread::spawn(move || {
+            for (b, idx) in batches.iter().enumerate() {
+                let batch = pool.install(|| assemble(&samples, &tokens, idx, &opts, epoch, skip + b));
+                let failed = batch.is_err();
+                if tx.send(batch).is_err() || failed {
+                    return; // consumer gone, or the error was delivered
+                }
+            }
+        });
+        EpochBatches { rx, producer: Some(producer) }
+    }
+}
+
+/// The batches of one epoch, in order, as they become ready.
+pub struct EpochBatches {
+    rx: crossbeam_channel::Receiver<Result<TrainBatch>>,
+    producer: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Iterator for EpochBatches {
+    type Item = Result<TrainBatch>;
+    fn next(&mut self) -> Option<Self::Item> {
+        self.rx.recv().ok()
+    }
+}
+
+impl Drop for EpochBatches {
+    fn drop(&mut self) {
+        // Unblock the producer (its sends fail once the receiver is gone), then wait for it.
+        let (_, dead) = crossbeam_channel::bounded(0);
+        drop(std::mem::replace(&mut self.rx, dead));
+        if let Some(p) = self.producer.take() {
+            let _ = p.join();
+        }
+    }
+}
+
+/// Builds one batch: images [B,3,H,W] f32, ids/MLM ids/labels [B,L] i64, pids/image ids [B] i64.
+fn assemble(
+    samples: &[TrainSample],
+    tokens: &[Vec<i64>],
+    idx: &[usize],
+    opts: &LoaderOptions,
+    epoch: usize,
+    batch_no: usize,
+) -> Result<TrainBatch> {
+    let (h, w) = opts.img_size;
+    let l = opts.text_length;
+    let per_image = 3 * h * w;
+    let transform = ImageTransform::train(opts.img_size, opts.img_aug);
+    let mut images = vec![0f32; idx.len() * per_image];
+    let mut mlm_ids = vec![0i64; idx.len() * l];
+    let mut mlm_labels = vec![0i64; idx.len() * l];
+    images
+        .par_chunks_mut(per_image)
+        .zip(mlm_ids.par_chunks_mut(l).zip(mlm_labels.par_chunks_mut(l)))
+        .zip(idx.par_iter().enumerate())
+        .try_for_each(|((img_out, (ids_out, labels_out)), (pos, &i))| -> Result<()> {
+            let mut rng = sample_rng(opts.seed, epoch, batch_no, pos);
+            let s = &samples[i];
+            let img = load_rgb(&s.image)?;
+            transform.apply(&img, &mut rng, img_out);
+            if opts.mlm {
+                let (ids, labels) = mask_tokens(&tokens[i], &mut rng);
+                ids_out.copy_from_slice(&ids);
+                labels_out.copy_from_slice(&labels);
+            }
+            Ok(())
+        })?;
+    let b = idx.len() as i64;
+    let caption_ids: Vec<i64> = idx.iter().flat_map(|&i| tokens[i].iter().copied()).collect();
+    let pin = |t: Tensor| if opts.pin_memory { t.pin_memory(Device::Cuda(0)) } else { t };
+    let ids = |v: &[i64]| pin(Tensor::from_slice(v).view([b, l as i64]));
+    let caption_ids = ids(&caption_ids);
+    let (mlm_ids, mlm_labels) = if opts.mlm { (ids(&mlm_ids), ids(&mlm_labels)) } else { (caption_ids.shallow_clone(), ids(&mlm_labels)) };
+    Ok(TrainBatch {
+        images: pin(Tensor::from_slice(&images).view([b, 3, h as i64, w as i64])),
+        caption_ids,
+        mlm_ids,
+        mlm_labels,
+        pids: pin(Tensor::from_slice(&idx.iter().map(|&i| samples[i].pid).collect::<Vec<_>>())),
+        image_ids: pin(Tensor::from_slice(&idx.iter().map(|&i| samples[i].image_id).collect::<Vec<_>>())),
+    })
+}
+
+/// The generator of one sample: a distinct stream per (seed, epoch, batch, position).
+fn sample_rng(seed: u64, epoch: usize, batch_no: usize, pos: usize) -> ChaCha8Rng {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    rng.set_stream(((epoch as u64) << 44) | ((batch_no as u64) << 20) | pos as u64);
+    rng
+}

@@ -1,0 +1,108 @@
+//! Embeds an evaluation split with a model and scores it with the retrieval protocol.
+use super::metrics::{evaluate, RetrievalMetrics};
+use crate::data::annotations::EvalSplit;
+use crate::data::tokenizer::Tokenizer;
+use crate::data::transforms::{load_rgb, ImageTransform};
+use crate::model::Ccma;
+use anyhow::Result;
+use indicatif::{ProgressBar, ProgressStyle};
+use rand::SeedableRng;
+use rayon::prelude::*;
+use std::path::PathBuf;
+use tch::{Device, Tensor};
+
+/// How images and captions are fed to the encoders.
+#[derive(Debug, Clone, Copy)]
+pub struct EmbedOptions {
+    /// (H, W) of the test transform.
+    pub img_size: (usize, usize),
+    pub text_length: usize,
+    pub batch_size: usize,
+    pub device: Device,
+}
+
+impl EmbedOptions {
+    pub fn from_config(cfg: &crate::config::Config, device: Device) -> EmbedOptions {
+        EmbedOptions {
+            img_size: (cfg.img_size.0 as usize, cfg.img_size.1 as usize),
+            text_length: cfg.text_length as usize,
+            batch_size: cfg.test_batch_size,
+            device,
+        }
+    }
+}
+
+fn bar(len: usize, what: &str) -> ProgressBar {
+    let pb = ProgressBar::new(len as u64);
+    pb.set_style(
+        ProgressStyle::with_template("{msg:>12} [{bar:30}] {pos}/{len} {per_sec} eta {eta}")
+            .unwrap_or_else(|_| ProgressStyle::default_bar())
+            .progress_chars("=> "),
+    );
+    pb.set_message(what.to_string());
+    pb
+}
+
+/// Global image features `f_i` of `paths`, in order: [N, D] f32 on the CPU (not normalised).
+/// Decoding and the test transform run in parallel; an unreadable image is an error naming it.
+pub fn embed_images(model: &Ccma, paths: &[PathBuf], opts: &EmbedOptions) -> Result<Tensor> {
+    let (h, w) = opts.img_size;
+    let transform = ImageTransform::test(opts.img_size);
+    let pb = bar(paths.len(), "images");
+    let mut feats = Vec::new();
+    for chunk in paths.chunks(opts.batch_size.max(1)) {
+        let mut buf = vec![0f32; chunk.len() * 3 * h * w];
+        buf.par_chunks_mut(3 * h * w).zip(chunk.par_iter()).try_for_each(|(out, p)| -> Result<()> {
+            let img = load_rgb(p)?;
+            // The test transform is deterministic; the generator is never drawn from.
+            transform.apply(&img, &mut rand_chacha::ChaCha8Rng::seed_from_u64(0), out);
+            Ok(())
+        })?;
+        let x = Tensor::from_slice(&buf).view([chunk.len() as i64, 3, h as i64, w as i64]).to_device(opts.device);
+        let f = tch::no_grad(|| model.image_features(&x));
+        feats.push(f.to_kind(tch::Kind::Float).to_device(Device::Cpu));
+        pb.inc(chunk.len() as u64);
+    }
+    pb.finish_and_clear();
+    Ok(concat(feats))
+}
+
+/// Global text features `f_t` of `captions`, in order: [N, D] f32 on the CPU (not normalised).
+pub fn embed_captions(model: &Ccma, captions: &[String], opts: &EmbedOptions) -> Result<Tensor> {
+    let tok = Tokenizer::shared();
+    let pb = bar(captions.len(), "captions");
+    let mut feats = Vec::new();
+    for chunk in captions.chunks(opts.batch_size.max(1)) {
+        let ids: Vec<i64> = chunk.par_iter().flat_map_iter(|c| tok.encode(c, opts.text_length)).collect();
+        let ids = Tensor::from_slice(&ids).view([chunk.len() as i64, opts.text_length as i64]).to_device(opts.device);
+        let f = tch::no_grad(|| model.text_features(&ids));
+        feats.push(f.to_kind(tch::Kind::Float).to_device(Device::Cpu));
+        pb.inc(chunk.len() as u64);
+    }
+    pb.finish_and_clear();
+    Ok(concat(feats))
+}
+
+fn concat(parts: Vec<Tensor>) -> Tensor {
+    if parts.is_empty() {
+        Tensor::zeros([0, 0], (tch::Kind::Float, Device::Cpu))
+    } else {
+        Tensor::cat(&parts, 0)
+    }
+}
+
+/// Scores of one split: text-to-image, and image-to-text when asked.
+#[derive(Debug, Clone)]
+pub struct SplitScores {
+    pub t2i: RetrievalMetrics,
+    pub i2t: Option<RetrievalMetrics>,
+}
+
+/// Embeds `split` and computes the protocol's metrics.
+pub fn evaluate_split(model: &Ccma, split: &EvalSplit, opts: &EmbedOptions, i2t: bool) -> Result<SplitScores> {
+    let img = embed_images(model, &split.image_paths, opts)?;
+    let txt = embed_captions(model, &split.captions, opts)?;
+    let t2i = evaluate(&txt, &img, &split.caption_pids, &split.image_pids)?;
+    let i2t = if i2t { Some(evaluate(&img, &txt, &split.image_pids, &split.caption_pids)?) } else { None };
+    Ok(SplitScores { t2i, i2t })
+}

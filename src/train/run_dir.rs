@@ -1,0 +1,85 @@
+//! The run folder: `configs.yaml`, `train_log.txt`, `best.safetensors`, `last.safetensors`
+//! (resumable state), `results.json` and `metrics.jsonl`.
+use crate::config::Config;
+use crate::eval::metrics::{to_json, RetrievalMetrics};
+use anyhow::{bail, Context, Result};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, Clone)]
+pub struct RunDir {
+    pub dir: PathBuf,
+}
+
+impl RunDir {
+    /// `run_dir` if set, else `<output_dir>/<dataset_name>/<YYYYmmdd_HHMMSS>_<name>/`; created
+    /// empty. A folder that already holds a run is refused (resume it instead).
+    pub fn create(cfg: &Config) -> Result<RunDir> {
+        let dir = match &cfg.run_dir {
+            Some(d) => d.clone(),
+            None => cfg
+                .output_dir
+                .join(&cfg.dataset_name)
+                .join(format!("{}_{}", chrono::Local::now().format("%Y%m%d_%H%M%S"), cfg.name)),
+        };
+        let run = RunDir { dir };
+        if run.state().exists() || run.config().exists() {
+            bail!(crate::UsageError(format!(
+                "run folder {} already holds a run: continue it with `ccma train --resume {0}` or choose another --run-dir",
+                run.dir.display()
+            )));
+        }
+        std::fs::create_dir_all(&run.dir).with_context(|| format!("cannot create run folder {}", run.dir.display()))?;
+        Ok(run)
+    }
+
+    /// A run folder written by an earlier `ccma train`, to resume.
+    pub fn existing(dir: &Path) -> Result<RunDir> {
+        let run = RunDir { dir: dir.to_path_buf() };
+        for f in [run.config(), run.state()] {
+            if !f.exists() {
+                bail!(crate::UsageError(format!(
+                    "cannot resume {}: {} is missing (is this a run folder that finished at least one epoch?)",
+                    dir.display(),
+                    f.display()
+                )));
+            }
+        }
+        Ok(run)
+    }
+
+    pub fn config(&self) -> PathBuf {
+        self.dir.join("configs.yaml")
+    }
+    pub fn log(&self) -> PathBuf {
+        self.dir.join("train_log.txt")
+    }
+    pub fn best(&self) -> PathBuf {
+        self.dir.join("best.safetensors")
+    }
+    pub fn state(&self) -> PathBuf {
+        self.dir.join("last.safetensors")
+    }
+    pub fn metrics(&self) -> PathBuf {
+        self.dir.join("metrics.jsonl")
+    }
+    pub fn results(&self) -> PathBuf {
+        self.dir.join("results.json")
+    }
+
+    /// `results.json`: the best epoch and its t2i metrics.
+    pub fn write_results(&self, best_epoch: usize, m: &RetrievalMetrics) -> Result<()> {
+        let v = serde_json::json!({ "best_epoch": best_epoch, "t2i": to_json(m) });
+        crate::util::write_atomic(&self.results(), serde_json::to_string_pretty(&v)?.as_bytes())
+    }
+
+    /// Appends one line to `metrics.jsonl`.
+    pub fn append_metrics(&self, record: &serde_json::Value) -> Result<()> {
+        let mut f = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.metrics())
+            .with_context(|| format!("cannot open {}", self.metrics().display()))?;
+        writeln!(f, "{record}").with_context(|| format!("cannot write {}", self.metrics().display()))
+    }
+}
