@@ -13,6 +13,7 @@ pub mod eval;
 pub mod logging;
 pub mod loss;
 pub mod model;
+pub mod report;
 pub mod search;
 pub mod train;
 pub mod util;

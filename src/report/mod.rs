@@ -1,0 +1,5 @@
+//! Pictures and logs for people: contact sheets, training curves, TensorBoard event files.
+pub mod canvas;
+pub mod curves;
+pub mod sheet;
+pub mod tfevents;
