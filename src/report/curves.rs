@@ -85,12 +85,19 @@ fn panel(c: &mut Canvas, x0: i32, w: u32, h: u32, title: &str, series: &[Series]
     }
     let px = |x: f64| left + ((x - x_min) / (x_max - x_min) * (right - left) as f64).round() as i32;
     let py = |y: f64| bottom - ((ty(y) - y_min) / (y_max - y_min) * (bottom - top) as f64).round() as i32;
+    // Epoch ticks are whole numbers, about five of them.
+    let step = ((x_max - x_min) / 4.0).ceil().max(1.0);
+    let mut xv = x_min.ceil();
+    while xv <= x_max {
+        let gx = px(xv);
+        c.line((gx, bottom), (gx, bottom + 4), BLACK, 1);
+        c.text(&format!("{xv:.0}"), gx - 3, bottom + 7, &SMALL, BLACK);
+        xv += step;
+    }
     for i in 0..=4 {
         let f = i as f64 / 4.0;
-        let (xv, yv) = (x_min + f * (x_max - x_min), y_min + f * (y_max - y_min));
-        let (gx, gy) = (px(xv), bottom - (f * (bottom - top) as f64).round() as i32);
-        c.line((gx, bottom), (gx, bottom + 4), BLACK, 1);
-        c.text(&format!("{xv:.0}"), gx - 6, bottom + 7, &SMALL, BLACK);
+        let yv = y_min + f * (y_max - y_min);
+        let gy = bottom - (f * (bottom - top) as f64).round() as i32;
         c.line((left + 1, gy), (right, gy), GREY, 1);
         let label = fmt_tick(if log_y { 10f64.powf(yv) } else { yv });
         c.text(&label, left - 6 - 6 * label.len() as i32, gy - 5, &SMALL, BLACK);
@@ -123,7 +130,8 @@ mod tests {
             .collect();
         let (losses, lr, r1) = series_from_records(&recs);
         assert_eq!(losses.len(), 2);
-        assert_eq!(losses[0].1, vec![(1.0, 3.0), (2.0, 1.5), (3.0, 1.0)]);
+        let sdm = &losses.iter().find(|(n, _)| n == "sdm").unwrap().1;
+        assert_eq!(sdm, &vec![(1.0, 3.0), (2.0, 1.5), (3.0, 1.0)]);
         assert_eq!(lr[0].1[2], (3.0, 0.30000000000000004));
         assert_eq!(r1[0].1, vec![(1.0, 10.0), (2.0, 20.0), (3.0, 30.0)]);
         let dir = tempfile::tempdir().unwrap();
@@ -132,5 +140,8 @@ mod tests {
         let img = image::open(&p).unwrap().to_rgb8();
         assert_eq!(img.dimensions(), (1260, 330));
         assert!(img.pixels().any(|px| px.0 == [31, 119, 180]), "the first series is drawn");
+        if let Ok(keep) = std::env::var("CCMA_KEEP_PICTURES") {
+            std::fs::copy(&p, std::path::Path::new(&keep).join("curves.png")).unwrap();
+        }
     }
 }

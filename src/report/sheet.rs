@@ -76,6 +76,9 @@ mod tests {
         write(&out, "a man in a blue shirt", Some("1 true match"), &items).unwrap();
         let img = image::open(&out).unwrap().to_rgb8();
         assert_eq!(img.width(), 10 + 5 * CELL_W + 10);
+        if let Ok(keep) = std::env::var("CCMA_KEEP_PICTURES") {
+            std::fs::copy(&out, std::path::Path::new(&keep).join("sheet.png")).unwrap();
+        }
         let count = |c: [u8; 3]| img.pixels().filter(|p| p.0 == c).count();
         let (g, r) = (count([20, 160, 60]), count([210, 40, 40]));
         assert!(g > 0 && r > 5 * g, "one green frame, six red ones: {g} {r}");
