@@ -91,18 +91,24 @@ fn concat(parts: Vec<Tensor>) -> Tensor {
     }
 }
 
-/// Scores of one split: text-to-image, and image-to-text when asked.
-#[derive(Debug, Clone)]
-pub struct SplitScores {
-    pub t2i: RetrievalMetrics,
-    pub i2t: Option<RetrievalMetrics>,
+/// Global features of a split: images [Ni, D] and captions [Nt, D], f32 on the CPU.
+pub struct SplitFeatures {
+    pub images: Tensor,
+    pub texts: Tensor,
 }
 
-/// Embeds `split` and computes the protocol's metrics.
-pub fn evaluate_split(model: &Ccma, split: &EvalSplit, opts: &EmbedOptions, i2t: bool) -> Result<SplitScores> {
-    let img = embed_images(model, &split.image_paths, opts)?;
-    let txt = embed_captions(model, &split.captions, opts)?;
-    let t2i = evaluate(&txt, &img, &split.caption_pids, &split.image_pids)?;
-    let i2t = if i2t { Some(evaluate(&img, &txt, &split.image_pids, &split.caption_pids)?) } else { None };
-    Ok(SplitScores { t2i, i2t })
+/// Embeds every image and caption of `split`.
+pub fn embed_split(model: &Ccma, split: &EvalSplit, opts: &EmbedOptions) -> Result<SplitFeatures> {
+    Ok(SplitFeatures { images: embed_images(model, &split.image_paths, opts)?, texts: embed_captions(model, &split.captions, opts)? })
+}
+
+/// Text-to-image metrics of `split` from its features; image-to-text too when `i2t`.
+pub fn score_split(
+    feats: &SplitFeatures,
+    split: &EvalSplit,
+    i2t: bool,
+) -> Result<(RetrievalMetrics, Option<RetrievalMetrics>)> {
+    let t2i = evaluate(&feats.texts, &feats.images, &split.caption_pids, &split.image_pids)?;
+    let i2t = if i2t { Some(evaluate(&feats.images, &feats.texts, &split.image_pids, &split.caption_pids)?) } else { None };
+    Ok((t2i, i2t))
 }

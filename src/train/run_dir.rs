@@ -63,6 +63,9 @@ impl RunDir {
     pub fn metrics(&self) -> PathBuf {
         self.dir.join("metrics.jsonl")
     }
+    pub fn curves(&self) -> PathBuf {
+        self.dir.join("curves.png")
+    }
     pub fn results(&self) -> PathBuf {
         self.dir.join("results.json")
     }
@@ -71,6 +74,17 @@ impl RunDir {
     pub fn write_results(&self, best_epoch: usize, m: &RetrievalMetrics) -> Result<()> {
         let v = serde_json::json!({ "best_epoch": best_epoch, "t2i": to_json(m) });
         crate::util::write_atomic(&self.results(), serde_json::to_string_pretty(&v)?.as_bytes())
+    }
+
+    /// Every record of `metrics.jsonl`, in order.
+    pub fn read_metrics(&self) -> Result<Vec<serde_json::Value>> {
+        let text = std::fs::read_to_string(self.metrics())
+            .with_context(|| format!("cannot read {}", self.metrics().display()))?;
+        text.lines()
+            .filter(|l| !l.trim().is_empty())
+            .enumerate()
+            .map(|(i, l)| serde_json::from_str(l).with_context(|| format!("{} line {}", self.metrics().display(), i + 1)))
+            .collect()
     }
 
     /// Appends one line to `metrics.jsonl`.

@@ -7,9 +7,10 @@ use super::Interrupted;
 use crate::config::Config;
 use crate::data::annotations::Dataset;
 use crate::data::loader::{LoaderOptions, TrainLoader};
-use crate::eval::evaluator::{evaluate_split, EmbedOptions};
+use crate::eval::evaluator::{embed_split, score_split, EmbedOptions};
 use crate::eval::metrics::RetrievalMetrics;
 use crate::model::Ccma;
+use crate::report::tfevents::EventWriter;
 use anyhow::{bail, Context, Result};
 use indicatif::{ProgressBar, ProgressStyle};
 use std::collections::HashMap;
@@ -92,6 +93,7 @@ pub struct Trainer {
     opt: Optimizer,
     loader: TrainLoader,
     losses: Vec<String>,
+    events: Option<EventWriter>,
 }
 
 impl Trainer {
@@ -112,7 +114,7 @@ impl Trainer {
         let loader = TrainLoader::new(dataset.train.clone(), LoaderOptions::from_config(&cfg, device))?;
         let losses = cfg.losses();
         tracing::info!("device {device:?}, losses {}, {} parameters", losses.join("+"), count_params(&vs));
-        Ok(Trainer { cfg, run, device, dataset, vs, model, opt, loader, losses })
+        Ok(Trainer { cfg, run, device, dataset, vs, model, opt, loader, losses, events: None })
     }
 
     /// The full resumable state: model parameters, optimiser state, and `progress` as metadata.
@@ -147,7 +149,8 @@ impl Trainer {
 
     fn evaluate(&self) -> Result<RetrievalMetrics> {
         let opts = EmbedOptions::from_config(&self.cfg, self.device);
-        Ok(evaluate_split(&self.model, &self.dataset.test, &opts, false)?.t2i)
+        let feats = embed_split(&self.model, &self.dataset.test, &opts)?;
+        Ok(score_split(&feats, &self.dataset.test, false)?.0)
     }
 
     /// Trains from `progress` to the last epoch.
@@ -175,6 +178,7 @@ impl Trainer {
             }
             self.save_state(&progress)?;
             self.run.append_metrics(&record)?;
+            self.report(&record)?;
         }
         tracing::info!(
             "finished in {:.1} min; best t2i R@1 {:.3} at epoch {}",
@@ -183,6 +187,25 @@ impl Trainer {
             progress.best_epoch
         );
         Ok(progress)
+    }
+
+    /// Refreshes `curves.png` from `metrics.jsonl` and logs the epoch's scalars for TensorBoard.
+    fn report(&mut self, record: &serde_json::Value) -> Result<()> {
+        let epoch = record["epoch"].as_i64().unwrap_or(0);
+        if self.events.is_none() {
+            self.events = Some(EventWriter::create(&self.run.dir)?);
+        }
+        let events = self.events.as_mut().expect("created above");
+        for (term, v) in record["loss"].as_object().into_iter().flatten() {
+            events.scalar(&format!("loss/{term}"), v.as_f64().unwrap_or(f64::NAN) as f32, epoch)?;
+        }
+        events.scalar("lr", record["lr"].as_f64().unwrap_or(f64::NAN) as f32, epoch)?;
+        for (k, v) in record["t2i"].as_object().into_iter().flatten() {
+            if let Some(v) = v.as_f64() {
+                events.scalar(&format!("test_t2i/{k}"), v as f32, epoch)?;
+            }
+        }
+        crate::report::curves::write(&self.run.curves(), &self.run.read_metrics()?)
     }
 
     /// One epoch from `progress.step` on; returns the mean of each loss term.
