@@ -100,3 +100,19 @@ pub fn libtorch_version() -> String {
     // tch exposes no version getter; build.rs records the version of the libtorch it linked.
     option_env!("CCMA_LIBTORCH_VERSION").filter(|v| !v.is_empty()).unwrap_or("unknown").to_string()
 }
+
+/// Memory in use on `device` (total minus free, GiB) as the driver reports it; `None` on the CPU.
+/// libtorch's caching allocator keeps what it reserved, so after a run this is its peak
+/// reservation plus the CUDA context.
+pub fn used_memory_gib(device: Device) -> Option<f64> {
+    let Device::Cuda(_) = device else { return None };
+    type MemGetInfo = unsafe extern "C" fn(*mut usize, *mut usize) -> i32;
+    // SAFETY: cuMemGetInfo_v2 has this signature; the calling thread has the CUDA context that
+    // libtorch made current while running the benchmark.
+    unsafe {
+        let lib = libloading::Library::new("libcuda.so.1").ok()?;
+        let f = lib.get::<MemGetInfo>(b"cuMemGetInfo_v2").ok()?;
+        let (mut free, mut total) = (0usize, 0usize);
+        (f(&mut free, &mut total) == 0).then(|| (total - free) as f64 / (1u64 << 30) as f64)
+    }
+}
