@@ -107,6 +107,8 @@ fn fragments() -> Vec<Vec<String>> {
         "ǅemal",
         "ĳs",
         "Kelvin \u{212a}",
+        "q\u{345}x",
+        "ᾳ ᾼ",
         "'ſ ſtar",
         "Dž",
         "ﬀ",

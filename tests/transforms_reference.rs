@@ -91,7 +91,8 @@ fn resize_and_decode_match_pillow() {
     // (source width, height) -> several targets: CUHK-like upscales, strong and odd downscales,
     // one axis unchanged, same size; both pass orders (vertical first where the height shrinks by
     // more than twice the width's shrink: 100x500, 97x263 -> 24x48, 200x90 -> 30x60).
-    let cases: [((u32, u32), &[(usize, usize)]); 7] = [
+    type Case = ((u32, u32), &'static [(usize, usize)]);
+    let cases: [Case; 7] = [
         ((100, 300), &[(384, 128), (300, 64), (150, 100)]),
         ((500, 900), &[(384, 128), (77, 33)]),
         ((83, 241), &[(384, 128), (241, 128), (241, 83)]),
@@ -276,5 +277,17 @@ fn unreadable_images_are_errors_naming_the_file() {
     let cut = dir.path().join("cut.jpg");
     std::fs::write(&cut, &bytes[..bytes.len() / 3]).unwrap();
     let err = format!("{:#}", load_rgb(&cut).unwrap_err());
-    assert!(err.contains("cut.jpg"), "{err}");
+    assert!(
+        err.contains("cut.jpg") && err.contains("truncated"),
+        "{err}"
+    );
+
+    // Stray bytes between two header segments: libjpeg (PIL) warns and decodes; so do we.
+    let dqt = bytes.windows(2).position(|w| w == [0xFF, 0xDB]).unwrap();
+    let mut stray = bytes[..dqt].to_vec();
+    stray.extend_from_slice(&[0x12, 0x34, 0x56, 0x78, 0x9A, 0x00]);
+    stray.extend_from_slice(&bytes[dqt..]);
+    let odd = dir.path().join("stray.jpg");
+    std::fs::write(&odd, &stray).unwrap();
+    assert_eq!(load_rgb(&odd).unwrap(), load_rgb(&full).unwrap());
 }

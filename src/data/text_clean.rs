@@ -620,6 +620,24 @@ mod tests {
     }
 
     #[test]
+    fn utf8_variants_codec_follows_ftfy() {
+        // Expected values from ftfy's `utf-8-variants` codec.
+        assert_eq!(decode_utf8_variants(b"a\xc0\x80b").as_deref(), Some("a\0b"));
+        assert_eq!(
+            decode_utf8_variants(b"\xed\xa0\xbd\xed\xb8\x80").as_deref(),
+            Some("😀")
+        );
+        assert_eq!(decode_utf8_variants(b"\xed\xa0\xbd"), None);
+        assert_eq!(decode_utf8_variants(b"\xc0A"), None);
+        // Python's `$` also matches before a final newline, which the codec's patterns use.
+        assert_eq!(decode_utf8_variants(b"x\xc0\n").as_deref(), Some("x\0"));
+        assert_eq!(
+            decode_utf8_variants(b"\xed\xa0\xbd\xed\xb8\n").as_deref(),
+            Some("😊")
+        );
+    }
+
+    #[test]
     fn html_unescape_follows_python() {
         assert_eq!(html_unescape("&amp;amp;"), "&amp;");
         assert_eq!(html_unescape(&html_unescape("&amp;amp;")), "&");

@@ -43,8 +43,11 @@ pub struct Tokenizer {
     pattern: Regex,
 }
 
+/// Per-thread BPE results: piece bytes -> symbol ids.
+type WordCache = HashMap<Box<[u8]>, Box<[u32]>>;
+
 thread_local! {
-    static WORD_CACHE: RefCell<HashMap<Box<[u8]>, Box<[u32]>>> = RefCell::new(HashMap::new());
+    static WORD_CACHE: RefCell<WordCache> = RefCell::new(HashMap::new());
 }
 
 impl Default for Tokenizer {
@@ -77,6 +80,10 @@ impl Tokenizer {
             ids.insert(format!("{left}{right}"), id);
         }
         debug_assert_eq!(ids.len(), MASK_ID as usize);
+        // CLIP's pattern, compiled case-insensitively there. Case-insensitivity only matters for
+        // the special tokens and contractions (`ſ` folds to `s`) and for the negated class,
+        // which then also excludes characters that fold to a letter (U+0345: such a character
+        // belongs to no piece and is dropped, as in Python's `regex`).
         let pattern = Regex::new(
             r"(?i:<\|startoftext\|>|<\|endoftext\|>|'s|'t|'re|'ve|'m|'ll|'d)|\p{L}+|\p{N}|(?i:[^\s\p{L}\p{N}])+",
         )

@@ -15,17 +15,22 @@ use std::cell::RefCell;
 use std::path::Path;
 use std::sync::OnceLock;
 
-/// CLIP's per-channel mean (RGB), also the value random erasing writes.
+/// CLIP's per-channel mean (RGB), also the value random erasing writes (the published digits;
+/// they round to f32).
+#[allow(clippy::excessive_precision)]
 pub const CLIP_MEAN: [f32; 3] = [0.48145466, 0.4578275, 0.40821073];
 /// CLIP's per-channel standard deviation (RGB).
+#[allow(clippy::excessive_precision)]
 pub const CLIP_STD: [f32; 3] = [0.26862954, 0.26130258, 0.27577711];
 /// Zero padding on each side before the random crop.
 pub const PAD: usize = 10;
-/// Probability of a horizontal flip, and of random erasing.
+/// Probability of a horizontal flip.
 pub const FLIP_PROB: f64 = 0.5;
+/// Probability of random erasing.
 pub const ERASE_PROB: f64 = 0.5;
-/// Random erasing: area fraction and aspect-ratio (height / width) ranges.
+/// Random erasing: range of the erased area as a fraction of the image.
 pub const ERASE_SCALE: (f64, f64) = (0.02, 0.4);
+/// Random erasing: range of the aspect ratio (height / width), sampled log-uniformly.
 pub const ERASE_RATIO: (f64, f64) = (0.3, 3.3);
 
 /// Reads and decodes an image file (JPEG or PNG; grey or alpha images become RGB, alpha dropped,
