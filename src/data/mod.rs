@@ -1,11 +1,64 @@
 //! Datasets, tokenizer, MLM masking, image transforms, samplers and the parallel loader.
 pub mod batch;
 pub mod loader;
+pub mod mlm;
 pub mod sampler;
+pub mod text_clean;
+mod text_tables;
+pub mod tokenizer;
+pub mod transforms;
 
-/// `ccma tokenize`.
-pub fn run_tokenize_cli(_args: &crate::cli::TokenizeArgs) -> anyhow::Result<()> {
-    anyhow::bail!("`ccma tokenize` is not implemented yet")
+/// `ccma tokenize`: one JSON array of `text_length` ids per UTF-8 line of stdin.
+pub fn run_tokenize_cli(args: &crate::cli::TokenizeArgs) -> anyhow::Result<()> {
+    let stdin = std::io::stdin();
+    let stdout = std::io::stdout();
+    tokenize_lines(
+        stdin.lock(),
+        &mut std::io::BufWriter::new(stdout.lock()),
+        args.text_length,
+    )
+}
+
+/// Tokenises every line of `input` (UTF-8, `\n`-separated; a final `\r` is whitespace and
+/// cleaned away) and writes one JSON array of `text_length` ids per line.
+pub fn tokenize_lines(
+    mut input: impl std::io::BufRead,
+    output: &mut impl std::io::Write,
+    text_length: usize,
+) -> anyhow::Result<()> {
+    use anyhow::Context;
+    if text_length < 2 {
+        return Err(crate::UsageError(format!(
+            "--text-length {text_length} is too small: it must hold at least the start and end tokens (>= 2)"
+        ))
+        .into());
+    }
+    let tokenizer = tokenizer::Tokenizer::shared();
+    let mut line = Vec::new();
+    for number in 1.. {
+        line.clear();
+        if input
+            .read_until(b'\n', &mut line)
+            .context("cannot read stdin")?
+            == 0
+        {
+            break;
+        }
+        if line.last() == Some(&b'\n') {
+            line.pop();
+        }
+        let text = std::str::from_utf8(&line).map_err(|e| {
+            crate::UsageError(format!(
+                "stdin line {number}: invalid UTF-8 at byte {} (expected UTF-8 text)",
+                e.valid_up_to() + 1
+            ))
+        })?;
+        let ids = tokenizer.encode(text, text_length);
+        serde_json::to_writer(&mut *output, &ids).context("cannot write to stdout")?;
+        output.write_all(b"\n").context("cannot write to stdout")?;
+    }
+    output.flush().context("cannot write to stdout")?;
+    Ok(())
 }
 
 /// `ccma stats`.
