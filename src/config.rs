@@ -240,7 +240,7 @@ impl Config {
         one_of("dataset_name", &self.dataset_name, &DATASETS)?;
         one_of("sampler", &self.sampler, &SAMPLERS)?;
         one_of("lrscheduler", &self.lrscheduler, &SCHEDULERS)?;
-        one_of("optimizer", &self.optimizer, &["Adam", "AdamW", "SGD"])?;
+        one_of("optimizer", &self.optimizer, &["Adam", "AdamW"])?;
         one_of("warmup_method", &self.warmup_method, &["linear", "constant"])?;
         for name in expand_loss_names(&self.loss_names) {
             if !LOSS_NAMES.contains(&name.as_str()) {

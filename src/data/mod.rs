@@ -1,8 +1,10 @@
 //! Datasets, tokenizer, MLM masking, image transforms, samplers and the parallel loader.
+pub mod annotations;
 pub mod batch;
 pub mod loader;
 pub mod mlm;
 pub mod sampler;
+pub mod synthetic;
 pub mod text_clean;
 mod text_tables;
 pub mod tokenizer;
@@ -61,9 +63,19 @@ pub fn tokenize_lines(
     Ok(())
 }
 
-/// `ccma stats`.
-pub fn run_stats_cli(_args: &crate::cli::StatsArgs) -> anyhow::Result<()> {
-    anyhow::bail!("`ccma stats` is not implemented yet")
+/// `ccma stats`: ids, images and captions per split.
+pub fn run_stats_cli(args: &crate::cli::StatsArgs) -> anyhow::Result<()> {
+    let cfg = args.config.resolve()?;
+    let ds = load_dataset(&cfg)?;
+    let mut t = prettytable::Table::new();
+    t.set_titles(prettytable::row!["split", "ids", "images", "captions"]);
+    t.add_row(prettytable::row!["train", ds.num_classes, ds.train_images, ds.train.len()]);
+    for (name, s) in [("val", &ds.val), ("test", &ds.test)] {
+        t.add_row(prettytable::row![name, s.num_ids(), s.image_paths.len(), s.captions.len()]);
+    }
+    println!("{} ({})", ds.name, ds.dir.display());
+    t.printstd();
+    Ok(())
 }
 
 /// The dataset a config names, generating SYNTH-PEDES first when it is asked for and missing.

@@ -1,6 +1,8 @@
 //! Training: optimiser, schedule, the loop, run folders and checkpoints.
 pub mod checkpoint;
+pub mod optimizer;
 pub mod run_dir;
+pub mod schedule;
 pub mod trainer;
 
 /// The run was stopped by Ctrl-C after writing a resumable checkpoint.

@@ -1,0 +1,183 @@
+//! The CCMA model: CLIP dual encoder, IRRA's cross-modal MLM branch, the ID classifier and the two
+//! differential cross-modal attention stacks used by IMAL.
+use super::clip::{ClipConfig, TextTransformer, VisionTransformer};
+use super::cross_modal::CrossModal;
+use super::dca::{text_padding_mask, DcaStack};
+use super::layers::{eot_index, gather_rows};
+use crate::data::batch::TrainBatch;
+use tch::nn;
+use tch::{Kind, Tensor};
+
+/// Everything that sizes the model.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ModelConfig {
+    pub clip: ClipConfig,
+    pub cmt_depth: i64,
+    pub dca_heads: i64,
+    pub dca_depth: i64,
+    pub lambda_init: f64,
+}
+
+impl ModelConfig {
+    /// From-scratch sizes from a run config.
+    pub fn from_config(cfg: &crate::config::Config) -> ModelConfig {
+        ModelConfig {
+            clip: ClipConfig {
+                embed_dim: cfg.embed_dim,
+                image_size: cfg.img_size,
+                vision_width: cfg.vision_width,
+                vision_layers: cfg.vision_layers,
+                vision_heads: cfg.vision_heads,
+                patch_size: cfg.vision_patch_size,
+                stride: cfg.stride_size,
+                context_length: cfg.text_length,
+                vocab_size: cfg.vocab_size,
+                text_width: cfg.transformer_width,
+                text_heads: cfg.transformer_heads,
+                text_layers: cfg.transformer_layers,
+            },
+            cmt_depth: cfg.cmt_depth,
+            dca_heads: cfg.dca_heads,
+            dca_depth: cfg.dca_depth,
+            lambda_init: cfg.lambda_init,
+        }
+    }
+}
+
+/// What one training forward produces for the losses (all f32).
+#[derive(Debug)]
+pub struct TrainOutputs {
+    /// [B, D] global image features (class token).
+    pub f_i: Tensor,
+    /// [B, D] global text features (EOT token).
+    pub f_t: Tensor,
+    /// [B, D] text-guided image features from DCA (class token), when `imal` is selected.
+    pub g_i: Option<Tensor>,
+    /// [B, D] image-guided text features from DCA (EOT token), when `imal` is selected.
+    pub g_t: Option<Tensor>,
+    /// [B, C] ID logits of `f_i` and `f_t`, when `id` is selected.
+    pub id_logits_i: Option<Tensor>,
+    pub id_logits_t: Option<Tensor>,
+    /// [M, V] MLM logits at the M masked positions, and their labels [M] i64, when `mlm` is selected.
+    pub mlm_logits: Option<Tensor>,
+    pub mlm_labels: Option<Tensor>,
+}
+
+#[derive(Debug)]
+pub struct Ccma {
+    pub config: ModelConfig,
+    visual: VisionTransformer,
+    text: TextTransformer,
+    cross: CrossModal,
+    classifier: nn::Linear,
+    dca_image: DcaStack,
+    dca_text: DcaStack,
+    autocast: bool,
+}
+
+impl Ccma {
+    /// Creates every parameter under `vs` with the shared names (`base_model.*`, `cross_attn.*`,
+    /// `mlm_head.*`, `classifier.*`, `dca_image.*`, `dca_text.*`, ...).
+    pub fn new(vs: &nn::Path, cfg: &ModelConfig, num_classes: i64) -> Ccma {
+        let c = &cfg.clip;
+        let base = vs / "base_model";
+        let d = c.embed_dim;
+        let classifier = nn::linear(
+            vs / "classifier",
+            d,
+            num_classes,
+            nn::LinearConfig { ws_init: nn::Init::Randn { mean: 0.0, stdev: 0.001 }, bs_init: Some(nn::Init::Const(0.0)), bias: true },
+        );
+        Ccma {
+            config: cfg.clone(),
+            visual: VisionTransformer::new(&base / "visual", c),
+            text: TextTransformer::new(base, c),
+            cross: CrossModal::new(vs, d, cfg.cmt_depth, c.vocab_size),
+            classifier,
+            dca_image: DcaStack::new(vs / "dca_image", d, cfg.dca_heads, cfg.dca_depth, cfg.lambda_init),
+            dca_text: DcaStack::new(vs / "dca_text", d, cfg.dca_heads, cfg.dca_depth, cfg.lambda_init),
+            autocast: vs.device().is_cuda(),
+        }
+    }
+
+    /// Runs `f` under bf16 autocast on CUDA (fp32 master weights), plainly on the CPU.
+    fn amp<T>(&self, f: impl FnOnce() -> T) -> T {
+        if self.autocast {
+            tch::autocast(true, f)
+        } else {
+            f()
+        }
+    }
+
+    /// Images [B, 3, H, W] f32 -> image tokens [B, 1 + patches, D].
+    pub fn encode_image(&self, images: &Tensor) -> Tensor {
+        self.amp(|| self.visual.forward(images))
+    }
+
+    /// Token ids [B, L] i64 -> text tokens [B, L, D].
+    pub fn encode_text(&self, ids: &Tensor) -> Tensor {
+        self.amp(|| self.text.forward(ids))
+    }
+
+    /// Global image features `f_i` [B, D] f32.
+    pub fn image_features(&self, images: &Tensor) -> Tensor {
+        self.encode_image(images).select(1, 0).to_kind(Kind::Float)
+    }
+
+    /// Global text features `f_t` [B, D] f32 (the EOT token).
+    pub fn text_features(&self, ids: &Tensor) -> Tensor {
+        gather_rows(&self.encode_text(ids), &eot_index(ids)).to_kind(Kind::Float)
+    }
+
+    /// MLM logits at the masked positions of `mlm_ids` given image tokens: ([M, V], labels [M]).
+    pub fn mlm(&self, image_tokens: &Tensor, mlm_ids: &Tensor, mlm_labels: &Tensor) -> (Tensor, Tensor) {
+        self.amp(|| {
+            let fused = self.cross.fuse(&self.text.forward(mlm_ids), image_tokens);
+            let d = fused.size()[2];
+            let labels = mlm_labels.reshape([-1]);
+            let at = labels.nonzero().squeeze_dim(1);
+            let logits = self.cross.mlm_logits(&fused.reshape([-1, d]).index_select(0, &at));
+            (logits.to_kind(Kind::Float), labels.index_select(0, &at))
+        })
+    }
+
+    /// DCA-pooled features (g_i, g_t), each [B, D] f32, from image tokens [B, Ni, D], text
+    /// tokens [B, L, D] and the caption ids [B, L].
+    pub fn dca(&self, image_tokens: &Tensor, text_tokens: &Tensor, ids: &Tensor) -> (Tensor, Tensor) {
+        self.amp(|| {
+            let mask = text_padding_mask(ids);
+            let g_i = self.dca_image.forward(image_tokens, text_tokens, Some(&mask)).select(1, 0);
+            let g_t = gather_rows(&self.dca_text.forward(text_tokens, image_tokens, None), &eot_index(ids));
+            (g_i.to_kind(Kind::Float), g_t.to_kind(Kind::Float))
+        })
+    }
+
+    /// ID logits [B, C] f32 of features [B, D].
+    pub fn classify(&self, f: &Tensor) -> Tensor {
+        f.to_kind(Kind::Float).apply(&self.classifier)
+    }
+
+    /// The training forward; computes only what `losses` need.
+    pub fn forward_train(&self, batch: &TrainBatch, losses: &[String]) -> TrainOutputs {
+        let has = |n: &str| losses.iter().any(|l| l == n);
+        let img = self.encode_image(&batch.images);
+        let txt = self.encode_text(&batch.caption_ids);
+        let f_i = img.select(1, 0).to_kind(Kind::Float);
+        let f_t = gather_rows(&txt, &eot_index(&batch.caption_ids)).to_kind(Kind::Float);
+        let (g_i, g_t) = if has("imal") {
+            let (a, b) = self.dca(&img, &txt, &batch.caption_ids);
+            (Some(a), Some(b))
+        } else {
+            (None, None)
+        };
+        let (id_logits_i, id_logits_t) =
+            if has("id") { (Some(self.classify(&f_i)), Some(self.classify(&f_t))) } else { (None, None) };
+        let (mlm_logits, mlm_labels) = if has("mlm") {
+            let (l, y) = self.mlm(&img, &batch.mlm_ids, &batch.mlm_labels);
+            (Some(l), Some(y))
+        } else {
+            (None, None)
+        };
+        TrainOutputs { f_i, f_t, g_i, g_t, id_logits_i, id_logits_t, mlm_logits, mlm_labels }
+    }
+}

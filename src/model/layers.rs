@@ -1,0 +1,126 @@
+//! Building blocks shared by the encoders and the cross-modal parts: QuickGELU MLP, packed-QKV
+//! multi-head attention over libtorch's fused scaled-dot-product attention, pre-LN residual blocks.
+use tch::nn;
+use tch::{Kind, Tensor};
+
+/// `x * sigmoid(1.702 x)`, CLIP's activation.
+pub fn quick_gelu(x: &Tensor) -> Tensor {
+    x * (x * 1.702).sigmoid()
+}
+
+/// Normal initialisation of a fresh linear layer's weight (`std`) with a zero bias.
+pub fn linear(vs: nn::Path, i: i64, o: i64, std: f64) -> nn::Linear {
+    nn::linear(vs, i, o, nn::LinearConfig { ws_init: nn::Init::Randn { mean: 0.0, stdev: std }, bs_init: Some(nn::Init::Const(0.0)), bias: true })
+}
+
+/// `torch.nn.MultiheadAttention` parameters (`in_proj_weight` [3D, D], `in_proj_bias` [3D],
+/// `out_proj`) with attention computed by the fused kernel.
+#[derive(Debug)]
+pub struct Attention {
+    in_proj_weight: Tensor,
+    in_proj_bias: Tensor,
+    out_proj: nn::Linear,
+    heads: i64,
+}
+
+impl Attention {
+    pub fn new(vs: nn::Path, width: i64, heads: i64, attn_std: f64, proj_std: f64) -> Attention {
+        Attention {
+            in_proj_weight: vs.var("in_proj_weight", &[3 * width, width], nn::Init::Randn { mean: 0.0, stdev: attn_std }),
+            in_proj_bias: vs.var("in_proj_bias", &[3 * width], nn::Init::Const(0.0)),
+            out_proj: linear(&vs / "out_proj", width, width, proj_std),
+            heads,
+        }
+    }
+
+    /// [B, N, D] -> [B, heads, N, D/heads].
+    fn split(&self, x: &Tensor) -> Tensor {
+        let (b, n, d) = x.size3().expect("[B, N, D]");
+        x.view([b, n, self.heads, d / self.heads]).transpose(1, 2)
+    }
+
+    /// Self-attention of `x` [B, N, D] (causal when asked) -> [B, N, D].
+    pub fn self_attn(&self, x: &Tensor, causal: bool) -> Tensor {
+        let qkv = x.linear(&self.in_proj_weight, Some(&self.in_proj_bias)).chunk(3, -1);
+        self.attend(&qkv[0], &qkv[1], &qkv[2], None, causal)
+    }
+
+    /// Attention of queries `q` [B, Nq, D] over `kv` [B, Nk, D] -> [B, Nq, D]; `mask` is an
+    /// additive [B, 1, 1, Nk] mask (0 or -inf) or none.
+    pub fn cross_attn(&self, q: &Tensor, kv: &Tensor, mask: Option<&Tensor>) -> Tensor {
+        let w = self.in_proj_weight.chunk(3, 0);
+        let b = self.in_proj_bias.chunk(3, 0);
+        let q = q.linear(&w[0], Some(&b[0]));
+        let kv = kv.linear(&Tensor::cat(&[&w[1], &w[2]], 0), Some(Tensor::cat(&[&b[1], &b[2]], 0))).chunk(2, -1);
+        self.attend(&q, &kv[0], &kv[1], mask, false)
+    }
+
+    fn attend(&self, q: &Tensor, k: &Tensor, v: &Tensor, mask: Option<&Tensor>, causal: bool) -> Tensor {
+        let (b, n, d) = q.size3().expect("[B, N, D]");
+        let mask = mask.map(|m| m.to_kind(q.kind()));
+        let o = Tensor::scaled_dot_product_attention(&self.split(q), &self.split(k), &self.split(v), mask, 0.0, causal, None, false);
+        o.transpose(1, 2).reshape([b, n, d]).apply(&self.out_proj)
+    }
+}
+
+/// Pre-LN residual block: `x + attn(ln_1 x)`, then `x + mlp(ln_2 x)` (MLP D -> 4D -> D, QuickGELU).
+#[derive(Debug)]
+pub struct ResidualBlock {
+    pub attn: Attention,
+    ln_1: nn::LayerNorm,
+    c_fc: nn::Linear,
+    c_proj: nn::Linear,
+    ln_2: nn::LayerNorm,
+}
+
+impl ResidualBlock {
+    /// CLIP's initialisation: `attn_std = D^-1/2`, `proj_std = D^-1/2 (2 L)^-1/2`, `fc_std = (2D)^-1/2`.
+    pub fn new(vs: nn::Path, width: i64, heads: i64, layers: i64) -> ResidualBlock {
+        let attn_std = (width as f64).powf(-0.5);
+        let proj_std = attn_std * ((2 * layers) as f64).powf(-0.5);
+        let fc_std = ((2 * width) as f64).powf(-0.5);
+        ResidualBlock {
+            attn: Attention::new(&vs / "attn", width, heads, attn_std, proj_std),
+            ln_1: nn::layer_norm(&vs / "ln_1", vec![width], Default::default()),
+            c_fc: linear(&vs / "mlp" / "c_fc", width, 4 * width, fc_std),
+            c_proj: linear(&vs / "mlp" / "c_proj", 4 * width, width, proj_std),
+            ln_2: nn::layer_norm(&vs / "ln_2", vec![width], Default::default()),
+        }
+    }
+
+    /// [B, N, D] -> [B, N, D].
+    pub fn forward(&self, x: &Tensor, causal: bool) -> Tensor {
+        let x = x + self.attn.self_attn(&x.apply(&self.ln_1), causal);
+        let h = quick_gelu(&x.apply(&self.ln_2).apply(&self.c_fc)).apply(&self.c_proj);
+        x + h
+    }
+}
+
+/// `resblocks.{i}` stack.
+#[derive(Debug)]
+pub struct Transformer {
+    blocks: Vec<ResidualBlock>,
+}
+
+impl Transformer {
+    pub fn new(vs: nn::Path, width: i64, layers: i64, heads: i64) -> Transformer {
+        let rb = &vs / "resblocks";
+        Transformer { blocks: (0..layers).map(|i| ResidualBlock::new(&rb / i, width, heads, layers)).collect() }
+    }
+
+    /// [B, N, D] -> [B, N, D].
+    pub fn forward(&self, x: &Tensor, causal: bool) -> Tensor {
+        self.blocks.iter().fold(x.shallow_clone(), |x, b| b.forward(&x, causal))
+    }
+}
+
+/// Index of the end-of-text token per caption: `argmax(ids)` of [B, L] i64 -> [B] i64.
+pub fn eot_index(ids: &Tensor) -> Tensor {
+    ids.argmax(-1, false)
+}
+
+/// Rows `x[b, idx[b]]` of [B, N, D] -> [B, D].
+pub fn gather_rows(x: &Tensor, idx: &Tensor) -> Tensor {
+    let b = x.size()[0];
+    x.index(&[Some(Tensor::arange(b, (Kind::Int64, x.device()))), Some(idx.shallow_clone())])
+}
