@@ -138,7 +138,7 @@ fn draw(p: &Person, rng: &mut impl Rng) -> RgbImage {
     let hair = HAIR[p.hair].1;
     // Back layer: a backpack seen behind the torso, long hair behind the shoulders.
     if p.bag == 1 {
-        pt.rect(COLOURS[p.bag_colour].1, 0.12, 0.2, 0.88, 0.47);
+        pt.rect(COLOURS[p.bag_colour].1, 0.03, 0.2, 0.97, 0.47);
     }
     if p.long_hair {
         pt.rect(hair, 0.3, 0.08, 0.7, 0.3);
@@ -179,9 +179,13 @@ fn draw(p: &Person, rng: &mut impl Rng) -> RgbImage {
         pt.rect(COLOURS[hc].1, 0.34, 0.015, 0.66, 0.06);
         pt.rect(COLOURS[hc].1, 0.5, 0.045, 0.78, 0.065);
     }
-    // Front bags.
+    // Front bags (and the backpack's straps).
     let bag = COLOURS[p.bag_colour].1;
     match BAGS[p.bag] {
+        "backpack" => {
+            pt.rect(bag, 0.34, 0.19, 0.39, 0.4);
+            pt.rect(bag, 0.61, 0.19, 0.66, 0.4);
+        }
         "handbag" => pt.rect(bag, 0.76, 0.5, 0.98, 0.62),
         "shoulder bag" => {
             pt.fill(bag, |u, v| v > 0.18 && v < 0.46 && ((u - 0.3) - (v - 0.18) * 1.6).abs() < 0.035);
