@@ -54,7 +54,7 @@ impl DcaBlock {
     /// λ = exp(λq1·λk1) − exp(λq2·λk2) + λ_init (a scalar tensor).
     pub fn lambda(&self) -> Tensor {
         let [q1, k1, q2, k2] = &self.lambda;
-        (q1 * k1).sum(Kind::Float).exp() - (q2 * k2).sum(Kind::Float).exp() + self.lambda_init
+        (q1 * k1).sum(q1.kind()).exp() - (q2 * k2).sum(q2.kind()).exp() + self.lambda_init
     }
 
     /// Queries `x` [B, Nq, D] attend to context `y` [B, Nk, D]; `mask` is an additive
@@ -73,8 +73,9 @@ impl DcaBlock {
         let attend = |i: i64| Tensor::scaled_dot_product_attention(&q.get(i), &k.get(i), &v, mask.as_ref(), 0.0, false, scale, false);
         let lambda = self.lambda();
         let o = attend(0) - attend(1) * lambda.to_kind(q.kind()); // (A1 − λ A2) V: [B, h/2, Nq, 2d]
-        let o = o.to_kind(Kind::Float);
-        let rms = (o.square().mean_dim([-1i64].as_slice(), true, Kind::Float) + 1e-5).rsqrt();
+        // The RMS norm runs in at least fp32 (inputs may be bf16 under autocast).
+        let o = if matches!(o.kind(), Kind::Half | Kind::BFloat16) { o.to_kind(Kind::Float) } else { o };
+        let rms = (o.square().mean_dim([-1i64].as_slice(), true, o.kind()) + 1e-5).rsqrt();
         let o = (o * rms * &self.subln * (1.0 - self.lambda_init)).to_kind(x.kind());
         let o = o.transpose(1, 2).reshape([b, nq, dim]).apply(&self.out_proj);
         let x = x + o;

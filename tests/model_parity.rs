@@ -1,0 +1,147 @@
+//! The network against an independent PyTorch build of it (tests/reference/model_ref.py): image
+//! and text features, MLM logits and DCA outputs from a safetensors checkpoint and from an OpenAI
+//! style TorchScript archive (with the positional grid resized); a DCA gradient check; and the
+//! weight-file errors.
+mod common;
+use ccma::config::Config;
+use common::*;
+use tch::{Device, Kind, Tensor};
+
+fn config(dir: &std::path::Path, pretrained: Option<&str>) -> Config {
+    let sizes: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(dir.join("config.json")).unwrap()).unwrap();
+    let mut set: Vec<(String, String)> = sizes
+        .as_object()
+        .unwrap()
+        .iter()
+        .filter(|(k, _)| k.as_str() != "num_classes")
+        .map(|(k, v)| (k.clone(), v.to_string()))
+        .collect();
+    if let Some(p) = pretrained {
+        set.push(("pretrained".into(), p.into()));
+    }
+    Config::default().with_overrides(&set).unwrap()
+}
+
+fn generate() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    reference("model_ref.py", &[dir.path().to_str().unwrap()]);
+    dir
+}
+
+fn close(name: &str, ours: &Tensor, want: &Tensor) {
+    let d = max_abs_diff(ours, want);
+    assert!(d < 1e-4, "{name}: max abs diff {d}");
+}
+
+#[test]
+fn whole_model_matches_reference() {
+    let dir = generate();
+    let io = load(&dir.path().join("io.safetensors"));
+    let cfg = config(dir.path(), None);
+    let (mut vs, model) = ccma::model::from_config(&cfg, 7, Device::Cpu).unwrap();
+    ccma::model::load_checkpoint(&mut vs, &dir.path().join("model.safetensors")).unwrap();
+    let _guard = tch::no_grad_guard();
+    close("f_i", &model.image_features(&io["images"]), &io["f_i"]);
+    close("f_t", &model.text_features(&io["ids"]), &io["f_t"]);
+    let img = model.encode_image(&io["images"]);
+    let (logits, labels) = model.mlm(&img, &io["mlm_ids"], &io["mlm_labels"]);
+    assert_eq!(labels.size(), [6]);
+    close("mlm_logits", &logits, &io["mlm_logits"]);
+    let (g_i, g_t) = model.dca(&img, &model.encode_text(&io["ids"]), &io["ids"]);
+    close("g_i", &g_i, &io["g_i"]);
+    close("g_t", &g_t, &io["g_t"]);
+}
+
+#[test]
+fn torchscript_archive_loads_with_resized_grid() {
+    let dir = generate();
+    let io = load(&dir.path().join("io.safetensors"));
+    let archive = dir.path().join("clip.pt");
+    let cfg = config(dir.path(), Some(archive.to_str().unwrap()));
+    let (_vs, model) = ccma::model::from_config(&cfg, 7, Device::Cpu).unwrap();
+    let _guard = tch::no_grad_guard();
+    close("archive f_i", &model.image_features(&io["images"]), &io["clip_f_i"]);
+    close("archive f_t", &model.text_features(&io["ids"]), &io["clip_f_t"]);
+}
+
+#[test]
+fn weight_file_errors_name_the_key_and_shapes() {
+    let dir = generate();
+    let cfg = config(dir.path(), None);
+    let good = dir.path().join("model.safetensors");
+    let try_load = |path: &std::path::Path| {
+        let (mut vs, _m) = ccma::model::from_config(&cfg, 7, Device::Cpu).unwrap();
+        format!("{:#}", ccma::model::load_checkpoint(&mut vs, path).unwrap_err())
+    };
+    let e = try_load(&dir.path().join("missing.safetensors"));
+    assert!(e.contains("missing.safetensors") && e.contains("cannot be opened"), "{e}");
+    let junk = dir.path().join("junk.bin");
+    std::fs::write(&junk, b"hello, not weights").unwrap();
+    assert!(try_load(&junk).contains("is not a weights file"));
+    let bytes = std::fs::read(&good).unwrap();
+    let cut = dir.path().join("cut.safetensors");
+    std::fs::write(&cut, &bytes[..bytes.len() / 2]).unwrap();
+    assert!(try_load(&cut).contains("truncated"));
+    let mut named: Vec<(String, Tensor)> = Tensor::read_safetensors(&good).unwrap();
+    let edit = |f: &dyn Fn(&mut Vec<(String, Tensor)>), name: &str| {
+        let mut n: Vec<(String, Tensor)> = named.iter().map(|(k, t)| (k.clone(), t.shallow_clone())).collect();
+        f(&mut n);
+        let p = dir.path().join(name);
+        ccma::train::checkpoint::save(&p, &n, &Default::default()).unwrap();
+        try_load(&p)
+    };
+    let e = edit(&|n| n.retain(|(k, _)| k != "mlm_head.fc.bias"), "nokey.safetensors");
+    assert!(e.contains("missing key `mlm_head.fc.bias`") && e.contains("[1000]"), "{e}");
+    let e = edit(&|n| n.push(("extra.weight".into(), Tensor::zeros([2], (Kind::Float, Device::Cpu)))), "extra.safetensors");
+    assert!(e.contains("unexpected key `extra.weight`"), "{e}");
+    let e = edit(
+        &|n| {
+            let i = n.iter().position(|(k, _)| k == "classifier.weight").unwrap();
+            n[i].1 = Tensor::zeros([5, 32], (Kind::Float, Device::Cpu));
+        },
+        "shape.safetensors",
+    );
+    assert!(e.contains("shape mismatch for key `classifier.weight`: file has [5, 32], model expects [7, 32]"), "{e}");
+    named.clear();
+}
+
+#[test]
+fn dca_gradients_match_finite_differences() {
+    let vs = tch::nn::VarStore::new(Device::Cpu);
+    let block = ccma::model::dca::DcaBlock::new(vs.root() / "dca_image" / 0, 16, 4, 0.8);
+    let mut vs = vs;
+    vs.double();
+    let opts = (Kind::Double, Device::Cpu);
+    let x = Tensor::randn([2, 5, 16], opts).set_requires_grad(true);
+    let y = Tensor::randn([2, 7, 16], opts);
+    let w = Tensor::randn([2, 5, 16], opts);
+    let mask = Tensor::zeros([2, 1, 1, 7], opts).index_fill(3, &Tensor::from_slice(&[6i64]), f64::NEG_INFINITY);
+    let f = |x: &Tensor| (block.forward(x, &y, Some(&mask)) * &w).sum(Kind::Double);
+    f(&x).backward();
+    let analytic = x.grad();
+    let lam = vs.variables()["dca_image.0.lambda_q1"].shallow_clone();
+    let lam_grad = lam.grad();
+    let h = 1e-6;
+    for idx in [[0i64, 0, 0], [1, 3, 7], [0, 4, 15]] {
+        let xd = x.detach();
+        let bump = |s: f64| {
+            let xp = xd.copy();
+            let _ = xp.get(idx[0]).get(idx[1]).get(idx[2]).fill_(xd.double_value(&idx) + s);
+            tch::no_grad(|| f(&xp).double_value(&[]))
+        };
+        let numeric = (bump(h) - bump(-h)) / (2.0 * h);
+        let a = analytic.double_value(&idx);
+        assert!((numeric - a).abs() < 1e-6 * a.abs().max(1.0), "dX{idx:?}: {a} vs {numeric}");
+    }
+    let mut lam_v = lam.shallow_clone();
+    let orig = lam.double_value(&[2]);
+    let at = |v: f64, lam_v: &mut Tensor| {
+        tch::no_grad(|| {
+            let _ = lam_v.get(2).fill_(v);
+        });
+        tch::no_grad(|| f(&x.detach()).double_value(&[]))
+    };
+    let numeric = (at(orig + h, &mut lam_v) - at(orig - h, &mut lam_v)) / (2.0 * h);
+    at(orig, &mut lam_v);
+    assert!((numeric - lam_grad.double_value(&[2])).abs() < 1e-6, "dλ: {} vs {numeric}", lam_grad.double_value(&[2]));
+}
