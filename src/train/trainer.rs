@@ -223,7 +223,8 @@ impl Trainer {
         let mut n = 0usize;
         let t0 = Instant::now();
         let mut samples = 0usize;
-        let nan_hook = nan_injection_step();
+        let nan_hook = hook_step("CCMA_INJECT_NAN_AT_STEP");
+        let interrupt_hook = hook_step("CCMA_INTERRUPT_AT_STEP");
         for batch in self.loader.epoch(epoch, progress.step) {
             let batch = batch?.to_device(self.device);
             samples += batch.len() as usize;
@@ -259,7 +260,7 @@ impl Trainer {
             let shown: Vec<String> = sums.iter().map(|(k, s)| format!("{k} {:.3}", s / n as f64)).collect();
             pb.set_message(format!("{} lr {lr:.2e} {rate:.0} samples/s", shown.join(" ")));
             pb.inc(1);
-            if INTERRUPTED.load(Ordering::SeqCst) {
+            if INTERRUPTED.load(Ordering::SeqCst) || interrupt_hook == Some(progress.global_step) {
                 pb.abandon();
                 self.save_state(progress)?;
                 tracing::warn!(
@@ -283,9 +284,10 @@ impl Trainer {
     }
 }
 
-/// Test hook: `CCMA_INJECT_NAN_AT_STEP=N` makes the first loss term NaN at global step N.
-fn nan_injection_step() -> Option<usize> {
-    std::env::var("CCMA_INJECT_NAN_AT_STEP").ok()?.parse().ok()
+/// Fault-injection hooks for the tests: `CCMA_INJECT_NAN_AT_STEP=N` makes the first loss term
+/// NaN at global step N; `CCMA_INTERRUPT_AT_STEP=N` acts as a Ctrl-C after global step N.
+fn hook_step(var: &str) -> Option<usize> {
+    std::env::var(var).ok()?.parse().ok()
 }
 
 fn count_params(vs: &VarStore) -> i64 {

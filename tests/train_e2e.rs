@@ -1,0 +1,136 @@
+//! `ccma train` / `ccma test` end to end on a small generated SYNTH-PEDES: the run folder, that it
+//! learns, bit-identical resumption, and the faults (NaN loss, Ctrl-C, SIGKILL).
+mod common;
+use common::*;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// A small from-scratch model on 120 / 10 / 30 identities, 64x32 images.
+fn write_config(dir: &Path, epochs: usize) -> PathBuf {
+    let cfg = format!(
+        "dataset_name: SYNTH-PEDES\nroot_dir: {root}\nsynth_ids: [120, 10, 30]\nimg_size: [64, 32]\nembed_dim: 32\n\
+         vision_width: 32\nvision_layers: 1\nvision_heads: 1\ntransformer_width: 32\ntransformer_layers: 1\n\
+         transformer_heads: 1\ntext_length: 40\ncmt_depth: 1\ndca_heads: 4\nbatch_size: 32\ntest_batch_size: 128\n\
+         num_epoch: {epochs}\nlr: 2.0e-3\nlr_factor: 1.0\nbias_lr_factor: 1.0\neps: 1.0e-8\ntemperature: 0.07\n\
+         warmup_epochs: 1\nwarmup_factor: 0.5\nnum_workers: 1\nseed: 3\n",
+        root = dir.join("data").display()
+    );
+    let path = dir.join("cfg.yaml");
+    std::fs::write(&path, cfg).unwrap();
+    path
+}
+
+fn train(cfg: &Path, run: &Path, env: &[(&str, &str)]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_ccma"))
+        .args(["train", "--config", cfg.to_str().unwrap(), "--run-dir", run.to_str().unwrap()])
+        .envs(env.iter().copied())
+        .output()
+        .unwrap()
+}
+
+fn resume(run: &Path) -> std::process::Output {
+    ccma(&["train", "--resume", run.to_str().unwrap()])
+}
+
+fn metrics(run: &Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(run.join("metrics.jsonl")).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect()
+}
+
+#[test]
+fn trains_learns_writes_the_run_folder_and_tests() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = write_config(dir.path(), 6);
+    let run = dir.path().join("run");
+    let out = train(&cfg, &run, &[]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    for f in ["configs.yaml", "train_log.txt", "best.safetensors", "last.safetensors", "results.json", "metrics.jsonl", "curves.png"] {
+        assert!(run.join(f).is_file(), "{f} missing");
+    }
+    assert!(std::fs::read_dir(&run).unwrap().any(|e| e.unwrap().file_name().to_string_lossy().starts_with("events.out.tfevents")));
+    let m = metrics(&run);
+    assert_eq!(m.len(), 6);
+    let results: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(run.join("results.json")).unwrap()).unwrap();
+    let best = results["t2i"]["R1"].as_f64().unwrap();
+    // 30 test identities with about 2.8 images each: chance R@1 is about 3.3%.
+    assert!(best > 10.0, "R@1 {best} should be far above chance (3.3%)");
+    let log = std::fs::read_to_string(run.join("train_log.txt")).unwrap();
+    assert!(log.contains("epoch 6") && log.contains("best R@1"), "{log}");
+
+    let out = ccma(&["test", "--config", run.join("configs.yaml").to_str().unwrap(), "--json", "--i2t"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let t: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!((t["t2i"]["R1"].as_f64().unwrap() - best).abs() < 1e-9, "ccma test reproduces the best R@1");
+    assert!(t["i2t"]["R1"].as_f64().is_some());
+    assert!(run.join("test_results.json").is_file());
+}
+
+#[test]
+fn resume_after_interrupt_continues_bit_identically() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = write_config(dir.path(), 2);
+    let (a, b) = (dir.path().join("a"), dir.path().join("b"));
+    assert!(train(&cfg, &a, &[]).status.success());
+    // Interrupted in the middle of epoch 1 (a Ctrl-C after global step 4), then resumed.
+    let out = train(&cfg, &b, &[("CCMA_INTERRUPT_AT_STEP", "4")]);
+    assert_eq!(out.status.code(), Some(130), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_one_line_error(&out, "interrupted");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("resumable checkpoint written"));
+    let out = resume(&b);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let (ma, mb) = (metrics(&a), metrics(&b));
+    assert_eq!(ma.len(), 2);
+    assert_eq!(ma[1]["loss"], mb[1]["loss"], "epoch 2 losses identical after resuming");
+    assert_eq!(ma[1]["t2i"], mb[1]["t2i"]);
+    assert_eq!(std::fs::read(a.join("best.safetensors")).unwrap(), std::fs::read(b.join("best.safetensors")).unwrap());
+}
+
+#[test]
+fn nan_loss_stops_with_the_step_and_term_and_keeps_the_checkpoint() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = write_config(dir.path(), 3);
+    let run = dir.path().join("run");
+    // 674 pairs in batches of 32: 22 per epoch, so global step 25 is epoch 2's fourth batch and
+    // epoch 1's checkpoints exist by then.
+    let out = train(&cfg, &run, &[("CCMA_INJECT_NAN_AT_STEP", "25")]);
+    assert_one_line_error(&out, "loss term `itc` is NaN at epoch 2, step 3 (global step 25)");
+    let best = std::fs::read(run.join("best.safetensors")).unwrap();
+    assert!(ccma::train::checkpoint::load(&run.join("best.safetensors")).is_ok() && !best.is_empty());
+    assert_eq!(metrics(&run).len(), 1, "epoch 1 recorded, nothing after");
+    assert!(!std::fs::read_dir(&run).unwrap().any(|e| e.unwrap().file_name().to_string_lossy().contains(".tmp")));
+}
+
+#[test]
+fn sigint_and_sigkill_then_resume_finish_the_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = write_config(dir.path(), 3);
+    for (signal, code) in [("INT", Some(130)), ("KILL", None)] {
+        let run = dir.path().join(format!("run-{signal}"));
+        let mut child = Command::new(env!("CARGO_BIN_EXE_ccma"))
+            .args(["train", "--config", cfg.to_str().unwrap(), "--run-dir", run.to_str().unwrap()])
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        // Wait for the first completed epoch, then signal mid-epoch 2.
+        let t0 = std::time::Instant::now();
+        while !run.join("metrics.jsonl").is_file() && t0.elapsed().as_secs() < 120 {
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        Command::new("kill").args([&format!("-{signal}"), &child.id().to_string()]).status().unwrap();
+        let out = child.wait_with_output().unwrap();
+        assert_eq!(out.status.code(), code, "{signal}: {}", String::from_utf8_lossy(&out.stderr));
+        let out = resume(&run);
+        assert!(out.status.success(), "resume after {signal}: {}", String::from_utf8_lossy(&out.stderr));
+        let epochs: Vec<i64> = metrics(&run).iter().map(|r| r["epoch"].as_i64().unwrap()).collect();
+        assert_eq!(epochs, vec![1, 2, 3], "after {signal}");
+    }
+}
+
+#[test]
+fn run_folder_that_holds_a_run_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = write_config(dir.path(), 1);
+    let run = dir.path().join("run");
+    assert!(train(&cfg, &run, &[]).status.success());
+    assert_one_line_error(&train(&cfg, &run, &[]), "already holds a run");
+    assert_one_line_error(&resume(&dir.path().join("nothing")), "cannot resume");
+}
