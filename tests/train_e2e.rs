@@ -62,6 +62,30 @@ fn trains_learns_writes_the_run_folder_and_tests() {
     assert!((t["t2i"]["R1"].as_f64().unwrap() - best).abs() < 1e-9, "ccma test reproduces the best R@1");
     assert!(t["i2t"]["R1"].as_f64().is_some());
     assert!(run.join("test_results.json").is_file());
+
+    // Visualisation of test queries, and text search over the test images with a cached gallery.
+    let out = ccma(&["test", "--config", run.join("configs.yaml").to_str().unwrap(), "--visualize", "3"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(std::fs::read_dir(run.join("visualize")).unwrap().count(), 3);
+    let gallery = dir.path().join("data/SYNTH-PEDES/imgs/synth");
+    let sheet = dir.path().join("sheet.png");
+    let search = || {
+        ccma(&[
+            "search", "--checkpoint", run.join("best.safetensors").to_str().unwrap(), "--gallery", gallery.to_str().unwrap(),
+            "--top-k", "5", "--out", sheet.to_str().unwrap(), "a woman wearing a red coat and a black skirt",
+        ])
+    };
+    let out = search();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("rank") && text.matches(".jpg").count() == 5, "{text}");
+    assert!(image::open(&sheet).is_ok());
+    assert!(gallery.join(".ccma-cache/gallery.safetensors").is_file());
+    let out = search();
+    assert!(String::from_utf8_lossy(&out.stderr).contains("gallery features from"), "second query uses the cache");
+    image::RgbImage::new(10, 30).save(gallery.join("zz_new.jpg")).unwrap();
+    let out = search();
+    assert!(String::from_utf8_lossy(&out.stderr).contains("is stale"), "a changed gallery is re-embedded");
 }
 
 #[test]
