@@ -302,12 +302,25 @@ pub fn generate(dir: &Path, ids: (usize, usize, usize), seed: u64) -> Result<()>
         .collect::<Result<_>>()?;
     pb.finish_and_clear();
     let all: Vec<serde_json::Value> = entries.into_iter().flatten().collect();
+    crate::util::write_atomic(&dir.join(PARAMS_FILE), params_json(ids, seed).as_bytes())?;
     crate::util::write_atomic(&dir.join("reid_raw.json"), serde_json::to_string(&all)?.as_bytes())
+}
+
+/// Records what a generated set was made with, so a set made with other parameters is not reused.
+const PARAMS_FILE: &str = "synth_params.json";
+
+fn params_json(ids: (usize, usize, usize), seed: u64) -> String {
+    serde_json::json!({ "generator": 1, "ids": [ids.0, ids.1, ids.2], "seed": seed }).to_string()
 }
 
 /// `<root_dir>/SYNTH-PEDES`, generated first when its annotation file is missing.
 pub fn ensure(root_dir: &Path, ids: (usize, usize, usize), seed: u64) -> Result<PathBuf> {
     let dir = root_dir.join("SYNTH-PEDES");
+    let made_with = std::fs::read_to_string(dir.join(PARAMS_FILE)).ok();
+    if dir.join("reid_raw.json").is_file() && made_with.as_deref() != Some(params_json(ids, seed).as_str()) {
+        tracing::info!("{} was generated with other parameters: generating it again", dir.display());
+        std::fs::remove_dir_all(&dir).with_context(|| format!("cannot remove {}", dir.display()))?;
+    }
     if !dir.join("reid_raw.json").is_file() {
         tracing::info!("generating SYNTH-PEDES ({} / {} / {} identities) in {}", ids.0, ids.1, ids.2, dir.display());
         let t0 = std::time::Instant::now();
@@ -338,6 +351,9 @@ mod tests {
         ensure(root.path(), (6, 2, 3), 7).unwrap();
         let ds = crate::data::annotations::load("SYNTH-PEDES", root.path()).unwrap();
         assert_eq!((ds.num_classes, ds.val.num_ids(), ds.test.num_ids()), (6, 2, 3));
+        ensure(root.path(), (5, 2, 3), 7).unwrap();
+        let regenerated = crate::data::annotations::load("SYNTH-PEDES", root.path()).unwrap();
+        assert_eq!(regenerated.num_classes, 5, "other parameters: generated again");
         assert_eq!(ds.test.captions.len(), 2 * ds.test.image_paths.len());
         assert!(ds.train.iter().all(|s| s.caption.contains("wear") || s.caption.contains("dressed")));
     }

@@ -173,8 +173,10 @@ mod tests {
         let gp: Vec<i64> = (0..200).map(|i| i % 60).collect();
         let all = evaluate(&q, &g, &qp, &gp).unwrap();
         let parts: Vec<RetrievalMetrics> =
-            [(0, 100), (100, 200)].iter().map(|&(a, b)| evaluate(&q.narrow(0, a, b - a), &g, &qp[a as usize..b as usize], &gp).unwrap()).collect();
-        assert!((all.map - (parts[0].map + parts[1].map) / 2.0).abs() < 1e-9);
+            [(0, 100), (100, 200), (200, 300)].iter().map(|&(a, b)| evaluate(&q.narrow(0, a, b - a), &g, &qp[a as usize..b as usize], &gp).unwrap()).collect();
+        let mean = |f: fn(&RetrievalMetrics) -> f64| parts.iter().map(f).sum::<f64>() / 3.0;
+        assert!((all.map - mean(|m| m.map)).abs() < 1e-9 && (all.minp - mean(|m| m.minp)).abs() < 1e-9);
+        assert!((all.r1 - mean(|m| m.r1)).abs() < 1e-9);
     }
 
     #[test]
