@@ -8,16 +8,23 @@ use std::path::PathBuf;
 /// The libtorch library folder and version in use, found the way `torch-sys` finds them.
 fn libtorch() -> Option<(PathBuf, String)> {
     if let Ok(dir) = std::env::var("LIBTORCH") {
-        let version = std::fs::read_to_string(PathBuf::from(&dir).join("build-version")).unwrap_or_default();
+        let version =
+            std::fs::read_to_string(PathBuf::from(&dir).join("build-version")).unwrap_or_default();
         return Some((PathBuf::from(dir).join("lib"), version.trim().to_string()));
     }
     if std::env::var("LIBTORCH_USE_PYTORCH").is_ok() {
         let python = std::env::var("PYTHON_SYS_EXECUTABLE").unwrap_or_else(|_| "python".into());
         let script = "import os, torch; print(os.path.join(os.path.dirname(torch.__file__), 'lib')); print(torch.__version__)";
-        let out = std::process::Command::new(python).args(["-c", script]).output().ok()?;
+        let out = std::process::Command::new(python)
+            .args(["-c", script])
+            .output()
+            .ok()?;
         let text = String::from_utf8(out.stdout).ok()?;
         let mut lines = text.lines();
-        return Some((PathBuf::from(lines.next()?.trim()), lines.next().unwrap_or("").trim().to_string()));
+        return Some((
+            PathBuf::from(lines.next()?.trim()),
+            lines.next().unwrap_or("").trim().to_string(),
+        ));
     }
     None
 }

@@ -37,7 +37,10 @@ pub fn synthetic_batch(cfg: &Config, b: i64, num_classes: i64, device: Device) -
     let ids = ids.where_self(&pos.lt_tensor(&lens), &Tensor::zeros_like(&ids));
     let ids = ids.where_self(&pos.ne_tensor(&lens), &Tensor::full_like(&ids, 49407));
     let ids = ids.where_self(&pos.ne(0), &Tensor::full_like(&ids, 49406));
-    let selected = Tensor::rand([b, l], (Kind::Float, device)).lt(0.15).logical_and(&pos.gt(0)).logical_and(&pos.lt_tensor(&lens));
+    let selected = Tensor::rand([b, l], (Kind::Float, device))
+        .lt(0.15)
+        .logical_and(&pos.gt(0))
+        .logical_and(&pos.lt_tensor(&lens));
     let mlm_labels = ids.where_self(&selected, &Tensor::zeros_like(&ids));
     let mlm_ids = ids.where_self(&selected.logical_not(), &Tensor::full_like(&ids, 49405));
     TrainBatch {
@@ -53,7 +56,8 @@ pub fn synthetic_batch(cfg: &Config, b: i64, num_classes: i64, device: Device) -
 /// `ccma bench`.
 pub fn run_cli(args: &crate::cli::BenchArgs) -> Result<()> {
     let device = crate::device::parse(&args.device)?;
-    let mut cfg = Config::default().with_overrides(&[("batch_size".into(), args.batch_size.to_string())])?;
+    let mut cfg =
+        Config::default().with_overrides(&[("batch_size".into(), args.batch_size.to_string())])?;
     cfg.pretrained = None;
     let num_classes = 11_003; // CUHK-PEDES's training identities
     tch::manual_seed(1);
@@ -65,8 +69,12 @@ pub fn run_cli(args: &crate::cli::BenchArgs) -> Result<()> {
     let loader = if args.with_loader {
         let mut data_cfg = cfg.clone();
         data_cfg.dataset_name = "SYNTH-PEDES".into();
-        let dataset = crate::data::load_dataset(&data_cfg).context("--with-loader needs SYNTH-PEDES")?;
-        Some(TrainLoader::new(dataset.train, LoaderOptions::from_config(&cfg, device))?)
+        let dataset =
+            crate::data::load_dataset(&data_cfg).context("--with-loader needs SYNTH-PEDES")?;
+        Some(TrainLoader::new(
+            dataset.train,
+            LoaderOptions::from_config(&cfg, device),
+        )?)
     } else {
         None
     };
@@ -80,7 +88,10 @@ pub fn run_cli(args: &crate::cli::BenchArgs) -> Result<()> {
         let loaded;
         let batch = match batches.as_mut() {
             Some(it) => {
-                loaded = it.next().context("the loader ran out of batches; use fewer --steps")??.to_device(device);
+                loaded = it
+                    .next()
+                    .context("the loader ran out of batches; use fewer --steps")??
+                    .to_device(device);
                 &loaded
             }
             None => &fixed,
@@ -98,7 +109,10 @@ pub fn run_cli(args: &crate::cli::BenchArgs) -> Result<()> {
     let step_ms = median(times) * 1e3;
     // Encoders alone, no grad, at the evaluation batch size.
     let enc_b: i64 = if device.is_cuda() { 512 } else { b };
-    let images = Tensor::randn([enc_b, 3, cfg.img_size.0, cfg.img_size.1], (Kind::Float, device));
+    let images = Tensor::randn(
+        [enc_b, 3, cfg.img_size.0, cfg.img_size.1],
+        (Kind::Float, device),
+    );
     let texts = synthetic_batch(&cfg, enc_b, num_classes, device).caption_ids;
     let time_of = |f: &dyn Fn()| {
         f();
@@ -124,7 +138,15 @@ pub fn run_cli(args: &crate::cli::BenchArgs) -> Result<()> {
         println!("{json}");
     } else {
         let mut t = prettytable::Table::new();
-        t.set_titles(prettytable::row!["device", "batch", "ms/step", "samples/s", "images/s", "texts/s", "GPU used GiB"]);
+        t.set_titles(prettytable::row![
+            "device",
+            "batch",
+            "ms/step",
+            "samples/s",
+            "images/s",
+            "texts/s",
+            "GPU used GiB"
+        ]);
         t.add_row(prettytable::row![
             format!("{device:?}"),
             b,

@@ -86,7 +86,9 @@ impl ConfigArgs {
     /// Defaults, then `--config`, then `--set`, then the named flags.
     pub fn resolve(&self) -> Result<Config> {
         let base = match &self.config {
-            Some(path) => Config::from_file(path).map_err(|e| crate::UsageError(format!("{e:#}")))?,
+            Some(path) => {
+                Config::from_file(path).map_err(|e| crate::UsageError(format!("{e:#}")))?
+            }
             None => Config::default(),
         };
         let mut overrides = self.set.clone();
@@ -97,7 +99,9 @@ impl ConfigArgs {
         };
         let path_str = |p: &Option<PathBuf>| p.as_ref().map(|p| p.display().to_string());
         // Paths and names are quoted so YAML never reinterprets them (e.g. `no`, `1e3`).
-        let quoted = |s: Option<String>| s.map(|s| serde_yaml::to_string(&s).unwrap_or(s).trim().to_string());
+        let quoted = |s: Option<String>| {
+            s.map(|s| serde_yaml::to_string(&s).unwrap_or(s).trim().to_string())
+        };
         flag("dataset_name", quoted(self.dataset.clone()));
         flag("root_dir", quoted(path_str(&self.root_dir)));
         flag("batch_size", self.batch_size.map(|v| v.to_string()));
@@ -108,7 +112,8 @@ impl ConfigArgs {
         flag("pretrained", quoted(path_str(&self.pretrained)));
         flag("loss_names", quoted(self.loss_names.clone()));
         flag("device", quoted(self.device.clone()));
-        base.with_overrides(&overrides).map_err(|e| crate::UsageError(format!("{e:#}")).into())
+        base.with_overrides(&overrides)
+            .map_err(|e| crate::UsageError(format!("{e:#}")).into())
     }
 }
 
@@ -143,7 +148,12 @@ pub struct TestArgs {
 #[derive(Args, Debug)]
 pub struct EmbedArgs {
     /// Pretrained CLIP weights (ViT-B-16.pt or safetensors).
-    #[arg(long, value_name = "FILE", conflicts_with = "checkpoint", required_unless_present = "checkpoint")]
+    #[arg(
+        long,
+        value_name = "FILE",
+        conflicts_with = "checkpoint",
+        required_unless_present = "checkpoint"
+    )]
     pub pretrained: Option<PathBuf>,
     /// A ccma checkpoint (safetensors); its run's configs.yaml is read when present beside it.
     #[arg(long, value_name = "FILE")]
@@ -188,7 +198,12 @@ pub struct RankArgs {
 #[derive(Args, Debug)]
 pub struct SearchArgs {
     /// A ccma checkpoint (safetensors).
-    #[arg(long, value_name = "FILE", conflicts_with = "pretrained", required_unless_present = "pretrained")]
+    #[arg(
+        long,
+        value_name = "FILE",
+        conflicts_with = "pretrained",
+        required_unless_present = "pretrained"
+    )]
     pub checkpoint: Option<PathBuf>,
     /// Pretrained CLIP weights (ViT-B-16.pt or safetensors).
     #[arg(long, value_name = "FILE")]

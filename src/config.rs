@@ -177,8 +177,11 @@ impl Default for Config {
 pub fn expand_loss_names(loss_names: &str) -> Vec<String> {
     let mut out: Vec<String> = Vec::new();
     for name in loss_names.split('+').map(|s| s.trim().to_lowercase()) {
-        let names: Vec<&str> =
-            if name == "imal" { vec!["itc", "sdm", "cmpm", "id", "mlm", "imal"] } else { vec![name.as_str()] };
+        let names: Vec<&str> = if name == "imal" {
+            vec!["itc", "sdm", "cmpm", "id", "mlm", "imal"]
+        } else {
+            vec![name.as_str()]
+        };
         for n in names {
             if !out.iter().any(|o| o == n) {
                 out.push(n.to_string());
@@ -193,7 +196,8 @@ impl Config {
     pub fn from_file(path: &Path) -> Result<Config> {
         let text = std::fs::read_to_string(path)
             .with_context(|| format!("cannot read config file {}", path.display()))?;
-        let map = parse_mapping(&text).with_context(|| format!("config file {}", path.display()))?;
+        let map =
+            parse_mapping(&text).with_context(|| format!("config file {}", path.display()))?;
         let cfg = build(map, &[]).with_context(|| format!("config file {}", path.display()))?;
         Ok(cfg)
     }
@@ -233,7 +237,10 @@ impl Config {
     pub fn validate(&self) -> Result<()> {
         fn one_of(key: &str, value: &str, allowed: &[&str]) -> Result<()> {
             if !allowed.contains(&value) {
-                bail!("invalid value for `{key}`: {value:?} (expected one of {})", allowed.join(", "));
+                bail!(
+                    "invalid value for `{key}`: {value:?} (expected one of {})",
+                    allowed.join(", ")
+                );
             }
             Ok(())
         }
@@ -241,7 +248,11 @@ impl Config {
         one_of("sampler", &self.sampler, &SAMPLERS)?;
         one_of("lrscheduler", &self.lrscheduler, &SCHEDULERS)?;
         one_of("optimizer", &self.optimizer, &["Adam", "AdamW"])?;
-        one_of("warmup_method", &self.warmup_method, &["linear", "constant"])?;
+        one_of(
+            "warmup_method",
+            &self.warmup_method,
+            &["linear", "constant"],
+        )?;
         for name in expand_loss_names(&self.loss_names) {
             if !LOSS_NAMES.contains(&name.as_str()) {
                 bail!(
@@ -301,21 +312,35 @@ impl Config {
         }
         let (h, w) = self.img_size;
         if h < self.vision_patch_size || w < self.vision_patch_size {
-            bail!("invalid value for `img_size`: [{h}, {w}] is smaller than the patch size {}", self.vision_patch_size);
+            bail!(
+                "invalid value for `img_size`: [{h}, {w}] is smaller than the patch size {}",
+                self.vision_patch_size
+            );
         }
         if !(0.0..=1.0).contains(&self.lambda_init) {
-            bail!("invalid value for `lambda_init`: {} (expected 0..1)", self.lambda_init);
+            bail!(
+                "invalid value for `lambda_init`: {} (expected 0..1)",
+                self.lambda_init
+            );
         }
-        if self.sampler == "identity" && (self.num_instance == 0 || self.batch_size % self.num_instance != 0) {
+        if self.sampler == "identity"
+            && (self.num_instance == 0 || self.batch_size % self.num_instance != 0)
+        {
             bail!(
                 "invalid value for `num_instance`: {} (expected a positive divisor of `batch_size` {})",
                 self.num_instance,
                 self.batch_size
             );
         }
-        if !(self.device == "auto" || self.device == "cpu" || self.device == "cuda" || parse_cuda_index(&self.device).is_some())
+        if !(self.device == "auto"
+            || self.device == "cpu"
+            || self.device == "cuda"
+            || parse_cuda_index(&self.device).is_some())
         {
-            bail!("invalid value for `device`: {:?} (expected auto, cpu, cuda or cuda:N)", self.device);
+            bail!(
+                "invalid value for `device`: {:?} (expected auto, cpu, cuda or cuda:N)",
+                self.device
+            );
         }
         Ok(())
     }
@@ -331,7 +356,8 @@ fn parse_cuda_index(s: &str) -> Option<usize> {
 }
 
 fn parse_mapping(text: &str) -> Result<serde_yaml::Mapping> {
-    let value: serde_yaml::Value = serde_yaml::from_str(text).map_err(|e| anyhow::anyhow!("invalid YAML: {e}"))?;
+    let value: serde_yaml::Value =
+        serde_yaml::from_str(text).map_err(|e| anyhow::anyhow!("invalid YAML: {e}"))?;
     match value {
         serde_yaml::Value::Mapping(m) => Ok(m),
         serde_yaml::Value::Null => Ok(serde_yaml::Mapping::new()),
@@ -342,7 +368,10 @@ fn parse_mapping(text: &str) -> Result<serde_yaml::Mapping> {
 /// All valid keys, in declaration order.
 pub fn valid_keys() -> Vec<String> {
     match serde_yaml::to_value(Config::default()) {
-        Ok(serde_yaml::Value::Mapping(m)) => m.keys().filter_map(|k| k.as_str().map(String::from)).collect(),
+        Ok(serde_yaml::Value::Mapping(m)) => m
+            .keys()
+            .filter_map(|k| k.as_str().map(String::from))
+            .collect(),
         _ => unreachable!("Config serialises to a mapping"),
     }
 }
@@ -365,7 +394,9 @@ pub fn edit_distance(a: &str, b: &str) -> usize {
     for (i, ca) in a.chars().enumerate() {
         let mut cur = vec![i + 1; b.len() + 1];
         for (j, cb) in b.iter().enumerate() {
-            cur[j + 1] = (prev[j] + usize::from(ca != *cb)).min(prev[j + 1] + 1).min(cur[j] + 1);
+            cur[j + 1] = (prev[j] + usize::from(ca != *cb))
+                .min(prev[j + 1] + 1)
+                .min(cur[j] + 1);
         }
         prev = cur;
     }
@@ -381,7 +412,10 @@ fn build(map: serde_yaml::Mapping, overrides: &[(String, String)]) -> Result<Con
         _ => unreachable!(),
     };
     for (k, v) in map {
-        let key = k.as_str().map(String::from).unwrap_or_else(|| format!("{k:?}"));
+        let key = k
+            .as_str()
+            .map(String::from)
+            .unwrap_or_else(|| format!("{k:?}"));
         check_key(&key, &valid)?;
         merged.insert(serde_yaml::Value::String(key), v);
     }
@@ -406,7 +440,11 @@ fn build(map: serde_yaml::Mapping, overrides: &[(String, String)]) -> Result<Con
             let key = k.as_str().unwrap_or("?");
             let msg = e.to_string();
             let got = serde_yaml::to_string(v).unwrap_or_default();
-            bail!("wrong type for `{key}`: got {} ({})", got.trim(), msg.trim_start_matches(&format!("{key}: ")));
+            bail!(
+                "wrong type for `{key}`: got {} ({})",
+                got.trim(),
+                msg.trim_start_matches(&format!("{key}: "))
+            );
         }
     }
     let cfg: Config = serde_yaml::from_value(serde_yaml::Value::Mapping(merged))?;
@@ -442,17 +480,26 @@ mod tests {
 
     #[test]
     fn unknown_key_names_nearest() {
-        assert_eq!(err("batch_sise: 3"), "unknown key `batch_sise` (did you mean `batch_size`?)");
+        assert_eq!(
+            err("batch_sise: 3"),
+            "unknown key `batch_sise` (did you mean `batch_size`?)"
+        );
         assert!(err("mlm: true").contains("did you mean `MLM`"));
     }
 
     #[test]
     fn wrong_type_names_key_and_value() {
         let e = err("batch_size: many");
-        assert!(e.starts_with("wrong type for `batch_size`: got many"), "{e}");
+        assert!(
+            e.starts_with("wrong type for `batch_size`: got many"),
+            "{e}"
+        );
         assert!(e.contains("expected usize"), "{e}");
         let e = err("img_aug: 3");
-        assert!(e.contains("`img_aug`") && e.contains("expected a boolean"), "{e}");
+        assert!(
+            e.contains("`img_aug`") && e.contains("expected a boolean"),
+            "{e}"
+        );
     }
 
     #[test]
@@ -466,17 +513,28 @@ mod tests {
     #[test]
     fn overrides_apply_and_are_checked() {
         let cfg = Config::default()
-            .with_overrides(&[("batch_size".into(), "8".into()), ("img_size".into(), "[128, 48]".into())])
+            .with_overrides(&[
+                ("batch_size".into(), "8".into()),
+                ("img_size".into(), "[128, 48]".into()),
+            ])
             .unwrap();
         assert_eq!(cfg.batch_size, 8);
         assert_eq!(cfg.img_size, (128, 48));
-        let e = format!("{:#}", Config::default().with_overrides(&[("lrr".into(), "1".into())]).unwrap_err());
+        let e = format!(
+            "{:#}",
+            Config::default()
+                .with_overrides(&[("lrr".into(), "1".into())])
+                .unwrap_err()
+        );
         assert!(e.contains("unknown key `lrr` (did you mean `lr`?)"), "{e}");
     }
 
     #[test]
     fn imal_expands_to_ccma_set() {
-        assert_eq!(expand_loss_names("imal"), vec!["itc", "sdm", "cmpm", "id", "mlm", "imal"]);
+        assert_eq!(
+            expand_loss_names("imal"),
+            vec!["itc", "sdm", "cmpm", "id", "mlm", "imal"]
+        );
         assert_eq!(expand_loss_names("sdm+id"), vec!["sdm", "id"]);
     }
 }

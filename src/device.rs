@@ -35,7 +35,9 @@ pub fn cuda_devices() -> Vec<(String, u64)> {
     // SAFETY: the symbols are looked up with the signatures the CUDA driver API documents and are
     // only called while the library is loaded.
     unsafe {
-        let Ok(lib) = libloading::Library::new("libcuda.so.1") else { return vec![] };
+        let Ok(lib) = libloading::Library::new("libcuda.so.1") else {
+            return vec![];
+        };
         let (Ok(init), Ok(count), Ok(get), Ok(name), Ok(mem)) = (
             lib.get::<Init>(b"cuInit"),
             lib.get::<Count>(b"cuDeviceGetCount"),
@@ -63,7 +65,9 @@ pub fn cuda_devices() -> Vec<(String, u64)> {
                 if name(buf.as_mut_ptr(), 256, dev) != 0 || mem(&mut bytes, dev) != 0 {
                     return None;
                 }
-                let s = std::ffi::CStr::from_ptr(buf.as_ptr()).to_string_lossy().into_owned();
+                let s = std::ffi::CStr::from_ptr(buf.as_ptr())
+                    .to_string_lossy()
+                    .into_owned();
                 Some((s, bytes as u64))
             })
             .collect()
@@ -79,26 +83,36 @@ pub fn info_lines() -> Vec<String> {
     let n = tch::Cuda::device_count();
     if tch::Cuda::is_available() && n > 0 {
         let props = cuda_devices();
-        lines.push(format!("CUDA available: {n} device(s), cuDNN {}", tch::Cuda::cudnn_is_available()));
+        lines.push(format!(
+            "CUDA available: {n} device(s), cuDNN {}",
+            tch::Cuda::cudnn_is_available()
+        ));
         for i in 0..n as usize {
             match props.get(i) {
-                Some((name, mem)) => {
-                    lines.push(format!("  cuda:{i}  {name}  {:.1} GiB", *mem as f64 / (1u64 << 30) as f64))
-                }
+                Some((name, mem)) => lines.push(format!(
+                    "  cuda:{i}  {name}  {:.1} GiB",
+                    *mem as f64 / (1u64 << 30) as f64
+                )),
                 None => lines.push(format!("  cuda:{i}")),
             }
         }
     } else {
         lines.push("CUDA not available: running on the CPU".into());
     }
-    lines.push(format!("CPU threads: {} (libtorch intra-op)", tch::get_num_threads()));
+    lines.push(format!(
+        "CPU threads: {} (libtorch intra-op)",
+        tch::get_num_threads()
+    ));
     lines
 }
 
 /// The libtorch version the binary runs against, as `torch.__version__` prints it.
 pub fn libtorch_version() -> String {
     // tch exposes no version getter; build.rs records the version of the libtorch it linked.
-    option_env!("CCMA_LIBTORCH_VERSION").filter(|v| !v.is_empty()).unwrap_or("unknown").to_string()
+    option_env!("CCMA_LIBTORCH_VERSION")
+        .filter(|v| !v.is_empty())
+        .unwrap_or("unknown")
+        .to_string()
 }
 
 /// Memory in use on `device` (total minus free, GiB) as the driver reports it; `None` on the CPU.

@@ -10,7 +10,11 @@ struct FileSink;
 impl std::io::Write for FileSink {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
         if let Some(lock) = LOG_FILE.get() {
-            if let Some(f) = lock.lock().map_err(|_| std::io::Error::other("log lock"))?.as_mut() {
+            if let Some(f) = lock
+                .lock()
+                .map_err(|_| std::io::Error::other("log lock"))?
+                .as_mut()
+            {
                 f.write_all(buf)?;
             }
         }
@@ -24,9 +28,19 @@ impl std::io::Write for FileSink {
 /// Installs the global subscriber once; `filter` is a level or an env-filter directive.
 pub fn init(filter: &str, log_file: Option<&Path>) {
     let filter = EnvFilter::try_new(filter).unwrap_or_else(|_| EnvFilter::new("info"));
-    let stderr = fmt::layer().with_writer(std::io::stderr).with_target(false).compact();
-    let file = fmt::layer().with_writer(|| FileSink).with_ansi(false).with_target(false);
-    let _ = tracing_subscriber::registry().with(filter).with(stderr).with(file).try_init();
+    let stderr = fmt::layer()
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .compact();
+    let file = fmt::layer()
+        .with_writer(|| FileSink)
+        .with_ansi(false)
+        .with_target(false);
+    let _ = tracing_subscriber::registry()
+        .with(filter)
+        .with(stderr)
+        .with(file)
+        .try_init();
     if let Some(p) = log_file {
         let _ = set_log_file(p);
     }
@@ -34,7 +48,13 @@ pub fn init(filter: &str, log_file: Option<&Path>) {
 
 /// Sends a copy of every later log line to `path` (appending).
 pub fn set_log_file(path: &Path) -> std::io::Result<()> {
-    let f = std::fs::OpenOptions::new().create(true).append(true).open(path)?;
-    *LOG_FILE.get_or_init(|| Mutex::new(None)).lock().map_err(|_| std::io::Error::other("log lock"))? = Some(f);
+    let f = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)?;
+    *LOG_FILE
+        .get_or_init(|| Mutex::new(None))
+        .lock()
+        .map_err(|_| std::io::Error::other("log lock"))? = Some(f);
     Ok(())
 }

@@ -13,14 +13,18 @@ fn norm(x: &Tensor) -> Tensor {
 
 /// [B, B] f32: 1 where the pids match.
 fn same_pid(pids: &Tensor) -> Tensor {
-    pids.unsqueeze(1).eq_tensor(&pids.unsqueeze(0)).to_kind(Kind::Float)
+    pids.unsqueeze(1)
+        .eq_tensor(&pids.unsqueeze(0))
+        .to_kind(Kind::Float)
 }
 
 /// `mean_rows Σ_j softmax(logits)_ij (log_softmax(logits)_ij − log(q_ij + 1e-8))`: the KL
 /// divergence of the predicted matching distribution from the label distribution `q`.
 fn matching_kl(logits: &Tensor, q: &Tensor) -> Tensor {
     let p = logits.softmax(1, Kind::Float);
-    (p * (logits.log_softmax(1, Kind::Float) - (q + EPS).log())).sum_dim_intlist([1i64].as_slice(), false, Kind::Float).mean(Kind::Float)
+    (p * (logits.log_softmax(1, Kind::Float) - (q + EPS).log()))
+        .sum_dim_intlist([1i64].as_slice(), false, Kind::Float)
+        .mean(Kind::Float)
 }
 
 /// Similarity distribution matching (IRRA): both directions, `q = y / Σ_j y`. Scalar f32.
@@ -50,7 +54,9 @@ pub fn cmpm(f_i: &Tensor, f_t: &Tensor, pids: &Tensor) -> Tensor {
 
 /// Mean of the cross-entropies of image and text ID logits [B, C] against `pids`. Scalar f32.
 pub fn id(logits_i: &Tensor, logits_t: &Tensor, pids: &Tensor) -> Tensor {
-    (logits_i.to_kind(Kind::Float).cross_entropy_for_logits(pids) + logits_t.to_kind(Kind::Float).cross_entropy_for_logits(pids)) / 2.0
+    (logits_i.to_kind(Kind::Float).cross_entropy_for_logits(pids)
+        + logits_t.to_kind(Kind::Float).cross_entropy_for_logits(pids))
+        / 2.0
 }
 
 /// Cross-entropy of MLM logits [M, V] at the masked positions against labels [M]; 0 when M = 0.
@@ -76,38 +82,67 @@ pub struct ImalParams {
 
 impl ImalParams {
     pub fn from_config(cfg: &Config) -> ImalParams {
-        ImalParams { temperature: cfg.imal_temperature, gamma: cfg.imal_gamma, kl_weight: cfg.imal_kl_weight, scale: 1.0 / cfg.temperature }
+        ImalParams {
+            temperature: cfg.imal_temperature,
+            gamma: cfg.imal_gamma,
+            kl_weight: cfg.imal_kl_weight,
+            scale: 1.0 / cfg.temperature,
+        }
     }
 }
 
 /// The off-diagonal entries of a square [B, B] matrix as [B, B-1].
 fn off_diagonal(m: &Tensor) -> Tensor {
     let b = m.size()[0];
-    m.flatten(0, 1).narrow(0, 1, b * b - 1).view([b - 1, b + 1]).narrow(1, 0, b).reshape([b, b - 1])
+    m.flatten(0, 1)
+        .narrow(0, 1, b * b - 1)
+        .view([b - 1, b + 1])
+        .narrow(1, 0, b)
+        .reshape([b, b - 1])
 }
 
 /// The three IMAL terms (L_cm, L_im, L_kl) of DCA features `g_i`, `g_t` [B, D]; scalars f32.
-pub fn imal_terms(g_i: &Tensor, g_t: &Tensor, pids: &Tensor, p: &ImalParams) -> (Tensor, Tensor, Tensor) {
+pub fn imal_terms(
+    g_i: &Tensor,
+    g_t: &Tensor,
+    pids: &Tensor,
+    p: &ImalParams,
+) -> (Tensor, Tensor, Tensor) {
     let (a, b) = (norm(g_i), norm(g_t));
     let n = a.size()[0];
     let logits = a.matmul(&b.tr()) / p.temperature; // log E
     let not_pos = same_pid(pids).eq(0.0);
     // Identity-aware cross-modal alignment, both directions.
-    let cm = |l: &Tensor| (l.masked_fill(&not_pos, f64::NEG_INFINITY).logsumexp([1i64].as_slice(), false) - l.logsumexp([1i64].as_slice(), false)).mean(Kind::Float);
+    let cm = |l: &Tensor| {
+        (l.masked_fill(&not_pos, f64::NEG_INFINITY)
+            .logsumexp([1i64].as_slice(), false)
+            - l.logsumexp([1i64].as_slice(), false))
+        .mean(Kind::Float)
+    };
     let l_cm = -(cm(&logits) + cm(&logits.tr())) / 2.0;
     // Intra-modal neighbourhood consistency, self excluded.
     let l_im = if n > 1 {
         let na = off_diagonal(&(a.matmul(&a.tr()) * p.scale)).log_softmax(1, Kind::Float);
         let nb = off_diagonal(&(b.matmul(&b.tr()) * p.scale)).log_softmax(1, Kind::Float);
-        let kl = |lp: &Tensor, lq: &Tensor| (lp.exp() * (lp - lq)).sum_dim_intlist([1i64].as_slice(), false, Kind::Float).mean(Kind::Float);
+        let kl = |lp: &Tensor, lq: &Tensor| {
+            (lp.exp() * (lp - lq))
+                .sum_dim_intlist([1i64].as_slice(), false, Kind::Float)
+                .mean(Kind::Float)
+        };
         (kl(&na, &nb) + kl(&nb, &na)) / 2.0
     } else {
         Tensor::zeros([], (Kind::Float, a.device()))
     };
     // Spread regulariser against the uniform u = 1/B².
     let u = 1.0 / (n * n) as f64;
-    let spread = |prob: &Tensor| (u * (u.ln() - (prob + EPS).log())).sum_dim_intlist([1i64].as_slice(), false, Kind::Float).mean(Kind::Float);
-    let l_kl = (spread(&logits.softmax(1, Kind::Float)) + spread(&logits.tr().softmax(1, Kind::Float))) / 2.0;
+    let spread = |prob: &Tensor| {
+        (u * (u.ln() - (prob + EPS).log()))
+            .sum_dim_intlist([1i64].as_slice(), false, Kind::Float)
+            .mean(Kind::Float)
+    };
+    let l_kl = (spread(&logits.softmax(1, Kind::Float))
+        + spread(&logits.tr().softmax(1, Kind::Float)))
+        / 2.0;
     (l_cm, l_im, l_kl)
 }
 
@@ -123,7 +158,11 @@ pub struct LossTerms(pub Vec<(String, Tensor)>);
 impl LossTerms {
     /// Sum of all terms (scalar f32).
     pub fn total(&self) -> Tensor {
-        self.0.iter().map(|(_, t)| t.shallow_clone()).reduce(|a, b| a + b).expect("at least one loss term")
+        self.0
+            .iter()
+            .map(|(_, t)| t.shallow_clone())
+            .reduce(|a, b| a + b)
+            .expect("at least one loss term")
     }
 }
 
@@ -131,7 +170,9 @@ impl LossTerms {
 pub fn compute(cfg: &Config, out: &TrainOutputs, pids: &Tensor) -> LossTerms {
     let scale = 1.0 / cfg.temperature;
     let need = |t: &Option<Tensor>, what: &str| -> Tensor {
-        t.as_ref().unwrap_or_else(|| panic!("the model did not produce {what}")).shallow_clone()
+        t.as_ref()
+            .unwrap_or_else(|| panic!("the model did not produce {what}"))
+            .shallow_clone()
     };
     let terms = cfg
         .losses()
@@ -141,9 +182,25 @@ pub fn compute(cfg: &Config, out: &TrainOutputs, pids: &Tensor) -> LossTerms {
                 "sdm" => sdm(&out.f_i, &out.f_t, pids, scale),
                 "itc" => itc(&out.f_i, &out.f_t, scale),
                 "cmpm" => cmpm(&out.f_i, &out.f_t, pids),
-                "id" => id(&need(&out.id_logits_i, "ID logits"), &need(&out.id_logits_t, "ID logits"), pids) * cfg.id_loss_weight,
-                "mlm" => mlm(&need(&out.mlm_logits, "MLM logits"), &need(&out.mlm_labels, "MLM labels")) * cfg.mlm_loss_weight,
-                "imal" => imal(&need(&out.g_i, "DCA features"), &need(&out.g_t, "DCA features"), pids, &ImalParams::from_config(cfg)),
+                "id" => {
+                    id(
+                        &need(&out.id_logits_i, "ID logits"),
+                        &need(&out.id_logits_t, "ID logits"),
+                        pids,
+                    ) * cfg.id_loss_weight
+                }
+                "mlm" => {
+                    mlm(
+                        &need(&out.mlm_logits, "MLM logits"),
+                        &need(&out.mlm_labels, "MLM labels"),
+                    ) * cfg.mlm_loss_weight
+                }
+                "imal" => imal(
+                    &need(&out.g_i, "DCA features"),
+                    &need(&out.g_t, "DCA features"),
+                    pids,
+                    &ImalParams::from_config(cfg),
+                ),
                 other => unreachable!("loss names are validated: {other}"),
             };
             (name, value)

@@ -7,7 +7,9 @@ use std::path::Path;
 
 fn image(path: &Path) {
     std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-    image::RgbImage::from_pixel(20, 50, image::Rgb([120, 30, 200])).save(path).unwrap();
+    image::RgbImage::from_pixel(20, 50, image::Rgb([120, 30, 200]))
+        .save(path)
+        .unwrap();
 }
 
 /// Writes `<root>/<name>/<ann>` with `entries`, and an image for every path under `imgs/`.
@@ -27,7 +29,12 @@ const ENTRIES: [(&str, i64, &str, &[&str]); 6] = [
     ("train", 1, "a/1.jpg", &["a man in red", "red shirt man"]),
     ("train", 2, "a/2.jpg", &["a woman in blue"]),
     ("train", 1, "b/3.jpg", &["the man in red again"]),
-    ("test", 7, "b/4.jpg", &["test person one", "another caption"]),
+    (
+        "test",
+        7,
+        "b/4.jpg",
+        &["test person one", "another caption"],
+    ),
     ("test", 8, "b/5.jpg", &["test person two"]),
     ("val", 9, "b/6.jpg", &["val person"]),
 ];
@@ -35,14 +42,24 @@ const ENTRIES: [(&str, i64, &str, &[&str]); 6] = [
 #[test]
 fn cuhk_pedes_subtracts_one_from_train_ids() {
     let root = tempfile::tempdir().unwrap();
-    fixture(root.path(), "CUHK-PEDES", "reid_raw.json", "file_path", &ENTRIES);
+    fixture(
+        root.path(),
+        "CUHK-PEDES",
+        "reid_raw.json",
+        "file_path",
+        &ENTRIES,
+    );
     let ds = load("CUHK-PEDES", root.path()).unwrap();
     assert_eq!(ds.num_classes, 2);
     assert_eq!(ds.train.len(), 4);
     let pids: Vec<i64> = ds.train.iter().map(|s| s.pid).collect();
     assert_eq!(pids, vec![0, 0, 1, 0]);
     let image_ids: Vec<i64> = ds.train.iter().map(|s| s.image_id).collect();
-    assert_eq!(image_ids, vec![0, 0, 1, 2], "image_id counts images in file order");
+    assert_eq!(
+        image_ids,
+        vec![0, 0, 1, 2],
+        "image_id counts images in file order"
+    );
     assert_eq!(ds.test.image_pids, vec![7, 8]);
     assert_eq!(ds.test.caption_pids, vec![7, 7, 8]);
     assert_eq!(ds.test.captions[1], "another caption");
@@ -54,11 +71,17 @@ fn cuhk_pedes_subtracts_one_from_train_ids() {
 fn icfg_pedes_keeps_ids_and_accepts_both_file_names() {
     for ann in ["ICFG-PEDES.json", "ICFG_PEDES.json"] {
         let root = tempfile::tempdir().unwrap();
-        let entries: Vec<(&str, i64, &str, &[&str])> =
-            ENTRIES.iter().map(|&(s, id, p, c)| (s, if s == "train" { id - 1 } else { id }, p, c)).collect();
+        let entries: Vec<(&str, i64, &str, &[&str])> = ENTRIES
+            .iter()
+            .map(|&(s, id, p, c)| (s, if s == "train" { id - 1 } else { id }, p, c))
+            .collect();
         fixture(root.path(), "ICFG-PEDES", ann, "file_path", &entries);
         let ds = load("ICFG-PEDES", root.path()).unwrap();
-        assert_eq!(ds.train.iter().map(|s| s.pid).collect::<Vec<_>>(), vec![0, 0, 1, 0], "{ann}");
+        assert_eq!(
+            ds.train.iter().map(|s| s.pid).collect::<Vec<_>>(),
+            vec![0, 0, 1, 0],
+            "{ann}"
+        );
         assert_eq!(ds.test.image_paths.len(), 2);
     }
 }
@@ -66,9 +89,17 @@ fn icfg_pedes_keeps_ids_and_accepts_both_file_names() {
 #[test]
 fn rstpreid_reads_img_path() {
     let root = tempfile::tempdir().unwrap();
-    let entries: Vec<(&str, i64, &str, &[&str])> =
-        ENTRIES.iter().map(|&(s, id, p, c)| (s, if s == "train" { id - 1 } else { id }, p, c)).collect();
-    fixture(root.path(), "RSTPReid", "data_captions.json", "img_path", &entries);
+    let entries: Vec<(&str, i64, &str, &[&str])> = ENTRIES
+        .iter()
+        .map(|&(s, id, p, c)| (s, if s == "train" { id - 1 } else { id }, p, c))
+        .collect();
+    fixture(
+        root.path(),
+        "RSTPReid",
+        "data_captions.json",
+        "img_path",
+        &entries,
+    );
     let ds = load("RSTPReid", root.path()).unwrap();
     assert_eq!(ds.num_classes, 2);
     assert_eq!(ds.val.captions, vec!["val person"]);
@@ -81,7 +112,13 @@ fn err_of(name: &str, root: &Path) -> String {
 /// A CUHK-PEDES fixture whose annotation file is `text`.
 fn with_annotation(text: &str) -> (tempfile::TempDir, String) {
     let root = tempfile::tempdir().unwrap();
-    fixture(root.path(), "CUHK-PEDES", "reid_raw.json", "file_path", &ENTRIES);
+    fixture(
+        root.path(),
+        "CUHK-PEDES",
+        "reid_raw.json",
+        "file_path",
+        &ENTRIES,
+    );
     std::fs::write(root.path().join("CUHK-PEDES/reid_raw.json"), text).unwrap();
     let e = err_of("CUHK-PEDES", root.path());
     (root, e)
@@ -93,21 +130,33 @@ fn data_faults_are_named() {
     assert!(err_of("CUHK-PEDES", root.path()).contains("dataset folder"));
     std::fs::create_dir_all(root.path().join("ICFG-PEDES")).unwrap();
     let e = err_of("ICFG-PEDES", root.path());
-    assert!(e.contains("expected ICFG-PEDES.json or ICFG_PEDES.json"), "{e}");
+    assert!(
+        e.contains("expected ICFG-PEDES.json or ICFG_PEDES.json"),
+        "{e}"
+    );
 
     let (_r, e) = with_annotation("[{\"split\": \"train\",\n \"id\": 1,, }]");
     assert!(e.contains("invalid JSON at line 2, column"), "{e}");
     let (_r, e) = with_annotation(r#"[{"split": "train", "id": 1, "captions": ["x"]}]"#);
     assert!(e.contains("entry 0: missing key `file_path`"), "{e}");
-    let (_r, e) = with_annotation(r#"[{"split": "train", "id": "one", "file_path": "a/1.jpg", "captions": ["x"]}]"#);
+    let (_r, e) = with_annotation(
+        r#"[{"split": "train", "id": "one", "file_path": "a/1.jpg", "captions": ["x"]}]"#,
+    );
     assert!(e.contains("entry 0: `id` must be an integer"), "{e}");
-    let (_r, e) = with_annotation(r#"[{"split": "train", "id": 1, "file_path": "a/1.jpg", "captions": []}]"#);
+    let (_r, e) =
+        with_annotation(r#"[{"split": "train", "id": 1, "file_path": "a/1.jpg", "captions": []}]"#);
     assert!(e.contains("entry 0: `captions` is empty"), "{e}");
-    let (_r, e) = with_annotation(r#"[{"split": "train", "id": 1, "file_path": "a/1.jpg", "captions": ["ok", "  "]}]"#);
+    let (_r, e) = with_annotation(
+        r#"[{"split": "train", "id": 1, "file_path": "a/1.jpg", "captions": ["ok", "  "]}]"#,
+    );
     assert!(e.contains("entry 0: captions[1] is empty"), "{e}");
-    let (_r, e) = with_annotation(r#"[{"split": "train", "id": 1, "file_path": "/etc/passwd", "captions": ["x"]}]"#);
+    let (_r, e) = with_annotation(
+        r#"[{"split": "train", "id": 1, "file_path": "/etc/passwd", "captions": ["x"]}]"#,
+    );
     assert!(e.contains("is absolute"), "{e}");
-    let (_r, e) = with_annotation(r#"[{"split": "train", "id": 1, "file_path": "../../secret.jpg", "captions": ["x"]}]"#);
+    let (_r, e) = with_annotation(
+        r#"[{"split": "train", "id": 1, "file_path": "../../secret.jpg", "captions": ["x"]}]"#,
+    );
     assert!(e.contains("escapes imgs/"), "{e}");
     let (_r, e) = with_annotation(
         r#"[{"split": "train", "id": 1, "file_path": "a/1.jpg", "captions": ["x"]}, {"split": "train", "id": 3, "file_path": "a/2.jpg", "captions": ["y"]}]"#,
@@ -116,19 +165,50 @@ fn data_faults_are_named() {
     let (_r, e) = with_annotation(
         r#"[{"split": "train", "id": 1, "file_path": "a/1.jpg", "captions": ["x"]}, {"split": "test", "id": 3, "file_path": "gone/9.jpg", "captions": ["y"]}, {"split": "test", "id": 3, "file_path": "gone/10.jpg", "captions": ["y"]}]"#,
     );
-    assert!(e.contains("2 of 3 images are missing") && e.contains("gone/9.jpg"), "{e}");
+    assert!(
+        e.contains("2 of 3 images are missing") && e.contains("gone/9.jpg"),
+        "{e}"
+    );
 }
 
 #[test]
 fn stats_prints_the_split_table_and_faults_are_one_line() {
     let root = tempfile::tempdir().unwrap();
-    fixture(root.path(), "CUHK-PEDES", "reid_raw.json", "file_path", &ENTRIES);
-    let out = ccma(&["stats", "--dataset", "CUHK-PEDES", "--root-dir", root.path().to_str().unwrap()]);
+    fixture(
+        root.path(),
+        "CUHK-PEDES",
+        "reid_raw.json",
+        "file_path",
+        &ENTRIES,
+    );
+    let out = ccma(&[
+        "stats",
+        "--dataset",
+        "CUHK-PEDES",
+        "--root-dir",
+        root.path().to_str().unwrap(),
+    ]);
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    assert!(text.contains("| train | 2   | 3      | 4        |"), "{text}");
-    assert!(text.contains("| test  | 2   | 2      | 3        |"), "{text}");
-    let out = ccma(&["stats", "--dataset", "RSTPReid", "--root-dir", root.path().to_str().unwrap()]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        text.contains("| train | 2   | 3      | 4        |"),
+        "{text}"
+    );
+    assert!(
+        text.contains("| test  | 2   | 2      | 3        |"),
+        "{text}"
+    );
+    let out = ccma(&[
+        "stats",
+        "--dataset",
+        "RSTPReid",
+        "--root-dir",
+        root.path().to_str().unwrap(),
+    ]);
     assert_one_line_error(&out, "dataset folder");
     assert_eq!(out.status.code(), Some(2));
 }
@@ -138,13 +218,23 @@ fn corrupt_image_is_named_when_first_read() {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path().join("data");
     fixture(&root, "CUHK-PEDES", "reid_raw.json", "file_path", &ENTRIES);
-    std::fs::write(root.join("CUHK-PEDES/imgs/a/2.jpg"), b"\xff\xd8\xff garbage").unwrap();
+    std::fs::write(
+        root.join("CUHK-PEDES/imgs/a/2.jpg"),
+        b"\xff\xd8\xff garbage",
+    )
+    .unwrap();
     let cfg = dir.path().join("c.yaml");
     std::fs::write(&cfg, format!(
         "dataset_name: CUHK-PEDES\nroot_dir: {}\nimg_size: [32, 16]\nembed_dim: 16\nvision_width: 16\nvision_layers: 1\nvision_heads: 1\nvision_patch_size: 16\ntransformer_width: 16\ntransformer_layers: 1\ntransformer_heads: 1\ntext_length: 16\ncmt_depth: 1\ndca_heads: 2\nbatch_size: 4\nnum_epoch: 1\n",
         root.display()
     )).unwrap();
     let run = dir.path().join("run");
-    let out = ccma(&["train", "--config", cfg.to_str().unwrap(), "--run-dir", run.to_str().unwrap()]);
+    let out = ccma(&[
+        "train",
+        "--config",
+        cfg.to_str().unwrap(),
+        "--run-dir",
+        run.to_str().unwrap(),
+    ]);
     assert_one_line_error(&out, "a/2.jpg");
 }

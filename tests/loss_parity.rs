@@ -16,34 +16,87 @@ fn check(pids: &[i64], seed: i64) {
         ("logits_i", Tensor::randn([b, 6], opts)),
         ("logits_t", Tensor::randn([b, 6], opts)),
         ("mlm_logits", Tensor::randn([9, 30], opts)),
-        ("mlm_labels", Tensor::randint_low(1, 30, [9], (Kind::Int64, tch::Device::Cpu))),
+        (
+            "mlm_labels",
+            Tensor::randint_low(1, 30, [9], (Kind::Int64, tch::Device::Cpu)),
+        ),
         ("pids", Tensor::from_slice(pids)),
     ];
     let dir = tempfile::tempdir().unwrap();
-    let (inp, out) = (dir.path().join("in.safetensors"), dir.path().join("out.safetensors"));
-    save(&inp, &inputs.iter().map(|(k, t)| (*k, t)).collect::<Vec<_>>());
+    let (inp, out) = (
+        dir.path().join("in.safetensors"),
+        dir.path().join("out.safetensors"),
+    );
+    save(
+        &inp,
+        &inputs.iter().map(|(k, t)| (*k, t)).collect::<Vec<_>>(),
+    );
     let scale = 1.0 / 0.07;
-    reference("loss_ref.py", &[inp.to_str().unwrap(), out.to_str().unwrap(), &scale.to_string()]);
+    reference(
+        "loss_ref.py",
+        &[
+            inp.to_str().unwrap(),
+            out.to_str().unwrap(),
+            &scale.to_string(),
+        ],
+    );
     let want = load(&out);
-    let get = |k: &str| inputs.iter().find(|(n, _)| *n == k).unwrap().1.detach().set_requires_grad(true);
+    let get = |k: &str| {
+        inputs
+            .iter()
+            .find(|(n, _)| *n == k)
+            .unwrap()
+            .1
+            .detach()
+            .set_requires_grad(true)
+    };
     let pids_t = Tensor::from_slice(pids);
-    let params = loss::ImalParams { temperature: 0.5, gamma: 0.05, kl_weight: 0.005, scale };
+    let params = loss::ImalParams {
+        temperature: 0.5,
+        gamma: 0.05,
+        kl_weight: 0.005,
+        scale,
+    };
     type Term = Box<dyn Fn(&[Tensor]) -> Tensor>;
     let p = pids_t.shallow_clone();
     let terms: Vec<(&str, Vec<&str>, Term)> = vec![
-        ("sdm", vec!["f_i", "f_t"], Box::new(move |x| loss::sdm(&x[0], &x[1], &p, scale))),
-        ("itc", vec!["f_i", "f_t"], Box::new(move |x| loss::itc(&x[0], &x[1], scale))),
-        ("cmpm", vec!["f_i", "f_t"], { let p = pids_t.shallow_clone(); Box::new(move |x| loss::cmpm(&x[0], &x[1], &p)) }),
-        ("id", vec!["logits_i", "logits_t"], { let p = pids_t.shallow_clone(); Box::new(move |x| loss::id(&x[0], &x[1], &p)) }),
-        ("mlm", vec!["mlm_logits"], { let l = inputs[7].1.shallow_clone(); Box::new(move |x| loss::mlm(&x[0], &l)) }),
-        ("imal", vec!["g_i", "g_t"], { let p = pids_t.shallow_clone(); Box::new(move |x| loss::imal(&x[0], &x[1], &p, &params)) }),
+        (
+            "sdm",
+            vec!["f_i", "f_t"],
+            Box::new(move |x| loss::sdm(&x[0], &x[1], &p, scale)),
+        ),
+        (
+            "itc",
+            vec!["f_i", "f_t"],
+            Box::new(move |x| loss::itc(&x[0], &x[1], scale)),
+        ),
+        ("cmpm", vec!["f_i", "f_t"], {
+            let p = pids_t.shallow_clone();
+            Box::new(move |x| loss::cmpm(&x[0], &x[1], &p))
+        }),
+        ("id", vec!["logits_i", "logits_t"], {
+            let p = pids_t.shallow_clone();
+            Box::new(move |x| loss::id(&x[0], &x[1], &p))
+        }),
+        ("mlm", vec!["mlm_logits"], {
+            let l = inputs[7].1.shallow_clone();
+            Box::new(move |x| loss::mlm(&x[0], &l))
+        }),
+        ("imal", vec!["g_i", "g_t"], {
+            let p = pids_t.shallow_clone();
+            Box::new(move |x| loss::imal(&x[0], &x[1], &p, &params))
+        }),
     ];
     for (name, wrt, f) in terms {
         let xs: Vec<Tensor> = wrt.iter().map(|k| get(k)).collect();
         let value = f(&xs);
         let want_v = want[name].double_value(&[0]);
         let tol = 1e-5 * want_v.abs().max(1.0);
-        assert!((value.double_value(&[]) - want_v).abs() < tol, "{name}: {} vs {want_v}", value.double_value(&[]));
+        assert!(
+            (value.double_value(&[]) - want_v).abs() < tol,
+            "{name}: {} vs {want_v}",
+            value.double_value(&[])
+        );
         value.backward();
         for (k, x) in wrt.iter().zip(&xs) {
             let d = max_abs_diff(&x.grad(), &want[&format!("{name}.grad.{k}")]);
@@ -61,8 +114,16 @@ fn losses_match_reference_with_repeated_pids() {
 #[test]
 fn imal_with_one_sample_has_no_intra_modal_term() {
     let g = Tensor::randn([1, 8], (Kind::Float, tch::Device::Cpu));
-    let p = loss::ImalParams { temperature: 0.5, gamma: 0.05, kl_weight: 0.005, scale: 50.0 };
+    let p = loss::ImalParams {
+        temperature: 0.5,
+        gamma: 0.05,
+        kl_weight: 0.005,
+        scale: 50.0,
+    };
     let (cm, im, _) = loss::imal_terms(&g, &g, &Tensor::from_slice(&[3i64]), &p);
     assert_eq!(im.double_value(&[]), 0.0);
-    assert!(cm.double_value(&[]).abs() < 1e-6, "one pair, one positive: log 1 = 0");
+    assert!(
+        cm.double_value(&[]).abs() < 1e-6,
+        "one pair, one positive: log 1 = 0"
+    );
 }

@@ -8,7 +8,8 @@ use common::*;
 use tch::{Device, Kind, Tensor};
 
 fn config(dir: &std::path::Path, pretrained: Option<&str>) -> Config {
-    let sizes: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(dir.join("config.json")).unwrap()).unwrap();
+    let sizes: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("config.json")).unwrap()).unwrap();
     let mut set: Vec<(String, String)> = sizes
         .as_object()
         .unwrap()
@@ -60,8 +61,16 @@ fn torchscript_archive_loads_with_resized_grid() {
     let cfg = config(dir.path(), Some(archive.to_str().unwrap()));
     let (_vs, model) = ccma::model::from_config(&cfg, 7, Device::Cpu).unwrap();
     let _guard = tch::no_grad_guard();
-    close("archive f_i", &model.image_features(&io["images"]), &io["clip_f_i"]);
-    close("archive f_t", &model.text_features(&io["ids"]), &io["clip_f_t"]);
+    close(
+        "archive f_i",
+        &model.image_features(&io["images"]),
+        &io["clip_f_i"],
+    );
+    close(
+        "archive f_t",
+        &model.text_features(&io["ids"]),
+        &io["clip_f_t"],
+    );
 }
 
 #[test]
@@ -71,10 +80,16 @@ fn weight_file_errors_name_the_key_and_shapes() {
     let good = dir.path().join("model.safetensors");
     let try_load = |path: &std::path::Path| {
         let (mut vs, _m) = ccma::model::from_config(&cfg, 7, Device::Cpu).unwrap();
-        format!("{:#}", ccma::model::load_checkpoint(&mut vs, path).unwrap_err())
+        format!(
+            "{:#}",
+            ccma::model::load_checkpoint(&mut vs, path).unwrap_err()
+        )
     };
     let e = try_load(&dir.path().join("missing.safetensors"));
-    assert!(e.contains("missing.safetensors") && e.contains("cannot be opened"), "{e}");
+    assert!(
+        e.contains("missing.safetensors") && e.contains("cannot be opened"),
+        "{e}"
+    );
     let junk = dir.path().join("junk.bin");
     std::fs::write(&junk, b"hello, not weights").unwrap();
     assert!(try_load(&junk).contains("is not a weights file"));
@@ -84,24 +99,49 @@ fn weight_file_errors_name_the_key_and_shapes() {
     assert!(try_load(&cut).contains("truncated"));
     let mut named: Vec<(String, Tensor)> = Tensor::read_safetensors(&good).unwrap();
     let edit = |f: &dyn Fn(&mut Vec<(String, Tensor)>), name: &str| {
-        let mut n: Vec<(String, Tensor)> = named.iter().map(|(k, t)| (k.clone(), t.shallow_clone())).collect();
+        let mut n: Vec<(String, Tensor)> = named
+            .iter()
+            .map(|(k, t)| (k.clone(), t.shallow_clone()))
+            .collect();
         f(&mut n);
         let p = dir.path().join(name);
         ccma::train::checkpoint::save(&p, &n, &Default::default()).unwrap();
         try_load(&p)
     };
-    let e = edit(&|n| n.retain(|(k, _)| k != "mlm_head.fc.bias"), "nokey.safetensors");
-    assert!(e.contains("missing key `mlm_head.fc.bias`") && e.contains("[1000]"), "{e}");
-    let e = edit(&|n| n.push(("extra.weight".into(), Tensor::zeros([2], (Kind::Float, Device::Cpu)))), "extra.safetensors");
+    let e = edit(
+        &|n| n.retain(|(k, _)| k != "mlm_head.fc.bias"),
+        "nokey.safetensors",
+    );
+    assert!(
+        e.contains("missing key `mlm_head.fc.bias`") && e.contains("[1000]"),
+        "{e}"
+    );
+    let e = edit(
+        &|n| {
+            n.push((
+                "extra.weight".into(),
+                Tensor::zeros([2], (Kind::Float, Device::Cpu)),
+            ))
+        },
+        "extra.safetensors",
+    );
     assert!(e.contains("unexpected key `extra.weight`"), "{e}");
     let e = edit(
         &|n| {
-            let i = n.iter().position(|(k, _)| k == "classifier.weight").unwrap();
+            let i = n
+                .iter()
+                .position(|(k, _)| k == "classifier.weight")
+                .unwrap();
             n[i].1 = Tensor::zeros([5, 32], (Kind::Float, Device::Cpu));
         },
         "shape.safetensors",
     );
-    assert!(e.contains("shape mismatch for key `classifier.weight`: file has [5, 32], model expects [7, 32]"), "{e}");
+    assert!(
+        e.contains(
+            "shape mismatch for key `classifier.weight`: file has [5, 32], model expects [7, 32]"
+        ),
+        "{e}"
+    );
     named.clear();
 }
 
@@ -115,7 +155,11 @@ fn dca_gradients_match_finite_differences() {
     let x = Tensor::randn([2, 5, 16], opts).set_requires_grad(true);
     let y = Tensor::randn([2, 7, 16], opts);
     let w = Tensor::randn([2, 5, 16], opts);
-    let mask = Tensor::zeros([2, 1, 1, 7], opts).index_fill(3, &Tensor::from_slice(&[6i64]), f64::NEG_INFINITY);
+    let mask = Tensor::zeros([2, 1, 1, 7], opts).index_fill(
+        3,
+        &Tensor::from_slice(&[6i64]),
+        f64::NEG_INFINITY,
+    );
     let f = |x: &Tensor| (block.forward(x, &y, Some(&mask)) * &w).sum(Kind::Double);
     f(&x).backward();
     let analytic = x.grad();
@@ -126,12 +170,19 @@ fn dca_gradients_match_finite_differences() {
         let xd = x.detach();
         let bump = |s: f64| {
             let xp = xd.copy();
-            let _ = xp.get(idx[0]).get(idx[1]).get(idx[2]).fill_(xd.double_value(&idx) + s);
+            let _ = xp
+                .get(idx[0])
+                .get(idx[1])
+                .get(idx[2])
+                .fill_(xd.double_value(&idx) + s);
             tch::no_grad(|| f(&xp).double_value(&[]))
         };
         let numeric = (bump(h) - bump(-h)) / (2.0 * h);
         let a = analytic.double_value(&idx);
-        assert!((numeric - a).abs() < 1e-6 * a.abs().max(1.0), "dX{idx:?}: {a} vs {numeric}");
+        assert!(
+            (numeric - a).abs() < 1e-6 * a.abs().max(1.0),
+            "dX{idx:?}: {a} vs {numeric}"
+        );
     }
     let mut lam_v = lam.shallow_clone();
     let orig = lam.double_value(&[2]);
@@ -143,5 +194,9 @@ fn dca_gradients_match_finite_differences() {
     };
     let numeric = (at(orig + h, &mut lam_v) - at(orig - h, &mut lam_v)) / (2.0 * h);
     at(orig, &mut lam_v);
-    assert!((numeric - lam_grad.double_value(&[2])).abs() < 1e-6, "dλ: {} vs {numeric}", lam_grad.double_value(&[2]));
+    assert!(
+        (numeric - lam_grad.double_value(&[2])).abs() < 1e-6,
+        "dλ: {} vs {numeric}",
+        lam_grad.double_value(&[2])
+    );
 }

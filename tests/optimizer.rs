@@ -19,7 +19,9 @@ const NAMES: [(&str, &[i64]); 6] = [
 /// Deterministic pseudo-random values (tests run in parallel, so no global generator).
 fn values(shape: &[i64], salt: f64) -> Tensor {
     let n: i64 = shape.iter().product();
-    let v: Vec<f32> = (0..n).map(|i| ((i as f64 * 12.9898 + salt * 78.233).sin() * 43758.5453).fract() as f32 * 2.0).collect();
+    let v: Vec<f32> = (0..n)
+        .map(|i| ((i as f64 * 12.9898 + salt * 78.233).sin() * 43758.5453).fract() as f32 * 2.0)
+        .collect();
     Tensor::from_slice(&v).view(shape)
 }
 
@@ -36,7 +38,11 @@ fn store(seed: i64) -> VarStore {
 
 fn cfg() -> Config {
     Config::default()
-        .with_overrides(&[("lr".into(), "0.01".into()), ("weight_decay".into(), "0.1".into()), ("eps".into(), "1e-3".into())])
+        .with_overrides(&[
+            ("lr".into(), "0.01".into()),
+            ("weight_decay".into(), "0.1".into()),
+            ("eps".into(), "1e-3".into()),
+        ])
         .unwrap()
 }
 
@@ -50,7 +56,11 @@ fn run(vs: &VarStore, opt: &mut Optimizer, from: usize, steps: usize) {
     let vars = vs.variables();
     for k in from..from + steps {
         opt.zero_grad();
-        let loss = NAMES.iter().map(|(n, s)| (&vars[*n] * grad(k, n, s)).sum(Kind::Float)).reduce(|a, b| a + b).unwrap();
+        let loss = NAMES
+            .iter()
+            .map(|(n, s)| (&vars[*n] * grad(k, n, s)).sum(Kind::Float))
+            .reduce(|a, b| a + b)
+            .unwrap();
         loss.backward();
         opt.step();
     }
@@ -60,7 +70,11 @@ fn run(vs: &VarStore, opt: &mut Optimizer, from: usize, steps: usize) {
 fn matches_torch_adam_with_per_parameter_groups() {
     let c = cfg();
     let vs = store(0);
-    let init: Vec<(String, Tensor)> = vs.variables().into_iter().map(|(k, t)| (format!("param.{k}"), t.copy())).collect();
+    let init: Vec<(String, Tensor)> = vs
+        .variables()
+        .into_iter()
+        .map(|(k, t)| (format!("param.{k}"), t.copy()))
+        .collect();
     let mut opt = Optimizer::new(&vs, &c).unwrap();
     opt.set_lr(c.lr);
     let steps = 4;
@@ -72,7 +86,10 @@ fn matches_torch_adam_with_per_parameter_groups() {
             tensors.push((format!("grad.{k}.{n}"), grad(k, n, s)));
         }
     }
-    let (inp, out) = (dir.path().join("in.safetensors"), dir.path().join("out.safetensors"));
+    let (inp, out) = (
+        dir.path().join("in.safetensors"),
+        dir.path().join("out.safetensors"),
+    );
     ccma::train::checkpoint::save(&inp, &tensors, &Default::default()).unwrap();
     let mut groups: serde_json::Map<String, serde_json::Value> = NAMES
         .iter()
@@ -81,10 +98,20 @@ fn matches_torch_adam_with_per_parameter_groups() {
             (n.to_string(), serde_json::json!([c.lr * m, wd]))
         })
         .collect();
-    groups.insert("_".into(), serde_json::json!([c.alpha, c.beta, c.eps, steps]));
+    groups.insert(
+        "_".into(),
+        serde_json::json!([c.alpha, c.beta, c.eps, steps]),
+    );
     let gpath = dir.path().join("groups.json");
     std::fs::write(&gpath, serde_json::to_string(&groups).unwrap()).unwrap();
-    reference("adam_ref.py", &[inp.to_str().unwrap(), out.to_str().unwrap(), gpath.to_str().unwrap()]);
+    reference(
+        "adam_ref.py",
+        &[
+            inp.to_str().unwrap(),
+            out.to_str().unwrap(),
+            gpath.to_str().unwrap(),
+        ],
+    );
     let want = load(&out);
     for (name, t) in vs.variables() {
         let d = max_abs_diff(&t, &want[&name]);
@@ -99,7 +126,10 @@ fn group_rules_follow_the_method() {
         ("base_model.visual.conv1.weight", (1.0, 0.1)),
         ("base_model.ln_final.bias", (2.0, 0.0)),
         ("cross_attn.in_proj_bias", (2.0, 0.0)),
-        ("cross_modal_transformer.resblocks.0.mlp.c_fc.weight", (5.0, 0.1)),
+        (
+            "cross_modal_transformer.resblocks.0.mlp.c_fc.weight",
+            (5.0, 0.1),
+        ),
         ("mlm_head.fc.bias", (5.0, 0.0)),
         ("classifier.weight", (5.0, 0.1)),
         ("dca_image.0.q_proj.weight", (5.0, 0.1)),
@@ -123,8 +153,16 @@ fn save_and_restore_continues_bit_identically() {
     let mut b = Optimizer::new(&vs_b, &c).unwrap();
     b.set_lr(c.lr);
     run(&vs_b, &mut b, 0, 2);
-    let saved: HashMap<String, Tensor> = b.state_tensors().into_iter().map(|(k, t)| (k, t.copy())).collect();
-    let params: HashMap<String, Tensor> = vs_b.variables().into_iter().map(|(k, t)| (k, t.copy())).collect();
+    let saved: HashMap<String, Tensor> = b
+        .state_tensors()
+        .into_iter()
+        .map(|(k, t)| (k, t.copy()))
+        .collect();
+    let params: HashMap<String, Tensor> = vs_b
+        .variables()
+        .into_iter()
+        .map(|(k, t)| (k, t.copy()))
+        .collect();
     let mut vs_c = store(99); // different values, overwritten by the restore
     let mut c_opt = Optimizer::new(&vs_c, &c).unwrap();
     ccma::model::copy_named(&mut vs_c, &params).unwrap();
@@ -132,6 +170,9 @@ fn save_and_restore_continues_bit_identically() {
     c_opt.set_lr(c.lr);
     run(&vs_c, &mut c_opt, 2, 3);
     for (name, t) in vs_a.variables() {
-        assert!(t.equal(&vs_c.variables()[&name]), "{name} differs after resuming");
+        assert!(
+            t.equal(&vs_c.variables()[&name]),
+            "{name} differs after resuming"
+        );
     }
 }

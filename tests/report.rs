@@ -13,11 +13,27 @@ fn tensorboard_reads_our_event_files() {
         w.scalar("loss/sdm", 1.5 / step as f32, step).unwrap();
         w.scalar("test/R1", 10.0 * step as f32, step).unwrap();
     }
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/reference/tfevents_read.py");
-    let out = Command::new(python()).arg(script).arg(&w.path).output().expect("run the tensorboard reader");
-    assert!(out.status.success(), "reader failed: {}", String::from_utf8_lossy(&out.stderr));
+    let script = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/reference/tfevents_read.py"
+    );
+    let out = Command::new(python())
+        .arg(script)
+        .arg(&w.path)
+        .output()
+        .expect("run the tensorboard reader");
+    assert!(
+        out.status.success(),
+        "reader failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    let sdm: Vec<(i64, f64)> = v["loss/sdm"].as_array().unwrap().iter().map(|p| (p[0].as_i64().unwrap(), p[1].as_f64().unwrap())).collect();
+    let sdm: Vec<(i64, f64)> = v["loss/sdm"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| (p[0].as_i64().unwrap(), p[1].as_f64().unwrap()))
+        .collect();
     assert_eq!(sdm.len(), 3);
     for (k, (step, value)) in sdm.iter().enumerate() {
         assert_eq!(*step, k as i64 + 1);

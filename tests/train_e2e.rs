@@ -22,7 +22,13 @@ fn write_config(dir: &Path, epochs: usize) -> PathBuf {
 
 fn train(cfg: &Path, run: &Path, env: &[(&str, &str)]) -> std::process::Output {
     Command::new(env!("CARGO_BIN_EXE_ccma"))
-        .args(["train", "--config", cfg.to_str().unwrap(), "--run-dir", run.to_str().unwrap()])
+        .args([
+            "train",
+            "--config",
+            cfg.to_str().unwrap(),
+            "--run-dir",
+            run.to_str().unwrap(),
+        ])
         .envs(env.iter().copied())
         .output()
         .unwrap()
@@ -33,7 +39,11 @@ fn resume(run: &Path) -> std::process::Output {
 }
 
 fn metrics(run: &Path) -> Vec<serde_json::Value> {
-    std::fs::read_to_string(run.join("metrics.jsonl")).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect()
+    std::fs::read_to_string(run.join("metrics.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
 }
 
 #[test]
@@ -42,50 +52,113 @@ fn trains_learns_writes_the_run_folder_and_tests() {
     let cfg = write_config(dir.path(), 6);
     let run = dir.path().join("run");
     let out = train(&cfg, &run, &[]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    for f in ["configs.yaml", "train_log.txt", "best.safetensors", "last.safetensors", "results.json", "metrics.jsonl", "curves.png"] {
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for f in [
+        "configs.yaml",
+        "train_log.txt",
+        "best.safetensors",
+        "last.safetensors",
+        "results.json",
+        "metrics.jsonl",
+        "curves.png",
+    ] {
         assert!(run.join(f).is_file(), "{f} missing");
     }
-    assert!(std::fs::read_dir(&run).unwrap().any(|e| e.unwrap().file_name().to_string_lossy().starts_with("events.out.tfevents")));
+    assert!(std::fs::read_dir(&run).unwrap().any(|e| e
+        .unwrap()
+        .file_name()
+        .to_string_lossy()
+        .starts_with("events.out.tfevents")));
     let m = metrics(&run);
     assert_eq!(m.len(), 6);
-    let results: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(run.join("results.json")).unwrap()).unwrap();
+    let results: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(run.join("results.json")).unwrap()).unwrap();
     let best = results["t2i"]["R1"].as_f64().unwrap();
     // 30 test identities with about 2.8 images each: chance R@1 is about 3.3%.
     assert!(best > 10.0, "R@1 {best} should be far above chance (3.3%)");
     let log = std::fs::read_to_string(run.join("train_log.txt")).unwrap();
     assert!(log.contains("epoch 6") && log.contains("best R@1"), "{log}");
 
-    let out = ccma(&["test", "--config", run.join("configs.yaml").to_str().unwrap(), "--json", "--i2t"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = ccma(&[
+        "test",
+        "--config",
+        run.join("configs.yaml").to_str().unwrap(),
+        "--json",
+        "--i2t",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let t: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert!((t["t2i"]["R1"].as_f64().unwrap() - best).abs() < 1e-9, "ccma test reproduces the best R@1");
+    assert!(
+        (t["t2i"]["R1"].as_f64().unwrap() - best).abs() < 1e-9,
+        "ccma test reproduces the best R@1"
+    );
     assert!(t["i2t"]["R1"].as_f64().is_some());
     assert!(run.join("test_results.json").is_file());
 
     // Visualisation of test queries, and text search over the test images with a cached gallery.
-    let out = ccma(&["test", "--config", run.join("configs.yaml").to_str().unwrap(), "--visualize", "3"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = ccma(&[
+        "test",
+        "--config",
+        run.join("configs.yaml").to_str().unwrap(),
+        "--visualize",
+        "3",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert_eq!(std::fs::read_dir(run.join("visualize")).unwrap().count(), 3);
     let gallery = dir.path().join("data/SYNTH-PEDES/imgs/synth");
     let sheet = dir.path().join("sheet.png");
     let search = || {
         ccma(&[
-            "search", "--checkpoint", run.join("best.safetensors").to_str().unwrap(), "--gallery", gallery.to_str().unwrap(),
-            "--top-k", "5", "--out", sheet.to_str().unwrap(), "a woman wearing a red coat and a black skirt",
+            "search",
+            "--checkpoint",
+            run.join("best.safetensors").to_str().unwrap(),
+            "--gallery",
+            gallery.to_str().unwrap(),
+            "--top-k",
+            "5",
+            "--out",
+            sheet.to_str().unwrap(),
+            "a woman wearing a red coat and a black skirt",
         ])
     };
     let out = search();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(text.contains("rank") && text.matches(".jpg").count() == 5, "{text}");
+    assert!(
+        text.contains("rank") && text.matches(".jpg").count() == 5,
+        "{text}"
+    );
     assert!(image::open(&sheet).is_ok());
     assert!(gallery.join(".ccma-cache/gallery.safetensors").is_file());
     let out = search();
-    assert!(String::from_utf8_lossy(&out.stderr).contains("gallery features from"), "second query uses the cache");
-    image::RgbImage::new(10, 30).save(gallery.join("zz_new.jpg")).unwrap();
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("gallery features from"),
+        "second query uses the cache"
+    );
+    image::RgbImage::new(10, 30)
+        .save(gallery.join("zz_new.jpg"))
+        .unwrap();
     let out = search();
-    assert!(String::from_utf8_lossy(&out.stderr).contains("is stale"), "a changed gallery is re-embedded");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("is stale"),
+        "a changed gallery is re-embedded"
+    );
 }
 
 #[test]
@@ -96,16 +169,31 @@ fn resume_after_interrupt_continues_bit_identically() {
     assert!(train(&cfg, &a, &[]).status.success());
     // Interrupted in the middle of epoch 1 (a Ctrl-C after global step 4), then resumed.
     let out = train(&cfg, &b, &[("CCMA_INTERRUPT_AT_STEP", "4")]);
-    assert_eq!(out.status.code(), Some(130), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        out.status.code(),
+        Some(130),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert_one_line_error(&out, "interrupted");
     assert!(String::from_utf8_lossy(&out.stderr).contains("resumable checkpoint written"));
     let out = resume(&b);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let (ma, mb) = (metrics(&a), metrics(&b));
     assert_eq!(ma.len(), 2);
-    assert_eq!(ma[1]["loss"], mb[1]["loss"], "epoch 2 losses identical after resuming");
+    assert_eq!(
+        ma[1]["loss"], mb[1]["loss"],
+        "epoch 2 losses identical after resuming"
+    );
     assert_eq!(ma[1]["t2i"], mb[1]["t2i"]);
-    assert_eq!(std::fs::read(a.join("best.safetensors")).unwrap(), std::fs::read(b.join("best.safetensors")).unwrap());
+    assert_eq!(
+        std::fs::read(a.join("best.safetensors")).unwrap(),
+        std::fs::read(b.join("best.safetensors")).unwrap()
+    );
 }
 
 #[test]
@@ -116,11 +204,20 @@ fn nan_loss_stops_with_the_step_and_term_and_keeps_the_checkpoint() {
     // 674 pairs in batches of 32: 22 per epoch, so global step 25 is epoch 2's fourth batch and
     // epoch 1's checkpoints exist by then.
     let out = train(&cfg, &run, &[("CCMA_INJECT_NAN_AT_STEP", "25")]);
-    assert_one_line_error(&out, "loss term `itc` is NaN at epoch 2, step 3 (global step 25)");
+    assert_one_line_error(
+        &out,
+        "loss term `itc` is NaN at epoch 2, step 3 (global step 25)",
+    );
     let best = std::fs::read(run.join("best.safetensors")).unwrap();
-    assert!(ccma::train::checkpoint::load(&run.join("best.safetensors")).is_ok() && !best.is_empty());
+    assert!(
+        ccma::train::checkpoint::load(&run.join("best.safetensors")).is_ok() && !best.is_empty()
+    );
     assert_eq!(metrics(&run).len(), 1, "epoch 1 recorded, nothing after");
-    assert!(!std::fs::read_dir(&run).unwrap().any(|e| e.unwrap().file_name().to_string_lossy().contains(".tmp")));
+    assert!(!std::fs::read_dir(&run).unwrap().any(|e| e
+        .unwrap()
+        .file_name()
+        .to_string_lossy()
+        .contains(".tmp")));
 }
 
 #[test]
@@ -130,7 +227,13 @@ fn sigint_and_sigkill_then_resume_finish_the_run() {
     for (signal, code) in [("INT", Some(130)), ("KILL", None)] {
         let run = dir.path().join(format!("run-{signal}"));
         let mut child = Command::new(env!("CARGO_BIN_EXE_ccma"))
-            .args(["train", "--config", cfg.to_str().unwrap(), "--run-dir", run.to_str().unwrap()])
+            .args([
+                "train",
+                "--config",
+                cfg.to_str().unwrap(),
+                "--run-dir",
+                run.to_str().unwrap(),
+            ])
             .stderr(std::process::Stdio::piped())
             .spawn()
             .unwrap();
@@ -139,12 +242,27 @@ fn sigint_and_sigkill_then_resume_finish_the_run() {
         while !run.join("metrics.jsonl").is_file() && t0.elapsed().as_secs() < 120 {
             std::thread::sleep(std::time::Duration::from_millis(50));
         }
-        Command::new("kill").args([&format!("-{signal}"), &child.id().to_string()]).status().unwrap();
+        Command::new("kill")
+            .args([&format!("-{signal}"), &child.id().to_string()])
+            .status()
+            .unwrap();
         let out = child.wait_with_output().unwrap();
-        assert_eq!(out.status.code(), code, "{signal}: {}", String::from_utf8_lossy(&out.stderr));
+        assert_eq!(
+            out.status.code(),
+            code,
+            "{signal}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         let out = resume(&run);
-        assert!(out.status.success(), "resume after {signal}: {}", String::from_utf8_lossy(&out.stderr));
-        let epochs: Vec<i64> = metrics(&run).iter().map(|r| r["epoch"].as_i64().unwrap()).collect();
+        assert!(
+            out.status.success(),
+            "resume after {signal}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let epochs: Vec<i64> = metrics(&run)
+            .iter()
+            .map(|r| r["epoch"].as_i64().unwrap())
+            .collect();
         assert_eq!(epochs, vec![1, 2, 3], "after {signal}");
     }
 }

@@ -50,9 +50,19 @@ pub struct Dataset {
 /// Annotation file names and the entry key holding the image path, per dataset.
 fn layout(name: &str) -> Result<(&'static [&'static str], &'static str, i64, &'static str)> {
     Ok(match name {
-        "CUHK-PEDES" => (&["reid_raw.json"], "file_path", 1, "imgs/cam_a/..., imgs/cam_b/..."),
+        "CUHK-PEDES" => (
+            &["reid_raw.json"],
+            "file_path",
+            1,
+            "imgs/cam_a/..., imgs/cam_b/...",
+        ),
         "SYNTH-PEDES" => (&["reid_raw.json"], "file_path", 1, "imgs/..."),
-        "ICFG-PEDES" => (&["ICFG-PEDES.json", "ICFG_PEDES.json"], "file_path", 0, "imgs/train/..., imgs/test/..."),
+        "ICFG-PEDES" => (
+            &["ICFG-PEDES.json", "ICFG_PEDES.json"],
+            "file_path",
+            0,
+            "imgs/train/..., imgs/test/...",
+        ),
         "RSTPReid" => (&["data_captions.json"], "img_path", 0, "imgs/..."),
         other => bail!("unknown dataset {other:?}"),
     })
@@ -79,9 +89,15 @@ pub fn load(dataset_name: &str, root_dir: &Path) -> Result<Dataset> {
             files.join(" or ")
         )));
     };
-    let text = std::fs::read_to_string(&ann).with_context(|| format!("cannot read {}", ann.display()))?;
+    let text =
+        std::fs::read_to_string(&ann).with_context(|| format!("cannot read {}", ann.display()))?;
     let entries: Vec<serde_json::Value> = serde_json::from_str(&text).map_err(|e| {
-        crate::UsageError(format!("{}: invalid JSON at line {}, column {}: {e}", ann.display(), e.line(), e.column()))
+        crate::UsageError(format!(
+            "{}: invalid JSON at line {}, column {}: {e}",
+            ann.display(),
+            e.line(),
+            e.column()
+        ))
     })?;
     let imgs = dir.join("imgs");
     let mut ds = Dataset {
@@ -94,19 +110,34 @@ pub fn load(dataset_name: &str, root_dir: &Path) -> Result<Dataset> {
         test: EvalSplit::default(),
     };
     for (i, e) in entries.iter().enumerate() {
-        let entry = parse_entry(e, image_key).map_err(|m| crate::UsageError(format!("{} entry {i}: {m}", ann.display())))?;
-        let path = safe_join(&imgs, &entry.path)
-            .map_err(|m| crate::UsageError(format!("{} entry {i}: {image_key} {:?} {m}", ann.display(), entry.path)))?;
+        let entry = parse_entry(e, image_key)
+            .map_err(|m| crate::UsageError(format!("{} entry {i}: {m}", ann.display())))?;
+        let path = safe_join(&imgs, &entry.path).map_err(|m| {
+            crate::UsageError(format!(
+                "{} entry {i}: {image_key} {:?} {m}",
+                ann.display(),
+                entry.path
+            ))
+        })?;
         match entry.split.as_str() {
             "train" => {
                 let pid = entry.id - pid_offset;
                 for c in entry.captions {
-                    ds.train.push(TrainSample { image: path.clone(), pid, image_id: ds.train_images as i64, caption: c });
+                    ds.train.push(TrainSample {
+                        image: path.clone(),
+                        pid,
+                        image_id: ds.train_images as i64,
+                        caption: c,
+                    });
                 }
                 ds.train_images += 1;
             }
             split => {
-                let s = if split == "test" { &mut ds.test } else { &mut ds.val };
+                let s = if split == "test" {
+                    &mut ds.test
+                } else {
+                    &mut ds.val
+                };
                 s.image_paths.push(path);
                 s.image_pids.push(entry.id);
                 for c in entry.captions {
@@ -128,7 +159,10 @@ pub fn load(dataset_name: &str, root_dir: &Path) -> Result<Dataset> {
     }
     ds.num_classes = pids.len();
     if ds.train.is_empty() && ds.test.image_paths.is_empty() {
-        bail!(crate::UsageError(format!("{}: no train or test entries", ann.display())));
+        bail!(crate::UsageError(format!(
+            "{}: no train or test entries",
+            ann.display()
+        )));
     }
     check_images_exist(&ds)?;
     Ok(ds)
@@ -144,22 +178,37 @@ struct Entry {
 fn parse_entry(e: &serde_json::Value, image_key: &str) -> Result<Entry, String> {
     let obj = e.as_object().ok_or("expected an object")?;
     let field = |k: &str| obj.get(k).ok_or(format!("missing key `{k}`"));
-    let split = field("split")?.as_str().ok_or("`split` must be a string")?.to_string();
+    let split = field("split")?
+        .as_str()
+        .ok_or("`split` must be a string")?
+        .to_string();
     let id = field("id")?.as_i64().ok_or("`id` must be an integer")?;
-    let path = field(image_key)?.as_str().ok_or(format!("`{image_key}` must be a string"))?.to_string();
-    let caps = field("captions")?.as_array().ok_or("`captions` must be a list of strings")?;
+    let path = field(image_key)?
+        .as_str()
+        .ok_or(format!("`{image_key}` must be a string"))?
+        .to_string();
+    let caps = field("captions")?
+        .as_array()
+        .ok_or("`captions` must be a list of strings")?;
     if caps.is_empty() {
         return Err("`captions` is empty".into());
     }
     let mut captions = Vec::with_capacity(caps.len());
     for (j, c) in caps.iter().enumerate() {
-        let c = c.as_str().ok_or(format!("captions[{j}] must be a string"))?;
+        let c = c
+            .as_str()
+            .ok_or(format!("captions[{j}] must be a string"))?;
         if c.trim().is_empty() {
             return Err(format!("captions[{j}] is empty"));
         }
         captions.push(c.to_string());
     }
-    Ok(Entry { split, id, path, captions })
+    Ok(Entry {
+        split,
+        id,
+        path,
+        captions,
+    })
 }
 
 /// `imgs/` joined with a relative path that stays inside it.
@@ -168,7 +217,12 @@ fn safe_join(imgs: &Path, rel: &str) -> Result<PathBuf, String> {
     if p.is_absolute() {
         return Err("is absolute (expected a path relative to imgs/)".into());
     }
-    if p.components().any(|c| matches!(c, Component::ParentDir | Component::Prefix(_) | Component::RootDir)) {
+    if p.components().any(|c| {
+        matches!(
+            c,
+            Component::ParentDir | Component::Prefix(_) | Component::RootDir
+        )
+    }) {
         return Err("escapes imgs/ (`..` is not allowed)".into());
     }
     Ok(imgs.join(p))
@@ -180,7 +234,11 @@ fn check_images_exist(ds: &Dataset) -> Result<()> {
     all.extend(ds.val.image_paths.iter().chain(&ds.test.image_paths));
     let missing: Vec<&PathBuf> = all.par_iter().filter(|p| !p.is_file()).copied().collect();
     if !missing.is_empty() {
-        let shown: Vec<String> = missing.iter().take(3).map(|p| p.display().to_string()).collect();
+        let shown: Vec<String> = missing
+            .iter()
+            .take(3)
+            .map(|p| p.display().to_string())
+            .collect();
         bail!(crate::UsageError(format!(
             "{}: {} of {} images are missing, e.g. {}",
             ds.dir.display(),

@@ -72,10 +72,20 @@ impl TrainLoader {
             .build()
             .context("cannot start the data-loading threads")?;
         let tok = Tokenizer::shared();
-        let tokens: Vec<Vec<i64>> =
-            pool.install(|| samples.par_iter().map(|s| tok.encode(&s.caption, opts.text_length)).collect());
+        let tokens: Vec<Vec<i64>> = pool.install(|| {
+            samples
+                .par_iter()
+                .map(|s| tok.encode(&s.caption, opts.text_length))
+                .collect()
+        });
         let pids = samples.iter().map(|s| s.pid).collect();
-        Ok(TrainLoader { samples: Arc::new(samples), tokens: Arc::new(tokens), pids, opts, pool: Arc::new(pool) })
+        Ok(TrainLoader {
+            samples: Arc::new(samples),
+            tokens: Arc::new(tokens),
+            pids,
+            opts,
+            pool: Arc::new(pool),
+        })
     }
 
     /// Number of batches in `epoch`.
@@ -88,25 +98,35 @@ impl TrainLoader {
     }
 
     fn batch_indices(&self, epoch: usize) -> Vec<Vec<usize>> {
-        self.opts.sampler.batches(&self.pids, self.opts.batch_size, self.opts.seed, epoch)
+        self.opts
+            .sampler
+            .batches(&self.pids, self.opts.batch_size, self.opts.seed, epoch)
     }
 
     /// Starts producing the batches of `epoch` (from batch `skip` on) in the background.
     pub fn epoch(&self, epoch: usize, skip: usize) -> EpochBatches {
         let batches: Vec<Vec<usize>> = self.batch_indices(epoch).into_iter().skip(skip).collect();
         let (tx, rx) = crossbeam_channel::bounded(self.opts.prefetch.max(1));
-        let (samples, tokens, pool, opts) =
-            (self.samples.clone(), self.tokens.clone(), self.pool.clone(), self.opts.clone());
+        let (samples, tokens, pool, opts) = (
+            self.samples.clone(),
+            self.tokens.clone(),
+            self.pool.clone(),
+            self.opts.clone(),
+        );
         let producer = std::thread::spawn(move || {
             for (b, idx) in batches.iter().enumerate() {
-                let batch = pool.install(|| assemble(&samples, &tokens, idx, &opts, epoch, skip + b));
+                let batch =
+                    pool.install(|| assemble(&samples, &tokens, idx, &opts, epoch, skip + b));
                 let failed = batch.is_err();
                 if tx.send(batch).is_err() || failed {
                     return; // consumer gone, or the error was delivered
                 }
             }
         });
-        EpochBatches { rx, producer: Some(producer) }
+        EpochBatches {
+            rx,
+            producer: Some(producer),
+        }
     }
 }
 
@@ -154,31 +174,50 @@ fn assemble(
         .par_chunks_mut(per_image)
         .zip(mlm_ids.par_chunks_mut(l).zip(mlm_labels.par_chunks_mut(l)))
         .zip(idx.par_iter().enumerate())
-        .try_for_each(|((img_out, (ids_out, labels_out)), (pos, &i))| -> Result<()> {
-            let mut rng = sample_rng(opts.seed, epoch, batch_no, pos);
-            let s = &samples[i];
-            let img = load_rgb(&s.image)?;
-            transform.apply(&img, &mut rng, img_out);
-            if opts.mlm {
-                let (ids, labels) = mask_tokens(&tokens[i], &mut rng);
-                ids_out.copy_from_slice(&ids);
-                labels_out.copy_from_slice(&labels);
-            }
-            Ok(())
-        })?;
+        .try_for_each(
+            |((img_out, (ids_out, labels_out)), (pos, &i))| -> Result<()> {
+                let mut rng = sample_rng(opts.seed, epoch, batch_no, pos);
+                let s = &samples[i];
+                let img = load_rgb(&s.image)?;
+                transform.apply(&img, &mut rng, img_out);
+                if opts.mlm {
+                    let (ids, labels) = mask_tokens(&tokens[i], &mut rng);
+                    ids_out.copy_from_slice(&ids);
+                    labels_out.copy_from_slice(&labels);
+                }
+                Ok(())
+            },
+        )?;
     let b = idx.len() as i64;
-    let caption_ids: Vec<i64> = idx.iter().flat_map(|&i| tokens[i].iter().copied()).collect();
-    let pin = |t: Tensor| if opts.pin_memory { t.pin_memory(Device::Cuda(0)) } else { t };
+    let caption_ids: Vec<i64> = idx
+        .iter()
+        .flat_map(|&i| tokens[i].iter().copied())
+        .collect();
+    let pin = |t: Tensor| {
+        if opts.pin_memory {
+            t.pin_memory(Device::Cuda(0))
+        } else {
+            t
+        }
+    };
     let ids = |v: &[i64]| pin(Tensor::from_slice(v).view([b, l as i64]));
     let caption_ids = ids(&caption_ids);
-    let (mlm_ids, mlm_labels) = if opts.mlm { (ids(&mlm_ids), ids(&mlm_labels)) } else { (caption_ids.shallow_clone(), ids(&mlm_labels)) };
+    let (mlm_ids, mlm_labels) = if opts.mlm {
+        (ids(&mlm_ids), ids(&mlm_labels))
+    } else {
+        (caption_ids.shallow_clone(), ids(&mlm_labels))
+    };
     Ok(TrainBatch {
         images: pin(Tensor::from_slice(&images).view([b, 3, h as i64, w as i64])),
         caption_ids,
         mlm_ids,
         mlm_labels,
-        pids: pin(Tensor::from_slice(&idx.iter().map(|&i| samples[i].pid).collect::<Vec<_>>())),
-        image_ids: pin(Tensor::from_slice(&idx.iter().map(|&i| samples[i].image_id).collect::<Vec<_>>())),
+        pids: pin(Tensor::from_slice(
+            &idx.iter().map(|&i| samples[i].pid).collect::<Vec<_>>(),
+        )),
+        image_ids: pin(Tensor::from_slice(
+            &idx.iter().map(|&i| samples[i].image_id).collect::<Vec<_>>(),
+        )),
     })
 }
 

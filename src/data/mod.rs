@@ -69,9 +69,19 @@ pub fn run_stats_cli(args: &crate::cli::StatsArgs) -> anyhow::Result<()> {
     let ds = load_dataset(&cfg)?;
     let mut t = prettytable::Table::new();
     t.set_titles(prettytable::row!["split", "ids", "images", "captions"]);
-    t.add_row(prettytable::row!["train", ds.num_classes, ds.train_images, ds.train.len()]);
+    t.add_row(prettytable::row![
+        "train",
+        ds.num_classes,
+        ds.train_images,
+        ds.train.len()
+    ]);
     for (name, s) in [("val", &ds.val), ("test", &ds.test)] {
-        t.add_row(prettytable::row![name, s.num_ids(), s.image_paths.len(), s.captions.len()]);
+        t.add_row(prettytable::row![
+            name,
+            s.num_ids(),
+            s.image_paths.len(),
+            s.captions.len()
+        ]);
     }
     println!("{} ({})", ds.name, ds.dir.display());
     t.printstd();

@@ -19,26 +19,45 @@ impl Sampler {
     /// From the config keys `sampler` and `num_instance` (validated by the config).
     pub fn from_config(cfg: &crate::config::Config) -> Sampler {
         match cfg.sampler.as_str() {
-            "identity" => Sampler::Identity { num_instance: cfg.num_instance },
+            "identity" => Sampler::Identity {
+                num_instance: cfg.num_instance,
+            },
             _ => Sampler::Random,
         }
     }
 
     /// The batches of epoch `epoch` as sample indices, deterministic in (`seed`, `epoch`).
-    pub fn batches(&self, pids: &[i64], batch_size: usize, seed: u64, epoch: usize) -> Vec<Vec<usize>> {
-        let mut rng = ChaCha8Rng::seed_from_u64(seed ^ (epoch as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15));
+    pub fn batches(
+        &self,
+        pids: &[i64],
+        batch_size: usize,
+        seed: u64,
+        epoch: usize,
+    ) -> Vec<Vec<usize>> {
+        let mut rng =
+            ChaCha8Rng::seed_from_u64(seed ^ (epoch as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15));
         match *self {
             Sampler::Random => {
                 let mut order: Vec<usize> = (0..pids.len()).collect();
                 order.shuffle(&mut rng);
-                order.chunks(batch_size.max(1)).map(<[usize]>::to_vec).collect()
+                order
+                    .chunks(batch_size.max(1))
+                    .map(<[usize]>::to_vec)
+                    .collect()
             }
-            Sampler::Identity { num_instance } => identity_batches(pids, batch_size, num_instance, &mut rng),
+            Sampler::Identity { num_instance } => {
+                identity_batches(pids, batch_size, num_instance, &mut rng)
+            }
         }
     }
 }
 
-fn identity_batches(pids: &[i64], batch_size: usize, k: usize, rng: &mut impl Rng) -> Vec<Vec<usize>> {
+fn identity_batches(
+    pids: &[i64],
+    batch_size: usize,
+    k: usize,
+    rng: &mut impl Rng,
+) -> Vec<Vec<usize>> {
     let mut by_pid: BTreeMap<i64, Vec<usize>> = BTreeMap::new();
     for (i, &p) in pids.iter().enumerate() {
         by_pid.entry(p).or_default().push(i);
@@ -47,7 +66,9 @@ fn identity_batches(pids: &[i64], batch_size: usize, k: usize, rng: &mut impl Rn
     let mut groups: BTreeMap<i64, Vec<Vec<usize>>> = BTreeMap::new();
     for (pid, mut idx) in by_pid {
         if idx.len() < k {
-            let extra: Vec<usize> = (idx.len()..k).map(|_| idx[rng.gen_range(0..idx.len())]).collect();
+            let extra: Vec<usize> = (idx.len()..k)
+                .map(|_| idx[rng.gen_range(0..idx.len())])
+                .collect();
             idx.extend(extra);
         }
         idx.shuffle(rng);
@@ -93,7 +114,9 @@ mod tests {
     #[test]
     fn identity_batches_have_p_ids_times_k() {
         // 30 identities with 1..=7 samples each.
-        let pids: Vec<i64> = (0..30).flat_map(|p| std::iter::repeat(p).take(1 + p as usize % 7)).collect();
+        let pids: Vec<i64> = (0..30)
+            .flat_map(|p| std::iter::repeat(p).take(1 + p as usize % 7))
+            .collect();
         let s = Sampler::Identity { num_instance: 4 };
         let batches = s.batches(&pids, 16, 3, 0);
         assert!(!batches.is_empty());
@@ -104,7 +127,10 @@ mod tests {
                 *counts.entry(pids[i]).or_default() += 1;
             }
             assert_eq!(counts.len(), 4, "4 identities per batch");
-            assert!(counts.values().all(|&c| c == 4), "4 instances each: {counts:?}");
+            assert!(
+                counts.values().all(|&c| c == 4),
+                "4 instances each: {counts:?}"
+            );
         }
         assert_eq!(batches, s.batches(&pids, 16, 3, 0));
     }

@@ -27,8 +27,13 @@ const COLOURS: [(&str, [u8; 3]); 12] = [
     ("brown", [110, 70, 40]),
     ("light blue", [140, 190, 240]),
 ];
-const HAIR: [(&str, [u8; 3]); 5] =
-    [("black", [20, 18, 18]), ("brown", [90, 55, 30]), ("blonde", [225, 190, 110]), ("grey", [160, 160, 160]), ("red", [160, 60, 30])];
+const HAIR: [(&str, [u8; 3]); 5] = [
+    ("black", [20, 18, 18]),
+    ("brown", [90, 55, 30]),
+    ("blonde", [225, 190, 110]),
+    ("grey", [160, 160, 160]),
+    ("red", [160, 60, 30]),
+];
 const SKIN: [[u8; 3]; 3] = [[240, 205, 180], [200, 150, 110], [120, 85, 60]];
 const UPPER: [&str; 5] = ["t-shirt", "shirt", "jacket", "coat", "sweater"];
 const LOWER: [&str; 3] = ["trousers", "shorts", "skirt"];
@@ -54,7 +59,11 @@ struct Person {
 impl Person {
     fn random(rng: &mut impl Rng) -> Person {
         let woman = rng.gen_bool(0.5);
-        let lower = if woman { [0, 1, 2, 2][rng.gen_range(0..4)] } else { [0, 0, 1][rng.gen_range(0..3)] };
+        let lower = if woman {
+            [0, 1, 2, 2][rng.gen_range(0..4)]
+        } else {
+            [0, 0, 1][rng.gen_range(0..3)]
+        };
         Person {
             woman,
             skin: rng.gen_range(0..SKIN.len()),
@@ -73,7 +82,11 @@ impl Person {
 }
 
 fn blend(a: [u8; 3], b: [u8; 3], t: f32) -> [u8; 3] {
-    [0, 1, 2].map(|i| (a[i] as f32 * (1.0 - t) + b[i] as f32 * t).round().clamp(0.0, 255.0) as u8)
+    [0, 1, 2].map(|i| {
+        (a[i] as f32 * (1.0 - t) + b[i] as f32 * t)
+            .round()
+            .clamp(0.0, 255.0) as u8
+    })
 }
 
 /// Fills the pixels of `img` inside a shape given in figure coordinates (u across, v down, both
@@ -92,8 +105,14 @@ impl Painter<'_> {
     fn fill(&mut self, colour: [u8; 3], inside: impl Fn(f32, f32) -> bool) {
         let (iw, ih) = self.img.dimensions();
         let c = colour.map(|v| (v as f32 * self.light).clamp(0.0, 255.0) as u8);
-        let (xa, xb) = (self.x0.max(0.0) as u32, ((self.x0 + self.w).ceil() as u32).min(iw));
-        let (ya, yb) = (self.y0.max(0.0) as u32, ((self.y0 + self.h).ceil() as u32).min(ih));
+        let (xa, xb) = (
+            self.x0.max(0.0) as u32,
+            ((self.x0 + self.w).ceil() as u32).min(iw),
+        );
+        let (ya, yb) = (
+            self.y0.max(0.0) as u32,
+            ((self.y0 + self.h).ceil() as u32).min(ih),
+        );
         for y in ya..yb {
             for x in xa..xb {
                 let mut u = (x as f32 + 0.5 - self.x0) / self.w;
@@ -113,26 +132,50 @@ impl Painter<'_> {
     }
 
     fn ellipse(&mut self, colour: [u8; 3], cu: f32, cv: f32, ru: f32, rv: f32) {
-        self.fill(colour, |u, v| ((u - cu) / ru).powi(2) + ((v - cv) / rv).powi(2) <= 1.0);
+        self.fill(colour, |u, v| {
+            ((u - cu) / ru).powi(2) + ((v - cv) / rv).powi(2) <= 1.0
+        });
     }
 
     /// A trapezoid from width `wa` at `v0` to `wb` at `v1`, centred at u = 0.5.
     fn trapezoid(&mut self, colour: [u8; 3], v0: f32, v1: f32, wa: f32, wb: f32) {
-        self.fill(colour, |u, v| v >= v0 && v < v1 && (u - 0.5).abs() <= (wa + (wb - wa) * (v - v0) / (v1 - v0)) / 2.0);
+        self.fill(colour, |u, v| {
+            v >= v0 && v < v1 && (u - 0.5).abs() <= (wa + (wb - wa) * (v - v0) / (v1 - v0)) / 2.0
+        });
     }
 }
 
 /// Draws one image of `p`.
 fn draw(p: &Person, rng: &mut impl Rng) -> RgbImage {
     let (w, h) = (rng.gen_range(60..84u32), rng.gen_range(160..220u32));
-    let top = [rng.gen_range(60..200u8), rng.gen_range(60..200), rng.gen_range(60..200)];
-    let bottom = blend(top, [rng.gen_range(40..160u8), rng.gen_range(40..160), rng.gen_range(40..160)], 0.7);
+    let top = [
+        rng.gen_range(60..200u8),
+        rng.gen_range(60..200),
+        rng.gen_range(60..200),
+    ];
+    let bottom = blend(
+        top,
+        [
+            rng.gen_range(40..160u8),
+            rng.gen_range(40..160),
+            rng.gen_range(40..160),
+        ],
+        0.7,
+    );
     let mut img = RgbImage::from_fn(w, h, |_, y| Rgb(blend(top, bottom, y as f32 / h as f32)));
     let scale = rng.gen_range(0.78..0.95f32);
     let (fh, fw) = (h as f32 * scale, h as f32 * scale * 0.38);
     let x0 = (w as f32 - fw) / 2.0 + rng.gen_range(-0.12..0.12) * w as f32;
     let y0 = (h as f32 - fh) * rng.gen_range(0.2..0.8);
-    let mut pt = Painter { img: &mut img, x0, y0, w: fw, h: fh, light: rng.gen_range(0.75..1.2), mirror: rng.gen_bool(0.5) };
+    let mut pt = Painter {
+        img: &mut img,
+        x0,
+        y0,
+        w: fw,
+        h: fh,
+        light: rng.gen_range(0.75..1.2),
+        mirror: rng.gen_bool(0.5),
+    };
     let skin = SKIN[p.skin];
     let (upper, lower) = (COLOURS[p.upper_colour].1, COLOURS[p.lower_colour].1);
     let hair = HAIR[p.hair].1;
@@ -161,7 +204,11 @@ fn draw(p: &Person, rng: &mut impl Rng) -> RgbImage {
     // Torso and arms.
     let torso_end = if UPPER[p.upper] == "coat" { 0.66 } else { 0.52 };
     pt.trapezoid(upper, 0.18, torso_end, 0.46, 0.42);
-    let sleeve_end = if UPPER[p.upper] == "t-shirt" { 0.3 } else { 0.5 };
+    let sleeve_end = if UPPER[p.upper] == "t-shirt" {
+        0.3
+    } else {
+        0.5
+    };
     for (a, b) in [(0.12, 0.27), (0.73, 0.88)] {
         pt.rect(skin, a, 0.2, b, 0.53);
         pt.rect(upper, a, 0.19, b, sleeve_end);
@@ -170,7 +217,8 @@ fn draw(p: &Person, rng: &mut impl Rng) -> RgbImage {
         pt.rect(blend(upper, [0, 0, 0], 0.45), 0.485, 0.2, 0.515, torso_end); // zip / buttons
     }
     if UPPER[p.upper] == "shirt" {
-        pt.trapezoid(blend(upper, [255, 255, 255], 0.5), 0.18, 0.24, 0.16, 0.04); // collar
+        pt.trapezoid(blend(upper, [255, 255, 255], 0.5), 0.18, 0.24, 0.16, 0.04);
+        // collar
     }
     // Head, hair, hat.
     pt.ellipse(skin, 0.5, 0.1, 0.13, 0.07);
@@ -188,16 +236,29 @@ fn draw(p: &Person, rng: &mut impl Rng) -> RgbImage {
         }
         "handbag" => pt.rect(bag, 0.76, 0.5, 0.98, 0.62),
         "shoulder bag" => {
-            pt.fill(bag, |u, v| v > 0.18 && v < 0.46 && ((u - 0.3) - (v - 0.18) * 1.6).abs() < 0.035);
+            pt.fill(bag, |u, v| {
+                v > 0.18 && v < 0.46 && ((u - 0.3) - (v - 0.18) * 1.6).abs() < 0.035
+            });
             pt.rect(bag, 0.66, 0.42, 0.92, 0.55);
         }
         _ => {}
     }
     // Occlusion by a passer-by or an object.
     if rng.gen_bool(0.2) {
-        let c = [rng.gen_range(0..255u8), rng.gen_range(0..255), rng.gen_range(0..255)];
-        let (ow, oh) = (rng.gen_range(0.2..0.45) * w as f32, rng.gen_range(0.15..0.35) * h as f32);
-        let ox = if rng.gen_bool(0.5) { 0.0 } else { w as f32 - ow };
+        let c = [
+            rng.gen_range(0..255u8),
+            rng.gen_range(0..255),
+            rng.gen_range(0..255),
+        ];
+        let (ow, oh) = (
+            rng.gen_range(0.2..0.45) * w as f32,
+            rng.gen_range(0.15..0.35) * h as f32,
+        );
+        let ox = if rng.gen_bool(0.5) {
+            0.0
+        } else {
+            w as f32 - ow
+        };
         let oy = h as f32 - oh;
         for y in oy as u32..h {
             for x in ox as u32..((ox + ow) as u32).min(w) {
@@ -216,12 +277,22 @@ fn draw(p: &Person, rng: &mut impl Rng) -> RgbImage {
 /// A caption that mentions a random subset of the attributes, in one of several styles.
 fn caption(p: &Person, rng: &mut impl Rng) -> String {
     let (noun, pron) = if p.woman {
-        (["woman", "lady", "girl", "female"][rng.gen_range(0..4)], "She")
+        (
+            ["woman", "lady", "girl", "female"][rng.gen_range(0..4)],
+            "She",
+        )
     } else {
-        (["man", "guy", "male", "gentleman"][rng.gen_range(0..4)], "He")
+        (
+            ["man", "guy", "male", "gentleman"][rng.gen_range(0..4)],
+            "He",
+        )
     };
     let colour = |i: usize| COLOURS[i].0;
-    let hair = format!("{} {} hair", if p.long_hair { "long" } else { "short" }, HAIR[p.hair].0);
+    let hair = format!(
+        "{} {} hair",
+        if p.long_hair { "long" } else { "short" },
+        HAIR[p.hair].0
+    );
     let upper = match rng.gen_range(0..3) {
         0 => format!("a {} {}", colour(p.upper_colour), UPPER[p.upper]),
         1 => format!("a {} that is {}", UPPER[p.upper], colour(p.upper_colour)),
@@ -258,8 +329,22 @@ fn caption(p: &Person, rng: &mut impl Rng) -> String {
         0 => format!("A {noun} is wearing {list}."),
         1 if with_hair => format!("The {noun} has {hair}. {pron} wears {list}."),
         1 => format!("The {noun} wears {list}."),
-        2 => format!("This {noun} is dressed in {list}{}.", if with_hair { format!(" and has {hair}") } else { String::new() }),
-        _ => format!("{} {noun} walking, wearing {list}.", if with_hair { format!("A {hair}") } else { "A".into() }),
+        2 => format!(
+            "This {noun} is dressed in {list}{}.",
+            if with_hair {
+                format!(" and has {hair}")
+            } else {
+                String::new()
+            }
+        ),
+        _ => format!(
+            "{} {noun} walking, wearing {list}.",
+            if with_hair {
+                format!("A {hair}")
+            } else {
+                "A".into()
+            }
+        ),
     };
     if let Some(b) = bag.filter(|_| rng.gen_bool(0.8)) {
         let verb = ["is carrying", "carries", "has"][rng.gen_range(0..3)];
@@ -303,7 +388,10 @@ pub fn generate(dir: &Path, ids: (usize, usize, usize), seed: u64) -> Result<()>
     pb.finish_and_clear();
     let all: Vec<serde_json::Value> = entries.into_iter().flatten().collect();
     crate::util::write_atomic(&dir.join(PARAMS_FILE), params_json(ids, seed).as_bytes())?;
-    crate::util::write_atomic(&dir.join("reid_raw.json"), serde_json::to_string(&all)?.as_bytes())
+    crate::util::write_atomic(
+        &dir.join("reid_raw.json"),
+        serde_json::to_string(&all)?.as_bytes(),
+    )
 }
 
 /// Records what a generated set was made with, so a set made with other parameters is not reused.
@@ -317,15 +405,30 @@ fn params_json(ids: (usize, usize, usize), seed: u64) -> String {
 pub fn ensure(root_dir: &Path, ids: (usize, usize, usize), seed: u64) -> Result<PathBuf> {
     let dir = root_dir.join("SYNTH-PEDES");
     let made_with = std::fs::read_to_string(dir.join(PARAMS_FILE)).ok();
-    if dir.join("reid_raw.json").is_file() && made_with.as_deref() != Some(params_json(ids, seed).as_str()) {
-        tracing::info!("{} was generated with other parameters: generating it again", dir.display());
-        std::fs::remove_dir_all(&dir).with_context(|| format!("cannot remove {}", dir.display()))?;
+    if dir.join("reid_raw.json").is_file()
+        && made_with.as_deref() != Some(params_json(ids, seed).as_str())
+    {
+        tracing::info!(
+            "{} was generated with other parameters: generating it again",
+            dir.display()
+        );
+        std::fs::remove_dir_all(&dir)
+            .with_context(|| format!("cannot remove {}", dir.display()))?;
     }
     if !dir.join("reid_raw.json").is_file() {
-        tracing::info!("generating SYNTH-PEDES ({} / {} / {} identities) in {}", ids.0, ids.1, ids.2, dir.display());
+        tracing::info!(
+            "generating SYNTH-PEDES ({} / {} / {} identities) in {}",
+            ids.0,
+            ids.1,
+            ids.2,
+            dir.display()
+        );
         let t0 = std::time::Instant::now();
         generate(&dir, ids, seed)?;
-        tracing::info!("SYNTH-PEDES generated in {:.1} s", t0.elapsed().as_secs_f64());
+        tracing::info!(
+            "SYNTH-PEDES generated in {:.1} s",
+            t0.elapsed().as_secs_f64()
+        );
     }
     Ok(dir)
 }
@@ -336,7 +439,11 @@ mod tests {
 
     #[test]
     fn generation_is_deterministic_and_split_by_identity() {
-        let (a, b, c) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let (a, b, c) = (
+            tempfile::tempdir().unwrap(),
+            tempfile::tempdir().unwrap(),
+            tempfile::tempdir().unwrap(),
+        );
         generate(a.path(), (6, 2, 3), 7).unwrap();
         generate(b.path(), (6, 2, 3), 7).unwrap();
         generate(c.path(), (6, 2, 3), 8).unwrap();
@@ -350,11 +457,20 @@ mod tests {
         let root = tempfile::tempdir().unwrap();
         ensure(root.path(), (6, 2, 3), 7).unwrap();
         let ds = crate::data::annotations::load("SYNTH-PEDES", root.path()).unwrap();
-        assert_eq!((ds.num_classes, ds.val.num_ids(), ds.test.num_ids()), (6, 2, 3));
+        assert_eq!(
+            (ds.num_classes, ds.val.num_ids(), ds.test.num_ids()),
+            (6, 2, 3)
+        );
         ensure(root.path(), (5, 2, 3), 7).unwrap();
         let regenerated = crate::data::annotations::load("SYNTH-PEDES", root.path()).unwrap();
-        assert_eq!(regenerated.num_classes, 5, "other parameters: generated again");
+        assert_eq!(
+            regenerated.num_classes, 5,
+            "other parameters: generated again"
+        );
         assert_eq!(ds.test.captions.len(), 2 * ds.test.image_paths.len());
-        assert!(ds.train.iter().all(|s| s.caption.contains("wear") || s.caption.contains("dressed")));
+        assert!(ds
+            .train
+            .iter()
+            .all(|s| s.caption.contains("wear") || s.caption.contains("dressed")));
     }
 }

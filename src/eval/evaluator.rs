@@ -52,13 +52,17 @@ pub fn embed_images(model: &Ccma, paths: &[PathBuf], opts: &EmbedOptions) -> Res
     let mut feats = Vec::new();
     for chunk in paths.chunks(opts.batch_size.max(1)) {
         let mut buf = vec![0f32; chunk.len() * 3 * h * w];
-        buf.par_chunks_mut(3 * h * w).zip(chunk.par_iter()).try_for_each(|(out, p)| -> Result<()> {
-            let img = load_rgb(p)?;
-            // The test transform is deterministic; the generator is never drawn from.
-            transform.apply(&img, &mut rand_chacha::ChaCha8Rng::seed_from_u64(0), out);
-            Ok(())
-        })?;
-        let x = Tensor::from_slice(&buf).view([chunk.len() as i64, 3, h as i64, w as i64]).to_device(opts.device);
+        buf.par_chunks_mut(3 * h * w)
+            .zip(chunk.par_iter())
+            .try_for_each(|(out, p)| -> Result<()> {
+                let img = load_rgb(p)?;
+                // The test transform is deterministic; the generator is never drawn from.
+                transform.apply(&img, &mut rand_chacha::ChaCha8Rng::seed_from_u64(0), out);
+                Ok(())
+            })?;
+        let x = Tensor::from_slice(&buf)
+            .view([chunk.len() as i64, 3, h as i64, w as i64])
+            .to_device(opts.device);
         let f = tch::no_grad(|| model.image_features(&x));
         feats.push(f.to_kind(tch::Kind::Float).to_device(Device::Cpu));
         pb.inc(chunk.len() as u64);
@@ -73,8 +77,13 @@ pub fn embed_captions(model: &Ccma, captions: &[String], opts: &EmbedOptions) ->
     let pb = bar(captions.len(), "captions");
     let mut feats = Vec::new();
     for chunk in captions.chunks(opts.batch_size.max(1)) {
-        let ids: Vec<i64> = chunk.par_iter().flat_map_iter(|c| tok.encode(c, opts.text_length)).collect();
-        let ids = Tensor::from_slice(&ids).view([chunk.len() as i64, opts.text_length as i64]).to_device(opts.device);
+        let ids: Vec<i64> = chunk
+            .par_iter()
+            .flat_map_iter(|c| tok.encode(c, opts.text_length))
+            .collect();
+        let ids = Tensor::from_slice(&ids)
+            .view([chunk.len() as i64, opts.text_length as i64])
+            .to_device(opts.device);
         let f = tch::no_grad(|| model.text_features(&ids));
         feats.push(f.to_kind(tch::Kind::Float).to_device(Device::Cpu));
         pb.inc(chunk.len() as u64);
@@ -99,7 +108,10 @@ pub struct SplitFeatures {
 
 /// Embeds every image and caption of `split`.
 pub fn embed_split(model: &Ccma, split: &EvalSplit, opts: &EmbedOptions) -> Result<SplitFeatures> {
-    Ok(SplitFeatures { images: embed_images(model, &split.image_paths, opts)?, texts: embed_captions(model, &split.captions, opts)? })
+    Ok(SplitFeatures {
+        images: embed_images(model, &split.image_paths, opts)?,
+        texts: embed_captions(model, &split.captions, opts)?,
+    })
 }
 
 /// Text-to-image metrics of `split` from its features; image-to-text too when `i2t`.
@@ -108,7 +120,21 @@ pub fn score_split(
     split: &EvalSplit,
     i2t: bool,
 ) -> Result<(RetrievalMetrics, Option<RetrievalMetrics>)> {
-    let t2i = evaluate(&feats.texts, &feats.images, &split.caption_pids, &split.image_pids)?;
-    let i2t = if i2t { Some(evaluate(&feats.images, &feats.texts, &split.image_pids, &split.caption_pids)?) } else { None };
+    let t2i = evaluate(
+        &feats.texts,
+        &feats.images,
+        &split.caption_pids,
+        &split.image_pids,
+    )?;
+    let i2t = if i2t {
+        Some(evaluate(
+            &feats.images,
+            &feats.texts,
+            &split.image_pids,
+            &split.caption_pids,
+        )?)
+    } else {
+        None
+    };
     Ok((t2i, i2t))
 }

@@ -37,10 +37,19 @@ fn normalise(x: &Tensor) -> Tensor {
 /// Scores `queries` [Nq, D] against `gallery` [Ng, D] (f32, any device; both L2-normalised
 /// here). `query_pids` [Nq] and `gallery_pids` [Ng] decide the matches. Queries whose pid is not
 /// in the gallery are excluded and counted (with a warning).
-pub fn evaluate(queries: &Tensor, gallery: &Tensor, query_pids: &[i64], gallery_pids: &[i64]) -> Result<RetrievalMetrics> {
+pub fn evaluate(
+    queries: &Tensor,
+    gallery: &Tensor,
+    query_pids: &[i64],
+    gallery_pids: &[i64],
+) -> Result<RetrievalMetrics> {
     let (nq, ng) = (queries.size()[0], gallery.size()[0]);
     if nq as usize != query_pids.len() || ng as usize != gallery_pids.len() {
-        bail!("{nq} queries with {} pids, {ng} gallery items with {} pids", query_pids.len(), gallery_pids.len());
+        bail!(
+            "{nq} queries with {} pids, {ng} gallery items with {} pids",
+            query_pids.len(),
+            gallery_pids.len()
+        );
     }
     if nq == 0 || ng == 0 {
         bail!("nothing to evaluate: {nq} queries, {ng} gallery items");
@@ -51,7 +60,12 @@ pub fn evaluate(queries: &Tensor, gallery: &Tensor, query_pids: &[i64], gallery_
     let gp = Tensor::from_slice(gallery_pids).to_device(device);
     let qp = Tensor::from_slice(query_pids).to_device(device);
     let counts = pid_counts(gallery_pids);
-    let p_max = query_pids.iter().map(|p| counts.get(p).copied().unwrap_or(0)).max().unwrap_or(0).max(1) as i64;
+    let p_max = query_pids
+        .iter()
+        .map(|p| counts.get(p).copied().unwrap_or(0))
+        .max()
+        .unwrap_or(0)
+        .max(1) as i64;
     let chunk = (BLOCK_ELEMENTS / (p_max * ng)).clamp(1, 4096);
     let (mut r1, mut r5, mut r10, mut ap, mut inp) = (0f64, 0f64, 0f64, 0f64, 0f64);
     let mut scored = 0usize;
@@ -59,12 +73,21 @@ pub fn evaluate(queries: &Tensor, gallery: &Tensor, query_pids: &[i64], gallery_
     while start < nq {
         let len = chunk.min(nq - start);
         let sim = q.narrow(0, start, len).matmul(&g.tr()); // [c, Ng]
-        let is_match = qp.narrow(0, start, len).unsqueeze(1).eq_tensor(&gp.unsqueeze(0)); // [c, Ng]
-        let n_match: Vec<i64> = Vec::<i64>::try_from(is_match.sum_dim_intlist([1i64].as_slice(), false, Kind::Int64))?;
+        let is_match = qp
+            .narrow(0, start, len)
+            .unsqueeze(1)
+            .eq_tensor(&gp.unsqueeze(0)); // [c, Ng]
+        let n_match: Vec<i64> =
+            Vec::<i64>::try_from(is_match.sum_dim_intlist([1i64].as_slice(), false, Kind::Int64))?;
         let p = n_match.iter().copied().max().unwrap_or(0).max(1);
         // Match similarities in descending order; non-matches pushed to -inf (ignored below).
-        let (match_sim, _) = sim.masked_fill(&is_match.logical_not(), f64::NEG_INFINITY).topk(p, 1, true, true);
-        let greater = sim.unsqueeze(1).gt_tensor(&match_sim.unsqueeze(2)).sum_dim_intlist([2i64].as_slice(), false, Kind::Int64);
+        let (match_sim, _) = sim
+            .masked_fill(&is_match.logical_not(), f64::NEG_INFINITY)
+            .topk(p, 1, true, true);
+        let greater = sim
+            .unsqueeze(1)
+            .gt_tensor(&match_sim.unsqueeze(2))
+            .sum_dim_intlist([2i64].as_slice(), false, Kind::Int64);
         let greater: Vec<i64> = Vec::<i64>::try_from(greater.reshape([-1]))?;
         for (i, &n) in n_match.iter().enumerate() {
             if n == 0 {
@@ -96,7 +119,15 @@ pub fn evaluate(queries: &Tensor, gallery: &Tensor, query_pids: &[i64], gallery_
         bail!("no query has a match in the gallery: no query pid occurs among the gallery pids");
     }
     let pct = |x: f64| 100.0 * x / scored as f64;
-    Ok(RetrievalMetrics { r1: pct(r1), r5: pct(r5), r10: pct(r10), map: pct(ap), minp: pct(inp), num_queries: scored, excluded })
+    Ok(RetrievalMetrics {
+        r1: pct(r1),
+        r5: pct(r5),
+        r10: pct(r10),
+        map: pct(ap),
+        minp: pct(inp),
+        num_queries: scored,
+        excluded,
+    })
 }
 
 fn pid_counts(pids: &[i64]) -> std::collections::HashMap<i64, usize> {
@@ -109,7 +140,8 @@ fn pid_counts(pids: &[i64]) -> std::collections::HashMap<i64, usize> {
 
 /// The metrics as `{"R1":..,"R5":..,"R10":..,"mAP":..,"mINP":..}` (plus `excluded` when nonzero).
 pub fn to_json(m: &RetrievalMetrics) -> serde_json::Value {
-    let mut v = serde_json::json!({ "R1": m.r1, "R5": m.r5, "R10": m.r10, "mAP": m.map, "mINP": m.minp });
+    let mut v =
+        serde_json::json!({ "R1": m.r1, "R5": m.r5, "R10": m.r10, "mAP": m.map, "mINP": m.minp });
     if m.excluded > 0 {
         v["excluded"] = serde_json::json!(m.excluded);
     }
@@ -139,7 +171,10 @@ mod tests {
 
     /// Queries and gallery as 2-d unit vectors at given angles: similarity = cos(difference).
     fn at(angles: &[f64]) -> Tensor {
-        let v: Vec<f32> = angles.iter().flat_map(|a| [a.cos() as f32, a.sin() as f32]).collect();
+        let v: Vec<f32> = angles
+            .iter()
+            .flat_map(|a| [a.cos() as f32, a.sin() as f32])
+            .collect();
         Tensor::from_slice(&v).view([angles.len() as i64, 2])
     }
 
@@ -150,11 +185,19 @@ mod tests {
         let g = at(&[0.1, 0.2, 0.3, 0.4, 0.5]);
         let m = evaluate(&at(&[0.0]), &g, &[1], &[2, 1, 2, 1, 3]).unwrap();
         assert_eq!((m.r1, m.r5, m.r10), (0.0, 100.0, 100.0));
-        assert!((m.map - 50.0).abs() < 1e-9 && (m.minp - 50.0).abs() < 1e-9, "{m:?}");
+        assert!(
+            (m.map - 50.0).abs() < 1e-9 && (m.minp - 50.0).abs() < 1e-9,
+            "{m:?}"
+        );
         // A second query whose match is first; a third whose pid is absent.
         let m = evaluate(&at(&[0.0, 0.5, 1.0]), &g, &[1, 3, 9], &[2, 1, 2, 1, 3]).unwrap();
         assert_eq!((m.num_queries, m.excluded), (2, 1));
-        assert!((m.r1 - 50.0).abs() < 1e-9 && (m.map - 75.0).abs() < 1e-9 && (m.minp - 75.0).abs() < 1e-9, "{m:?}");
+        assert!(
+            (m.r1 - 50.0).abs() < 1e-9
+                && (m.map - 75.0).abs() < 1e-9
+                && (m.minp - 75.0).abs() < 1e-9,
+            "{m:?}"
+        );
     }
 
     #[test]
@@ -172,10 +215,16 @@ mod tests {
         let qp: Vec<i64> = (0..300).map(|i| i % 50).collect();
         let gp: Vec<i64> = (0..200).map(|i| i % 60).collect();
         let all = evaluate(&q, &g, &qp, &gp).unwrap();
-        let parts: Vec<RetrievalMetrics> =
-            [(0, 100), (100, 200), (200, 300)].iter().map(|&(a, b)| evaluate(&q.narrow(0, a, b - a), &g, &qp[a as usize..b as usize], &gp).unwrap()).collect();
+        let parts: Vec<RetrievalMetrics> = [(0, 100), (100, 200), (200, 300)]
+            .iter()
+            .map(|&(a, b)| {
+                evaluate(&q.narrow(0, a, b - a), &g, &qp[a as usize..b as usize], &gp).unwrap()
+            })
+            .collect();
         let mean = |f: fn(&RetrievalMetrics) -> f64| parts.iter().map(f).sum::<f64>() / 3.0;
-        assert!((all.map - mean(|m| m.map)).abs() < 1e-9 && (all.minp - mean(|m| m.minp)).abs() < 1e-9);
+        assert!(
+            (all.map - mean(|m| m.map)).abs() < 1e-9 && (all.minp - mean(|m| m.minp)).abs() < 1e-9
+        );
         assert!((all.r1 - mean(|m| m.r1)).abs() < 1e-9);
     }
 
@@ -183,7 +232,9 @@ mod tests {
     fn bad_shapes_and_no_matches_are_errors() {
         let g = at(&[0.1]);
         assert!(evaluate(&at(&[0.0]), &g, &[1, 2], &[1]).is_err());
-        let e = evaluate(&at(&[0.0]), &g, &[5], &[1]).unwrap_err().to_string();
+        let e = evaluate(&at(&[0.0]), &g, &[5], &[1])
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("no query has a match"), "{e}");
     }
 }

@@ -10,15 +10,23 @@ use std::path::{Path, PathBuf};
 /// JSON, writes `test_results.json` beside the checkpoint, and `--visualize N` contact sheets.
 pub fn run(args: &crate::cli::TestArgs) -> Result<()> {
     let Some(config_path) = &args.config.config else {
-        bail!(crate::UsageError("`ccma test` needs --config <run>/configs.yaml".into()));
+        bail!(crate::UsageError(
+            "`ccma test` needs --config <run>/configs.yaml".into()
+        ));
     };
     let cfg = args.config.resolve()?;
     let checkpoint = match &args.checkpoint {
         Some(c) => c.clone(),
-        None => config_path.parent().unwrap_or(Path::new(".")).join("best.safetensors"),
+        None => config_path
+            .parent()
+            .unwrap_or(Path::new("."))
+            .join("best.safetensors"),
     };
     if !checkpoint.is_file() {
-        bail!(crate::UsageError(format!("checkpoint {} does not exist (pass --checkpoint FILE)", checkpoint.display())));
+        bail!(crate::UsageError(format!(
+            "checkpoint {} does not exist (pass --checkpoint FILE)",
+            checkpoint.display()
+        )));
     }
     let device = cfg.tch_device()?;
     let dataset = crate::data::load_dataset(&cfg)?;
@@ -36,7 +44,12 @@ pub fn run(args: &crate::cli::TestArgs) -> Result<()> {
     if args.json {
         println!("{json}");
     } else {
-        println!("{} test, {}\n{}", dataset.name, checkpoint.display(), table(&rows));
+        println!(
+            "{} test, {}\n{}",
+            dataset.name,
+            checkpoint.display(),
+            table(&rows)
+        );
     }
     let out = checkpoint.with_file_name("test_results.json");
     crate::util::write_atomic(&out, serde_json::to_string_pretty(&json)?.as_bytes())?;
@@ -54,17 +67,25 @@ pub fn run(args: &crate::cli::TestArgs) -> Result<()> {
 fn visualize(feats: &SplitFeatures, split: &EvalSplit, n: usize, dir: &Path) -> Result<usize> {
     std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     let total = split.captions.len();
-    let picks: Vec<usize> = (0..n.min(total)).map(|i| i * total / n.min(total)).collect();
+    let picks: Vec<usize> = (0..n.min(total))
+        .map(|i| i * total / n.min(total))
+        .collect();
     for &q in &picks {
         let query = feats.texts.get(q as i64).unsqueeze(0);
         let hits = crate::search::top_k(&feats.images, &query, 10);
         let pid = split.caption_pids[q];
         let items: Vec<SheetItem> = hits
             .iter()
-            .map(|&(i, s)| SheetItem { path: split.image_paths[i].clone(), score: s, matched: Some(split.image_pids[i] == pid) })
+            .map(|&(i, s)| SheetItem {
+                path: split.image_paths[i].clone(),
+                score: s,
+                matched: Some(split.image_pids[i] == pid),
+            })
             .collect();
         let matches = split.image_pids.iter().filter(|&&p| p == pid).count();
-        let note = format!("query {q}, person {pid}: {matches} true match(es) in the gallery, framed green");
+        let note = format!(
+            "query {q}, person {pid}: {matches} true match(es) in the gallery, framed green"
+        );
         let path: PathBuf = dir.join(format!("query_{q:05}.png"));
         sheet::write(&path, &split.captions[q], Some(&note), &items)?;
     }

@@ -86,7 +86,14 @@ impl Ccma {
             vs / "classifier",
             d,
             num_classes,
-            nn::LinearConfig { ws_init: nn::Init::Randn { mean: 0.0, stdev: 0.001 }, bs_init: Some(nn::Init::Const(0.0)), bias: true },
+            nn::LinearConfig {
+                ws_init: nn::Init::Randn {
+                    mean: 0.0,
+                    stdev: 0.001,
+                },
+                bs_init: Some(nn::Init::Const(0.0)),
+                bias: true,
+            },
         );
         Ccma {
             config: cfg.clone(),
@@ -94,8 +101,20 @@ impl Ccma {
             text: TextTransformer::new(base, c),
             cross: CrossModal::new(vs, d, cfg.cmt_depth, c.vocab_size),
             classifier,
-            dca_image: DcaStack::new(vs / "dca_image", d, cfg.dca_heads, cfg.dca_depth, cfg.lambda_init),
-            dca_text: DcaStack::new(vs / "dca_text", d, cfg.dca_heads, cfg.dca_depth, cfg.lambda_init),
+            dca_image: DcaStack::new(
+                vs / "dca_image",
+                d,
+                cfg.dca_heads,
+                cfg.dca_depth,
+                cfg.lambda_init,
+            ),
+            dca_text: DcaStack::new(
+                vs / "dca_text",
+                d,
+                cfg.dca_heads,
+                cfg.dca_depth,
+                cfg.lambda_init,
+            ),
             autocast: vs.device().is_cuda(),
         }
     }
@@ -130,24 +149,42 @@ impl Ccma {
     }
 
     /// MLM logits at the masked positions of `mlm_ids` given image tokens: ([M, V], labels [M]).
-    pub fn mlm(&self, image_tokens: &Tensor, mlm_ids: &Tensor, mlm_labels: &Tensor) -> (Tensor, Tensor) {
+    pub fn mlm(
+        &self,
+        image_tokens: &Tensor,
+        mlm_ids: &Tensor,
+        mlm_labels: &Tensor,
+    ) -> (Tensor, Tensor) {
         self.amp(|| {
             let fused = self.cross.fuse(&self.text.forward(mlm_ids), image_tokens);
             let d = fused.size()[2];
             let labels = mlm_labels.reshape([-1]);
             let at = labels.nonzero().squeeze_dim(1);
-            let logits = self.cross.mlm_logits(&fused.reshape([-1, d]).index_select(0, &at));
+            let logits = self
+                .cross
+                .mlm_logits(&fused.reshape([-1, d]).index_select(0, &at));
             (logits.to_kind(Kind::Float), labels.index_select(0, &at))
         })
     }
 
     /// DCA-pooled features (g_i, g_t), each [B, D] f32, from image tokens [B, Ni, D], text
     /// tokens [B, L, D] and the caption ids [B, L].
-    pub fn dca(&self, image_tokens: &Tensor, text_tokens: &Tensor, ids: &Tensor) -> (Tensor, Tensor) {
+    pub fn dca(
+        &self,
+        image_tokens: &Tensor,
+        text_tokens: &Tensor,
+        ids: &Tensor,
+    ) -> (Tensor, Tensor) {
         self.amp(|| {
             let mask = text_padding_mask(ids);
-            let g_i = self.dca_image.forward(image_tokens, text_tokens, Some(&mask)).select(1, 0);
-            let g_t = gather_rows(&self.dca_text.forward(text_tokens, image_tokens, None), &eot_index(ids));
+            let g_i = self
+                .dca_image
+                .forward(image_tokens, text_tokens, Some(&mask))
+                .select(1, 0);
+            let g_t = gather_rows(
+                &self.dca_text.forward(text_tokens, image_tokens, None),
+                &eot_index(ids),
+            );
             (g_i.to_kind(Kind::Float), g_t.to_kind(Kind::Float))
         })
     }
@@ -170,14 +207,26 @@ impl Ccma {
         } else {
             (None, None)
         };
-        let (id_logits_i, id_logits_t) =
-            if has("id") { (Some(self.classify(&f_i)), Some(self.classify(&f_t))) } else { (None, None) };
+        let (id_logits_i, id_logits_t) = if has("id") {
+            (Some(self.classify(&f_i)), Some(self.classify(&f_t)))
+        } else {
+            (None, None)
+        };
         let (mlm_logits, mlm_labels) = if has("mlm") {
             let (l, y) = self.mlm(&img, &batch.mlm_ids, &batch.mlm_labels);
             (Some(l), Some(y))
         } else {
             (None, None)
         };
-        TrainOutputs { f_i, f_t, g_i, g_t, id_logits_i, id_logits_t, mlm_logits, mlm_labels }
+        TrainOutputs {
+            f_i,
+            f_t,
+            g_i,
+            g_t,
+            id_logits_i,
+            id_logits_t,
+            mlm_logits,
+            mlm_labels,
+        }
     }
 }

@@ -25,7 +25,10 @@ pub struct ClipConfig {
 impl ClipConfig {
     /// Patch grid (rows, cols) of the configured image size and stride.
     pub fn grid(&self) -> (i64, i64) {
-        ((self.image_size.0 - self.patch_size) / self.stride + 1, (self.image_size.1 - self.patch_size) / self.stride + 1)
+        (
+            (self.image_size.0 - self.patch_size) / self.stride + 1,
+            (self.image_size.1 - self.patch_size) / self.stride + 1,
+        )
     }
 }
 
@@ -46,15 +49,40 @@ impl VisionTransformer {
         let w = c.vision_width;
         let scale = (w as f64).powf(-0.5);
         let (gh, gw) = c.grid();
-        let conv = nn::ConvConfig { stride: c.stride, bias: false, ..Default::default() };
+        let conv = nn::ConvConfig {
+            stride: c.stride,
+            bias: false,
+            ..Default::default()
+        };
         VisionTransformer {
             conv1: nn::conv2d(&vs / "conv1", 3, w, c.patch_size, conv),
-            class_embedding: vs.var("class_embedding", &[w], nn::Init::Randn { mean: 0.0, stdev: scale }),
-            positional_embedding: vs.var("positional_embedding", &[gh * gw + 1, w], nn::Init::Randn { mean: 0.0, stdev: scale }),
+            class_embedding: vs.var(
+                "class_embedding",
+                &[w],
+                nn::Init::Randn {
+                    mean: 0.0,
+                    stdev: scale,
+                },
+            ),
+            positional_embedding: vs.var(
+                "positional_embedding",
+                &[gh * gw + 1, w],
+                nn::Init::Randn {
+                    mean: 0.0,
+                    stdev: scale,
+                },
+            ),
             ln_pre: nn::layer_norm(&vs / "ln_pre", vec![w], Default::default()),
             transformer: Transformer::new(&vs / "transformer", w, c.vision_layers, c.vision_heads),
             ln_post: nn::layer_norm(&vs / "ln_post", vec![w], Default::default()),
-            proj: vs.var("proj", &[w, c.embed_dim], nn::Init::Randn { mean: 0.0, stdev: scale }),
+            proj: vs.var(
+                "proj",
+                &[w, c.embed_dim],
+                nn::Init::Randn {
+                    mean: 0.0,
+                    stdev: scale,
+                },
+            ),
         }
     }
 
@@ -63,7 +91,11 @@ impl VisionTransformer {
         let x = images.to_kind(self.conv1.ws.kind()).apply(&self.conv1); // [B, W, gh, gw]
         let (b, w) = (x.size()[0], x.size()[1]);
         let x = x.reshape([b, w, -1]).transpose(1, 2); // [B, N, W]
-        let cls = self.class_embedding.to_kind(x.kind()).view([1, 1, w]).expand([b, 1, w], false);
+        let cls = self
+            .class_embedding
+            .to_kind(x.kind())
+            .view([1, 1, w])
+            .expand([b, 1, w], false);
         let x = Tensor::cat(&[cls, x], 1) + &self.positional_embedding;
         let x = self.transformer.forward(&x.apply(&self.ln_pre), false);
         x.apply(&self.ln_post).matmul(&self.proj)
@@ -84,13 +116,33 @@ pub struct TextTransformer {
 impl TextTransformer {
     pub fn new(vs: nn::Path, c: &ClipConfig) -> TextTransformer {
         let w = c.text_width;
-        let emb = nn::EmbeddingConfig { ws_init: nn::Init::Randn { mean: 0.0, stdev: 0.02 }, ..Default::default() };
+        let emb = nn::EmbeddingConfig {
+            ws_init: nn::Init::Randn {
+                mean: 0.0,
+                stdev: 0.02,
+            },
+            ..Default::default()
+        };
         TextTransformer {
             token_embedding: nn::embedding(&vs / "token_embedding", c.vocab_size, w, emb),
-            positional_embedding: vs.var("positional_embedding", &[c.context_length, w], nn::Init::Randn { mean: 0.0, stdev: 0.01 }),
+            positional_embedding: vs.var(
+                "positional_embedding",
+                &[c.context_length, w],
+                nn::Init::Randn {
+                    mean: 0.0,
+                    stdev: 0.01,
+                },
+            ),
             transformer: Transformer::new(&vs / "transformer", w, c.text_layers, c.text_heads),
             ln_final: nn::layer_norm(&vs / "ln_final", vec![w], Default::default()),
-            text_projection: vs.var("text_projection", &[w, c.embed_dim], nn::Init::Randn { mean: 0.0, stdev: (w as f64).powf(-0.5) }),
+            text_projection: vs.var(
+                "text_projection",
+                &[w, c.embed_dim],
+                nn::Init::Randn {
+                    mean: 0.0,
+                    stdev: (w as f64).powf(-0.5),
+                },
+            ),
         }
     }
 

@@ -40,12 +40,16 @@ impl CrossModal {
     /// Masked-caption tokens [B, L, D] and image tokens [B, Ni, D] -> fused tokens [B, L, D].
     pub fn fuse(&self, text: &Tensor, image: &Tensor) -> Tensor {
         let kv = image.apply(&self.ln_pre_i);
-        let x = self.cross_attn.cross_attn(&text.apply(&self.ln_pre_t), &kv, None);
+        let x = self
+            .cross_attn
+            .cross_attn(&text.apply(&self.ln_pre_t), &kv, None);
         self.transformer.forward(&x, false).apply(&self.ln_post)
     }
 
     /// MLM logits of fused tokens [M, D] -> [M, vocab].
     pub fn mlm_logits(&self, x: &Tensor) -> Tensor {
-        quick_gelu(&x.apply(&self.dense)).apply(&self.ln).apply(&self.fc)
+        quick_gelu(&x.apply(&self.dense))
+            .apply(&self.ln)
+            .apply(&self.fc)
     }
 }

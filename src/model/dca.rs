@@ -32,7 +32,16 @@ impl DcaBlock {
         let d = width / heads;
         let std = (width as f64).powf(-0.5);
         let fc_std = ((2 * width) as f64).powf(-0.5);
-        let lam = |name: &str| vs.var(name, &[d], nn::Init::Randn { mean: 0.0, stdev: 0.1 });
+        let lam = |name: &str| {
+            vs.var(
+                name,
+                &[d],
+                nn::Init::Randn {
+                    mean: 0.0,
+                    stdev: 0.1,
+                },
+            )
+        };
         let ln = |name: &str| nn::layer_norm(&vs / name, vec![width], Default::default());
         DcaBlock {
             ln_q: ln("ln_q"),
@@ -41,7 +50,12 @@ impl DcaBlock {
             k_proj: linear(&vs / "k_proj", width, width, std),
             v_proj: linear(&vs / "v_proj", width, width, std),
             out_proj: linear(&vs / "out_proj", width, width, std),
-            lambda: [lam("lambda_q1"), lam("lambda_k1"), lam("lambda_q2"), lam("lambda_k2")],
+            lambda: [
+                lam("lambda_q1"),
+                lam("lambda_k1"),
+                lam("lambda_q2"),
+                lam("lambda_k2"),
+            ],
             subln: vs.var("subln", &[2 * d], nn::Init::Const(1.0)),
             ln_2: ln("ln_2"),
             c_fc: linear(&vs / "mlp" / "c_fc", width, 4 * width, fc_std),
@@ -65,19 +79,46 @@ impl DcaBlock {
         let (h, d) = (self.heads, dim / self.heads);
         let (xq, yk) = (x.apply(&self.ln_q), y.apply(&self.ln_kv));
         // Heads 2j and 2j+1 form differential head j: Q1/K1 are the even heads, Q2/K2 the odd ones.
-        let q = xq.apply(&self.q_proj).view([b, nq, h / 2, 2, d]).permute([3, 0, 2, 1, 4]); // [2, B, h/2, Nq, d]
-        let k = yk.apply(&self.k_proj).view([b, nk, h / 2, 2, d]).permute([3, 0, 2, 1, 4]);
-        let v = yk.apply(&self.v_proj).view([b, nk, h / 2, 2 * d]).transpose(1, 2); // [B, h/2, Nk, 2d]
+        let q = xq
+            .apply(&self.q_proj)
+            .view([b, nq, h / 2, 2, d])
+            .permute([3, 0, 2, 1, 4]); // [2, B, h/2, Nq, d]
+        let k = yk
+            .apply(&self.k_proj)
+            .view([b, nk, h / 2, 2, d])
+            .permute([3, 0, 2, 1, 4]);
+        let v = yk
+            .apply(&self.v_proj)
+            .view([b, nk, h / 2, 2 * d])
+            .transpose(1, 2); // [B, h/2, Nk, 2d]
         let mask = mask.map(|m| m.to_kind(q.kind()));
         let scale = (d as f64).powf(-0.5);
-        let attend = |i: i64| Tensor::scaled_dot_product_attention(&q.get(i), &k.get(i), &v, mask.as_ref(), 0.0, false, scale, false);
+        let attend = |i: i64| {
+            Tensor::scaled_dot_product_attention(
+                &q.get(i),
+                &k.get(i),
+                &v,
+                mask.as_ref(),
+                0.0,
+                false,
+                scale,
+                false,
+            )
+        };
         let lambda = self.lambda();
         let o = attend(0) - attend(1) * lambda.to_kind(q.kind()); // (A1 − λ A2) V: [B, h/2, Nq, 2d]
-        // The RMS norm runs in at least fp32 (inputs may be bf16 under autocast).
-        let o = if matches!(o.kind(), Kind::Half | Kind::BFloat16) { o.to_kind(Kind::Float) } else { o };
+                                                                  // The RMS norm runs in at least fp32 (inputs may be bf16 under autocast).
+        let o = if matches!(o.kind(), Kind::Half | Kind::BFloat16) {
+            o.to_kind(Kind::Float)
+        } else {
+            o
+        };
         let rms = (o.square().mean_dim([-1i64].as_slice(), true, o.kind()) + 1e-5).rsqrt();
         let o = (o * rms * &self.subln * (1.0 - self.lambda_init)).to_kind(x.kind());
-        let o = o.transpose(1, 2).reshape([b, nq, dim]).apply(&self.out_proj);
+        let o = o
+            .transpose(1, 2)
+            .reshape([b, nq, dim])
+            .apply(&self.out_proj);
         let x = x + o;
         let m = quick_gelu(&x.apply(&self.ln_2).apply(&self.c_fc)).apply(&self.c_proj);
         x + m
@@ -92,12 +133,18 @@ pub struct DcaStack {
 
 impl DcaStack {
     pub fn new(vs: nn::Path, width: i64, heads: i64, depth: i64, lambda_init: f64) -> DcaStack {
-        DcaStack { blocks: (0..depth).map(|i| DcaBlock::new(&vs / i, width, heads, lambda_init)).collect() }
+        DcaStack {
+            blocks: (0..depth)
+                .map(|i| DcaBlock::new(&vs / i, width, heads, lambda_init))
+                .collect(),
+        }
     }
 
     /// [B, Nq, D] over [B, Nk, D] -> [B, Nq, D].
     pub fn forward(&self, x: &Tensor, y: &Tensor, mask: Option<&Tensor>) -> Tensor {
-        self.blocks.iter().fold(x.shallow_clone(), |x, blk| blk.forward(&x, y, mask))
+        self.blocks
+            .iter()
+            .fold(x.shallow_clone(), |x, blk| blk.forward(&x, y, mask))
     }
 }
 
@@ -108,5 +155,7 @@ pub fn text_padding_mask(ids: &Tensor) -> Tensor {
     let eot = ids.argmax(-1, true); // [B, 1]
     let pos = Tensor::arange(l, (Kind::Int64, ids.device())).unsqueeze(0);
     let pad = pos.gt_tensor(&eot);
-    Tensor::zeros(pad.size(), (Kind::Float, ids.device())).masked_fill(&pad, f64::NEG_INFINITY).view([-1, 1, 1, l])
+    Tensor::zeros(pad.size(), (Kind::Float, ids.device()))
+        .masked_fill(&pad, f64::NEG_INFINITY)
+        .view([-1, 1, 1, l])
 }

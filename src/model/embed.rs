@@ -22,26 +22,46 @@ pub fn run(args: &crate::cli::EmbedArgs) -> Result<()> {
         None => Vec::new(),
     };
     if images.is_empty() && captions.is_empty() {
-        bail!(UsageError("nothing to embed: give --images, --image-dir or --captions".into()));
+        bail!(UsageError(
+            "nothing to embed: give --images, --image-dir or --captions".into()
+        ));
     }
-    let model = crate::model::load_inference(args.checkpoint.as_deref(), args.pretrained.as_deref(), device)?;
+    let model = crate::model::load_inference(
+        args.checkpoint.as_deref(),
+        args.pretrained.as_deref(),
+        device,
+    )?;
     let mut opts = EmbedOptions::from_config(&model.config, device);
     opts.batch_size = args.batch_size;
     if let Some(s) = &args.img_size {
-        let parsed = s.split_once('x').and_then(|(h, w)| Some((h.parse().ok()?, w.parse().ok()?)));
-        opts.img_size = parsed.ok_or_else(|| UsageError(format!("--img-size {s:?}: expected HxW, e.g. 384x128")))?;
+        let parsed = s
+            .split_once('x')
+            .and_then(|(h, w)| Some((h.parse().ok()?, w.parse().ok()?)));
+        opts.img_size = parsed
+            .ok_or_else(|| UsageError(format!("--img-size {s:?}: expected HxW, e.g. 384x128")))?;
     }
     let mut tensors = Vec::new();
     if !images.is_empty() {
-        tensors.push(("image_features".to_string(), embed_images(&model.model, &images, &opts)?));
+        tensors.push((
+            "image_features".to_string(),
+            embed_images(&model.model, &images, &opts)?,
+        ));
     }
     if !captions.is_empty() {
-        tensors.push(("text_features".to_string(), embed_captions(&model.model, &captions, &opts)?));
+        tensors.push((
+            "text_features".to_string(),
+            embed_captions(&model.model, &captions, &opts)?,
+        ));
     }
     let paths: Vec<String> = images.iter().map(|p| p.display().to_string()).collect();
     let meta = HashMap::from([("images".to_string(), serde_json::to_string(&paths)?)]);
     checkpoint::save(&args.out, &tensors, &meta)?;
-    tracing::info!("wrote {} images and {} captions to {}", images.len(), captions.len(), args.out.display());
+    tracing::info!(
+        "wrote {} images and {} captions to {}",
+        images.len(),
+        captions.len(),
+        args.out.display()
+    );
     Ok(())
 }
 

@@ -16,10 +16,19 @@ pub struct Inference {
 }
 
 fn fingerprint(path: &Path) -> Result<String> {
-    let meta = std::fs::metadata(path).with_context(|| format!("cannot read {}", path.display()))?;
-    let mtime = meta.modified().ok().and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok());
+    let meta =
+        std::fs::metadata(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let mtime = meta
+        .modified()
+        .ok()
+        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok());
     let abs = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
-    Ok(format!("{}:{}:{}", abs.display(), meta.len(), mtime.map_or(0, |d| d.as_nanos())))
+    Ok(format!(
+        "{}:{}:{}",
+        abs.display(),
+        meta.len(),
+        mtime.map_or(0, |d| d.as_nanos())
+    ))
 }
 
 /// The model of a ccma checkpoint described by `cfg` (sizes, image size, text length).
@@ -29,15 +38,27 @@ pub fn load_inference_with(cfg: &Config, checkpoint: &Path, device: Device) -> R
     let num_classes = super::checkpoint_num_classes(checkpoint)?;
     let (mut vs, model) = super::from_config(&cfg, num_classes, device)?;
     super::load_checkpoint(&mut vs, checkpoint)?;
-    Ok(Inference { vs, model, config: cfg, fingerprint: fingerprint(checkpoint)? })
+    Ok(Inference {
+        vs,
+        model,
+        config: cfg,
+        fingerprint: fingerprint(checkpoint)?,
+    })
 }
 
 /// From `--checkpoint` (its run's `configs.yaml` read when beside it) or `--pretrained`.
-pub fn load_inference(checkpoint: Option<&Path>, pretrained: Option<&Path>, device: Device) -> Result<Inference> {
+pub fn load_inference(
+    checkpoint: Option<&Path>,
+    pretrained: Option<&Path>,
+    device: Device,
+) -> Result<Inference> {
     match (checkpoint, pretrained) {
         (Some(ck), _) => {
             if !ck.is_file() {
-                bail!(crate::UsageError(format!("checkpoint {} does not exist", ck.display())));
+                bail!(crate::UsageError(format!(
+                    "checkpoint {} does not exist",
+                    ck.display()
+                )));
             }
             let beside = ck.with_file_name("configs.yaml");
             let cfg = if beside.is_file() {
@@ -49,13 +70,23 @@ pub fn load_inference(checkpoint: Option<&Path>, pretrained: Option<&Path>, devi
         }
         (None, Some(p)) => {
             if !p.is_file() {
-                bail!(crate::UsageError(format!("pretrained weights {} do not exist", p.display())));
+                bail!(crate::UsageError(format!(
+                    "pretrained weights {} do not exist",
+                    p.display()
+                )));
             }
             let mut cfg = Config::default();
             cfg.pretrained = Some(p.to_path_buf());
             let (vs, model) = super::from_config(&cfg, 1, device)?;
-            Ok(Inference { vs, model, config: cfg, fingerprint: fingerprint(p)? })
+            Ok(Inference {
+                vs,
+                model,
+                config: cfg,
+                fingerprint: fingerprint(p)?,
+            })
         }
-        (None, None) => bail!(crate::UsageError("give --checkpoint FILE or --pretrained FILE".into())),
+        (None, None) => bail!(crate::UsageError(
+            "give --checkpoint FILE or --pretrained FILE".into()
+        )),
     }
 }

@@ -10,7 +10,19 @@ pub fn quick_gelu(x: &Tensor) -> Tensor {
 
 /// Normal initialisation of a fresh linear layer's weight (`std`) with a zero bias.
 pub fn linear(vs: nn::Path, i: i64, o: i64, std: f64) -> nn::Linear {
-    nn::linear(vs, i, o, nn::LinearConfig { ws_init: nn::Init::Randn { mean: 0.0, stdev: std }, bs_init: Some(nn::Init::Const(0.0)), bias: true })
+    nn::linear(
+        vs,
+        i,
+        o,
+        nn::LinearConfig {
+            ws_init: nn::Init::Randn {
+                mean: 0.0,
+                stdev: std,
+            },
+            bs_init: Some(nn::Init::Const(0.0)),
+            bias: true,
+        },
+    )
 }
 
 /// `torch.nn.MultiheadAttention` parameters (`in_proj_weight` [3D, D], `in_proj_bias` [3D],
@@ -26,7 +38,14 @@ pub struct Attention {
 impl Attention {
     pub fn new(vs: nn::Path, width: i64, heads: i64, attn_std: f64, proj_std: f64) -> Attention {
         Attention {
-            in_proj_weight: vs.var("in_proj_weight", &[3 * width, width], nn::Init::Randn { mean: 0.0, stdev: attn_std }),
+            in_proj_weight: vs.var(
+                "in_proj_weight",
+                &[3 * width, width],
+                nn::Init::Randn {
+                    mean: 0.0,
+                    stdev: attn_std,
+                },
+            ),
             in_proj_bias: vs.var("in_proj_bias", &[3 * width], nn::Init::Const(0.0)),
             out_proj: linear(&vs / "out_proj", width, width, proj_std),
             heads,
@@ -41,7 +60,9 @@ impl Attention {
 
     /// Self-attention of `x` [B, N, D] (causal when asked) -> [B, N, D].
     pub fn self_attn(&self, x: &Tensor, causal: bool) -> Tensor {
-        let qkv = x.linear(&self.in_proj_weight, Some(&self.in_proj_bias)).chunk(3, -1);
+        let qkv = x
+            .linear(&self.in_proj_weight, Some(&self.in_proj_bias))
+            .chunk(3, -1);
         self.attend(&qkv[0], &qkv[1], &qkv[2], None, causal)
     }
 
@@ -51,14 +72,35 @@ impl Attention {
         let w = self.in_proj_weight.chunk(3, 0);
         let b = self.in_proj_bias.chunk(3, 0);
         let q = q.linear(&w[0], Some(&b[0]));
-        let kv = kv.linear(&Tensor::cat(&[&w[1], &w[2]], 0), Some(Tensor::cat(&[&b[1], &b[2]], 0))).chunk(2, -1);
+        let kv = kv
+            .linear(
+                &Tensor::cat(&[&w[1], &w[2]], 0),
+                Some(Tensor::cat(&[&b[1], &b[2]], 0)),
+            )
+            .chunk(2, -1);
         self.attend(&q, &kv[0], &kv[1], mask, false)
     }
 
-    fn attend(&self, q: &Tensor, k: &Tensor, v: &Tensor, mask: Option<&Tensor>, causal: bool) -> Tensor {
+    fn attend(
+        &self,
+        q: &Tensor,
+        k: &Tensor,
+        v: &Tensor,
+        mask: Option<&Tensor>,
+        causal: bool,
+    ) -> Tensor {
         let (b, n, d) = q.size3().expect("[B, N, D]");
         let mask = mask.map(|m| m.to_kind(q.kind()));
-        let o = Tensor::scaled_dot_product_attention(&self.split(q), &self.split(k), &self.split(v), mask, 0.0, causal, None, false);
+        let o = Tensor::scaled_dot_product_attention(
+            &self.split(q),
+            &self.split(k),
+            &self.split(v),
+            mask,
+            0.0,
+            causal,
+            None,
+            false,
+        );
         o.transpose(1, 2).reshape([b, n, d]).apply(&self.out_proj)
     }
 }
@@ -105,12 +147,18 @@ pub struct Transformer {
 impl Transformer {
     pub fn new(vs: nn::Path, width: i64, layers: i64, heads: i64) -> Transformer {
         let rb = &vs / "resblocks";
-        Transformer { blocks: (0..layers).map(|i| ResidualBlock::new(&rb / i, width, heads, layers)).collect() }
+        Transformer {
+            blocks: (0..layers)
+                .map(|i| ResidualBlock::new(&rb / i, width, heads, layers))
+                .collect(),
+        }
     }
 
     /// [B, N, D] -> [B, N, D].
     pub fn forward(&self, x: &Tensor, causal: bool) -> Tensor {
-        self.blocks.iter().fold(x.shallow_clone(), |x, b| b.forward(&x, causal))
+        self.blocks
+            .iter()
+            .fold(x.shallow_clone(), |x, b| b.forward(&x, causal))
     }
 }
 
@@ -122,5 +170,8 @@ pub fn eot_index(ids: &Tensor) -> Tensor {
 /// Rows `x[b, idx[b]]` of [B, N, D] -> [B, D].
 pub fn gather_rows(x: &Tensor, idx: &Tensor) -> Tensor {
     let b = x.size()[0];
-    x.index(&[Some(Tensor::arange(b, (Kind::Int64, x.device()))), Some(idx.shallow_clone())])
+    x.index(&[
+        Some(Tensor::arange(b, (Kind::Int64, x.device()))),
+        Some(idx.shallow_clone()),
+    ])
 }

@@ -34,8 +34,24 @@ pub fn from_config(cfg: &Config, num_classes: i64, device: Device) -> Result<(Va
     let mut vs = VarStore::new(device);
     let model = Ccma::new(&vs.root(), &mcfg, num_classes);
     if let Some((p, named)) = pretrained {
-        let new_modules = ["cross_attn", "cross_modal_transformer", "ln_pre_t", "ln_pre_i", "ln_post", "mlm_head", "classifier", "dca_"];
-        weights::copy_into(&mut vs, &named, &new_modules, &["base_model.logit_scale"], mcfg.clip.grid(), p)?;
+        let new_modules = [
+            "cross_attn",
+            "cross_modal_transformer",
+            "ln_pre_t",
+            "ln_pre_i",
+            "ln_post",
+            "mlm_head",
+            "classifier",
+            "dca_",
+        ];
+        weights::copy_into(
+            &mut vs,
+            &named,
+            &new_modules,
+            &["base_model.logit_scale"],
+            mcfg.clip.grid(),
+            p,
+        )?;
         tracing::info!("loaded CLIP weights from {}", p.display());
     }
     Ok((vs, model))
@@ -56,6 +72,8 @@ pub fn copy_named(vs: &mut VarStore, named: &weights::Named) -> Result<()> {
 /// Number of ID classes of a checkpoint (rows of `classifier.weight`).
 pub fn checkpoint_num_classes(path: &Path) -> Result<i64> {
     let named = weights::read(path)?;
-    let w = named.get("classifier.weight").with_context(|| format!("{}: missing key `classifier.weight`", path.display()))?;
+    let w = named
+        .get("classifier.weight")
+        .with_context(|| format!("{}: missing key `classifier.weight`", path.display()))?;
     Ok(w.size()[0])
 }

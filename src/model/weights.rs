@@ -14,13 +14,26 @@ pub type Named = HashMap<String, Tensor>;
 /// CLIP archive. Errors name the file: missing, neither format, truncated or corrupt.
 pub fn read(path: &Path) -> Result<Named> {
     let mut magic = [0u8; 2];
-    let mut f = std::fs::File::open(path).with_context(|| format!("weights file {} cannot be opened", path.display()))?;
-    let n = f.read(&mut magic).with_context(|| format!("cannot read {}", path.display()))?;
+    let mut f = std::fs::File::open(path)
+        .with_context(|| format!("weights file {} cannot be opened", path.display()))?;
+    let n = f
+        .read(&mut magic)
+        .with_context(|| format!("cannot read {}", path.display()))?;
     let named: Vec<(String, Tensor)> = if n == 2 && &magic == b"PK" {
-        let module = tch::CModule::load(path)
-            .map_err(|e| anyhow::anyhow!("{} is not a loadable TorchScript archive: {}", path.display(), first_line(&e.to_string())))?;
-        let params = module.named_parameters().map_err(|e| anyhow::anyhow!("{}: {}", path.display(), first_line(&e.to_string())))?;
-        params.into_iter().map(|(k, t)| (format!("base_model.{k}"), t)).collect()
+        let module = tch::CModule::load(path).map_err(|e| {
+            anyhow::anyhow!(
+                "{} is not a loadable TorchScript archive: {}",
+                path.display(),
+                first_line(&e.to_string())
+            )
+        })?;
+        let params = module
+            .named_parameters()
+            .map_err(|e| anyhow::anyhow!("{}: {}", path.display(), first_line(&e.to_string())))?;
+        params
+            .into_iter()
+            .map(|(k, t)| (format!("base_model.{k}"), t))
+            .collect()
     } else {
         crate::train::checkpoint::load(path)
             .map_err(|_| {
@@ -34,7 +47,11 @@ pub fn read(path: &Path) -> Result<Named> {
     Ok(named
         .into_iter()
         .map(|(k, t)| {
-            let t = if t.is_floating_point() { t.to_kind(Kind::Float) } else { t };
+            let t = if t.is_floating_point() {
+                t.to_kind(Kind::Float)
+            } else {
+                t
+            };
             (k, t)
         })
         .collect())
@@ -45,7 +62,10 @@ fn first_line(s: &str) -> &str {
 }
 
 fn shape(named: &Named, key: &str) -> Result<Vec<i64>> {
-    named.get(key).map(|t| t.size()).with_context(|| format!("missing key `{key}` in the pretrained weights"))
+    named
+        .get(key)
+        .map(|t| t.size())
+        .with_context(|| format!("missing key `{key}` in the pretrained weights"))
 }
 
 /// The encoder sizes a set of CLIP weights implies (as OpenAI's `build_model` reads them); the
@@ -54,7 +74,17 @@ pub fn clip_config(named: &Named, image_size: (i64, i64), stride: i64) -> Result
     let conv = shape(named, "base_model.visual.conv1.weight")?;
     let text_width = shape(named, "base_model.ln_final.weight")?[0];
     let layers = |prefix: &str| {
-        named.keys().filter_map(|k| k.strip_prefix(prefix)?.split('.').next()?.parse::<i64>().ok()).max().map_or(0, |m| m + 1)
+        named
+            .keys()
+            .filter_map(|k| {
+                k.strip_prefix(prefix)?
+                    .split('.')
+                    .next()?
+                    .parse::<i64>()
+                    .ok()
+            })
+            .max()
+            .map_or(0, |m| m + 1)
     };
     let vision_width = conv[0];
     Ok(ClipConfig {
@@ -82,7 +112,10 @@ pub fn resize_pos_embed(pos: &Tensor, grid: (i64, i64)) -> Result<Tensor> {
         bail!("positional embedding with {n} positions is not a class token plus a square grid");
     }
     let cls = pos.narrow(0, 0, 1);
-    let g = pos.narrow(0, 1, n - 1).reshape([1, old, old, w]).permute([0, 3, 1, 2]);
+    let g = pos
+        .narrow(0, 1, n - 1)
+        .reshape([1, old, old, w])
+        .permute([0, 3, 1, 2]);
     let g = g.upsample_bilinear2d([grid.0, grid.1], false, None, None);
     let g = g.permute([0, 2, 3, 1]).reshape([grid.0 * grid.1, w]);
     Ok(Tensor::cat(&[cls, g], 0))
@@ -101,11 +134,17 @@ pub fn copy_into(
     source: &Path,
 ) -> Result<()> {
     let vars = vs.variables();
-    let mut unexpected: Vec<&String> =
-        named.keys().filter(|k| !vars.contains_key(*k) && !may_be_extra.iter().any(|e| k.as_str() == *e)).collect();
+    let mut unexpected: Vec<&String> = named
+        .keys()
+        .filter(|k| !vars.contains_key(*k) && !may_be_extra.iter().any(|e| k.as_str() == *e))
+        .collect();
     unexpected.sort();
     if let Some(k) = unexpected.first() {
-        bail!("{}: unexpected key `{k}` ({} unexpected in all)", source.display(), unexpected.len());
+        bail!(
+            "{}: unexpected key `{k}` ({} unexpected in all)",
+            source.display(),
+            unexpected.len()
+        );
     }
     let mut names: Vec<&String> = vars.keys().collect();
     names.sort();
@@ -114,10 +153,17 @@ pub fn copy_into(
             let mut var = vars[name].shallow_clone();
             match named.get(name) {
                 None if may_be_missing.iter().any(|p| name.starts_with(p)) => {}
-                None => bail!("{}: missing key `{name}` (expected shape {:?})", source.display(), var.size()),
+                None => bail!(
+                    "{}: missing key `{name}` (expected shape {:?})",
+                    source.display(),
+                    var.size()
+                ),
                 Some(t) => {
-                    let t = if name == "base_model.visual.positional_embedding" && t.size() != var.size() {
-                        resize_pos_embed(t, grid).with_context(|| format!("{}: key `{name}`", source.display()))?
+                    let t = if name == "base_model.visual.positional_embedding"
+                        && t.size() != var.size()
+                    {
+                        resize_pos_embed(t, grid)
+                            .with_context(|| format!("{}: key `{name}`", source.display()))?
                     } else {
                         t.shallow_clone()
                     };

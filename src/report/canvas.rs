@@ -6,7 +6,9 @@ use embedded_graphics::primitives::{Line, PrimitiveStyle, Rectangle};
 use embedded_graphics::text::{Baseline, Text};
 use image::{Rgb, RgbImage};
 
-pub use embedded_graphics::mono_font::ascii::{FONT_10X20 as LARGE, FONT_6X10 as SMALL, FONT_7X13 as MEDIUM};
+pub use embedded_graphics::mono_font::ascii::{
+    FONT_10X20 as LARGE, FONT_6X10 as SMALL, FONT_7X13 as MEDIUM,
+};
 
 pub const WHITE: Rgb888 = Rgb888::new(255, 255, 255);
 pub const BLACK: Rgb888 = Rgb888::new(20, 20, 20);
@@ -68,11 +70,15 @@ impl DrawTarget for Canvas {
     type Color = Rgb888;
     type Error = std::convert::Infallible;
 
-    fn draw_iter<I: IntoIterator<Item = Pixel<Rgb888>>>(&mut self, pixels: I) -> Result<(), Self::Error> {
+    fn draw_iter<I: IntoIterator<Item = Pixel<Rgb888>>>(
+        &mut self,
+        pixels: I,
+    ) -> Result<(), Self::Error> {
         let (w, h) = self.0.dimensions();
         for Pixel(p, c) in pixels {
             if p.x >= 0 && p.y >= 0 && (p.x as u32) < w && (p.y as u32) < h {
-                self.0.put_pixel(p.x as u32, p.y as u32, Rgb([c.r(), c.g(), c.b()]));
+                self.0
+                    .put_pixel(p.x as u32, p.y as u32, Rgb([c.r(), c.g(), c.b()]));
             }
         }
         Ok(())

@@ -7,12 +7,16 @@ use std::path::Path;
 pub type Series = (String, Vec<(f64, f64)>);
 
 /// The three panels' series from `metrics.jsonl` records (`epoch`, `lr`, `loss.{term}`, `t2i.R1`).
-pub fn series_from_records(records: &[serde_json::Value]) -> (Vec<Series>, Vec<Series>, Vec<Series>) {
+pub fn series_from_records(
+    records: &[serde_json::Value],
+) -> (Vec<Series>, Vec<Series>, Vec<Series>) {
     let mut losses: Vec<Series> = Vec::new();
     let mut lr = ("lr".to_string(), Vec::new());
     let mut r1 = ("t2i R@1".to_string(), Vec::new());
     for rec in records {
-        let Some(epoch) = rec["epoch"].as_f64() else { continue };
+        let Some(epoch) = rec["epoch"].as_f64() else {
+            continue;
+        };
         if let Some(obj) = rec["loss"].as_object() {
             for (term, v) in obj {
                 let Some(v) = v.as_f64() else { continue };
@@ -39,9 +43,21 @@ pub fn write(path: &Path, records: &[serde_json::Value]) -> Result<()> {
     let mut c = Canvas::new(pw * 3, ph);
     panel(&mut c, 0, pw, ph, "loss terms (log scale)", &losses, true);
     panel(&mut c, pw as i32, pw, ph, "learning rate", &lr, false);
-    panel(&mut c, 2 * pw as i32, pw, ph, "test t2i R@1 (%)", &r1, false);
+    panel(
+        &mut c,
+        2 * pw as i32,
+        pw,
+        ph,
+        "test t2i R@1 (%)",
+        &r1,
+        false,
+    );
     let mut bytes = Vec::new();
-    c.0.write_to(&mut std::io::Cursor::new(&mut bytes), image::ImageFormat::Png).context("encoding curves")?;
+    c.0.write_to(
+        &mut std::io::Cursor::new(&mut bytes),
+        image::ImageFormat::Png,
+    )
+    .context("encoding curves")?;
     crate::util::write_atomic(path, &bytes)
 }
 
@@ -72,8 +88,12 @@ fn panel(c: &mut Canvas, x0: i32, w: u32, h: u32, title: &str, series: &[Series]
         return;
     }
     let ty = |y: f64| if log_y { y.log10() } else { y };
-    let (mut x_min, mut x_max) = pts.iter().fold((f64::MAX, f64::MIN), |(a, b), p| (a.min(p.0), b.max(p.0)));
-    let (mut y_min, mut y_max) = pts.iter().fold((f64::MAX, f64::MIN), |(a, b), p| (a.min(ty(p.1)), b.max(ty(p.1))));
+    let (mut x_min, mut x_max) = pts
+        .iter()
+        .fold((f64::MAX, f64::MIN), |(a, b), p| (a.min(p.0), b.max(p.0)));
+    let (mut y_min, mut y_max) = pts.iter().fold((f64::MAX, f64::MIN), |(a, b), p| {
+        (a.min(ty(p.1)), b.max(ty(p.1)))
+    });
     if x_max <= x_min {
         x_min -= 1.0;
         x_max += 1.0;
@@ -84,7 +104,9 @@ fn panel(c: &mut Canvas, x0: i32, w: u32, h: u32, title: &str, series: &[Series]
         y_max += pad;
     }
     let px = |x: f64| left + ((x - x_min) / (x_max - x_min) * (right - left) as f64).round() as i32;
-    let py = |y: f64| bottom - ((ty(y) - y_min) / (y_max - y_min) * (bottom - top) as f64).round() as i32;
+    let py = |y: f64| {
+        bottom - ((ty(y) - y_min) / (y_max - y_min) * (bottom - top) as f64).round() as i32
+    };
     // Epoch ticks are whole numbers, about five of them.
     let step = ((x_max - x_min) / 4.0).ceil().max(1.0);
     let mut xv = x_min.ceil();
@@ -100,13 +122,22 @@ fn panel(c: &mut Canvas, x0: i32, w: u32, h: u32, title: &str, series: &[Series]
         let gy = bottom - (f * (bottom - top) as f64).round() as i32;
         c.line((left + 1, gy), (right, gy), GREY, 1);
         let label = fmt_tick(if log_y { 10f64.powf(yv) } else { yv });
-        c.text(&label, left - 6 - 6 * label.len() as i32, gy - 5, &SMALL, BLACK);
+        c.text(
+            &label,
+            left - 6 - 6 * label.len() as i32,
+            gy - 5,
+            &SMALL,
+            BLACK,
+        );
     }
     c.text("epoch", (left + right) / 2 - 15, bottom + 20, &SMALL, BLACK);
     for (k, (name, p)) in series.iter().enumerate() {
         let color = PALETTE[k % PALETTE.len()];
-        let p: Vec<(i32, i32)> =
-            p.iter().filter(|&&(_, y)| y.is_finite() && (!log_y || y > 0.0)).map(|&(x, y)| (px(x), py(y))).collect();
+        let p: Vec<(i32, i32)> = p
+            .iter()
+            .filter(|&&(_, y)| y.is_finite() && (!log_y || y > 0.0))
+            .map(|&(x, y)| (px(x), py(y)))
+            .collect();
         for seg in p.windows(2) {
             c.line(seg[0], seg[1], color, 2);
         }
@@ -139,7 +170,10 @@ mod tests {
         write(&p, &recs).unwrap();
         let img = image::open(&p).unwrap().to_rgb8();
         assert_eq!(img.dimensions(), (1260, 330));
-        assert!(img.pixels().any(|px| px.0 == [31, 119, 180]), "the first series is drawn");
+        assert!(
+            img.pixels().any(|px| px.0 == [31, 119, 180]),
+            "the first series is drawn"
+        );
         if let Ok(keep) = std::env::var("CCMA_KEEP_PICTURES") {
             std::fs::copy(&p, std::path::Path::new(&keep).join("curves.png")).unwrap();
         }

@@ -41,20 +41,53 @@ pub fn write(path: &Path, query: &str, note: Option<&str>, items: &[SheetItem]) 
             .to_rgb8();
         // Fit inside the thumbnail box, keeping the aspect ratio.
         let s = (THUMB_W as f64 / img.width() as f64).min(THUMB_H as f64 / img.height() as f64);
-        let (tw, th) = (((img.width() as f64 * s) as u32).max(1), ((img.height() as f64 * s) as u32).max(1));
+        let (tw, th) = (
+            ((img.width() as f64 * s) as u32).max(1),
+            ((img.height() as f64 * s) as u32).max(1),
+        );
         let thumb = image::imageops::resize(&img, tw, th, image::imageops::FilterType::Triangle);
-        let (tx, ty) = (x + 5 + (THUMB_W - tw) as i32 / 2, y + 5 + (THUMB_H - th) as i32 / 2);
+        let (tx, ty) = (
+            x + 5 + (THUMB_W - tw) as i32 / 2,
+            y + 5 + (THUMB_H - th) as i32 / 2,
+        );
         c.paste(&thumb, tx as i64, ty as i64);
         if let Some(m) = item.matched {
-            c.frame(tx - 4, ty - 4, tw + 8, th + 8, if m { GREEN } else { RED }, 4);
+            c.frame(
+                tx - 4,
+                ty - 4,
+                tw + 8,
+                th + 8,
+                if m { GREEN } else { RED },
+                4,
+            );
         }
         let label_y = y + THUMB_H as i32 + 12;
-        c.text(&format!("#{} {:.3}", rank + 1, item.score), x + 2, label_y, &MEDIUM, BLACK);
-        let name = item.path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-        c.text(&ellipsize(&name, (CELL_W / 6) as usize - 1), x + 2, label_y + 17, &SMALL, BLACK);
+        c.text(
+            &format!("#{} {:.3}", rank + 1, item.score),
+            x + 2,
+            label_y,
+            &MEDIUM,
+            BLACK,
+        );
+        let name = item
+            .path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        c.text(
+            &ellipsize(&name, (CELL_W / 6) as usize - 1),
+            x + 2,
+            label_y + 17,
+            &SMALL,
+            BLACK,
+        );
     }
     let mut bytes = Vec::new();
-    c.0.write_to(&mut std::io::Cursor::new(&mut bytes), image::ImageFormat::Png).context("encoding contact sheet")?;
+    c.0.write_to(
+        &mut std::io::Cursor::new(&mut bytes),
+        image::ImageFormat::Png,
+    )
+    .context("encoding contact sheet")?;
     crate::util::write_atomic(path, &bytes)
 }
 
@@ -68,8 +101,14 @@ mod tests {
         let items: Vec<SheetItem> = (0..7)
             .map(|i| {
                 let p = dir.path().join(format!("p{i}.png"));
-                image::RgbImage::from_pixel(60, 160, image::Rgb([40 * i as u8, 90, 200])).save(&p).unwrap();
-                SheetItem { path: p, score: 0.9 - 0.1 * i as f64, matched: Some(i == 1) }
+                image::RgbImage::from_pixel(60, 160, image::Rgb([40 * i as u8, 90, 200]))
+                    .save(&p)
+                    .unwrap();
+                SheetItem {
+                    path: p,
+                    score: 0.9 - 0.1 * i as f64,
+                    matched: Some(i == 1),
+                }
             })
             .collect();
         let out = dir.path().join("sheet.png");
@@ -82,7 +121,11 @@ mod tests {
         let count = |c: [u8; 3]| img.pixels().filter(|p| p.0 == c).count();
         let (g, r) = (count([20, 160, 60]), count([210, 40, 40]));
         assert!(g > 0 && r > 5 * g, "one green frame, six red ones: {g} {r}");
-        let missing = SheetItem { path: dir.path().join("none.png"), score: 0.0, matched: None };
+        let missing = SheetItem {
+            path: dir.path().join("none.png"),
+            score: 0.0,
+            matched: None,
+        };
         let err = format!("{:#}", write(&out, "q", None, &[missing]).unwrap_err());
         assert!(err.contains("none.png"), "{err}");
     }

@@ -17,7 +17,8 @@ impl EventWriter {
     pub fn create(dir: &Path) -> Result<EventWriter> {
         let now = wall_time();
         let path = dir.join(format!("events.out.tfevents.{}.ccma", now as u64));
-        let file = std::fs::File::create(&path).with_context(|| format!("cannot create {}", path.display()))?;
+        let file = std::fs::File::create(&path)
+            .with_context(|| format!("cannot create {}", path.display()))?;
         let mut w = EventWriter { file, path };
         let mut ev = Vec::new();
         put_double(&mut ev, 1, now);
@@ -48,12 +49,18 @@ impl EventWriter {
         buf.extend_from_slice(&masked_crc(&len).to_le_bytes());
         buf.extend_from_slice(data);
         buf.extend_from_slice(&masked_crc(data).to_le_bytes());
-        self.file.write_all(&buf).and_then(|_| self.file.flush()).with_context(|| format!("cannot write {}", self.path.display()))
+        self.file
+            .write_all(&buf)
+            .and_then(|_| self.file.flush())
+            .with_context(|| format!("cannot write {}", self.path.display()))
     }
 }
 
 fn wall_time() -> f64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or(0.0)
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or(0.0)
 }
 
 fn varint(buf: &mut Vec<u8>, mut x: u64) {
@@ -87,7 +94,11 @@ fn crc32c(data: &[u8]) -> u32 {
     for &b in data {
         crc ^= b as u32;
         for _ in 0..8 {
-            crc = if crc & 1 != 0 { (crc >> 1) ^ 0x82F6_3B78 } else { crc >> 1 };
+            crc = if crc & 1 != 0 {
+                (crc >> 1) ^ 0x82F6_3B78
+            } else {
+                crc >> 1
+            };
         }
     }
     !crc

@@ -21,11 +21,19 @@ fn dtype_of(kind: Kind) -> Result<Dtype> {
 
 /// Writes `tensors` (any device; copied to the CPU) and `metadata` to `path` atomically: a crash or
 /// a failed write leaves the previous file intact and no partial file behind.
-pub fn save(path: &Path, tensors: &[(String, Tensor)], metadata: &HashMap<String, String>) -> Result<()> {
+pub fn save(
+    path: &Path,
+    tensors: &[(String, Tensor)],
+    metadata: &HashMap<String, String>,
+) -> Result<()> {
     let mut host: Vec<(String, Tensor, Dtype)> = Vec::with_capacity(tensors.len());
     for (name, t) in tensors {
         let t = t.detach().to_device(tch::Device::Cpu).contiguous();
-        host.push((name.clone(), t.shallow_clone(), dtype_of(t.kind()).with_context(|| format!("tensor {name}"))?));
+        host.push((
+            name.clone(),
+            t.shallow_clone(),
+            dtype_of(t.kind()).with_context(|| format!("tensor {name}"))?,
+        ));
     }
     let bytes: Vec<Vec<u8>> = host
         .iter()
@@ -33,7 +41,9 @@ pub fn save(path: &Path, tensors: &[(String, Tensor)], metadata: &HashMap<String
             let n = t.numel() * t.kind().elt_size_in_bytes();
             let mut buf = vec![0u8; n];
             // SAFETY: `t` is a contiguous CPU tensor of exactly `n` bytes.
-            unsafe { std::ptr::copy_nonoverlapping(t.data_ptr() as *const u8, buf.as_mut_ptr(), n) };
+            unsafe {
+                std::ptr::copy_nonoverlapping(t.data_ptr() as *const u8, buf.as_mut_ptr(), n)
+            };
             buf
         })
         .collect();
@@ -51,9 +61,11 @@ pub fn save(path: &Path, tensors: &[(String, Tensor)], metadata: &HashMap<String
 
 /// Reads every tensor (on the CPU) and the metadata of a safetensors file.
 pub fn load(path: &Path) -> Result<(Vec<(String, Tensor)>, HashMap<String, String>)> {
-    let bytes = std::fs::read(path).with_context(|| format!("cannot read checkpoint {}", path.display()))?;
-    let (_, meta) = safetensors::SafeTensors::read_metadata(&bytes)
-        .map_err(|e| anyhow::anyhow!("{} is not a valid safetensors file: {e:?}", path.display()))?;
+    let bytes = std::fs::read(path)
+        .with_context(|| format!("cannot read checkpoint {}", path.display()))?;
+    let (_, meta) = safetensors::SafeTensors::read_metadata(&bytes).map_err(|e| {
+        anyhow::anyhow!("{} is not a valid safetensors file: {e:?}", path.display())
+    })?;
     let metadata = meta.metadata().clone().unwrap_or_default();
     let tensors = Tensor::read_safetensors(path)
         .map_err(|e| anyhow::anyhow!("{} is not a valid safetensors file: {e}", path.display()))?;
@@ -71,7 +83,15 @@ mod tests {
         let a = Tensor::randn([3, 4], (Kind::Float, tch::Device::Cpu));
         let b = Tensor::from_slice(&[1i64, -2, 3]);
         let meta = HashMap::from([("epoch".to_string(), "7".to_string())]);
-        save(&p, &[("a".into(), a.shallow_clone()), ("b".into(), b.shallow_clone())], &meta).unwrap();
+        save(
+            &p,
+            &[
+                ("a".into(), a.shallow_clone()),
+                ("b".into(), b.shallow_clone()),
+            ],
+            &meta,
+        )
+        .unwrap();
         let (t, m) = load(&p).unwrap();
         let get = |n: &str| &t.iter().find(|(k, _)| k == n).unwrap().1;
         assert!(get("a").equal(&a));

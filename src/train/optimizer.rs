@@ -51,12 +51,26 @@ impl Optimizer {
         let decoupled = match cfg.optimizer.as_str() {
             "Adam" => false,
             "AdamW" => true,
-            other => bail!(crate::UsageError(format!("invalid value for `optimizer`: {other:?} (expected Adam or AdamW)"))),
+            other => bail!(crate::UsageError(format!(
+                "invalid value for `optimizer`: {other:?} (expected Adam or AdamW)"
+            ))),
         };
-        let mut vars: Vec<(String, Tensor)> = vs.variables().into_iter().filter(|(_, t)| t.requires_grad()).collect();
+        let mut vars: Vec<(String, Tensor)> = vs
+            .variables()
+            .into_iter()
+            .filter(|(_, t)| t.requires_grad())
+            .collect();
         vars.sort_by(|a, b| a.0.cmp(&b.0));
         let device = vs.device();
-        let flat = tch::no_grad(|| Tensor::cat(&vars.iter().map(|(_, t)| t.detach().reshape([-1])).collect::<Vec<_>>(), 0));
+        let flat = tch::no_grad(|| {
+            Tensor::cat(
+                &vars
+                    .iter()
+                    .map(|(_, t)| t.detach().reshape([-1]))
+                    .collect::<Vec<_>>(),
+                0,
+            )
+        });
         let (mut mults, mut wds) = (Vec::new(), Vec::new());
         let mut offset = 0;
         for (name, t) in vars.iter_mut() {
@@ -120,11 +134,16 @@ impl Optimizer {
                 g = g.addcmul(&self.flat, &self.weight_decay);
             }
             let _ = self.exp_avg.lerp_(&g, 1.0 - self.beta1);
-            let _ = self.exp_avg_sq.g_mul_scalar_(self.beta2).g_add_(&(g.square() * (1.0 - self.beta2)));
+            let _ = self
+                .exp_avg_sq
+                .g_mul_scalar_(self.beta2)
+                .g_add_(&(g.square() * (1.0 - self.beta2)));
             let bc1 = 1.0 - self.beta1.powi(self.step as i32);
             let bc2 = 1.0 - self.beta2.powi(self.step as i32);
             let denom = (self.exp_avg_sq.sqrt() / bc2.sqrt()) + self.eps;
-            let _ = self.flat.addcmul_(&(&self.exp_avg / denom), &(&self.lr * (-1.0 / bc1)));
+            let _ = self
+                .flat
+                .addcmul_(&(&self.exp_avg / denom), &(&self.lr * (-1.0 / bc1)));
         });
     }
 
@@ -141,19 +160,37 @@ impl Optimizer {
 
     /// Restores a state written by [`Optimizer::state_tensors`] for the same model and config.
     pub fn load_state(&mut self, named: &HashMap<String, Tensor>) -> Result<()> {
-        let get = |k: &str| named.get(k).ok_or_else(|| anyhow::anyhow!("missing optimizer state `{k}`"));
-        for (k, own) in [("exp_avg", &self.exp_avg), ("lr_mult", &self.lr_mult), ("weight_decay", &self.weight_decay)] {
+        let get = |k: &str| {
+            named
+                .get(k)
+                .ok_or_else(|| anyhow::anyhow!("missing optimizer state `{k}`"))
+        };
+        for (k, own) in [
+            ("exp_avg", &self.exp_avg),
+            ("lr_mult", &self.lr_mult),
+            ("weight_decay", &self.weight_decay),
+        ] {
             if get(k)?.size() != own.size() {
-                bail!("optimizer state `{k}` has shape {:?}, this model needs {:?}", get(k)?.size(), own.size());
+                bail!(
+                    "optimizer state `{k}` has shape {:?}, this model needs {:?}",
+                    get(k)?.size(),
+                    own.size()
+                );
             }
         }
-        if !get("lr_mult")?.to_device(self.lr_mult.device()).equal(&self.lr_mult) {
+        if !get("lr_mult")?
+            .to_device(self.lr_mult.device())
+            .equal(&self.lr_mult)
+        {
             bail!("optimizer state was written with other learning-rate rules (lr_factor / bias_lr_factor)");
         }
         tch::no_grad(|| {
-            self.exp_avg.copy_(&get("exp_avg")?.to_device(self.exp_avg.device()));
-            self.exp_avg_sq.copy_(&get("exp_avg_sq")?.to_device(self.exp_avg.device()));
-            self.weight_decay.copy_(&get("weight_decay")?.to_device(self.exp_avg.device()));
+            self.exp_avg
+                .copy_(&get("exp_avg")?.to_device(self.exp_avg.device()));
+            self.exp_avg_sq
+                .copy_(&get("exp_avg_sq")?.to_device(self.exp_avg.device()));
+            self.weight_decay
+                .copy_(&get("weight_decay")?.to_device(self.exp_avg.device()));
             Ok::<_, anyhow::Error>(())
         })?;
         self.step = get("step")?.int64_value(&[0]);

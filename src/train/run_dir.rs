@@ -17,10 +17,11 @@ impl RunDir {
     pub fn create(cfg: &Config) -> Result<RunDir> {
         let dir = match &cfg.run_dir {
             Some(d) => d.clone(),
-            None => cfg
-                .output_dir
-                .join(&cfg.dataset_name)
-                .join(format!("{}_{}", chrono::Local::now().format("%Y%m%d_%H%M%S"), cfg.name)),
+            None => cfg.output_dir.join(&cfg.dataset_name).join(format!(
+                "{}_{}",
+                chrono::Local::now().format("%Y%m%d_%H%M%S"),
+                cfg.name
+            )),
         };
         let run = RunDir { dir };
         if run.state().exists() || run.config().exists() {
@@ -29,13 +30,16 @@ impl RunDir {
                 run.dir.display()
             )));
         }
-        std::fs::create_dir_all(&run.dir).with_context(|| format!("cannot create run folder {}", run.dir.display()))?;
+        std::fs::create_dir_all(&run.dir)
+            .with_context(|| format!("cannot create run folder {}", run.dir.display()))?;
         Ok(run)
     }
 
     /// A run folder written by an earlier `ccma train`, to resume.
     pub fn existing(dir: &Path) -> Result<RunDir> {
-        let run = RunDir { dir: dir.to_path_buf() };
+        let run = RunDir {
+            dir: dir.to_path_buf(),
+        };
         for f in [run.config(), run.state()] {
             if !f.exists() {
                 bail!(crate::UsageError(format!(
@@ -73,7 +77,10 @@ impl RunDir {
     /// `results.json`: the best epoch and its t2i metrics.
     pub fn write_results(&self, best_epoch: usize, m: &RetrievalMetrics) -> Result<()> {
         let v = serde_json::json!({ "best_epoch": best_epoch, "t2i": to_json(m) });
-        crate::util::write_atomic(&self.results(), serde_json::to_string_pretty(&v)?.as_bytes())
+        crate::util::write_atomic(
+            &self.results(),
+            serde_json::to_string_pretty(&v)?.as_bytes(),
+        )
     }
 
     /// Every record of `metrics.jsonl`, in order.
@@ -83,7 +90,10 @@ impl RunDir {
         text.lines()
             .filter(|l| !l.trim().is_empty())
             .enumerate()
-            .map(|(i, l)| serde_json::from_str(l).with_context(|| format!("{} line {}", self.metrics().display(), i + 1)))
+            .map(|(i, l)| {
+                serde_json::from_str(l)
+                    .with_context(|| format!("{} line {}", self.metrics().display(), i + 1))
+            })
             .collect()
     }
 
@@ -94,6 +104,7 @@ impl RunDir {
             .append(true)
             .open(self.metrics())
             .with_context(|| format!("cannot open {}", self.metrics().display()))?;
-        writeln!(f, "{record}").with_context(|| format!("cannot write {}", self.metrics().display()))
+        writeln!(f, "{record}")
+            .with_context(|| format!("cannot write {}", self.metrics().display()))
     }
 }

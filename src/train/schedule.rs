@@ -26,7 +26,10 @@ pub fn lr_at(cfg: &Config, epoch: usize) -> f64 {
         "exp" => base * cfg.power.powf(ratio),
         "linear" => base * (1.0 - ratio),
         "poly" => cfg.target_lr + (base - cfg.target_lr) * cfg.power.powf(1.0 - ratio),
-        _ => cfg.target_lr + (base - cfg.target_lr) * 0.5 * (1.0 + (std::f64::consts::PI * ratio).cos()),
+        _ => {
+            cfg.target_lr
+                + (base - cfg.target_lr) * 0.5 * (1.0 + (std::f64::consts::PI * ratio).cos())
+        }
     }
 }
 
@@ -40,6 +43,10 @@ mod tests {
         assert!((lr_at(&cfg, 1) - 1e-6).abs() < 1e-18);
         assert!((lr_at(&cfg, 3) - 1e-5 * (0.1 * 0.6 + 0.4)).abs() < 1e-18);
         assert!((lr_at(&cfg, 6) - 1e-5).abs() < 1e-18);
-        assert!((lr_at(&cfg, 33) - 1e-5 * 0.5 * (1.0 + (std::f64::consts::PI * 27.0 / 55.0).cos())).abs() < 1e-18);
+        assert!(
+            (lr_at(&cfg, 33) - 1e-5 * 0.5 * (1.0 + (std::f64::consts::PI * 27.0 / 55.0).cos()))
+                .abs()
+                < 1e-18
+        );
     }
 }

@@ -45,7 +45,13 @@ pub struct Progress {
 
 impl Progress {
     fn start() -> Progress {
-        Progress { epoch: 1, step: 0, best_r1: -1.0, best_epoch: 0, global_step: 0 }
+        Progress {
+            epoch: 1,
+            step: 0,
+            best_r1: -1.0,
+            best_epoch: 0,
+            global_step: 0,
+        }
     }
 
     fn to_metadata(&self) -> HashMap<String, String> {
@@ -59,8 +65,15 @@ impl Progress {
     }
 
     fn from_metadata(meta: &HashMap<String, String>) -> Result<Progress> {
-        let get = |k: &str| meta.get(k).with_context(|| format!("resume state has no `{k}` entry"));
-        let num = |k: &str| -> Result<usize> { get(k)?.parse().with_context(|| format!("resume state `{k}`")) };
+        let get = |k: &str| {
+            meta.get(k)
+                .with_context(|| format!("resume state has no `{k}` entry"))
+        };
+        let num = |k: &str| -> Result<usize> {
+            get(k)?
+                .parse()
+                .with_context(|| format!("resume state `{k}`"))
+        };
         Ok(Progress {
             epoch: num("epoch")?,
             step: num("step")?,
@@ -111,16 +124,39 @@ impl Trainer {
         );
         let (vs, model) = crate::model::from_config(&cfg, dataset.num_classes as i64, device)?;
         let opt = Optimizer::new(&vs, &cfg)?;
-        let loader = TrainLoader::new(dataset.train.clone(), LoaderOptions::from_config(&cfg, device))?;
+        let loader = TrainLoader::new(
+            dataset.train.clone(),
+            LoaderOptions::from_config(&cfg, device),
+        )?;
         let losses = cfg.losses();
-        tracing::info!("device {device:?}, losses {}, {} parameters", losses.join("+"), count_params(&vs));
-        Ok(Trainer { cfg, run, device, dataset, vs, model, opt, loader, losses, events: None })
+        tracing::info!(
+            "device {device:?}, losses {}, {} parameters",
+            losses.join("+"),
+            count_params(&vs)
+        );
+        Ok(Trainer {
+            cfg,
+            run,
+            device,
+            dataset,
+            vs,
+            model,
+            opt,
+            loader,
+            losses,
+            events: None,
+        })
     }
 
     /// The full resumable state: model parameters, optimiser state, and `progress` as metadata.
     fn save_state(&self, progress: &Progress) -> Result<()> {
         let mut tensors: Vec<(String, Tensor)> = self.vs.variables().into_iter().collect();
-        tensors.extend(self.opt.state_tensors().into_iter().map(|(k, t)| (format!("optimizer.{k}"), t)));
+        tensors.extend(
+            self.opt
+                .state_tensors()
+                .into_iter()
+                .map(|(k, t)| (format!("optimizer.{k}"), t)),
+        );
         checkpoint::save(&self.run.state(), &tensors, &progress.to_metadata())
             .context("cannot write the resumable checkpoint")
     }
@@ -137,14 +173,18 @@ impl Trainer {
                 None => params.insert(k, t),
             };
         }
-        crate::model::copy_named(&mut self.vs, &params).with_context(|| format!("resume state {}", path.display()))?;
-        self.opt.load_state(&opt_state).with_context(|| format!("resume state {}", path.display()))?;
+        crate::model::copy_named(&mut self.vs, &params)
+            .with_context(|| format!("resume state {}", path.display()))?;
+        self.opt
+            .load_state(&opt_state)
+            .with_context(|| format!("resume state {}", path.display()))?;
         Progress::from_metadata(&meta).with_context(|| format!("resume state {}", path.display()))
     }
 
     fn save_best(&self) -> Result<()> {
         let tensors: Vec<(String, Tensor)> = self.vs.variables().into_iter().collect();
-        checkpoint::save(&self.run.best(), &tensors, &HashMap::new()).context("cannot write the best checkpoint")
+        checkpoint::save(&self.run.best(), &tensors, &HashMap::new())
+            .context("cannot write the best checkpoint")
     }
 
     fn evaluate(&self) -> Result<RetrievalMetrics> {
@@ -166,14 +206,21 @@ impl Trainer {
             let mut record = serde_json::json!({ "epoch": epoch, "lr": lr, "loss": means });
             if epoch % self.cfg.eval_period == 0 || epoch == self.cfg.num_epoch {
                 let m = self.evaluate()?;
-                tracing::info!("epoch {epoch} test t2i\n{}", crate::eval::metrics::table(&[("t2i", &m)]));
+                tracing::info!(
+                    "epoch {epoch} test t2i\n{}",
+                    crate::eval::metrics::table(&[("t2i", &m)])
+                );
                 record["t2i"] = crate::eval::metrics::to_json(&m);
                 if m.r1 > progress.best_r1 {
                     progress.best_r1 = m.r1;
                     progress.best_epoch = epoch;
                     self.save_best()?;
                     self.run.write_results(epoch, &m)?;
-                    tracing::info!("best R@1 {:.3} at epoch {epoch}: saved {}", m.r1, self.run.best().display());
+                    tracing::info!(
+                        "best R@1 {:.3} at epoch {epoch}: saved {}",
+                        m.r1,
+                        self.run.best().display()
+                    );
                 }
             }
             self.save_state(&progress)?;
@@ -197,9 +244,17 @@ impl Trainer {
         }
         let events = self.events.as_mut().expect("created above");
         for (term, v) in record["loss"].as_object().into_iter().flatten() {
-            events.scalar(&format!("loss/{term}"), v.as_f64().unwrap_or(f64::NAN) as f32, epoch)?;
+            events.scalar(
+                &format!("loss/{term}"),
+                v.as_f64().unwrap_or(f64::NAN) as f32,
+                epoch,
+            )?;
         }
-        events.scalar("lr", record["lr"].as_f64().unwrap_or(f64::NAN) as f32, epoch)?;
+        events.scalar(
+            "lr",
+            record["lr"].as_f64().unwrap_or(f64::NAN) as f32,
+            epoch,
+        )?;
         for (k, v) in record["t2i"].as_object().into_iter().flatten() {
             if let Some(v) = v.as_f64() {
                 events.scalar(&format!("test_t2i/{k}"), v as f32, epoch)?;
@@ -230,7 +285,11 @@ impl Trainer {
             samples += batch.len() as usize;
             let out = self.model.forward_train(&batch, &self.losses);
             let terms = crate::loss::compute(&self.cfg, &out, &batch.pids);
-            let mut values: Vec<(String, f64)> = terms.0.iter().map(|(k, t)| (k.clone(), t.double_value(&[]))).collect();
+            let mut values: Vec<(String, f64)> = terms
+                .0
+                .iter()
+                .map(|(k, t)| (k.clone(), t.double_value(&[])))
+                .collect();
             if nan_hook == Some(progress.global_step) {
                 values[0].1 = f64::NAN;
             }
@@ -257,8 +316,14 @@ impl Trainer {
             }
             n += 1;
             let rate = samples as f64 / t0.elapsed().as_secs_f64();
-            let shown: Vec<String> = sums.iter().map(|(k, s)| format!("{k} {:.3}", s / n as f64)).collect();
-            pb.set_message(format!("{} lr {lr:.2e} {rate:.0} samples/s", shown.join(" ")));
+            let shown: Vec<String> = sums
+                .iter()
+                .map(|(k, s)| format!("{k} {:.3}", s / n as f64))
+                .collect();
+            pb.set_message(format!(
+                "{} lr {lr:.2e} {rate:.0} samples/s",
+                shown.join(" ")
+            ));
             pb.inc(1);
             if INTERRUPTED.load(Ordering::SeqCst) || interrupt_hook == Some(progress.global_step) {
                 pb.abandon();
@@ -272,9 +337,14 @@ impl Trainer {
             }
         }
         pb.finish_and_clear();
-        let means: serde_json::Map<String, serde_json::Value> =
-            sums.iter().map(|(k, s)| (k.clone(), serde_json::json!(s / n.max(1) as f64))).collect();
-        let shown: Vec<String> = sums.iter().map(|(k, s)| format!("{k} {:.4}", s / n.max(1) as f64)).collect();
+        let means: serde_json::Map<String, serde_json::Value> = sums
+            .iter()
+            .map(|(k, s)| (k.clone(), serde_json::json!(s / n.max(1) as f64)))
+            .collect();
+        let shown: Vec<String> = sums
+            .iter()
+            .map(|(k, s)| format!("{k} {:.4}", s / n.max(1) as f64))
+            .collect();
         tracing::info!(
             "epoch {epoch}: {} lr {lr:.3e} {:.1} samples/s",
             shown.join(" "),
@@ -291,7 +361,11 @@ fn hook_step(var: &str) -> Option<usize> {
 }
 
 fn count_params(vs: &VarStore) -> i64 {
-    vs.trainable_variables().iter().map(Tensor::numel).map(|n| n as i64).sum()
+    vs.trainable_variables()
+        .iter()
+        .map(Tensor::numel)
+        .map(|n| n as i64)
+        .sum()
 }
 
 /// `ccma train`: a new run, or `--resume RUN_DIR`.
@@ -299,7 +373,8 @@ pub fn run(args: &crate::cli::TrainArgs) -> Result<()> {
     let (cfg, run, resume) = match &args.resume {
         Some(dir) => {
             let run = RunDir::existing(dir)?;
-            let cfg = Config::from_file(&run.config()).map_err(|e| crate::UsageError(format!("{e:#}")))?;
+            let cfg = Config::from_file(&run.config())
+                .map_err(|e| crate::UsageError(format!("{e:#}")))?;
             (cfg, run, true)
         }
         None => {
@@ -309,13 +384,20 @@ pub fn run(args: &crate::cli::TrainArgs) -> Result<()> {
             (cfg, run, false)
         }
     };
-    crate::logging::set_log_file(&run.log()).with_context(|| format!("cannot open {}", run.log().display()))?;
+    crate::logging::set_log_file(&run.log())
+        .with_context(|| format!("cannot open {}", run.log().display()))?;
     tracing::info!("run folder {}", run.dir.display());
     install_interrupt_handler();
     let mut trainer = Trainer::new(cfg, run)?;
     let progress = if resume {
         let p = trainer.load_state()?;
-        tracing::info!("resuming at epoch {}, step {} (best R@1 {:.3} at epoch {})", p.epoch, p.step, p.best_r1, p.best_epoch);
+        tracing::info!(
+            "resuming at epoch {}, step {} (best R@1 {:.3} at epoch {})",
+            p.epoch,
+            p.step,
+            p.best_r1,
+            p.best_epoch
+        );
         p
     } else {
         Progress::start()

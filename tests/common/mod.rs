@@ -10,40 +10,71 @@ pub fn python() -> String {
 
 /// Runs `tests/reference/<script>` with `args`; panics with its stderr when it fails.
 pub fn reference(script: &str, args: &[&str]) -> String {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/reference").join(script);
-    let out = Command::new(python()).arg(&path).args(args).output().expect("start the Python reference");
-    assert!(out.status.success(), "{script} failed:\n{}", String::from_utf8_lossy(&out.stderr));
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/reference")
+        .join(script);
+    let out = Command::new(python())
+        .arg(&path)
+        .args(args)
+        .output()
+        .expect("start the Python reference");
+    assert!(
+        out.status.success(),
+        "{script} failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     String::from_utf8(out.stdout).expect("utf-8")
 }
 
 /// Runs the `ccma` binary.
 pub fn ccma(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_ccma")).args(args).output().expect("run ccma")
+    Command::new(env!("CARGO_BIN_EXE_ccma"))
+        .args(args)
+        .output()
+        .expect("run ccma")
 }
 
 /// Asserts a failed run printed exactly one error line containing `needle`, without a panic.
 pub fn assert_one_line_error(out: &Output, needle: &str) {
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success(), "expected failure, got success: {err}");
-    assert!(!err.contains("panicked") && !err.contains("RUST_BACKTRACE"), "panic: {err}");
+    assert!(
+        !out.status.success(),
+        "expected failure, got success: {err}"
+    );
+    assert!(
+        !err.contains("panicked") && !err.contains("RUST_BACKTRACE"),
+        "panic: {err}"
+    );
     let lines: Vec<&str> = err.lines().filter(|l| l.starts_with("error:")).collect();
     assert_eq!(lines.len(), 1, "one error line: {err}");
-    assert!(lines[0].contains(needle), "error should mention {needle:?}: {err}");
+    assert!(
+        lines[0].contains(needle),
+        "error should mention {needle:?}: {err}"
+    );
 }
 
 /// Writes named tensors to a safetensors file.
 pub fn save(path: &Path, tensors: &[(&str, &tch::Tensor)]) {
-    let named: Vec<(String, tch::Tensor)> = tensors.iter().map(|(k, t)| (k.to_string(), t.shallow_clone())).collect();
+    let named: Vec<(String, tch::Tensor)> = tensors
+        .iter()
+        .map(|(k, t)| (k.to_string(), t.shallow_clone()))
+        .collect();
     ccma::train::checkpoint::save(path, &named, &Default::default()).unwrap();
 }
 
 /// Reads a safetensors file into a map.
 pub fn load(path: &Path) -> std::collections::HashMap<String, tch::Tensor> {
-    tch::Tensor::read_safetensors(path).unwrap().into_iter().collect()
+    tch::Tensor::read_safetensors(path)
+        .unwrap()
+        .into_iter()
+        .collect()
 }
 
 /// Largest absolute difference between two tensors (as f64).
 pub fn max_abs_diff(a: &tch::Tensor, b: &tch::Tensor) -> f64 {
     assert_eq!(a.size(), b.size(), "shapes");
-    (a.to_kind(tch::Kind::Double) - b.to_kind(tch::Kind::Double)).abs().max().double_value(&[])
+    (a.to_kind(tch::Kind::Double) - b.to_kind(tch::Kind::Double))
+        .abs()
+        .max()
+        .double_value(&[])
 }
