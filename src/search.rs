@@ -179,6 +179,7 @@ pub fn run_cli(args: &crate::cli::SearchArgs) -> Result<()> {
     let model = crate::model::load_inference(
         args.checkpoint.as_deref(),
         args.pretrained.as_deref(),
+        None,
         device,
     )?;
     let opts = EmbedOptions::from_config(&model.config, device);

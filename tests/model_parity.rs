@@ -200,3 +200,73 @@ fn dca_gradients_match_finite_differences() {
         lam_grad.double_value(&[2])
     );
 }
+
+#[test]
+fn embed_writes_features_in_input_order() {
+    let dir = generate();
+    let archive = dir.path().join("clip.pt");
+    let imgs: Vec<std::path::PathBuf> = (0..3)
+        .map(|i| {
+            let p = dir.path().join(format!("img{i}.png"));
+            image::RgbImage::from_fn(40, 100, |x, y| {
+                image::Rgb([(x * 6) as u8, (y * 2) as u8, 60 * i as u8])
+            })
+            .save(&p)
+            .unwrap();
+            p
+        })
+        .collect();
+    let caps = dir.path().join("caps.txt");
+    std::fs::write(&caps, "a man in a red coat\na woman with a black bag\n").unwrap();
+    let out_path = dir.path().join("emb.safetensors");
+    let run = |images: &[&std::path::PathBuf], out: &std::path::Path| {
+        let mut args = vec![
+            "embed",
+            "--pretrained",
+            archive.to_str().unwrap(),
+            "--img-size",
+            "64x32",
+            "--out",
+            out.to_str().unwrap(),
+            "--images",
+        ];
+        args.extend(images.iter().map(|p| p.to_str().unwrap()));
+        let o = ccma(&args);
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        load(out)
+    };
+    let a = run(&[&imgs[0], &imgs[1], &imgs[2]], &out_path);
+    assert_eq!(a["image_features"].size(), [3, 32]);
+    // These tiny weights have a 1,000-token vocabulary: captions are refused with a clear error.
+    let o = ccma(&[
+        "embed",
+        "--pretrained",
+        archive.to_str().unwrap(),
+        "--captions",
+        caps.to_str().unwrap(),
+        "--out",
+        out_path.to_str().unwrap(),
+    ]);
+    assert_one_line_error(&o, "vocabulary has 1000 tokens");
+    let b = run(&[&imgs[2], &imgs[0]], &dir.path().join("emb2.safetensors"));
+    close(
+        "order",
+        &b["image_features"].get(0),
+        &a["image_features"].get(2),
+    );
+    close(
+        "order",
+        &b["image_features"].get(1),
+        &a["image_features"].get(0),
+    );
+    assert_one_line_error(
+        &ccma(&[
+            "embed",
+            "--pretrained",
+            archive.to_str().unwrap(),
+            "--out",
+            out_path.to_str().unwrap(),
+        ]),
+        "nothing to embed",
+    );
+}

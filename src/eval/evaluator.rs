@@ -73,6 +73,13 @@ pub fn embed_images(model: &Ccma, paths: &[PathBuf], opts: &EmbedOptions) -> Res
 
 /// Global text features `f_t` of `captions`, in order: [N, D] f32 on the CPU (not normalised).
 pub fn embed_captions(model: &Ccma, captions: &[String], opts: &EmbedOptions) -> Result<Tensor> {
+    let vocab = model.config.clip.vocab_size;
+    if vocab < crate::data::tokenizer::VOCAB_SIZE as i64 {
+        anyhow::bail!(crate::UsageError(format!(
+            "the model's vocabulary has {vocab} tokens, but captions are tokenised with CLIP's {} (weights for text need the full vocabulary)",
+            crate::data::tokenizer::VOCAB_SIZE
+        )));
+    }
     let tok = Tokenizer::shared();
     let pb = bar(captions.len(), "captions");
     let mut feats = Vec::new();

@@ -26,20 +26,25 @@ pub fn run(args: &crate::cli::EmbedArgs) -> Result<()> {
             "nothing to embed: give --images, --image-dir or --captions".into()
         ));
     }
+    let img_size = match &args.img_size {
+        Some(s) => {
+            let parsed = s
+                .split_once('x')
+                .and_then(|(h, w)| Some((h.parse().ok()?, w.parse().ok()?)));
+            Some(parsed.ok_or_else(|| {
+                UsageError(format!("--img-size {s:?}: expected HxW, e.g. 384x128"))
+            })?)
+        }
+        None => None,
+    };
     let model = crate::model::load_inference(
         args.checkpoint.as_deref(),
         args.pretrained.as_deref(),
+        img_size,
         device,
     )?;
     let mut opts = EmbedOptions::from_config(&model.config, device);
     opts.batch_size = args.batch_size;
-    if let Some(s) = &args.img_size {
-        let parsed = s
-            .split_once('x')
-            .and_then(|(h, w)| Some((h.parse().ok()?, w.parse().ok()?)));
-        opts.img_size = parsed
-            .ok_or_else(|| UsageError(format!("--img-size {s:?}: expected HxW, e.g. 384x128")))?;
-    }
     let mut tensors = Vec::new();
     if !images.is_empty() {
         tensors.push((

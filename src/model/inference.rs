@@ -46,10 +46,12 @@ pub fn load_inference_with(cfg: &Config, checkpoint: &Path, device: Device) -> R
     })
 }
 
-/// From `--checkpoint` (its run's `configs.yaml` read when beside it) or `--pretrained`.
+/// From `--checkpoint` (its run's `configs.yaml` read when beside it) or `--pretrained`; the
+/// input image size (H, W) can be set for pretrained weights (their positional grid is resized).
 pub fn load_inference(
     checkpoint: Option<&Path>,
     pretrained: Option<&Path>,
+    img_size: Option<(i64, i64)>,
     device: Device,
 ) -> Result<Inference> {
     match (checkpoint, pretrained) {
@@ -61,11 +63,12 @@ pub fn load_inference(
                 )));
             }
             let beside = ck.with_file_name("configs.yaml");
-            let cfg = if beside.is_file() {
+            let mut cfg = if beside.is_file() {
                 Config::from_file(&beside).map_err(|e| crate::UsageError(format!("{e:#}")))?
             } else {
                 Config::default()
             };
+            cfg.img_size = img_size.unwrap_or(cfg.img_size);
             load_inference_with(&cfg, ck, device)
         }
         (None, Some(p)) => {
@@ -77,6 +80,7 @@ pub fn load_inference(
             }
             let mut cfg = Config::default();
             cfg.pretrained = Some(p.to_path_buf());
+            cfg.img_size = img_size.unwrap_or(cfg.img_size);
             let (vs, model) = super::from_config(&cfg, 1, device)?;
             Ok(Inference {
                 vs,

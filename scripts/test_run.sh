@@ -1,0 +1,11 @@
+#!/usr/bin/env bash
+# Evaluates a finished run on its test split (t2i and i2t), as the table and test_results.json.
+# usage: scripts/test_run.sh RUN_DIR [more ccma test flags, e.g. --visualize 20]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+[ $# -ge 1 ] || { echo "usage: $0 RUN_DIR [ccma test flags]" >&2; exit 2; }
+run=$1
+shift
+source scripts/env.sh
+cargo build --release
+./target/release/ccma test --config "$run/configs.yaml" --i2t "$@"
