@@ -4,8 +4,9 @@
 //! `r_1 < ... < r_P` of its `P` matches, `R@k` is `r_1 < k`, `AP = mean_m m / (r_m + 1)` and
 //! `INP = P / (r_P + 1)`. Queries are processed in chunks: one similarity block
 //! `[chunk, Ng]` at a time, the match similarities taken out with `topk`, and each match's rank
-//! counted as the number of gallery items with a strictly greater similarity. Neither a full sort
-//! nor the whole `Nq x Ng` matrix is ever built. Ties: an item with exactly the same similarity
+//! counted as the number of gallery items with a strictly greater similarity, in one pass over
+//! the row (a binary search of each item among the sorted matches, then a histogram). Neither a
+//! full sort nor the whole `Nq x Ng` matrix is ever built. Ties: an item with exactly the same similarity
 //! as a match ranks after it (with float features exact ties have probability zero); tied matches
 //! take consecutive ranks.
 use anyhow::{bail, Result};
@@ -25,8 +26,8 @@ pub struct RetrievalMetrics {
     pub excluded: usize,
 }
 
-/// Upper bound on the elements of one comparison block `[chunk, P, Ng]` (bytes, as booleans).
-const BLOCK_ELEMENTS: i64 = 1 << 25;
+/// Upper bound on the elements of one similarity block `[chunk, Ng]` (f32 plus an i64 bin each).
+const BLOCK_ELEMENTS: i64 = 1 << 23;
 
 /// L2-normalises the rows of `x` [N, D] (f32).
 fn normalise(x: &Tensor) -> Tensor {
@@ -59,14 +60,7 @@ pub fn evaluate(
     let q = normalise(&queries.to_device(device));
     let gp = Tensor::from_slice(gallery_pids).to_device(device);
     let qp = Tensor::from_slice(query_pids).to_device(device);
-    let counts = pid_counts(gallery_pids);
-    let p_max = query_pids
-        .iter()
-        .map(|p| counts.get(p).copied().unwrap_or(0))
-        .max()
-        .unwrap_or(0)
-        .max(1) as i64;
-    let chunk = (BLOCK_ELEMENTS / (p_max * ng)).clamp(1, 4096);
+    let chunk = (BLOCK_ELEMENTS / ng).clamp(1, 4096);
     let (mut r1, mut r5, mut r10, mut ap, mut inp) = (0f64, 0f64, 0f64, 0f64, 0f64);
     let mut scored = 0usize;
     let mut start = 0i64;
@@ -84,10 +78,18 @@ pub fn evaluate(
         let (match_sim, _) = sim
             .masked_fill(&is_match.logical_not(), f64::NEG_INFINITY)
             .topk(p, 1, true, true);
-        let greater = sim
-            .unsqueeze(1)
-            .gt_tensor(&match_sim.unsqueeze(2))
-            .sum_dim_intlist([2i64].as_slice(), false, Kind::Int64);
+        // Count, in one pass over the row, how many gallery items beat each match: every item
+        // is binned by how many matches lie strictly below it; the items above the m-th
+        // smallest match are those in bins m+1 and higher.
+        let ascending = match_sim.flip([1]); // -inf padding first
+        let bins = sim.searchsorted(&ascending, false, false, "left", None::<Tensor>); // [c, Ng] in 0..=p
+        let counts = Tensor::zeros([len, p + 1], (Kind::Int64, sim.device())).scatter_add(
+            1,
+            &bins,
+            &Tensor::ones_like(&bins),
+        );
+        let above = counts.flip([1]).cumsum(1, Kind::Int64).flip([1]); // above[k] = items in bins >= k
+        let greater = above.narrow(1, 1, p).flip([1]); // [c, p], matches in descending order
         let greater: Vec<i64> = Vec::<i64>::try_from(greater.reshape([-1]))?;
         for (i, &n) in n_match.iter().enumerate() {
             if n == 0 {
@@ -128,14 +130,6 @@ pub fn evaluate(
         num_queries: scored,
         excluded,
     })
-}
-
-fn pid_counts(pids: &[i64]) -> std::collections::HashMap<i64, usize> {
-    let mut m = std::collections::HashMap::new();
-    for &p in pids {
-        *m.entry(p).or_insert(0) += 1;
-    }
-    m
 }
 
 /// The metrics as `{"R1":..,"R5":..,"R10":..,"mAP":..,"mINP":..}` (plus `excluded` when nonzero).
