@@ -72,7 +72,7 @@ pub struct Ccma {
     classifier: nn::Linear,
     dca_image: DcaStack,
     dca_text: DcaStack,
-    autocast: bool,
+    device: tch::Device,
 }
 
 impl Ccma {
@@ -115,17 +115,13 @@ impl Ccma {
                 cfg.dca_depth,
                 cfg.lambda_init,
             ),
-            autocast: vs.device().is_cuda(),
+            device: vs.device(),
         }
     }
 
     /// Runs `f` under bf16 autocast on CUDA (fp32 master weights), plainly on the CPU.
     fn amp<T>(&self, f: impl FnOnce() -> T) -> T {
-        if self.autocast {
-            tch::autocast(true, f)
-        } else {
-            f()
-        }
+        super::amp::autocast(self.device, f)
     }
 
     /// Images [B, 3, H, W] f32 -> image tokens [B, 1 + patches, D].

@@ -1,4 +1,5 @@
 //! CLIP encoders, weights, the cross-modal MLM branch, DCA and the CCMA assembly.
+pub mod amp;
 pub mod ccma;
 pub mod clip;
 pub mod cross_modal;
