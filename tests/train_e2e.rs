@@ -226,7 +226,7 @@ fn sigint_and_sigkill_then_resume_finish_the_run() {
     let cfg = write_config(dir.path(), 3);
     for (signal, code) in [("INT", Some(130)), ("KILL", None)] {
         let run = dir.path().join(format!("run-{signal}"));
-        let mut child = Command::new(env!("CARGO_BIN_EXE_ccma"))
+        let child = Command::new(env!("CARGO_BIN_EXE_ccma"))
             .args([
                 "train",
                 "--config",
