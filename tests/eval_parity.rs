@@ -3,24 +3,31 @@ mod common;
 use common::*;
 use tch::{Kind, Tensor};
 
-/// Random features with repeated pids; query pid 999 is absent from the gallery.
-fn write_sets(dir: &std::path::Path, nq: i64, ng: i64, d: i64) -> (String, String) {
+/// Random features with `n_pids` repeated pids; query pid 999 is absent from the gallery.
+fn write_sets(dir: &std::path::Path, nq: i64, ng: i64, d: i64, n_pids: i64) -> (String, String) {
     tch::manual_seed(3);
     let qf = Tensor::randn([nq, d], (Kind::Float, tch::Device::Cpu));
     let gf = Tensor::randn([ng, d], (Kind::Float, tch::Device::Cpu));
-    let mut qp: Vec<i64> = (0..nq).map(|i| (i * 7) % 40).collect();
+    let mut qp: Vec<i64> = (0..nq).map(|i| (i * 7) % n_pids).collect();
     qp[5] = 999;
-    let gp: Vec<i64> = (0..ng).map(|i| (i * 3) % 40).collect();
+    let gp: Vec<i64> = (0..ng).map(|i| (i * 3) % n_pids).collect();
     let (q, g) = (dir.join("q.safetensors"), dir.join("g.safetensors"));
     save(&q, &[("features", &qf), ("pids", &Tensor::from_slice(&qp))]);
     save(&g, &[("features", &gf), ("pids", &Tensor::from_slice(&gp))]);
     (q.display().to_string(), g.display().to_string())
 }
 
+/// Few matches per query (ranks counted per match) and many (ranks from one binning pass).
 #[test]
 fn rank_matches_reference_protocol() {
+    for (ng, n_pids) in [(130, 40), (300, 4)] {
+        rank_matches_reference_protocol_with(ng, n_pids);
+    }
+}
+
+fn rank_matches_reference_protocol_with(ng: i64, n_pids: i64) {
     let dir = tempfile::tempdir().unwrap();
-    let (q, g) = write_sets(dir.path(), 257, 130, 24);
+    let (q, g) = write_sets(dir.path(), 257, ng, 24, n_pids);
     let out = ccma(&["rank", "--queries", &q, "--gallery", &g, "--i2t", "--json"]);
     assert!(
         out.status.success(),
@@ -51,7 +58,7 @@ fn rank_matches_reference_protocol() {
 #[test]
 fn rank_prints_the_table() {
     let dir = tempfile::tempdir().unwrap();
-    let (q, g) = write_sets(dir.path(), 20, 30, 8);
+    let (q, g) = write_sets(dir.path(), 20, 30, 8, 40);
     let out = ccma(&["rank", "--queries", &q, "--gallery", &g]);
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(
@@ -63,7 +70,7 @@ fn rank_prints_the_table() {
 #[test]
 fn rank_errors_name_file_and_tensor() {
     let dir = tempfile::tempdir().unwrap();
-    let (q, g) = write_sets(dir.path(), 20, 30, 8);
+    let (q, g) = write_sets(dir.path(), 20, 30, 8, 40);
     let p = |n: &str| dir.path().join(n).display().to_string();
     assert_one_line_error(
         &ccma(&["rank", "--queries", &p("none.safetensors"), "--gallery", &g]),

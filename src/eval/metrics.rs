@@ -2,15 +2,19 @@
 //!
 //! Only the ranks of each query's true matches are needed: with the 0-based ranks
 //! `r_1 < ... < r_P` of its `P` matches, `R@k` is `r_1 < k`, `AP = mean_m m / (r_m + 1)` and
-//! `INP = P / (r_P + 1)`. Queries are processed in chunks: one similarity block
-//! `[chunk, Ng]` at a time, the match similarities taken out with `topk`, and each match's rank
-//! counted as the number of gallery items with a strictly greater similarity, in one pass over
-//! the row (a binary search of each item among the sorted matches, then a histogram). Neither a
-//! full sort nor the whole `Nq x Ng` matrix is ever built. Ties: an item with exactly the same similarity
-//! as a match ranks after it (with float features exact ties have probability zero); tied matches
+//! `INP = P / (r_P + 1)`. Queries are processed in chunks: one similarity block `[chunk, Ng]`
+//! at a time comes from a matrix product, then each of its rows is scored on the CPU (rows in
+//! parallel): the match similarities are gathered from the gallery positions of the query's pid
+//! and sorted, and one pass over the row bins every item by how many matches lie strictly below
+//! it; a match's rank is the number of items in the bins above it. Neither a full sort nor the
+//! whole `Nq x Ng` matrix is ever built. Ties: an item with exactly the same similarity as a
+//! match ranks after it (with float features exact ties have probability zero); tied matches
 //! take consecutive ranks.
 use anyhow::{bail, Result};
-use tch::{Kind, Tensor};
+use rayon::prelude::*;
+use std::collections::HashMap;
+use std::ops::Add;
+use tch::{Device, Kind, Tensor};
 
 /// Protocol results; rates in percent.
 #[derive(Debug, Clone, PartialEq)]
@@ -26,8 +30,124 @@ pub struct RetrievalMetrics {
     pub excluded: usize,
 }
 
-/// Upper bound on the elements of one similarity block `[chunk, Ng]` (f32 plus an i64 bin each).
+/// Upper bound on the elements of one similarity block `[chunk, Ng]` (f32: 32 MiB).
 const BLOCK_ELEMENTS: i64 = 1 << 23;
+
+/// Per-query protocol values (fractions, not percent), summed over queries.
+#[derive(Debug, Clone, Copy, Default)]
+struct Sums {
+    r1: f64,
+    r5: f64,
+    r10: f64,
+    ap: f64,
+    inp: f64,
+    queries: usize,
+}
+
+impl Add for Sums {
+    type Output = Sums;
+    fn add(self, o: Sums) -> Sums {
+        Sums {
+            r1: self.r1 + o.r1,
+            r5: self.r5 + o.r5,
+            r10: self.r10 + o.r10,
+            ap: self.ap + o.ap,
+            inp: self.inp + o.inp,
+            queries: self.queries + o.queries,
+        }
+    }
+}
+
+/// Up to this many matches, a query's ranks come from one vectorised counting pass over its row
+/// per match; above it, from one binning pass with a binary search per item.
+const COUNTING_MAX_MATCHES: usize = 48;
+
+/// For each match similarity of `descending` [P] (sorted, highest first), the number of items of
+/// `row` [Ng] strictly above it.
+fn items_above(row: &[f32], descending: &[f32]) -> Vec<u64> {
+    let p = descending.len();
+    if p <= COUNTING_MAX_MATCHES {
+        // Tiles of the row small enough to stay in the L1 cache across the P passes.
+        let mut above = vec![0u64; p];
+        for tile in row.chunks(2048) {
+            for (a, &s) in above.iter_mut().zip(descending) {
+                *a += count_above(tile, s);
+            }
+        }
+        return above;
+    }
+    // bins[k]: items with exactly k matches strictly below them. Items above the m-th match are
+    // those with at least p - m matches below them.
+    let mut bins = vec![0u64; p + 1];
+    let lowest = descending[p - 1];
+    for &x in row {
+        if x > lowest {
+            bins[p - descending.partition_point(|&s| s >= x)] += 1;
+        }
+    }
+    let mut above = 0;
+    (0..p)
+        .map(|m| {
+            above += bins[p - m];
+            above
+        })
+        .collect()
+}
+
+/// The number of items of `row` strictly above `s`, with the widest vector unit the CPU has.
+fn count_above(row: &[f32], s: f32) -> u64 {
+    #[inline(always)]
+    fn count(row: &[f32], s: f32) -> u64 {
+        row.iter().map(|&x| (x > s) as u32).sum::<u32>() as u64
+    }
+    #[cfg(target_arch = "x86_64")]
+    {
+        #[target_feature(enable = "avx512f")]
+        unsafe fn count_avx512(row: &[f32], s: f32) -> u64 {
+            count(row, s)
+        }
+        #[target_feature(enable = "avx2")]
+        unsafe fn count_avx2(row: &[f32], s: f32) -> u64 {
+            count(row, s)
+        }
+        if is_x86_feature_detected!("avx512f") {
+            // SAFETY: the CPU has AVX-512F.
+            return unsafe { count_avx512(row, s) };
+        }
+        if is_x86_feature_detected!("avx2") {
+            // SAFETY: the CPU has AVX2.
+            return unsafe { count_avx2(row, s) };
+        }
+    }
+    count(row, s)
+}
+
+/// One query's values from its similarity `row` [Ng] and the gallery positions of its matches
+/// (`matches`, non-empty).
+fn score_row(row: &[f32], matches: &[usize]) -> Sums {
+    let mut descending: Vec<f32> = matches.iter().map(|&j| row[j]).collect();
+    descending.sort_unstable_by(|a, b| b.total_cmp(a));
+    let p = descending.len();
+    let (mut prev, mut ap) = (-1i64, 0.0);
+    let mut first = 0i64;
+    for (m, above) in items_above(row, &descending).into_iter().enumerate() {
+        let rank = (above as i64).max(prev + 1); // 0-based
+        if m == 0 {
+            first = rank;
+        }
+        ap += (m + 1) as f64 / (rank + 1) as f64;
+        prev = rank;
+    }
+    let hit = |k: i64| (first < k) as u8 as f64;
+    Sums {
+        r1: hit(1),
+        r5: hit(5),
+        r10: hit(10),
+        ap: ap / p as f64,
+        inp: p as f64 / (prev + 1) as f64,
+        queries: 1,
+    }
+}
 
 /// L2-normalises the rows of `x` [N, D] (f32).
 fn normalise(x: &Tensor) -> Tensor {
@@ -55,79 +175,58 @@ pub fn evaluate(
     if nq == 0 || ng == 0 {
         bail!("nothing to evaluate: {nq} queries, {ng} gallery items");
     }
+    let mut positions: HashMap<i64, Vec<usize>> = HashMap::new();
+    for (j, &pid) in gallery_pids.iter().enumerate() {
+        positions.entry(pid).or_default().push(j);
+    }
     let device = gallery.device();
-    let g = normalise(gallery);
+    let gallery_t = normalise(gallery).tr().contiguous(); // [D, Ng]
     let q = normalise(&queries.to_device(device));
-    let gp = Tensor::from_slice(gallery_pids).to_device(device);
-    let qp = Tensor::from_slice(query_pids).to_device(device);
     let chunk = (BLOCK_ELEMENTS / ng).clamp(1, 4096);
-    let (mut r1, mut r5, mut r10, mut ap, mut inp) = (0f64, 0f64, 0f64, 0f64, 0f64);
-    let mut scored = 0usize;
+    let mut sums = Sums::default();
+    let (mut product_s, mut ranking_s) = (0f64, 0f64);
     let mut start = 0i64;
     while start < nq {
         let len = chunk.min(nq - start);
-        let sim = q.narrow(0, start, len).matmul(&g.tr()); // [c, Ng]
-        let is_match = qp
+        let clock = std::time::Instant::now();
+        let block = q
             .narrow(0, start, len)
-            .unsqueeze(1)
-            .eq_tensor(&gp.unsqueeze(0)); // [c, Ng]
-        let n_match: Vec<i64> =
-            Vec::<i64>::try_from(is_match.sum_dim_intlist([1i64].as_slice(), false, Kind::Int64))?;
-        let p = n_match.iter().copied().max().unwrap_or(0).max(1);
-        // Match similarities in descending order; non-matches pushed to -inf (ignored below).
-        let (match_sim, _) = sim
-            .masked_fill(&is_match.logical_not(), f64::NEG_INFINITY)
-            .topk(p, 1, true, true);
-        // Count, in one pass over the row, how many gallery items beat each match: every item
-        // is binned by how many matches lie strictly below it; the items above the m-th
-        // smallest match are those in bins m+1 and higher.
-        let ascending = match_sim.flip([1]); // -inf padding first
-        let bins = sim.searchsorted(&ascending, false, false, "left", None::<Tensor>); // [c, Ng] in 0..=p
-        let counts = Tensor::zeros([len, p + 1], (Kind::Int64, sim.device())).scatter_add(
-            1,
-            &bins,
-            &Tensor::ones_like(&bins),
-        );
-        let above = counts.flip([1]).cumsum(1, Kind::Int64).flip([1]); // above[k] = items in bins >= k
-        let greater = above.narrow(1, 1, p).flip([1]); // [c, p], matches in descending order
-        let greater: Vec<i64> = Vec::<i64>::try_from(greater.reshape([-1]))?;
-        for (i, &n) in n_match.iter().enumerate() {
-            if n == 0 {
-                continue;
-            }
-            let mut prev = -1i64;
-            let mut ap_sum = 0.0;
-            for m in 0..n as usize {
-                let rank = greater[i * p as usize + m].max(prev + 1); // 0-based
-                ap_sum += (m + 1) as f64 / (rank + 1) as f64;
-                if m == 0 {
-                    r1 += (rank < 1) as u8 as f64;
-                    r5 += (rank < 5) as u8 as f64;
-                    r10 += (rank < 10) as u8 as f64;
-                }
-                prev = rank;
-            }
-            ap += ap_sum / n as f64;
-            inp += n as f64 / (prev + 1) as f64;
-            scored += 1;
-        }
+            .mm(&gallery_t)
+            .to_device(Device::Cpu)
+            .contiguous(); // [len, Ng]
+                           // SAFETY: `block` is a contiguous CPU f32 tensor of len * ng elements that outlives
+                           // this borrow and is not written while it is read.
+        let sim = unsafe {
+            std::slice::from_raw_parts(block.data_ptr() as *const f32, (len * ng) as usize)
+        };
+        let pids = &query_pids[start as usize..(start + len) as usize];
+        product_s += clock.elapsed().as_secs_f64();
+        let clock = std::time::Instant::now();
+        sums = sums
+            + sim
+                .par_chunks(ng as usize)
+                .zip(pids.par_iter())
+                .filter_map(|(row, pid)| positions.get(pid).map(|m| score_row(row, m)))
+                .reduce(Sums::default, Sums::add);
+        ranking_s += clock.elapsed().as_secs_f64();
         start += len;
     }
-    let excluded = nq as usize - scored;
+    tracing::debug!("{nq} x {ng}: similarity products {product_s:.3} s, ranking {ranking_s:.3} s");
+    let excluded = nq as usize - sums.queries;
     if excluded > 0 {
         tracing::warn!("{excluded} of {nq} queries have no match in the gallery (pid absent): excluded from every metric");
     }
-    if scored == 0 {
+    if sums.queries == 0 {
         bail!("no query has a match in the gallery: no query pid occurs among the gallery pids");
     }
-    let pct = |x: f64| 100.0 * x / scored as f64;
+    let pct = |x: f64| 100.0 * x / sums.queries as f64;
     Ok(RetrievalMetrics {
-        r1: pct(r1),
-        r5: pct(r5),
-        r10: pct(r10),
-        map: pct(ap),
-        minp: pct(inp),
-        num_queries: scored,
+        r1: pct(sums.r1),
+        r5: pct(sums.r5),
+        r10: pct(sums.r10),
+        map: pct(sums.ap),
+        minp: pct(sums.inp),
+        num_queries: sums.queries,
         excluded,
     })
 }
@@ -192,6 +291,24 @@ mod tests {
                 && (m.minp - 75.0).abs() < 1e-9,
             "{m:?}"
         );
+    }
+
+    #[test]
+    fn counting_and_binning_agree_with_brute_force() {
+        tch::manual_seed(1);
+        // Values on a coarse grid, so that items tie with matches and matches with each other.
+        let row: Vec<f32> =
+            Vec::try_from((Tensor::randn([500], (Kind::Float, tch::Device::Cpu)) * 4.0).round())
+                .unwrap();
+        for p in [1, 7, COUNTING_MAX_MATCHES, COUNTING_MAX_MATCHES + 1, 200] {
+            let mut descending: Vec<f32> = row.iter().step_by(500 / p).take(p).copied().collect();
+            descending.sort_unstable_by(|a, b| b.total_cmp(a));
+            let brute: Vec<u64> = descending
+                .iter()
+                .map(|&s| row.iter().filter(|&&x| x > s).count() as u64)
+                .collect();
+            assert_eq!(items_above(&row, &descending), brute, "{p} matches");
+        }
     }
 
     #[test]
