@@ -63,7 +63,7 @@ pub fn run_cli(args: &crate::cli::BenchArgs) -> Result<()> {
     tch::manual_seed(1);
     let (vs, model) = crate::model::from_config(&cfg, num_classes, device)?;
     let mut opt = Optimizer::new(&vs, &cfg)?;
-    opt.set_lr(cfg.lr);
+    opt.set_lr(|base| base);
     let losses = cfg.losses();
     let b = args.batch_size as i64;
     let loader = if args.with_loader {

@@ -1,4 +1,5 @@
-//! The flat Adam against torch.optim.Adam with per-parameter groups, the group rules, and a
+//! The flat Adam / AdamW (fused CPU step and tensor operations) against torch.optim.Adam / AdamW
+//! with per-parameter groups and a parameter that never gets a gradient, the group rules, and a
 //! save/restore round trip that continues bit-identically.
 mod common;
 use ccma::config::Config;
@@ -15,6 +16,10 @@ const NAMES: [(&str, &[i64]); 6] = [
     ("classifier.weight", &[2, 4]),
     ("dca_image.0.q_proj.weight", &[3, 3]),
 ];
+
+/// Never part of the loss: no gradient, so left untouched (it also splits the flat buffer into two
+/// runs of parameters with gradients).
+const NO_GRAD: &str = "cross_attn.in_proj_bias";
 
 /// Deterministic pseudo-random values (tests run in parallel, so no global generator).
 fn values(shape: &[i64], salt: f64) -> Tensor {
@@ -58,6 +63,7 @@ fn run(vs: &VarStore, opt: &mut Optimizer, from: usize, steps: usize) {
         opt.zero_grad();
         let loss = NAMES
             .iter()
+            .filter(|(n, _)| *n != NO_GRAD)
             .map(|(n, s)| (&vars[*n] * grad(k, n, s)).sum(Kind::Float))
             .reduce(|a, b| a + b)
             .unwrap();
@@ -67,8 +73,18 @@ fn run(vs: &VarStore, opt: &mut Optimizer, from: usize, steps: usize) {
 }
 
 #[test]
-fn matches_torch_adam_with_per_parameter_groups() {
-    let c = cfg();
+fn matches_torch_adam_and_adamw_with_per_parameter_groups() {
+    for optimizer in ["Adam", "AdamW"] {
+        for fused in [true, false] {
+            matches_torch(optimizer, fused);
+        }
+    }
+}
+
+fn matches_torch(optimizer: &str, fused: bool) {
+    let c = cfg()
+        .with_overrides(&[("optimizer".into(), optimizer.into())])
+        .unwrap();
     let vs = store(0);
     let init: Vec<(String, Tensor)> = vs
         .variables()
@@ -76,13 +92,16 @@ fn matches_torch_adam_with_per_parameter_groups() {
         .map(|(k, t)| (format!("param.{k}"), t.copy()))
         .collect();
     let mut opt = Optimizer::new(&vs, &c).unwrap();
-    opt.set_lr(c.lr);
+    opt.set_fused(fused).unwrap();
+    // A schedule point with an offset, as cosine decay towards a nonzero target_lr gives.
+    let rate_of = |base: f64| 0.5 * base + 1e-3;
+    opt.set_lr(rate_of);
     let steps = 4;
     run(&vs, &mut opt, 0, steps);
     let dir = tempfile::tempdir().unwrap();
     let mut tensors = init;
     for k in 0..steps {
-        for (n, s) in NAMES {
+        for (n, s) in NAMES.iter().filter(|(n, _)| *n != NO_GRAD) {
             tensors.push((format!("grad.{k}.{n}"), grad(k, n, s)));
         }
     }
@@ -95,7 +114,7 @@ fn matches_torch_adam_with_per_parameter_groups() {
         .iter()
         .map(|(n, _)| {
             let (m, wd) = param_group(n, &c);
-            (n.to_string(), serde_json::json!([c.lr * m, wd]))
+            (n.to_string(), serde_json::json!([rate_of(c.lr * m), wd]))
         })
         .collect();
     groups.insert(
@@ -110,13 +129,19 @@ fn matches_torch_adam_with_per_parameter_groups() {
             inp.to_str().unwrap(),
             out.to_str().unwrap(),
             gpath.to_str().unwrap(),
+            optimizer,
         ],
     );
     let want = load(&out);
     for (name, t) in vs.variables() {
         let d = max_abs_diff(&t, &want[&name]);
-        assert!(d < 1e-6, "{name}: max abs diff {d}");
+        assert!(
+            d < 1e-6,
+            "{optimizer}, fused {fused}, {name}: max abs diff {d}"
+        );
     }
+    let untouched = values(&[6], NO_GRAD.len() as f64 * 0.37);
+    assert!(vs.variables()[NO_GRAD].equal(&untouched));
 }
 
 #[test]
@@ -146,12 +171,12 @@ fn save_and_restore_continues_bit_identically() {
     let c = cfg();
     let vs_a = store(7);
     let mut a = Optimizer::new(&vs_a, &c).unwrap();
-    a.set_lr(c.lr);
+    a.set_lr(|b| b);
     run(&vs_a, &mut a, 0, 5);
 
     let vs_b = store(7);
     let mut b = Optimizer::new(&vs_b, &c).unwrap();
-    b.set_lr(c.lr);
+    b.set_lr(|b| b);
     run(&vs_b, &mut b, 0, 2);
     let saved: HashMap<String, Tensor> = b
         .state_tensors()
@@ -167,12 +192,63 @@ fn save_and_restore_continues_bit_identically() {
     let mut c_opt = Optimizer::new(&vs_c, &c).unwrap();
     ccma::model::copy_named(&mut vs_c, &params).unwrap();
     c_opt.load_state(&saved).unwrap();
-    c_opt.set_lr(c.lr);
+    c_opt.set_lr(|b| b);
     run(&vs_c, &mut c_opt, 2, 3);
     for (name, t) in vs_a.variables() {
         assert!(
             t.equal(&vs_c.variables()[&name]),
             "{name} differs after resuming"
         );
+    }
+}
+
+/// The learning rate of every parameter group at every epoch, for each schedule mode and warm-up
+/// method, against a torch LRScheduler over torch.optim.Adam's groups (tests/reference/schedule_ref.py).
+#[test]
+fn schedule_matches_reference_per_group_per_epoch() {
+    use ccma::train::schedule::group_lr;
+    let dir = tempfile::tempdir().unwrap();
+    for mode in ["cosine", "step", "exp", "poly", "linear"] {
+        for warmup in ["linear", "constant"] {
+            let c = Config::default()
+                .with_overrides(&[
+                    ("lr".into(), "2e-3".into()),
+                    ("lrscheduler".into(), mode.into()),
+                    ("warmup_method".into(), warmup.into()),
+                    ("num_epoch".into(), "12".into()),
+                    ("warmup_epochs".into(), "3".into()),
+                    ("warmup_factor".into(), "0.2".into()),
+                    ("milestones".into(), "[5, 9]".into()),
+                    ("target_lr".into(), "1e-4".into()),
+                    ("power".into(), "0.5".into()),
+                ])
+                .unwrap();
+            // One group per distinct multiplier of METHOD.md's rules (lr_factor 5, bias 2, 1).
+            let bases: Vec<f64> = ["visual.conv1.weight", "ln_final.bias", "classifier.weight"]
+                .iter()
+                .map(|n| c.lr * param_group(n, &c).0)
+                .collect();
+            let settings = serde_json::json!({
+                "bases": bases, "lrscheduler": mode, "num_epoch": c.num_epoch,
+                "warmup_epochs": c.warmup_epochs, "warmup_factor": c.warmup_factor,
+                "warmup_method": warmup, "milestones": c.milestones, "gamma": c.gamma,
+                "target_lr": c.target_lr, "power": c.power,
+            });
+            let path = dir.path().join("settings.json");
+            std::fs::write(&path, settings.to_string()).unwrap();
+            let want: Vec<Vec<f64>> =
+                serde_json::from_str(&reference("schedule_ref.py", &[path.to_str().unwrap()]))
+                    .unwrap();
+            for (e, row) in want.iter().enumerate() {
+                for (b, want) in bases.iter().zip(row) {
+                    let ours = group_lr(&c, e + 1, *b);
+                    assert!(
+                        (ours - want).abs() <= 1e-15 + 1e-12 * want.abs(),
+                        "{mode}/{warmup} epoch {} base {b}: ours {ours}, reference {want}",
+                        e + 1
+                    );
+                }
+            }
+        }
     }
 }

@@ -1,5 +1,6 @@
 //! `ccma train` / `ccma test` end to end on a small generated SYNTH-PEDES: the run folder, that it
-//! learns, bit-identical resumption, and the faults (NaN loss, Ctrl-C, SIGKILL).
+//! learns, bit-identical resumption, and the faults (NaN loss, Ctrl-C, SIGKILL, a checkpoint write
+//! that fails on a full or read-only folder, an image that turns corrupt between epochs).
 mod common;
 use common::*;
 use std::path::{Path, PathBuf};
@@ -275,4 +276,193 @@ fn run_folder_that_holds_a_run_is_refused() {
     assert!(train(&cfg, &run, &[]).status.success());
     assert_one_line_error(&train(&cfg, &run, &[]), "already holds a run");
     assert_one_line_error(&resume(&dir.path().join("nothing")), "cannot resume");
+}
+
+/// A 2-epoch run stopped by a Ctrl-C in epoch 2 (global step 25): best and state checkpoints on disk.
+fn stopped_run(dir: &Path) -> PathBuf {
+    let cfg = write_config(dir, 2);
+    let run = dir.join("run");
+    let out = train(&cfg, &run, &[("CCMA_INTERRUPT_AT_STEP", "25")]);
+    assert_eq!(
+        out.status.code(),
+        Some(130),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    run
+}
+
+/// The checkpoints of a run folder, byte for byte.
+fn checkpoints(run: &Path) -> Vec<Vec<u8>> {
+    ["best.safetensors", "last.safetensors"]
+        .iter()
+        .map(|f| std::fs::read(run.join(f)).unwrap())
+        .collect()
+}
+
+/// A resumed run whose checkpoint write failed: non-zero exit, one line naming the checkpoint and
+/// the cause, both checkpoints as they were, no temporary file left, and it still resumes.
+fn assert_write_failed_cleanly(
+    run: &Path,
+    out: &std::process::Output,
+    before: &[Vec<u8>],
+    cause: &str,
+) {
+    assert_one_line_error(out, cause);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(".safetensors failed (previous content kept)"),
+        "{err}"
+    );
+    assert_eq!(checkpoints(run), before, "checkpoints unchanged");
+    assert!(!std::fs::read_dir(run).unwrap().any(|e| e
+        .unwrap()
+        .file_name()
+        .to_string_lossy()
+        .contains(".tmp")));
+    let out = resume(run);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(metrics(run).len(), 2);
+}
+
+#[test]
+fn checkpoint_write_on_a_full_disk_fails_cleanly() {
+    use std::os::unix::process::CommandExt;
+    let dir = tempfile::tempdir().unwrap();
+    let run = stopped_run(dir.path());
+    let before = checkpoints(&run);
+    // A 1 MiB file-size limit makes the kernel refuse the multi-MiB checkpoint write part-way
+    // (EFBIG, as a full disk refuses with ENOSPC); logs and pictures stay under it.
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_ccma"));
+    cmd.args(["train", "--resume", run.to_str().unwrap()]);
+    // SAFETY: only async-signal-safe calls between fork and exec.
+    unsafe {
+        cmd.pre_exec(|| {
+            libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
+            let limit = libc::rlimit {
+                rlim_cur: 1 << 20,
+                rlim_max: 1 << 20,
+            };
+            if libc::setrlimit(libc::RLIMIT_FSIZE, &limit) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let out = cmd.output().unwrap();
+    assert_write_failed_cleanly(&run, &out, &before, "File too large");
+}
+
+/// Makes a folder read-only for this process (`chmod` for a user, `chattr +i` for root, whom
+/// permissions do not stop) and back again on drop.
+struct ReadOnly<'a>(&'a Path);
+
+impl ReadOnly<'_> {
+    fn set(dir: &Path, on: bool) -> bool {
+        use std::os::unix::fs::PermissionsExt;
+        if unsafe { libc::geteuid() } == 0 {
+            let flag = if on { "+i" } else { "-i" };
+            Command::new("chattr")
+                .arg(flag)
+                .arg(dir)
+                .status()
+                .is_ok_and(|s| s.success())
+        } else {
+            let mode = if on { 0o555 } else { 0o755 };
+            std::fs::set_permissions(dir, std::fs::Permissions::from_mode(mode)).is_ok()
+        }
+    }
+}
+
+impl Drop for ReadOnly<'_> {
+    fn drop(&mut self) {
+        ReadOnly::set(self.0, false);
+    }
+}
+
+#[test]
+fn checkpoint_write_in_a_read_only_folder_fails_cleanly() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = stopped_run(dir.path());
+    let before = checkpoints(&run);
+    let out = {
+        let _guard = ReadOnly(&run);
+        if !ReadOnly::set(&run, true) || std::fs::write(run.join("probe"), b"").is_ok() {
+            eprintln!("skipped: this user cannot make a read-only folder (needs chattr as root)");
+            return;
+        }
+        resume(&run)
+    };
+    assert_write_failed_cleanly(&run, &out, &before, "cannot create");
+}
+
+#[test]
+fn image_corrupt_between_epochs_stops_with_its_name_and_resumes_once_fixed() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = write_config(dir.path(), 3);
+    let run = dir.path().join("run");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_ccma"))
+        .args([
+            "train",
+            "--config",
+            cfg.to_str().unwrap(),
+            "--run-dir",
+            run.to_str().unwrap(),
+        ])
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let t0 = std::time::Instant::now();
+    while !run.join("metrics.jsonl").is_file() && t0.elapsed().as_secs() < 120 {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    // After epoch 1: every image turns into a JPEG marker followed by junk.
+    let images: Vec<(PathBuf, Vec<u8>)> =
+        std::fs::read_dir(dir.path().join("data/SYNTH-PEDES/imgs/synth"))
+            .unwrap()
+            .map(|e| {
+                let p = e.unwrap().path();
+                let bytes = std::fs::read(&p).unwrap();
+                std::fs::write(&p, b"\xFF\xD8 corrupt").unwrap();
+                (p, bytes)
+            })
+            .collect();
+    let stderr = {
+        use std::io::Read;
+        let mut s = String::new();
+        child.stderr.take().unwrap().read_to_string(&mut s).unwrap();
+        s
+    };
+    let status = child.wait().unwrap();
+    let out = std::process::Output {
+        status,
+        stdout: Vec::new(),
+        stderr: stderr.into_bytes(),
+    };
+    assert_one_line_error(&out, "cannot decode image");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("imgs/synth/"),
+        "names the file"
+    );
+    assert!(ccma::train::checkpoint::load(&run.join("best.safetensors")).is_ok());
+    let done = metrics(&run).len();
+    assert!((1..3).contains(&done), "stopped after epoch {done}");
+    for (p, bytes) in images {
+        std::fs::write(p, bytes).unwrap();
+    }
+    let out = resume(&run);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let epochs: Vec<i64> = metrics(&run)
+        .iter()
+        .map(|r| r["epoch"].as_i64().unwrap())
+        .collect();
+    assert_eq!(epochs, vec![1, 2, 3]);
 }

@@ -2,10 +2,16 @@
 //! IRRA's semantics. Epochs are 1-based; epoch `e` uses the scheduler position `e - 1`.
 use crate::config::Config;
 
-/// The base learning rate of (1-based) `epoch`; the optimiser applies each parameter's multiplier.
+/// The learning rate at (1-based) `epoch` of the parameters with the default group's base rate
+/// (`lr`), the rate that is logged.
 pub fn lr_at(cfg: &Config, epoch: usize) -> f64 {
+    group_lr(cfg, epoch, cfg.lr)
+}
+
+/// The learning rate at (1-based) `epoch` of a parameter group whose base rate is `base`
+/// (`lr` × the group's multiplier). Affine in `base` in every mode.
+pub fn group_lr(cfg: &Config, epoch: usize, base: f64) -> f64 {
     let e = epoch.saturating_sub(1) as f64;
-    let base = cfg.lr;
     let warm = cfg.warmup_epochs as f64;
     if e < warm {
         let factor = match cfg.warmup_method.as_str() {

@@ -2,7 +2,7 @@
 use super::checkpoint;
 use super::optimizer::Optimizer;
 use super::run_dir::RunDir;
-use super::schedule::lr_at;
+use super::schedule::{group_lr, lr_at};
 use super::Interrupted;
 use crate::config::Config;
 use crate::data::annotations::Dataset;
@@ -199,7 +199,7 @@ impl Trainer {
         while progress.epoch <= self.cfg.num_epoch {
             let epoch = progress.epoch;
             let lr = lr_at(&self.cfg, epoch);
-            self.opt.set_lr(lr);
+            self.opt.set_lr(|base| group_lr(&self.cfg, epoch, base));
             let means = self.train_epoch(&mut progress, lr)?;
             progress.epoch += 1;
             progress.step = 0;
