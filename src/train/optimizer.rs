@@ -113,16 +113,9 @@ impl StepScalars {
     }
 }
 
-/// A mutable view of a contiguous f32 CPU tensor's elements `[offset, offset + len)`.
-///
-/// # Safety
-/// `t` must be a contiguous f32 CPU tensor with at least `offset + len` elements, and no other
-/// reference to those elements may be used while the slice lives.
-unsafe fn f32_slice_mut<'a>(t: &'a Tensor, offset: i64, len: i64) -> &'a mut [f32] {
-    std::slice::from_raw_parts_mut(
-        (t.data_ptr() as *mut f32).add(offset as usize),
-        len as usize,
-    )
+/// The address of element `offset` of a contiguous f32 CPU tensor.
+fn f32_ptr(t: &Tensor, offset: i64) -> *mut f32 {
+    (t.data_ptr() as *mut f32).wrapping_add(offset as usize)
 }
 
 impl Optimizer {
@@ -265,14 +258,16 @@ impl Optimizer {
         // SAFETY: `flat`, the moments, the per-element rules and `grad` are distinct contiguous
         // f32 CPU buffers (`fused` is only set on the CPU) of at least `offset + len` (resp. `len`)
         // elements; nothing else touches them during the step.
+        let len = len as usize;
         let (p, m, v, mult, wd, g) = unsafe {
+            use std::slice::{from_raw_parts, from_raw_parts_mut};
             (
-                f32_slice_mut(&self.flat, offset, len),
-                f32_slice_mut(&self.exp_avg, offset, len),
-                f32_slice_mut(&self.exp_avg_sq, offset, len),
-                &*f32_slice_mut(&self.lr_mult, offset, len),
-                &*f32_slice_mut(&self.weight_decay, offset, len),
-                &*f32_slice_mut(&grad, 0, len),
+                from_raw_parts_mut(f32_ptr(&self.flat, offset), len),
+                from_raw_parts_mut(f32_ptr(&self.exp_avg, offset), len),
+                from_raw_parts_mut(f32_ptr(&self.exp_avg_sq, offset), len),
+                from_raw_parts(f32_ptr(&self.lr_mult, offset), len),
+                from_raw_parts(f32_ptr(&self.weight_decay, offset), len),
+                from_raw_parts(f32_ptr(&grad, 0), len),
             )
         };
         p.par_chunks_mut(FUSED_CHUNK)
