@@ -21,22 +21,56 @@ fn write_config(dir: &Path, epochs: usize) -> PathBuf {
     path
 }
 
+/// `ccma train --config cfg --run-dir run`, not started yet.
+fn train_command(cfg: &Path, run: &Path) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_ccma"));
+    cmd.args([
+        "train",
+        "--config",
+        cfg.to_str().unwrap(),
+        "--run-dir",
+        run.to_str().unwrap(),
+    ]);
+    cmd
+}
+
 fn train(cfg: &Path, run: &Path, env: &[(&str, &str)]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_ccma"))
-        .args([
-            "train",
-            "--config",
-            cfg.to_str().unwrap(),
-            "--run-dir",
-            run.to_str().unwrap(),
-        ])
+    train_command(cfg, run)
         .envs(env.iter().copied())
         .output()
         .unwrap()
 }
 
+/// `ccma train` started in the background (stderr captured), returned once epoch 1 is recorded.
+fn train_past_epoch_1(cfg: &Path, run: &Path) -> std::process::Child {
+    let child = train_command(cfg, run)
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let t0 = std::time::Instant::now();
+    while !run.join("metrics.jsonl").is_file() && t0.elapsed().as_secs() < 120 {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    child
+}
+
 fn resume(run: &Path) -> std::process::Output {
     ccma(&["train", "--resume", run.to_str().unwrap()])
+}
+
+/// `--resume` succeeds and the run folder then records every epoch `1..=epochs` once.
+fn resume_finishes_all_epochs(run: &Path, epochs: i64) {
+    let out = resume(run);
+    assert!(
+        out.status.success(),
+        "resume: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let recorded: Vec<i64> = metrics(run)
+        .iter()
+        .map(|r| r["epoch"].as_i64().unwrap())
+        .collect();
+    assert_eq!(recorded, (1..=epochs).collect::<Vec<_>>());
 }
 
 fn metrics(run: &Path) -> Vec<serde_json::Value> {
@@ -227,22 +261,8 @@ fn sigint_and_sigkill_then_resume_finish_the_run() {
     let cfg = write_config(dir.path(), 3);
     for (signal, code) in [("INT", Some(130)), ("KILL", None)] {
         let run = dir.path().join(format!("run-{signal}"));
-        let child = Command::new(env!("CARGO_BIN_EXE_ccma"))
-            .args([
-                "train",
-                "--config",
-                cfg.to_str().unwrap(),
-                "--run-dir",
-                run.to_str().unwrap(),
-            ])
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .unwrap();
-        // Wait for the first completed epoch, then signal mid-epoch 2.
-        let t0 = std::time::Instant::now();
-        while !run.join("metrics.jsonl").is_file() && t0.elapsed().as_secs() < 120 {
-            std::thread::sleep(std::time::Duration::from_millis(50));
-        }
+        // Signal mid-epoch 2.
+        let child = train_past_epoch_1(&cfg, &run);
         Command::new("kill")
             .args([&format!("-{signal}"), &child.id().to_string()])
             .status()
@@ -254,17 +274,7 @@ fn sigint_and_sigkill_then_resume_finish_the_run() {
             "{signal}: {}",
             String::from_utf8_lossy(&out.stderr)
         );
-        let out = resume(&run);
-        assert!(
-            out.status.success(),
-            "resume after {signal}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let epochs: Vec<i64> = metrics(&run)
-            .iter()
-            .map(|r| r["epoch"].as_i64().unwrap())
-            .collect();
-        assert_eq!(epochs, vec![1, 2, 3], "after {signal}");
+        resume_finishes_all_epochs(&run, 3);
     }
 }
 
@@ -320,13 +330,7 @@ fn assert_write_failed_cleanly(
         .file_name()
         .to_string_lossy()
         .contains(".tmp")));
-    let out = resume(run);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert_eq!(metrics(run).len(), 2);
+    resume_finishes_all_epochs(run, 2);
 }
 
 #[test]
@@ -405,21 +409,7 @@ fn image_corrupt_between_epochs_stops_with_its_name_and_resumes_once_fixed() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = write_config(dir.path(), 3);
     let run = dir.path().join("run");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_ccma"))
-        .args([
-            "train",
-            "--config",
-            cfg.to_str().unwrap(),
-            "--run-dir",
-            run.to_str().unwrap(),
-        ])
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let t0 = std::time::Instant::now();
-    while !run.join("metrics.jsonl").is_file() && t0.elapsed().as_secs() < 120 {
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
+    let child = train_past_epoch_1(&cfg, &run);
     // After epoch 1: every image turns into a JPEG marker followed by junk.
     let images: Vec<(PathBuf, Vec<u8>)> =
         std::fs::read_dir(dir.path().join("data/SYNTH-PEDES/imgs/synth"))
@@ -431,18 +421,7 @@ fn image_corrupt_between_epochs_stops_with_its_name_and_resumes_once_fixed() {
                 (p, bytes)
             })
             .collect();
-    let stderr = {
-        use std::io::Read;
-        let mut s = String::new();
-        child.stderr.take().unwrap().read_to_string(&mut s).unwrap();
-        s
-    };
-    let status = child.wait().unwrap();
-    let out = std::process::Output {
-        status,
-        stdout: Vec::new(),
-        stderr: stderr.into_bytes(),
-    };
+    let out = child.wait_with_output().unwrap();
     assert_one_line_error(&out, "cannot decode image");
     assert!(
         String::from_utf8_lossy(&out.stderr).contains("imgs/synth/"),
@@ -454,15 +433,5 @@ fn image_corrupt_between_epochs_stops_with_its_name_and_resumes_once_fixed() {
     for (p, bytes) in images {
         std::fs::write(p, bytes).unwrap();
     }
-    let out = resume(&run);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let epochs: Vec<i64> = metrics(&run)
-        .iter()
-        .map(|r| r["epoch"].as_i64().unwrap())
-        .collect();
-    assert_eq!(epochs, vec![1, 2, 3]);
+    resume_finishes_all_epochs(&run, 3);
 }

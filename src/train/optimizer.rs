@@ -7,7 +7,9 @@
 //! `torch.optim.Adam` (L2 decay added to the gradient) and `AdamW` operation for operation. On the
 //! CPU a step is one fused pass in Rust over the buffers (parallel chunks), several times faster
 //! than tensor operations there; elsewhere it is about ten tensor operations on the flat buffers,
-//! whatever the number of parameters. A parameter without a gradient is skipped, as PyTorch does.
+//! whatever the number of parameters. A parameter that has no gradient (one no selected loss has
+//! reached yet) is skipped, as PyTorch skips a `None` gradient; [`Optimizer::zero_grad`] zeroes
+//! gradients in place, as PyTorch's `zero_grad(set_to_none=False)`.
 use crate::config::Config;
 use anyhow::{bail, Result};
 use rayon::prelude::*;
