@@ -152,5 +152,18 @@ fn rank_errors_name_file_and_tensor() {
         ]),
         "empty set",
     );
+    let nan = Tensor::randn([2, 8], (Kind::Float, tch::Device::Cpu));
+    let _ = nan.get(1).get(3).fill_(f64::NAN);
+    save(
+        &dir.path().join("nan.safetensors"),
+        &[
+            ("features", &nan),
+            ("pids", &Tensor::from_slice(&[1i64, 2])),
+        ],
+    );
+    assert_one_line_error(
+        &ccma(&["rank", "--queries", &p("nan.safetensors"), "--gallery", &g]),
+        "nan.safetensors: tensor `features` has 1 NaN or infinite values",
+    );
     let _ = q;
 }

@@ -5,9 +5,10 @@
 //! `INP = P / (r_P + 1)`. Queries are processed in chunks: one similarity block `[chunk, Ng]`
 //! at a time comes from a matrix product, then each of its rows is scored on the CPU (rows in
 //! parallel): the match similarities are gathered from the gallery positions of the query's pid
-//! and sorted, and one pass over the row bins every item by how many matches lie strictly below
-//! it; a match's rank is the number of items in the bins above it. Neither a full sort nor the
-//! whole `Nq x Ng` matrix is ever built. Ties: an item with exactly the same similarity as a
+//! and sorted, and a match's rank is the number of items strictly above it, counted with one
+//! vectorised pass over the row per match (or, for a query with many matches, one pass that bins
+//! every item by how many matches lie strictly below it). Neither a full sort nor the whole
+//! `Nq x Ng` matrix is ever built. Ties: an item with exactly the same similarity as a
 //! match ranks after it (with float features exact ties have probability zero); tied matches
 //! take consecutive ranks.
 use anyhow::{bail, Result};

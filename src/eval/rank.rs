@@ -57,6 +57,16 @@ pub fn read_features(path: &Path) -> Result<(Tensor, Vec<i64>)> {
     if features.size()[0] == 0 {
         return Err(fail("empty set: `features` has no rows".into()));
     }
+    let non_finite = features
+        .isfinite()
+        .logical_not()
+        .sum(Kind::Int64)
+        .int64_value(&[]);
+    if non_finite > 0 {
+        return Err(fail(format!(
+            "tensor `features` has {non_finite} NaN or infinite values, expected finite numbers"
+        )));
+    }
     Ok((features, Vec::<i64>::try_from(&pids)?))
 }
 
