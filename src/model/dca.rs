@@ -106,8 +106,9 @@ impl DcaBlock {
             )
         };
         let lambda = self.lambda();
-        let o = attend(0) - attend(1) * lambda.to_kind(q.kind()); // (A1 − λ A2) V: [B, h/2, Nq, 2d]
-                                                                  // The RMS norm runs in at least fp32 (inputs may be bf16 under autocast).
+        // (A1 − λ A2) V: [B, h/2, Nq, 2d]
+        let o = attend(0) - attend(1) * lambda.to_kind(q.kind());
+        // The RMS norm runs in at least fp32 (inputs may be bf16 under autocast).
         let o = if matches!(o.kind(), Kind::Half | Kind::BFloat16) {
             o.to_kind(Kind::Float)
         } else {
