@@ -41,14 +41,7 @@ const ENTRIES: [(&str, i64, &str, &[&str]); 6] = [
 
 #[test]
 fn cuhk_pedes_subtracts_one_from_train_ids() {
-    let root = tempfile::tempdir().unwrap();
-    fixture(
-        root.path(),
-        "CUHK-PEDES",
-        "reid_raw.json",
-        "file_path",
-        &ENTRIES,
-    );
+    let root = cuhk_fixture();
     let ds = load("CUHK-PEDES", root.path()).unwrap();
     assert_eq!(ds.num_classes, 2);
     assert_eq!(ds.train.len(), 4);
@@ -71,10 +64,7 @@ fn cuhk_pedes_subtracts_one_from_train_ids() {
 fn icfg_pedes_keeps_ids_and_accepts_both_file_names() {
     for ann in ["ICFG-PEDES.json", "ICFG_PEDES.json"] {
         let root = tempfile::tempdir().unwrap();
-        let entries: Vec<(&str, i64, &str, &[&str])> = ENTRIES
-            .iter()
-            .map(|&(s, id, p, c)| (s, if s == "train" { id - 1 } else { id }, p, c))
-            .collect();
+        let entries = zero_based_train_ids();
         fixture(root.path(), "ICFG-PEDES", ann, "file_path", &entries);
         let ds = load("ICFG-PEDES", root.path()).unwrap();
         assert_eq!(
@@ -89,10 +79,7 @@ fn icfg_pedes_keeps_ids_and_accepts_both_file_names() {
 #[test]
 fn rstpreid_reads_img_path() {
     let root = tempfile::tempdir().unwrap();
-    let entries: Vec<(&str, i64, &str, &[&str])> = ENTRIES
-        .iter()
-        .map(|&(s, id, p, c)| (s, if s == "train" { id - 1 } else { id }, p, c))
-        .collect();
+    let entries = zero_based_train_ids();
     fixture(
         root.path(),
         "RSTPReid",
@@ -105,12 +92,8 @@ fn rstpreid_reads_img_path() {
     assert_eq!(ds.val.captions, vec!["val person"]);
 }
 
-fn err_of(name: &str, root: &Path) -> String {
-    format!("{:#}", load(name, root).unwrap_err())
-}
-
-/// A CUHK-PEDES fixture whose annotation file is `text`.
-fn with_annotation(text: &str) -> (tempfile::TempDir, String) {
+/// `ENTRIES` as a CUHK-PEDES set (`reid_raw.json`, `file_path`) in a fresh folder.
+fn cuhk_fixture() -> tempfile::TempDir {
     let root = tempfile::tempdir().unwrap();
     fixture(
         root.path(),
@@ -119,6 +102,24 @@ fn with_annotation(text: &str) -> (tempfile::TempDir, String) {
         "file_path",
         &ENTRIES,
     );
+    root
+}
+
+/// `ENTRIES` with the 0-based training ids that ICFG-PEDES and RSTPReid files carry.
+fn zero_based_train_ids() -> Vec<(&'static str, i64, &'static str, &'static [&'static str])> {
+    ENTRIES
+        .iter()
+        .map(|&(s, id, p, c)| (s, if s == "train" { id - 1 } else { id }, p, c))
+        .collect()
+}
+
+fn err_of(name: &str, root: &Path) -> String {
+    format!("{:#}", load(name, root).unwrap_err())
+}
+
+/// A CUHK-PEDES fixture whose annotation file is `text`.
+fn with_annotation(text: &str) -> (tempfile::TempDir, String) {
+    let root = cuhk_fixture();
     std::fs::write(root.path().join("CUHK-PEDES/reid_raw.json"), text).unwrap();
     let e = err_of("CUHK-PEDES", root.path());
     (root, e)
@@ -173,14 +174,7 @@ fn data_faults_are_named() {
 
 #[test]
 fn stats_prints_the_split_table_and_faults_are_one_line() {
-    let root = tempfile::tempdir().unwrap();
-    fixture(
-        root.path(),
-        "CUHK-PEDES",
-        "reid_raw.json",
-        "file_path",
-        &ENTRIES,
-    );
+    let root = cuhk_fixture();
     let out = ccma(&[
         "stats",
         "--dataset",
