@@ -17,8 +17,8 @@ fn median(mut v: Vec<f64>) -> f64 {
 /// Milliseconds per step (median over `steps`, after 3 warm-up steps).
 fn time_steps(cfg: &Config, fused: bool, steps: usize) -> f64 {
     tch::manual_seed(0);
-    let (vs, _model) = ccma::model::from_config(cfg, 1000, Device::Cpu).expect("demo model");
-    let mut opt = Optimizer::new(&vs, cfg).expect("optimiser");
+    let (vs, _model) = ccma::factory::training_model(cfg, 1000, Device::Cpu).expect("demo model");
+    let mut opt = Optimizer::new(&vs, &cfg.optim);
     opt.set_fused(fused).expect("CPU");
     opt.set_lr(|base| base);
     let vars: Vec<Tensor> = vs.trainable_variables();

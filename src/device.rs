@@ -1,25 +1,75 @@
-//! Device selection and `ccma info`.
+//! Devices: what the user asks for, what libtorch sees, and the lines of `ccma info`.
 use anyhow::{bail, Result};
 use tch::Device;
 
-/// `auto` (CUDA 0 when available, else CPU), `cpu`, `cuda`, `cuda:N`.
-pub fn parse(s: &str) -> Result<Device> {
-    let dev = match s {
-        "auto" => Device::cuda_if_available(),
-        "cpu" => Device::Cpu,
-        "cuda" => Device::Cuda(0),
-        _ => match s.strip_prefix("cuda:").and_then(|i| i.parse().ok()) {
-            Some(i) => Device::Cuda(i),
-            None => bail!("invalid device {s:?} (expected auto, cpu, cuda or cuda:N)"),
-        },
-    };
-    if let Device::Cuda(i) = dev {
-        let n = tch::Cuda::device_count() as usize;
-        if i >= n {
-            bail!("device {s:?} asked for, but libtorch sees {n} CUDA device(s)");
+/// The device a user asks for: `auto` (CUDA 0 when available, else the CPU), `cpu`, `cuda`
+/// (= `cuda:0`) or `cuda:N`. Written and read back in that form (configs, flags).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum DeviceSpec {
+    #[default]
+    Auto,
+    Cpu,
+    Cuda(usize),
+}
+
+impl std::str::FromStr for DeviceSpec {
+    type Err = String;
+    fn from_str(s: &str) -> Result<DeviceSpec, String> {
+        match s {
+            "auto" => Ok(DeviceSpec::Auto),
+            "cpu" => Ok(DeviceSpec::Cpu),
+            "cuda" => Ok(DeviceSpec::Cuda(0)),
+            _ => s
+                .strip_prefix("cuda:")
+                .and_then(|i| i.parse().ok())
+                .map(DeviceSpec::Cuda)
+                .ok_or_else(|| format!("{s:?} (expected auto, cpu, cuda or cuda:N)")),
         }
     }
-    Ok(dev)
+}
+
+impl std::fmt::Display for DeviceSpec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            DeviceSpec::Auto => f.write_str("auto"),
+            DeviceSpec::Cpu => f.write_str("cpu"),
+            DeviceSpec::Cuda(i) => write!(f, "cuda:{i}"),
+        }
+    }
+}
+
+impl serde::Serialize for DeviceSpec {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for DeviceSpec {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<DeviceSpec, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse()
+            .map_err(|e| serde::de::Error::custom(format!("invalid value: {e}")))
+    }
+}
+
+impl DeviceSpec {
+    /// The libtorch device; a CUDA index libtorch does not see is an error.
+    pub fn resolve(self) -> Result<Device> {
+        let dev = match self {
+            DeviceSpec::Auto => Device::cuda_if_available(),
+            DeviceSpec::Cpu => Device::Cpu,
+            DeviceSpec::Cuda(i) => Device::Cuda(i),
+        };
+        if let Device::Cuda(i) = dev {
+            let n = tch::Cuda::device_count() as usize;
+            if i >= n {
+                bail!(crate::UsageError(format!(
+                    "device {self} asked for, but libtorch sees {n} CUDA device(s)"
+                )));
+            }
+        }
+        Ok(dev)
+    }
 }
 
 /// Name and total memory (bytes) of each CUDA device, read through the CUDA driver API.

@@ -1,35 +1,37 @@
 //! `ccma`: text-to-image person retrieval with CCMA on the IRRA recipe, on libtorch.
 //!
-//! Layout: [`config`] (the run configuration), [`data`] (datasets, tokenizer, transforms, loader),
-//! [`model`] (CLIP encoders, cross-modal MLM branch, differential cross-modal attention),
-//! [`loss`], [`train`] (optimiser, schedule, loop, checkpoints), [`eval`] (retrieval protocol),
-//! [`search`] (text search over a gallery), [`bench`] (throughput).
-pub mod bench;
+//! The crate is built in floors. A module imports only from the floors below its own (and from
+//! this root's [`UsageError`]), and the files of one folder refer to each other without a cycle;
+//! `tests/layers.rs` reads every file's `crate::` and `super::` paths and keeps this true. Top to
+//! bottom:
+//!
+//! | floor | modules | owns |
+//! |---|---|---|
+//! | 10 | `main.rs` | parse, set up logging, dispatch once, exit codes |
+//! | 9 | `cli` | flags, one file per command, printed output |
+//! | 8 | [`train`] | the trainer, its one step, optimiser, schedule, run folder, benchmark |
+//! | 7 | [`factory`] | where run config, weight files and device meet to make a model |
+//! | 6 | [`retrieval`] | batched encoding, metrics protocol, top-k, galleries, feature files |
+//! | 5 | [`loss`] | the loss terms on the model's outputs |
+//! | 4 | [`model`] | `ModelConfig`, the layers, weight readers, parameter groups |
+//! | 3 | [`data`] | datasets, tokenizer, transforms, MLM masking, samplers, loader |
+//! | 2 | [`config`] | the run config: typed sections, YAML and `--set` merging, validation |
+//! | 1 | [`report`], [`device`], [`logging`] | pictures and progress, devices, log set-up |
+//! | 0 | [`io`] | atomic writes, safetensors with metadata, file fingerprints |
 pub mod cli;
 pub mod config;
 pub mod data;
 pub mod device;
-pub mod eval;
+pub mod factory;
+pub mod io;
 pub mod logging;
 pub mod loss;
 pub mod model;
 pub mod report;
-pub mod search;
+pub mod retrieval;
 pub mod train;
-pub mod util;
 
 /// A failure that was the user's input (config, arguments, data), as opposed to a runtime fault.
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
 pub struct UsageError(pub String);
-
-/// Process exit code for an error: 2 for bad input, 130 for an interrupt, 1 otherwise.
-pub fn exit_code(err: &anyhow::Error) -> i32 {
-    if err.chain().any(|e| e.is::<train::Interrupted>()) {
-        130
-    } else if err.chain().any(|e| e.is::<UsageError>()) {
-        2
-    } else {
-        1
-    }
-}

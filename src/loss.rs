@@ -1,15 +1,11 @@
 //! Loss terms (METHOD.md section 3), all computed in fp32. `s` is the similarity scale
 //! `1 / temperature`; `pids` are [B] i64 person ids; features are [B, D].
-use crate::config::Config;
-use crate::model::TrainOutputs;
+use crate::config::{LossSection, LossTerm};
+use crate::model::layers::l2_normalize;
+use crate::model::{Heads, TrainOutputs};
 use tch::{Kind, Tensor};
 
 const EPS: f64 = 1e-8;
-
-fn norm(x: &Tensor) -> Tensor {
-    let x = x.to_kind(Kind::Float);
-    &x / x.norm_scalaropt_dim(2, [-1], true).clamp_min(1e-12)
-}
 
 /// [B, B] f32: 1 where the pids match.
 fn same_pid(pids: &Tensor) -> Tensor {
@@ -29,7 +25,7 @@ fn matching_kl(logits: &Tensor, q: &Tensor) -> Tensor {
 
 /// Similarity distribution matching (IRRA): both directions, `q = y / Σ_j y`. Scalar f32.
 pub fn sdm(f_i: &Tensor, f_t: &Tensor, pids: &Tensor, scale: f64) -> Tensor {
-    let (i, t) = (norm(f_i), norm(f_t));
+    let (i, t) = (l2_normalize(f_i), l2_normalize(f_t));
     let y = same_pid(pids);
     let q = &y / y.sum_dim_intlist([1i64].as_slice(), true, Kind::Float);
     let t2i = t.matmul(&i.tr()) * scale;
@@ -38,7 +34,7 @@ pub fn sdm(f_i: &Tensor, f_t: &Tensor, pids: &Tensor, scale: f64) -> Tensor {
 
 /// Symmetric InfoNCE with diagonal targets at scale `s`, mean of the two directions. Scalar f32.
 pub fn itc(f_i: &Tensor, f_t: &Tensor, scale: f64) -> Tensor {
-    let logits = norm(f_i).matmul(&norm(f_t).tr()) * scale;
+    let logits = l2_normalize(f_i).matmul(&l2_normalize(f_t).tr()) * scale;
     let target = Tensor::arange(logits.size()[0], (Kind::Int64, logits.device()));
     (logits.cross_entropy_for_logits(&target) + logits.tr().cross_entropy_for_logits(&target)) / 2.0
 }
@@ -49,7 +45,8 @@ pub fn cmpm(f_i: &Tensor, f_t: &Tensor, pids: &Tensor) -> Tensor {
     let (fi, ft) = (f_i.to_kind(Kind::Float), f_t.to_kind(Kind::Float));
     let y = same_pid(pids);
     let q = &y / y.norm_scalaropt_dim(2, [1], true);
-    matching_kl(&fi.matmul(&norm(&ft).tr()), &q) + matching_kl(&ft.matmul(&norm(&fi).tr()), &q)
+    matching_kl(&fi.matmul(&l2_normalize(&ft).tr()), &q)
+        + matching_kl(&ft.matmul(&l2_normalize(&fi).tr()), &q)
 }
 
 /// Mean of the cross-entropies of image and text ID logits [B, C] against `pids`. Scalar f32.
@@ -81,7 +78,7 @@ pub struct ImalParams {
 }
 
 impl ImalParams {
-    pub fn from_config(cfg: &Config) -> ImalParams {
+    pub fn from_config(cfg: &LossSection) -> ImalParams {
         ImalParams {
             temperature: cfg.imal_temperature,
             gamma: cfg.imal_gamma,
@@ -108,7 +105,7 @@ pub fn imal_terms(
     pids: &Tensor,
     p: &ImalParams,
 ) -> (Tensor, Tensor, Tensor) {
-    let (a, b) = (norm(g_i), norm(g_t));
+    let (a, b) = (l2_normalize(g_i), l2_normalize(g_t));
     let n = a.size()[0];
     let logits = a.matmul(&b.tr()) / p.temperature; // log E
     let not_pos = same_pid(pids).eq(0.0);
@@ -152,8 +149,31 @@ pub fn imal(g_i: &Tensor, g_t: &Tensor, pids: &Tensor, p: &ImalParams) -> Tensor
     cm + im * p.gamma + kl * p.kl_weight
 }
 
-/// The selected loss terms by name, in the order of `Config::losses`.
-pub struct LossTerms(pub Vec<(String, Tensor)>);
+/// The loss terms a run trains and their constants.
+#[derive(Debug, Clone)]
+pub struct LossSpec {
+    /// In the order they are summed (and reported).
+    pub terms: Vec<LossTerm>,
+    pub params: LossSection,
+}
+
+impl LossSpec {
+    /// The model heads these terms need.
+    pub fn heads(&self) -> Heads {
+        Heads {
+            dca: self.terms.contains(&LossTerm::Imal),
+            id: self.terms.contains(&LossTerm::Id),
+        }
+    }
+
+    /// Whether the MLM branch runs (masked captions are needed).
+    pub fn mlm(&self) -> bool {
+        self.terms.contains(&LossTerm::Mlm)
+    }
+}
+
+/// The selected loss terms, in the order of [`LossSpec::terms`].
+pub struct LossTerms(pub Vec<(LossTerm, Tensor)>);
 
 impl LossTerms {
     /// Sum of all terms (scalar f32).
@@ -166,44 +186,43 @@ impl LossTerms {
     }
 }
 
-/// Computes every loss `cfg` selects from the model's outputs.
-pub fn compute(cfg: &Config, out: &TrainOutputs, pids: &Tensor) -> LossTerms {
-    let scale = 1.0 / cfg.temperature;
+/// Computes every term of `spec` from the model's outputs of a forward run with `spec.heads()`
+/// and, when `spec.mlm()`, masked captions.
+pub fn compute(spec: &LossSpec, out: &TrainOutputs, pids: &Tensor) -> LossTerms {
+    let p = &spec.params;
+    let scale = 1.0 / p.temperature;
     let need = |t: &Option<Tensor>, what: &str| -> Tensor {
         t.as_ref()
-            .unwrap_or_else(|| panic!("the model did not produce {what}"))
+            .unwrap_or_else(|| panic!("the forward did not run the {what} head its loss needs"))
             .shallow_clone()
     };
-    let terms = cfg
-        .losses()
-        .into_iter()
-        .map(|name| {
-            let value = match name.as_str() {
-                "sdm" => sdm(&out.f_i, &out.f_t, pids, scale),
-                "itc" => itc(&out.f_i, &out.f_t, scale),
-                "cmpm" => cmpm(&out.f_i, &out.f_t, pids),
-                "id" => {
+    let terms = spec
+        .terms
+        .iter()
+        .map(|&term| {
+            let value = match term {
+                LossTerm::Sdm => sdm(&out.f_i, &out.f_t, pids, scale),
+                LossTerm::Itc => itc(&out.f_i, &out.f_t, scale),
+                LossTerm::Cmpm => cmpm(&out.f_i, &out.f_t, pids),
+                LossTerm::Id => {
                     id(
-                        &need(&out.id_logits_i, "ID logits"),
-                        &need(&out.id_logits_t, "ID logits"),
+                        &need(&out.id_logits_i, "ID"),
+                        &need(&out.id_logits_t, "ID"),
                         pids,
-                    ) * cfg.id_loss_weight
+                    ) * p.id_loss_weight
                 }
-                "mlm" => {
-                    mlm(
-                        &need(&out.mlm_logits, "MLM logits"),
-                        &need(&out.mlm_labels, "MLM labels"),
-                    ) * cfg.mlm_loss_weight
+                LossTerm::Mlm => {
+                    mlm(&need(&out.mlm_logits, "MLM"), &need(&out.mlm_labels, "MLM"))
+                        * p.mlm_loss_weight
                 }
-                "imal" => imal(
-                    &need(&out.g_i, "DCA features"),
-                    &need(&out.g_t, "DCA features"),
+                LossTerm::Imal => imal(
+                    &need(&out.g_i, "DCA"),
+                    &need(&out.g_t, "DCA"),
                     pids,
-                    &ImalParams::from_config(cfg),
+                    &ImalParams::from_config(p),
                 ),
-                other => unreachable!("loss names are validated: {other}"),
             };
-            (name, value)
+            (term, value)
         })
         .collect();
     LossTerms(terms)

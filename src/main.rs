@@ -1,4 +1,5 @@
-//! `ccma` binary: parse the command line, run it, report errors on one line.
+//! `ccma` binary: parse the command line, set up logging, run the command once, report an error
+//! on one line with its exit code.
 use clap::Parser;
 
 /// Keeps freed large blocks in the heap for reuse instead of handing each one back to the kernel.
@@ -14,14 +15,25 @@ fn keep_large_allocations() {
     }
 }
 
+/// 2 for bad input, 130 for an interrupt, 1 otherwise.
+fn exit_code(err: &anyhow::Error) -> i32 {
+    if err.chain().any(|e| e.is::<ccma::train::Interrupted>()) {
+        130
+    } else if err.chain().any(|e| e.is::<ccma::UsageError>()) {
+        2
+    } else {
+        1
+    }
+}
+
 fn main() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     keep_large_allocations();
     let cli = ccma::cli::Cli::parse();
     ccma::logging::init(&cli.log, None);
-    if let Err(err) = ccma::cli::run(cli) {
+    if let Err(err) = ccma::cli::run(cli.command) {
         // One line: the outermost context first, then each cause.
         eprintln!("error: {err:#}");
-        std::process::exit(ccma::exit_code(&err));
+        std::process::exit(exit_code(&err));
     }
 }

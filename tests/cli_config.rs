@@ -78,7 +78,59 @@ fn flags_and_set_are_checked_too() {
     assert!(err.contains("did you mean `temperature`?"), "{err}");
     let (code, _, err) = ccma(&["train", "--dataset", "nope"]);
     assert_eq!(code, 2);
-    assert!(err.contains("invalid value for `dataset_name`"), "{err}");
+    assert!(
+        err.contains("--dataset")
+            && err.contains("(expected one of CUHK-PEDES, ICFG-PEDES, RSTPReid, SYNTH-PEDES)"),
+        "{err}"
+    );
+    let (code, _, err) = ccma(&["train", "--loss-names", "sdm+triplet"]);
+    assert_eq!(code, 2);
+    assert!(err.contains("unknown loss \"triplet\""), "{err}");
+}
+
+#[test]
+fn closed_sets_refuse_unknown_values_with_the_valid_list() {
+    for (key, valid) in [
+        ("sampler", "random, identity"),
+        ("lrscheduler", "cosine, step, exp, poly, linear"),
+        ("warmup_method", "linear, constant"),
+        ("optimizer", "Adam, AdamW"),
+    ] {
+        let e = config_error(&format!("{key}: nope\n"));
+        assert!(
+            e.contains(&format!(
+                "invalid value for `{key}`: \"nope\" (expected one of {valid})"
+            )),
+            "{e}"
+        );
+        let (code, _, err) = ccma(&["stats", "--set", &format!("{key}=nope")]);
+        assert_eq!(code, 2, "{err}");
+        assert!(
+            err.contains(&format!("in --set: invalid value for `{key}`")),
+            "{err}"
+        );
+    }
+}
+
+#[test]
+fn a_flag_and_set_on_the_same_key_are_refused() {
+    let (code, _, err) = ccma(&["train", "--num-epoch", "3", "--set", "num_epoch=5"]);
+    assert_eq!(code, 2, "{err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(
+        err.contains("--num-epoch and --set num_epoch=... both set `num_epoch`"),
+        "{err}"
+    );
+}
+
+#[test]
+fn resume_takes_no_config_flags() {
+    let (code, _, err) = ccma(&["train", "--resume", "somewhere", "--num-epoch", "3"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("--resume continues a run with the configs.yaml in its folder"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -98,13 +150,101 @@ fn shipped_configs_load_and_saved_config_round_trips() {
     }
 }
 
+/// The flags `ccma <command> --help` lists (besides `--help` and the global `--log`).
+fn flags_of(cmd: &str) -> Vec<String> {
+    let (code, out, _) = ccma(&[cmd, "--help"]);
+    assert_eq!(code, 0, "{cmd} --help");
+    assert!(out.contains("Usage: ccma"), "{cmd}: {out}");
+    let mut flags: Vec<String> = out
+        .lines()
+        .filter_map(|l| l.trim_start().strip_prefix("--"))
+        .map(|l| l.split([' ', '<']).next().unwrap().to_string())
+        .filter(|f| f != "help" && f != "log")
+        .collect();
+    flags.sort();
+    flags
+}
+
 #[test]
-fn every_subcommand_has_help() {
-    for cmd in [
-        "train", "test", "embed", "rank", "search", "tokenize", "stats", "bench", "info",
-    ] {
-        let (code, out, _) = ccma(&[cmd, "--help"]);
-        assert_eq!(code, 0, "{cmd} --help");
-        assert!(out.contains("Usage: ccma"), "{cmd}: {out}");
+fn every_subcommand_lists_only_its_own_flags() {
+    let want: [(&str, &[&str]); 9] = [
+        (
+            "train",
+            &[
+                "batch-size",
+                "config",
+                "dataset",
+                "device",
+                "loss-names",
+                "name",
+                "num-epoch",
+                "output-dir",
+                "pretrained",
+                "resume",
+                "root-dir",
+                "run-dir",
+                "set",
+            ],
+        ),
+        (
+            "test",
+            &[
+                "checkpoint",
+                "config",
+                "dataset",
+                "device",
+                "i2t",
+                "json",
+                "root-dir",
+                "set",
+                "visualize",
+            ],
+        ),
+        (
+            "embed",
+            &[
+                "batch-size",
+                "captions",
+                "checkpoint",
+                "device",
+                "image-dir",
+                "images",
+                "img-size",
+                "out",
+                "pretrained",
+            ],
+        ),
+        (
+            "rank",
+            &[
+                "gallery",
+                "gallery-pids",
+                "i2t",
+                "json",
+                "queries",
+                "query-pids",
+            ],
+        ),
+        (
+            "search",
+            &[
+                "checkpoint",
+                "device",
+                "gallery",
+                "out",
+                "pretrained",
+                "top-k",
+            ],
+        ),
+        ("tokenize", &["text-length"]),
+        ("stats", &["config", "dataset", "root-dir", "set"]),
+        (
+            "bench",
+            &["batch-size", "device", "json", "steps", "with-loader"],
+        ),
+        ("info", &[]),
+    ];
+    for (cmd, flags) in want {
+        assert_eq!(flags_of(cmd), flags, "{cmd} --help");
     }
 }

@@ -1,5 +1,6 @@
 //! The three benchmark annotation formats on small fixture sets, and one test per data fault.
 mod common;
+use ccma::config::DatasetName;
 use ccma::data::annotations::load;
 use common::*;
 use serde_json::json;
@@ -42,7 +43,7 @@ const ENTRIES: [(&str, i64, &str, &[&str]); 6] = [
 #[test]
 fn cuhk_pedes_subtracts_one_from_train_ids() {
     let root = cuhk_fixture();
-    let ds = load("CUHK-PEDES", root.path()).unwrap();
+    let ds = load(DatasetName::CuhkPedes, root.path()).unwrap();
     assert_eq!(ds.num_classes, 2);
     assert_eq!(ds.train.len(), 4);
     let pids: Vec<i64> = ds.train.iter().map(|s| s.pid).collect();
@@ -66,7 +67,7 @@ fn icfg_pedes_keeps_ids_and_accepts_both_file_names() {
         let root = tempfile::tempdir().unwrap();
         let entries = zero_based_train_ids();
         fixture(root.path(), "ICFG-PEDES", ann, "file_path", &entries);
-        let ds = load("ICFG-PEDES", root.path()).unwrap();
+        let ds = load(DatasetName::IcfgPedes, root.path()).unwrap();
         assert_eq!(
             ds.train.iter().map(|s| s.pid).collect::<Vec<_>>(),
             vec![0, 0, 1, 0],
@@ -87,7 +88,7 @@ fn rstpreid_reads_img_path() {
         "img_path",
         &entries,
     );
-    let ds = load("RSTPReid", root.path()).unwrap();
+    let ds = load(DatasetName::RstpReid, root.path()).unwrap();
     assert_eq!(ds.num_classes, 2);
     assert_eq!(ds.val.captions, vec!["val person"]);
 }
@@ -113,7 +114,7 @@ fn zero_based_train_ids() -> Vec<(&'static str, i64, &'static str, &'static [&'s
         .collect()
 }
 
-fn err_of(name: &str, root: &Path) -> String {
+fn err_of(name: DatasetName, root: &Path) -> String {
     format!("{:#}", load(name, root).unwrap_err())
 }
 
@@ -121,16 +122,16 @@ fn err_of(name: &str, root: &Path) -> String {
 fn with_annotation(text: &str) -> (tempfile::TempDir, String) {
     let root = cuhk_fixture();
     std::fs::write(root.path().join("CUHK-PEDES/reid_raw.json"), text).unwrap();
-    let e = err_of("CUHK-PEDES", root.path());
+    let e = err_of(DatasetName::CuhkPedes, root.path());
     (root, e)
 }
 
 #[test]
 fn data_faults_are_named() {
     let root = tempfile::tempdir().unwrap();
-    assert!(err_of("CUHK-PEDES", root.path()).contains("dataset folder"));
+    assert!(err_of(DatasetName::CuhkPedes, root.path()).contains("dataset folder"));
     std::fs::create_dir_all(root.path().join("ICFG-PEDES")).unwrap();
-    let e = err_of("ICFG-PEDES", root.path());
+    let e = err_of(DatasetName::IcfgPedes, root.path());
     assert!(
         e.contains("expected ICFG-PEDES.json or ICFG_PEDES.json"),
         "{e}"

@@ -23,6 +23,12 @@ fn config(dir: &std::path::Path, pretrained: Option<&str>) -> Config {
     Config::default().with_overrides(&set).unwrap()
 }
 
+/// Every parameter of `vs` from `path`, none missing or extra.
+fn load_strict(vs: &mut tch::nn::VarStore, path: &std::path::Path) -> anyhow::Result<()> {
+    let w = ccma::model::weights::read(path)?;
+    ccma::model::weights::copy_into(vs, &w.tensors, &[], &[], (0, 0), path)
+}
+
 fn generate() -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
     reference("model_ref.py", &[dir.path().to_str().unwrap()]);
@@ -39,8 +45,8 @@ fn whole_model_matches_reference() {
     let dir = generate();
     let io = load(&dir.path().join("io.safetensors"));
     let cfg = config(dir.path(), None);
-    let (mut vs, model) = ccma::model::from_config(&cfg, 7, Device::Cpu).unwrap();
-    ccma::model::load_checkpoint(&mut vs, &dir.path().join("model.safetensors")).unwrap();
+    let (mut vs, model) = ccma::factory::training_model(&cfg, 7, Device::Cpu).unwrap();
+    load_strict(&mut vs, &dir.path().join("model.safetensors")).unwrap();
     let _guard = tch::no_grad_guard();
     close("f_i", &model.image_features(&io["images"]), &io["f_i"]);
     close("f_t", &model.text_features(&io["ids"]), &io["f_t"]);
@@ -59,7 +65,7 @@ fn torchscript_archive_loads_with_resized_grid() {
     let io = load(&dir.path().join("io.safetensors"));
     let archive = dir.path().join("clip.pt");
     let cfg = config(dir.path(), Some(archive.to_str().unwrap()));
-    let (_vs, model) = ccma::model::from_config(&cfg, 7, Device::Cpu).unwrap();
+    let (_vs, model) = ccma::factory::training_model(&cfg, 7, Device::Cpu).unwrap();
     let _guard = tch::no_grad_guard();
     close(
         "archive f_i",
@@ -79,11 +85,8 @@ fn weight_file_errors_name_the_key_and_shapes() {
     let cfg = config(dir.path(), None);
     let good = dir.path().join("model.safetensors");
     let try_load = |path: &std::path::Path| {
-        let (mut vs, _m) = ccma::model::from_config(&cfg, 7, Device::Cpu).unwrap();
-        format!(
-            "{:#}",
-            ccma::model::load_checkpoint(&mut vs, path).unwrap_err()
-        )
+        let (mut vs, _m) = ccma::factory::training_model(&cfg, 7, Device::Cpu).unwrap();
+        format!("{:#}", load_strict(&mut vs, path).unwrap_err())
     };
     let e = try_load(&dir.path().join("missing.safetensors"));
     assert!(
@@ -105,7 +108,7 @@ fn weight_file_errors_name_the_key_and_shapes() {
             .collect();
         f(&mut n);
         let p = dir.path().join(name);
-        ccma::train::checkpoint::save(&p, &n, &Default::default()).unwrap();
+        ccma::io::safetensors::save(&p, &n, &Default::default()).unwrap();
         try_load(&p)
     };
     let e = edit(

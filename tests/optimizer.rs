@@ -2,8 +2,8 @@
 //! with per-parameter groups and a parameter that never gets a gradient, the group rules, and a
 //! save/restore round trip that continues bit-identically.
 mod common;
-use ccma::config::Config;
-use ccma::train::optimizer::{param_group, Optimizer};
+use ccma::config::{Config, OptimSection};
+use ccma::train::optimizer::{param_rule as param_group, Optimizer};
 use common::*;
 use std::collections::HashMap;
 use tch::{nn::VarStore, Device, Kind, Tensor};
@@ -41,14 +41,17 @@ fn store(seed: i64) -> VarStore {
     vs
 }
 
-fn cfg() -> Config {
-    Config::default()
-        .with_overrides(&[
-            ("lr".into(), "0.01".into()),
-            ("weight_decay".into(), "0.1".into()),
-            ("eps".into(), "1e-3".into()),
-        ])
-        .unwrap()
+/// The optimiser settings of the defaults with `pairs` set (`key`, YAML value).
+fn optim(pairs: &[(&str, &str)]) -> OptimSection {
+    let sets: Vec<(String, String)> = pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    Config::default().with_overrides(&sets).unwrap().optim
+}
+
+fn cfg() -> OptimSection {
+    optim(&[("lr", "0.01"), ("weight_decay", "0.1"), ("eps", "1e-3")])
 }
 
 /// Gradient of step `k` for parameter `name`: fixed pseudo-random values.
@@ -82,16 +85,17 @@ fn matches_torch_adam_and_adamw_with_per_parameter_groups() {
 }
 
 fn matches_torch(optimizer: &str, fused: bool) {
-    let c = cfg()
-        .with_overrides(&[("optimizer".into(), optimizer.into())])
-        .unwrap();
+    let c = OptimSection {
+        optimizer: optimizer.parse().unwrap(),
+        ..cfg()
+    };
     let vs = store(0);
     let init: Vec<(String, Tensor)> = vs
         .variables()
         .into_iter()
         .map(|(k, t)| (format!("param.{k}"), t.copy()))
         .collect();
-    let mut opt = Optimizer::new(&vs, &c).unwrap();
+    let mut opt = Optimizer::new(&vs, &c);
     opt.set_fused(fused).unwrap();
     // A schedule point with an offset, as cosine decay towards a nonzero target_lr gives.
     let rate_of = |base: f64| 0.5 * base + 1e-3;
@@ -109,7 +113,7 @@ fn matches_torch(optimizer: &str, fused: bool) {
         dir.path().join("in.safetensors"),
         dir.path().join("out.safetensors"),
     );
-    ccma::train::checkpoint::save(&inp, &tensors, &Default::default()).unwrap();
+    ccma::io::safetensors::save(&inp, &tensors, &Default::default()).unwrap();
     let mut groups: serde_json::Map<String, serde_json::Value> = NAMES
         .iter()
         .map(|(n, _)| {
@@ -170,12 +174,12 @@ fn group_rules_follow_the_method() {
 fn save_and_restore_continues_bit_identically() {
     let c = cfg();
     let vs_a = store(7);
-    let mut a = Optimizer::new(&vs_a, &c).unwrap();
+    let mut a = Optimizer::new(&vs_a, &c);
     a.set_lr(|b| b);
     run(&vs_a, &mut a, 0, 5);
 
     let vs_b = store(7);
-    let mut b = Optimizer::new(&vs_b, &c).unwrap();
+    let mut b = Optimizer::new(&vs_b, &c);
     b.set_lr(|b| b);
     run(&vs_b, &mut b, 0, 2);
     let saved: HashMap<String, Tensor> = b
@@ -189,8 +193,9 @@ fn save_and_restore_continues_bit_identically() {
         .map(|(k, t)| (k, t.copy()))
         .collect();
     let mut vs_c = store(99); // different values, overwritten by the restore
-    let mut c_opt = Optimizer::new(&vs_c, &c).unwrap();
-    ccma::model::copy_named(&mut vs_c, &params).unwrap();
+    let mut c_opt = Optimizer::new(&vs_c, &c);
+    let source = std::path::Path::new("saved parameters");
+    ccma::model::weights::copy_into(&mut vs_c, &params, &[], &[], (0, 0), source).unwrap();
     c_opt.load_state(&saved).unwrap();
     c_opt.set_lr(|b| b);
     run(&vs_c, &mut c_opt, 2, 3);
@@ -210,19 +215,17 @@ fn schedule_matches_reference_per_group_per_epoch() {
     let dir = tempfile::tempdir().unwrap();
     for mode in ["cosine", "step", "exp", "poly", "linear"] {
         for warmup in ["linear", "constant"] {
-            let c = Config::default()
-                .with_overrides(&[
-                    ("lr".into(), "2e-3".into()),
-                    ("lrscheduler".into(), mode.into()),
-                    ("warmup_method".into(), warmup.into()),
-                    ("num_epoch".into(), "12".into()),
-                    ("warmup_epochs".into(), "3".into()),
-                    ("warmup_factor".into(), "0.2".into()),
-                    ("milestones".into(), "[5, 9]".into()),
-                    ("target_lr".into(), "1e-4".into()),
-                    ("power".into(), "0.5".into()),
-                ])
-                .unwrap();
+            let c = optim(&[
+                ("lr", "2e-3"),
+                ("lrscheduler", mode),
+                ("warmup_method", warmup),
+                ("num_epoch", "12"),
+                ("warmup_epochs", "3"),
+                ("warmup_factor", "0.2"),
+                ("milestones", "[5, 9]"),
+                ("target_lr", "1e-4"),
+                ("power", "0.5"),
+            ]);
             // One group per distinct multiplier of METHOD.md's rules (lr_factor 5, bias 2, 1).
             let bases: Vec<f64> = ["visual.conv1.weight", "ln_final.bias", "classifier.weight"]
                 .iter()

@@ -118,19 +118,13 @@ fn trains_learns_writes_the_run_folder_and_tests() {
     let log = std::fs::read_to_string(run.join("train_log.txt")).unwrap();
     assert!(log.contains("epoch 6") && log.contains("best R@1"), "{log}");
 
-    let out = ccma(&[
+    let t = ccma_json(&[
         "test",
         "--config",
         run.join("configs.yaml").to_str().unwrap(),
         "--json",
         "--i2t",
     ]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let t: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert!(
         (t["t2i"]["R1"].as_f64().unwrap() - best).abs() < 1e-9,
         "ccma test reproduces the best R@1"
@@ -194,6 +188,120 @@ fn trains_learns_writes_the_run_folder_and_tests() {
         String::from_utf8_lossy(&out.stderr).contains("is stale"),
         "a changed gallery is re-embedded"
     );
+
+    checkpoint_alone_then_embed_rank_and_search(dir.path(), &run, best);
+}
+
+/// The best checkpoint, copied away from its run folder, still evaluates (its model's sizes are in
+/// its metadata); `ccma embed` of the test split, ranked by `ccma rank`, gives the same R@1; and the
+/// embed output serves as a `ccma search` gallery.
+fn checkpoint_alone_then_embed_rank_and_search(dir: &Path, run: &Path, best: f64) {
+    let alone = dir.join("alone");
+    std::fs::create_dir(&alone).unwrap();
+    let ck = alone.join("model.safetensors");
+    std::fs::copy(run.join("best.safetensors"), &ck).unwrap();
+    let data = dir.join("data");
+    let t = ccma_json(&[
+        "test",
+        "--checkpoint",
+        ck.to_str().unwrap(),
+        "--dataset",
+        "SYNTH-PEDES",
+        "--root-dir",
+        data.to_str().unwrap(),
+        "--set",
+        "synth_ids=[120, 10, 30]",
+        "--set",
+        "seed=3",
+        "--set",
+        "img_size=[64, 32]",
+        "--set",
+        "text_length=40",
+        "--json",
+    ]);
+    assert!(
+        (t["t2i"]["R1"].as_f64().unwrap() - best).abs() < 1e-9,
+        "{t}"
+    );
+
+    // The test split as ccma reads it: images in annotation order, every caption of each.
+    let ann: Vec<serde_json::Value> = serde_json::from_str(
+        &std::fs::read_to_string(data.join("SYNTH-PEDES/reid_raw.json")).unwrap(),
+    )
+    .unwrap();
+    let (mut images, mut image_pids, mut captions, mut caption_pids) =
+        (vec![], vec![], vec![], vec![]);
+    for e in ann.iter().filter(|e| e["split"] == "test") {
+        let pid = e["id"].as_i64().unwrap().to_string();
+        images.push(
+            data.join("SYNTH-PEDES/imgs")
+                .join(e["file_path"].as_str().unwrap()),
+        );
+        image_pids.push(pid.clone());
+        for c in e["captions"].as_array().unwrap() {
+            captions.push(c.as_str().unwrap().to_string());
+            caption_pids.push(pid.clone());
+        }
+    }
+    let write = |name: &str, lines: &[String]| {
+        let p = dir.join(name);
+        std::fs::write(&p, lines.join("\n") + "\n").unwrap();
+        p.to_str().unwrap().to_string()
+    };
+    let (caps, qp, gp) = (
+        write("captions.txt", &captions),
+        write("query_pids.txt", &caption_pids),
+        write("gallery_pids.txt", &image_pids),
+    );
+    let emb = dir.join("test_split.safetensors");
+    let mut args = vec![
+        "embed",
+        "--checkpoint",
+        ck.to_str().unwrap(),
+        "--captions",
+        &caps,
+    ];
+    args.extend(["--out", emb.to_str().unwrap(), "--images"]);
+    let image_args: Vec<String> = images
+        .iter()
+        .map(|p| p.to_str().unwrap().to_string())
+        .collect();
+    args.extend(image_args.iter().map(String::as_str));
+    ccma_ok(&args);
+    let e = emb.to_str().unwrap();
+    let r = ccma_json(&[
+        "rank",
+        "--queries",
+        e,
+        "--gallery",
+        e,
+        "--query-pids",
+        &qp,
+        "--gallery-pids",
+        &gp,
+        "--json",
+    ]);
+    assert!(
+        (r["t2i"]["R1"].as_f64().unwrap() - best).abs() < 1e-9,
+        "rank {r} vs test {best}"
+    );
+    assert_one_line_error(
+        &ccma(&["rank", "--queries", e, "--gallery", e]),
+        "missing tensor `text_pids` (or give --query-pids FILE)",
+    );
+
+    let out = ccma_ok(&[
+        "search",
+        "--checkpoint",
+        ck.to_str().unwrap(),
+        "--gallery",
+        e,
+        "--top-k",
+        "3",
+        "a man in a blue shirt",
+    ]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(text.matches(".jpg").count(), 3, "{text}");
 }
 
 #[test]
@@ -244,9 +352,7 @@ fn nan_loss_stops_with_the_step_and_term_and_keeps_the_checkpoint() {
         "loss term `itc` is NaN at epoch 2, step 3 (global step 25)",
     );
     let best = std::fs::read(run.join("best.safetensors")).unwrap();
-    assert!(
-        ccma::train::checkpoint::load(&run.join("best.safetensors")).is_ok() && !best.is_empty()
-    );
+    assert!(ccma::io::safetensors::load(&run.join("best.safetensors")).is_ok() && !best.is_empty());
     assert_eq!(metrics(&run).len(), 1, "epoch 1 recorded, nothing after");
     assert!(!std::fs::read_dir(&run).unwrap().any(|e| e
         .unwrap()
@@ -427,7 +533,7 @@ fn image_corrupt_between_epochs_stops_with_its_name_and_resumes_once_fixed() {
         String::from_utf8_lossy(&out.stderr).contains("imgs/synth/"),
         "names the file"
     );
-    assert!(ccma::train::checkpoint::load(&run.join("best.safetensors")).is_ok());
+    assert!(ccma::io::safetensors::load(&run.join("best.safetensors")).is_ok());
     let done = metrics(&run).len();
     assert!((1..3).contains(&done), "stopped after epoch {done}");
     for (p, bytes) in images {

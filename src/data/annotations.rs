@@ -1,6 +1,7 @@
 //! The benchmark annotation formats (METHOD.md section 1): CUHK-PEDES (`reid_raw.json`),
 //! ICFG-PEDES (`ICFG-PEDES.json` / `ICFG_PEDES.json`), RSTPReid (`data_captions.json`), and
 //! SYNTH-PEDES (written in CUHK-PEDES's format).
+use crate::config::DatasetName;
 use anyhow::{bail, Context, Result};
 use rayon::prelude::*;
 use std::path::{Component, Path, PathBuf};
@@ -37,7 +38,7 @@ impl EvalSplit {
 
 #[derive(Debug, Clone)]
 pub struct Dataset {
-    pub name: String,
+    pub name: DatasetName,
     /// `<root>/<name>`.
     pub dir: PathBuf,
     pub train: Vec<TrainSample>,
@@ -48,31 +49,30 @@ pub struct Dataset {
 }
 
 /// Annotation file names and the entry key holding the image path, per dataset.
-fn layout(name: &str) -> Result<(&'static [&'static str], &'static str, i64, &'static str)> {
-    Ok(match name {
-        "CUHK-PEDES" => (
+fn layout(name: DatasetName) -> (&'static [&'static str], &'static str, i64, &'static str) {
+    match name {
+        DatasetName::CuhkPedes => (
             &["reid_raw.json"],
             "file_path",
             1,
             "imgs/cam_a/..., imgs/cam_b/...",
         ),
-        "SYNTH-PEDES" => (&["reid_raw.json"], "file_path", 1, "imgs/..."),
-        "ICFG-PEDES" => (
+        DatasetName::SynthPedes => (&["reid_raw.json"], "file_path", 1, "imgs/..."),
+        DatasetName::IcfgPedes => (
             &["ICFG-PEDES.json", "ICFG_PEDES.json"],
             "file_path",
             0,
             "imgs/train/..., imgs/test/...",
         ),
-        "RSTPReid" => (&["data_captions.json"], "img_path", 0, "imgs/..."),
-        other => bail!("unknown dataset {other:?}"),
-    })
+        DatasetName::RstpReid => (&["data_captions.json"], "img_path", 0, "imgs/..."),
+    }
 }
 
 /// Loads `<root_dir>/<dataset_name>/` and checks it: annotation entries, train pids, image paths
 /// and the existence of every image.
-pub fn load(dataset_name: &str, root_dir: &Path) -> Result<Dataset> {
-    let (files, image_key, pid_offset, img_layout) = layout(dataset_name)?;
-    let dir = root_dir.join(dataset_name);
+pub fn load(dataset_name: DatasetName, root_dir: &Path) -> Result<Dataset> {
+    let (files, image_key, pid_offset, img_layout) = layout(dataset_name);
+    let dir = root_dir.join(dataset_name.name());
     if !dir.is_dir() {
         bail!(crate::UsageError(format!(
             "dataset folder {} does not exist (expected {}/{{{}}} and {}/{img_layout})",
@@ -101,7 +101,7 @@ pub fn load(dataset_name: &str, root_dir: &Path) -> Result<Dataset> {
     })?;
     let imgs = dir.join("imgs");
     let mut ds = Dataset {
-        name: dataset_name.to_string(),
+        name: dataset_name,
         dir: dir.clone(),
         train: Vec::new(),
         num_classes: 0,

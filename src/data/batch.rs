@@ -1,5 +1,6 @@
 //! A training batch as the model consumes it.
-use tch::{Device, Tensor};
+use super::tokenizer::{EOT_ID, MASK_ID, SOT_ID};
+use tch::{Device, Kind, Tensor};
 
 /// One training batch. `B` samples, images `H x W`, captions `L = text_length` tokens.
 #[derive(Debug)]
@@ -38,6 +39,40 @@ impl TrainBatch {
             mlm_labels: mv(&self.mlm_labels),
             pids: mv(&self.pids),
             image_ids: mv(&self.image_ids),
+        }
+    }
+
+    /// A random batch shaped like real data: `b` images [b, 3, H, W] of `img_size` (H, W),
+    /// captions of 10-60 BPE tokens between the start and end tokens in `text_length` positions,
+    /// about 15% of caption tokens masked with labels, pids in pairs modulo `num_classes`.
+    pub fn random(
+        b: i64,
+        img_size: (i64, i64),
+        text_length: i64,
+        num_classes: i64,
+        device: Device,
+    ) -> TrainBatch {
+        let (h, w, l) = (img_size.0, img_size.1, text_length);
+        let opts = (Kind::Int64, device);
+        let ids = Tensor::randint_low(1, MASK_ID, [b, l], opts);
+        let lens = Tensor::randint_low(10, 60.min(l), [b, 1], opts);
+        let pos = Tensor::arange(l, opts).unsqueeze(0);
+        let ids = ids.where_self(&pos.lt_tensor(&lens), &Tensor::zeros_like(&ids));
+        let ids = ids.where_self(&pos.ne_tensor(&lens), &Tensor::full_like(&ids, EOT_ID));
+        let ids = ids.where_self(&pos.ne(0), &Tensor::full_like(&ids, SOT_ID));
+        let selected = Tensor::rand([b, l], (Kind::Float, device))
+            .lt(0.15)
+            .logical_and(&pos.gt(0))
+            .logical_and(&pos.lt_tensor(&lens));
+        let mlm_labels = ids.where_self(&selected, &Tensor::zeros_like(&ids));
+        let mlm_ids = ids.where_self(&selected.logical_not(), &Tensor::full_like(&ids, MASK_ID));
+        TrainBatch {
+            images: Tensor::randn([b, 3, h, w], (Kind::Float, device)),
+            caption_ids: ids,
+            mlm_ids,
+            mlm_labels,
+            pids: (Tensor::arange(b, opts) / 2).remainder(num_classes),
+            image_ids: Tensor::arange(b, opts),
         }
     }
 }

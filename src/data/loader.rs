@@ -40,15 +40,16 @@ pub struct LoaderOptions {
 
 impl LoaderOptions {
     pub fn from_config(cfg: &crate::config::Config, device: Device) -> LoaderOptions {
+        let d = &cfg.data;
         LoaderOptions {
-            batch_size: cfg.batch_size,
-            img_size: (cfg.img_size.0 as usize, cfg.img_size.1 as usize),
-            img_aug: cfg.img_aug,
-            mlm: cfg.has_loss("mlm"),
-            text_length: cfg.text_length as usize,
-            sampler: Sampler::from_config(cfg),
-            seed: cfg.seed,
-            num_workers: cfg.num_workers,
+            batch_size: d.batch_size,
+            img_size: (d.img_size.0 as usize, d.img_size.1 as usize),
+            img_aug: d.img_aug,
+            mlm: cfg.has_loss(crate::config::LossTerm::Mlm),
+            text_length: d.text_length as usize,
+            sampler: Sampler::from_config(d),
+            seed: cfg.run.seed,
+            num_workers: d.num_workers,
             prefetch: 4,
             pin_memory: device.is_cuda(),
         }

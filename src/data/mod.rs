@@ -1,4 +1,6 @@
 //! Datasets, tokenizer, MLM masking, image transforms, samplers and the parallel loader.
+//!
+//! Knows the run configuration ([`crate::config`]) but no model: a batch is plain tensors.
 pub mod annotations;
 pub mod batch;
 pub mod loader;
@@ -10,17 +12,6 @@ mod text_tables;
 pub mod tokenizer;
 pub mod transforms;
 
-/// `ccma tokenize`: one JSON array of `text_length` ids per UTF-8 line of stdin.
-pub fn run_tokenize_cli(args: &crate::cli::TokenizeArgs) -> anyhow::Result<()> {
-    let stdin = std::io::stdin();
-    let stdout = std::io::stdout();
-    tokenize_lines(
-        stdin.lock(),
-        &mut std::io::BufWriter::new(stdout.lock()),
-        args.text_length,
-    )
-}
-
 /// Tokenises every line of `input` (UTF-8, `\n`-separated; a final `\r` is whitespace and
 /// cleaned away) and writes one JSON array of `text_length` ids per line.
 pub fn tokenize_lines(
@@ -31,7 +22,7 @@ pub fn tokenize_lines(
     use anyhow::Context;
     if text_length < 2 {
         return Err(crate::UsageError(format!(
-            "--text-length {text_length} is too small: it must hold at least the start and end tokens (>= 2)"
+            "text length {text_length} is too small: it must hold at least the start and end tokens (>= 2)"
         ))
         .into());
     }
@@ -63,35 +54,11 @@ pub fn tokenize_lines(
     Ok(())
 }
 
-/// `ccma stats`: ids, images and captions per split.
-pub fn run_stats_cli(args: &crate::cli::StatsArgs) -> anyhow::Result<()> {
-    let cfg = args.config.resolve()?;
-    let ds = load_dataset(&cfg)?;
-    let mut t = prettytable::Table::new();
-    t.set_titles(prettytable::row!["split", "ids", "images", "captions"]);
-    t.add_row(prettytable::row![
-        "train",
-        ds.num_classes,
-        ds.train_images,
-        ds.train.len()
-    ]);
-    for (name, s) in [("val", &ds.val), ("test", &ds.test)] {
-        t.add_row(prettytable::row![
-            name,
-            s.num_ids(),
-            s.image_paths.len(),
-            s.captions.len()
-        ]);
-    }
-    println!("{} ({})", ds.name, ds.dir.display());
-    t.printstd();
-    Ok(())
-}
-
 /// The dataset a config names, generating SYNTH-PEDES first when it is asked for and missing.
 pub fn load_dataset(cfg: &crate::config::Config) -> anyhow::Result<annotations::Dataset> {
-    if cfg.dataset_name == "SYNTH-PEDES" {
-        synthetic::ensure(&cfg.root_dir, cfg.synth_ids, cfg.seed)?;
+    let d = &cfg.data;
+    if d.dataset_name == crate::config::DatasetName::SynthPedes {
+        synthetic::ensure(&d.root_dir, d.synth_ids, cfg.run.seed)?;
     }
-    annotations::load(&cfg.dataset_name, &cfg.root_dir)
+    annotations::load(d.dataset_name, &d.root_dir)
 }

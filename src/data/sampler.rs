@@ -1,4 +1,5 @@
 //! Epoch orderings of the training samples: `random` and `identity` (P identities x K instances).
+use crate::config::SamplerKind;
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -17,12 +18,12 @@ pub enum Sampler {
 
 impl Sampler {
     /// From the config keys `sampler` and `num_instance` (validated by the config).
-    pub fn from_config(cfg: &crate::config::Config) -> Sampler {
-        match cfg.sampler.as_str() {
-            "identity" => Sampler::Identity {
-                num_instance: cfg.num_instance,
+    pub fn from_config(d: &crate::config::DataSection) -> Sampler {
+        match d.sampler {
+            SamplerKind::Identity => Sampler::Identity {
+                num_instance: d.num_instance,
             },
-            _ => Sampler::Random,
+            SamplerKind::Random => Sampler::Random,
         }
     }
 

@@ -387,8 +387,8 @@ pub fn generate(dir: &Path, ids: (usize, usize, usize), seed: u64) -> Result<()>
         .collect::<Result<_>>()?;
     pb.finish_and_clear();
     let all: Vec<serde_json::Value> = entries.into_iter().flatten().collect();
-    crate::util::write_atomic(&dir.join(PARAMS_FILE), params_json(ids, seed).as_bytes())?;
-    crate::util::write_atomic(
+    crate::io::write_atomic(&dir.join(PARAMS_FILE), params_json(ids, seed).as_bytes())?;
+    crate::io::write_atomic(
         &dir.join("reid_raw.json"),
         serde_json::to_string(&all)?.as_bytes(),
     )
@@ -452,17 +452,24 @@ mod tests {
         assert_ne!(read(a.path()), read(c.path()));
         let img = |d: &Path| std::fs::read(d.join("imgs/synth/00003_1.jpg")).unwrap();
         assert_eq!(img(a.path()), img(b.path()));
-        let ds = crate::data::annotations::load("SYNTH-PEDES", a.path().parent().unwrap());
+        let ds = crate::data::annotations::load(
+            crate::config::DatasetName::SynthPedes,
+            a.path().parent().unwrap(),
+        );
         assert!(ds.is_err(), "a folder not named SYNTH-PEDES is not found");
         let root = tempfile::tempdir().unwrap();
         ensure(root.path(), (6, 2, 3), 7).unwrap();
-        let ds = crate::data::annotations::load("SYNTH-PEDES", root.path()).unwrap();
+        let ds =
+            crate::data::annotations::load(crate::config::DatasetName::SynthPedes, root.path())
+                .unwrap();
         assert_eq!(
             (ds.num_classes, ds.val.num_ids(), ds.test.num_ids()),
             (6, 2, 3)
         );
         ensure(root.path(), (5, 2, 3), 7).unwrap();
-        let regenerated = crate::data::annotations::load("SYNTH-PEDES", root.path()).unwrap();
+        let regenerated =
+            crate::data::annotations::load(crate::config::DatasetName::SynthPedes, root.path())
+                .unwrap();
         assert_eq!(
             regenerated.num_classes, 5,
             "other parameters: generated again"

@@ -1,47 +1,20 @@
 //! The CCMA model: CLIP dual encoder, IRRA's cross-modal MLM branch, the ID classifier and the two
 //! differential cross-modal attention stacks used by IMAL.
-use super::clip::{ClipConfig, TextTransformer, VisionTransformer};
+use super::clip::{TextTransformer, VisionTransformer};
+use super::config::ModelConfig;
 use super::cross_modal::CrossModal;
 use super::dca::{text_padding_mask, DcaStack};
 use super::layers::{eot_index, gather_rows};
-use crate::data::batch::TrainBatch;
 use tch::nn;
 use tch::{Kind, Tensor};
 
-/// Everything that sizes the model.
-#[derive(Debug, Clone, PartialEq)]
-pub struct ModelConfig {
-    pub clip: ClipConfig,
-    pub cmt_depth: i64,
-    pub dca_heads: i64,
-    pub dca_depth: i64,
-    pub lambda_init: f64,
-}
-
-impl ModelConfig {
-    /// From-scratch sizes from a run config.
-    pub fn from_config(cfg: &crate::config::Config) -> ModelConfig {
-        ModelConfig {
-            clip: ClipConfig {
-                embed_dim: cfg.embed_dim,
-                image_size: cfg.img_size,
-                vision_width: cfg.vision_width,
-                vision_layers: cfg.vision_layers,
-                vision_heads: cfg.vision_heads,
-                patch_size: cfg.vision_patch_size,
-                stride: cfg.stride_size,
-                context_length: cfg.text_length,
-                vocab_size: cfg.vocab_size,
-                text_width: cfg.transformer_width,
-                text_heads: cfg.transformer_heads,
-                text_layers: cfg.transformer_layers,
-            },
-            cmt_depth: cfg.cmt_depth,
-            dca_heads: cfg.dca_heads,
-            dca_depth: cfg.dca_depth,
-            lambda_init: cfg.lambda_init,
-        }
-    }
+/// Which optional heads a training forward runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Heads {
+    /// The two DCA stacks (for IMAL).
+    pub dca: bool,
+    /// The ID classifier.
+    pub id: bool,
 }
 
 /// What one training forward produces for the losses (all f32).
@@ -51,14 +24,14 @@ pub struct TrainOutputs {
     pub f_i: Tensor,
     /// [B, D] global text features (EOT token).
     pub f_t: Tensor,
-    /// [B, D] text-guided image features from DCA (class token), when `imal` is selected.
+    /// [B, D] text-guided image features from DCA (class token), when the DCA heads run.
     pub g_i: Option<Tensor>,
-    /// [B, D] image-guided text features from DCA (EOT token), when `imal` is selected.
+    /// [B, D] image-guided text features from DCA (EOT token), when the DCA heads run.
     pub g_t: Option<Tensor>,
-    /// [B, C] ID logits of `f_i` and `f_t`, when `id` is selected.
+    /// [B, C] ID logits of `f_i` and `f_t`, when the ID head runs.
     pub id_logits_i: Option<Tensor>,
     pub id_logits_t: Option<Tensor>,
-    /// [M, V] MLM logits at the M masked positions, and their labels [M] i64, when `mlm` is selected.
+    /// [M, V] MLM logits at the M masked positions, and their labels [M] i64, when masked captions are given.
     pub mlm_logits: Option<Tensor>,
     pub mlm_labels: Option<Tensor>,
 }
@@ -78,14 +51,14 @@ pub struct Ccma {
 impl Ccma {
     /// Creates every parameter under `vs` with the shared names (`base_model.*`, `cross_attn.*`,
     /// `mlm_head.*`, `classifier.*`, `dca_image.*`, `dca_text.*`, ...).
-    pub fn new(vs: &nn::Path, cfg: &ModelConfig, num_classes: i64) -> Ccma {
+    pub fn new(vs: &nn::Path, cfg: &ModelConfig) -> Ccma {
         let c = &cfg.clip;
         let base = vs / "base_model";
         let d = c.embed_dim;
         let classifier = nn::linear(
             vs / "classifier",
             d,
-            num_classes,
+            cfg.num_classes,
             nn::LinearConfig {
                 ws_init: nn::Init::Randn {
                     mean: 0.0,
@@ -190,29 +163,36 @@ impl Ccma {
         f.to_kind(Kind::Float).apply(&self.classifier)
     }
 
-    /// The training forward; computes only what `losses` need.
-    pub fn forward_train(&self, batch: &TrainBatch, losses: &[String]) -> TrainOutputs {
-        let has = |n: &str| losses.iter().any(|l| l == n);
-        let img = self.encode_image(&batch.images);
-        let txt = self.encode_text(&batch.caption_ids);
+    /// The training forward: images [B, 3, H, W] f32 and caption ids [B, L] i64; `masked` is the
+    /// MLM-masked ids and their labels (each [B, L] i64) when the MLM branch runs.
+    pub fn forward_train(
+        &self,
+        images: &Tensor,
+        ids: &Tensor,
+        masked: Option<(&Tensor, &Tensor)>,
+        heads: Heads,
+    ) -> TrainOutputs {
+        let img = self.encode_image(images);
+        let txt = self.encode_text(ids);
         let f_i = img.select(1, 0).to_kind(Kind::Float);
-        let f_t = gather_rows(&txt, &eot_index(&batch.caption_ids)).to_kind(Kind::Float);
-        let (g_i, g_t) = if has("imal") {
-            let (a, b) = self.dca(&img, &txt, &batch.caption_ids);
+        let f_t = gather_rows(&txt, &eot_index(ids)).to_kind(Kind::Float);
+        let (g_i, g_t) = if heads.dca {
+            let (a, b) = self.dca(&img, &txt, ids);
             (Some(a), Some(b))
         } else {
             (None, None)
         };
-        let (id_logits_i, id_logits_t) = if has("id") {
+        let (id_logits_i, id_logits_t) = if heads.id {
             (Some(self.classify(&f_i)), Some(self.classify(&f_t)))
         } else {
             (None, None)
         };
-        let (mlm_logits, mlm_labels) = if has("mlm") {
-            let (l, y) = self.mlm(&img, &batch.mlm_ids, &batch.mlm_labels);
-            (Some(l), Some(y))
-        } else {
-            (None, None)
+        let (mlm_logits, mlm_labels) = match masked {
+            Some((mlm_ids, labels)) => {
+                let (l, y) = self.mlm(&img, mlm_ids, labels);
+                (Some(l), Some(y))
+            }
+            None => (None, None),
         };
         TrainOutputs {
             f_i,

@@ -5,7 +5,7 @@ use tch::nn;
 use tch::Tensor;
 
 /// Sizes of the dual encoder.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct ClipConfig {
     pub embed_dim: i64,
     /// Input image (H, W).
@@ -23,6 +23,25 @@ pub struct ClipConfig {
 }
 
 impl ClipConfig {
+    /// OpenAI's CLIP ViT-B/16 (512-wide joint space, 12 x 768 vision, 12 x 512 text, 77 tokens,
+    /// CLIP's 49,408-token vocabulary) at input size `image_size` (H, W) with patch stride 16.
+    pub fn vit_b16(image_size: (i64, i64)) -> ClipConfig {
+        ClipConfig {
+            embed_dim: 512,
+            image_size,
+            vision_width: 768,
+            vision_layers: 12,
+            vision_heads: 12,
+            patch_size: 16,
+            stride: 16,
+            context_length: 77,
+            vocab_size: 49408,
+            text_width: 512,
+            text_heads: 8,
+            text_layers: 12,
+        }
+    }
+
     /// Patch grid (rows, cols) of the configured image size and stride.
     pub fn grid(&self) -> (i64, i64) {
         (

@@ -175,3 +175,9 @@ pub fn gather_rows(x: &Tensor, idx: &Tensor) -> Tensor {
         Some(idx.shallow_clone()),
     ])
 }
+
+/// Rows scaled to unit L2 norm, in f32: [.., D] -> [.., D] (a zero row stays zero).
+pub fn l2_normalize(x: &Tensor) -> Tensor {
+    let x = x.to_kind(Kind::Float);
+    &x / x.norm_scalaropt_dim(2, [-1], true).clamp_min(1e-12)
+}

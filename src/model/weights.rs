@@ -10,16 +10,22 @@ use tch::{nn::VarStore, Kind, Tensor};
 
 pub type Named = HashMap<String, Tensor>;
 
+/// The tensors of a weights file and its string metadata (empty for a TorchScript archive).
+pub struct Weights {
+    pub tensors: Named,
+    pub metadata: HashMap<String, String>,
+}
+
 /// Every tensor of a weights file as f32 (integers kept), names prefixed `base_model.` for a
 /// CLIP archive. Errors name the file: missing, neither format, truncated or corrupt.
-pub fn read(path: &Path) -> Result<Named> {
+pub fn read(path: &Path) -> Result<Weights> {
     let mut magic = [0u8; 2];
     let mut f = std::fs::File::open(path)
         .with_context(|| format!("weights file {} cannot be opened", path.display()))?;
     let n = f
         .read(&mut magic)
         .with_context(|| format!("cannot read {}", path.display()))?;
-    let named: Vec<(String, Tensor)> = if n == 2 && &magic == b"PK" {
+    let (named, metadata): (Vec<(String, Tensor)>, _) = if n == 2 && &magic == b"PK" {
         let module = tch::CModule::load(path).map_err(|e| {
             anyhow::anyhow!(
                 "{} is not a loadable TorchScript archive: {}",
@@ -30,21 +36,21 @@ pub fn read(path: &Path) -> Result<Named> {
         let params = module
             .named_parameters()
             .map_err(|e| anyhow::anyhow!("{}: {}", path.display(), first_line(&e.to_string())))?;
-        params
+        let named = params
             .into_iter()
             .map(|(k, t)| (format!("base_model.{k}"), t))
-            .collect()
+            .collect();
+        (named, HashMap::new())
     } else {
-        crate::train::checkpoint::load(path)
+        crate::io::safetensors::load(path)
             .map_err(|_| {
                 anyhow::anyhow!(
                     "{} is not a weights file (expected OpenAI's TorchScript archive ViT-B-16.pt or a safetensors file), or it is truncated",
                     path.display()
                 )
             })?
-            .0
     };
-    Ok(named
+    let tensors = named
         .into_iter()
         .map(|(k, t)| {
             let t = if t.is_floating_point() {
@@ -54,7 +60,8 @@ pub fn read(path: &Path) -> Result<Named> {
             };
             (k, t)
         })
-        .collect())
+        .collect();
+    Ok(Weights { tensors, metadata })
 }
 
 fn first_line(s: &str) -> &str {

@@ -1,4 +1,4 @@
-//! `curves.png`: loss terms, learning rate and t2i R@1 per epoch, drawn from `metrics.jsonl`.
+//! `curves.png`: loss terms, learning rate and t2i R@1 per epoch.
 use super::canvas::{Canvas, BLACK, GREY, MEDIUM, PALETTE, SMALL};
 use anyhow::{Context, Result};
 use std::path::Path;
@@ -6,50 +6,43 @@ use std::path::Path;
 /// One named series of (x, y) points.
 pub type Series = (String, Vec<(f64, f64)>);
 
-/// The three panels' series from `metrics.jsonl` records (`epoch`, `lr`, `loss.{term}`, `t2i.R1`).
-pub fn series_from_records(
-    records: &[serde_json::Value],
-) -> (Vec<Series>, Vec<Series>, Vec<Series>) {
-    let mut losses: Vec<Series> = Vec::new();
-    let mut lr = ("lr".to_string(), Vec::new());
-    let mut r1 = ("t2i R@1".to_string(), Vec::new());
-    for rec in records {
-        let Some(epoch) = rec["epoch"].as_f64() else {
-            continue;
-        };
-        if let Some(obj) = rec["loss"].as_object() {
-            for (term, v) in obj {
-                let Some(v) = v.as_f64() else { continue };
-                match losses.iter_mut().find(|(n, _)| n == term) {
-                    Some((_, pts)) => pts.push((epoch, v)),
-                    None => losses.push((term.clone(), vec![(epoch, v)])),
-                }
-            }
-        }
-        if let Some(v) = rec["lr"].as_f64() {
-            lr.1.push((epoch, v));
-        }
-        if let Some(v) = rec["t2i"]["R1"].as_f64() {
-            r1.1.push((epoch, v));
-        }
-    }
-    (losses, vec![lr], vec![r1])
+/// The three panels: loss terms (log scale), learning rate, test t2i R@1, each against the epoch.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Curves {
+    pub losses: Vec<Series>,
+    pub lr: Series,
+    pub r1: Series,
 }
 
-/// Draws the curves of `records` and writes them to `path` atomically.
-pub fn write(path: &Path, records: &[serde_json::Value]) -> Result<()> {
-    let (losses, lr, r1) = series_from_records(records);
+/// Draws `curves` and writes them to `path` atomically.
+pub fn write(path: &Path, curves: &Curves) -> Result<()> {
     let (pw, ph) = (420u32, 330u32);
     let mut c = Canvas::new(pw * 3, ph);
-    panel(&mut c, 0, pw, ph, "loss terms (log scale)", &losses, true);
-    panel(&mut c, pw as i32, pw, ph, "learning rate", &lr, false);
+    panel(
+        &mut c,
+        0,
+        pw,
+        ph,
+        "loss terms (log scale)",
+        &curves.losses,
+        true,
+    );
+    panel(
+        &mut c,
+        pw as i32,
+        pw,
+        ph,
+        "learning rate",
+        std::slice::from_ref(&curves.lr),
+        false,
+    );
     panel(
         &mut c,
         2 * pw as i32,
         pw,
         ph,
         "test t2i R@1 (%)",
-        &r1,
+        std::slice::from_ref(&curves.r1),
         false,
     );
     let mut bytes = Vec::new();
@@ -58,7 +51,7 @@ pub fn write(path: &Path, records: &[serde_json::Value]) -> Result<()> {
         image::ImageFormat::Png,
     )
     .context("encoding curves")?;
-    crate::util::write_atomic(path, &bytes)
+    crate::io::write_atomic(path, &bytes)
 }
 
 fn fmt_tick(v: f64) -> String {
@@ -155,19 +148,18 @@ mod tests {
     use super::*;
 
     #[test]
-    fn series_follow_the_records() {
-        let recs: Vec<serde_json::Value> = (1..=3)
-            .map(|e| serde_json::json!({"epoch": e, "lr": 0.1 * e as f64, "loss": {"sdm": 3.0 / e as f64, "id": 1.0}, "t2i": {"R1": 10.0 * e as f64}}))
-            .collect();
-        let (losses, lr, r1) = series_from_records(&recs);
-        assert_eq!(losses.len(), 2);
-        let sdm = &losses.iter().find(|(n, _)| n == "sdm").unwrap().1;
-        assert_eq!(sdm, &vec![(1.0, 3.0), (2.0, 1.5), (3.0, 1.0)]);
-        assert_eq!(lr[0].1[2], (3.0, 0.30000000000000004));
-        assert_eq!(r1[0].1, vec![(1.0, 10.0), (2.0, 20.0), (3.0, 30.0)]);
+    fn curves_are_drawn() {
+        let curves = Curves {
+            losses: vec![("sdm".into(), vec![(1.0, 3.0), (2.0, 1.5), (3.0, 1.0)])],
+            lr: ("lr".into(), vec![(1.0, 0.1), (2.0, 0.2), (3.0, 0.3)]),
+            r1: (
+                "t2i R@1".into(),
+                vec![(1.0, 10.0), (2.0, 20.0), (3.0, 30.0)],
+            ),
+        };
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("curves.png");
-        write(&p, &recs).unwrap();
+        write(&p, &curves).unwrap();
         let img = image::open(&p).unwrap().to_rgb8();
         assert_eq!(img.dimensions(), (1260, 330));
         assert!(

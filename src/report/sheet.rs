@@ -88,7 +88,7 @@ pub fn write(path: &Path, query: &str, note: Option<&str>, items: &[SheetItem]) 
         image::ImageFormat::Png,
     )
     .context("encoding contact sheet")?;
-    crate::util::write_atomic(path, &bytes)
+    crate::io::write_atomic(path, &bytes)
 }
 
 #[cfg(test)]

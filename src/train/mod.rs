@@ -1,16 +1,13 @@
-//! Training: optimiser, schedule, the loop, run folders and checkpoints.
-pub mod checkpoint;
+//! Training: the trainer and its one step, the optimiser, the schedule, the run folder with its
+//! typed epoch records, and the throughput benchmark.
+pub mod bench;
+pub mod interrupt;
 pub mod optimizer;
+pub mod record;
 pub mod run_dir;
 pub mod schedule;
+pub mod step;
 pub mod trainer;
 
-/// The run was stopped by Ctrl-C after writing a resumable checkpoint.
-#[derive(Debug, thiserror::Error)]
-#[error("interrupted")]
-pub struct Interrupted;
-
-/// `ccma train`.
-pub fn run_cli(args: &crate::cli::TrainArgs) -> anyhow::Result<()> {
-    trainer::run(args)
-}
+pub use interrupt::Interrupted;
+pub use trainer::{run, Faults, Progress, Start, Trainer};

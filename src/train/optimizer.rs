@@ -10,27 +10,27 @@
 //! whatever the number of parameters. A parameter that has no gradient (one no selected loss has
 //! reached yet) is skipped, as PyTorch skips a `None` gradient; [`Optimizer::zero_grad`] zeroes
 //! gradients in place, as PyTorch's `zero_grad(set_to_none=False)`.
-use crate::config::Config;
+use crate::config::{OptimSection, OptimizerKind};
+use crate::model::param_groups::{param_group, RateGroup};
 use anyhow::{bail, Result};
 use rayon::prelude::*;
 use std::collections::HashMap;
 use tch::{nn::VarStore, Device, Kind, Tensor};
 
-/// Learning-rate multiplier and weight decay of a parameter, by name, in METHOD.md's order:
-/// randomly initialised modules (`cross*`, `dca_*`) × lr_factor; any bias × bias_lr_factor with
-/// weight_decay_bias; `classifier` and `mlm_head` × lr_factor.
-pub fn param_group(name: &str, cfg: &Config) -> (f64, f64) {
-    let (mut mult, mut wd) = (1.0, cfg.weight_decay);
-    if name.contains("cross") || name.starts_with("dca_") {
-        mult = cfg.lr_factor;
-    }
-    if name.contains("bias") {
-        mult = cfg.bias_lr_factor;
-        wd = cfg.weight_decay_bias;
-    }
-    if name.contains("classifier") || name.contains("mlm_head") {
-        mult = cfg.lr_factor;
-    }
+/// Learning-rate multiplier and weight decay of a parameter, by name (the rule is the model's:
+/// [`param_group`]).
+pub fn param_rule(name: &str, cfg: &OptimSection) -> (f64, f64) {
+    let g = param_group(name);
+    let mult = match g.rate {
+        RateGroup::Base => 1.0,
+        RateGroup::Bias => cfg.bias_lr_factor,
+        RateGroup::New => cfg.lr_factor,
+    };
+    let wd = if g.bias_decay {
+        cfg.weight_decay_bias
+    } else {
+        cfg.weight_decay
+    };
     (mult, wd)
 }
 
@@ -121,14 +121,8 @@ fn f32_ptr(t: &Tensor, offset: i64) -> *mut f32 {
 }
 
 impl Optimizer {
-    pub fn new(vs: &VarStore, cfg: &Config) -> Result<Optimizer> {
-        let decoupled = match cfg.optimizer.as_str() {
-            "Adam" => false,
-            "AdamW" => true,
-            other => bail!(crate::UsageError(format!(
-                "invalid value for `optimizer`: {other:?} (expected Adam or AdamW)"
-            ))),
-        };
+    pub fn new(vs: &VarStore, cfg: &OptimSection) -> Optimizer {
+        let decoupled = cfg.optimizer == OptimizerKind::AdamW;
         let mut vars: Vec<(String, Tensor)> = vs
             .variables()
             .into_iter()
@@ -149,7 +143,7 @@ impl Optimizer {
         let mut offset = 0;
         for (name, mut var) in vars {
             let numel = var.numel() as i64;
-            let (m, wd) = param_group(&name, cfg);
+            let (m, wd) = param_rule(&name, cfg);
             mults.push(Tensor::full([numel], m, (Kind::Float, device)));
             wds.push(Tensor::full([numel], wd, (Kind::Float, device)));
             var.set_data(&flat.narrow(0, offset, numel).view(var.size().as_slice()));
@@ -157,7 +151,7 @@ impl Optimizer {
             offset += numel;
         }
         let flat = flat.set_requires_grad(false);
-        Ok(Optimizer {
+        Optimizer {
             params,
             lr_mult: Tensor::cat(&mults, 0),
             weight_decay: Tensor::cat(&wds, 0),
@@ -173,7 +167,7 @@ impl Optimizer {
             eps: cfg.eps,
             decoupled,
             fused: device == Device::Cpu,
-        })
+        }
     }
 
     /// Sets the learning rates from the schedule: `rate_of(b)` is the current rate of a parameter

@@ -1,7 +1,8 @@
 //! The run folder: `configs.yaml`, `train_log.txt`, `best.safetensors`, `last.safetensors`
 //! (resumable state), `results.json` and `metrics.jsonl`.
+use super::record::EpochRecord;
 use crate::config::Config;
-use crate::eval::metrics::{to_json, RetrievalMetrics};
+use crate::retrieval::metrics::RetrievalMetrics;
 use anyhow::{bail, Context, Result};
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -15,18 +16,22 @@ impl RunDir {
     /// `run_dir` if set, else `<output_dir>/<dataset_name>/<YYYYmmdd_HHMMSS>_<name>/`; created
     /// empty. A folder that already holds a run is refused (resume it instead).
     pub fn create(cfg: &Config) -> Result<RunDir> {
-        let dir = match &cfg.run_dir {
+        let r = &cfg.run;
+        let dir = match &r.run_dir {
             Some(d) => d.clone(),
-            None => cfg.output_dir.join(&cfg.dataset_name).join(format!(
-                "{}_{}",
-                chrono::Local::now().format("%Y%m%d_%H%M%S"),
-                cfg.name
-            )),
+            None => r
+                .output_dir
+                .join(cfg.data.dataset_name.name())
+                .join(format!(
+                    "{}_{}",
+                    chrono::Local::now().format("%Y%m%d_%H%M%S"),
+                    r.name
+                )),
         };
         let run = RunDir { dir };
         if run.state().exists() || run.config().exists() {
             bail!(crate::UsageError(format!(
-                "run folder {} already holds a run: continue it with `ccma train --resume {0}` or choose another --run-dir",
+                "run folder {} already holds a run: resume it, or choose another run folder",
                 run.dir.display()
             )));
         }
@@ -76,15 +81,15 @@ impl RunDir {
 
     /// `results.json`: the best epoch and its t2i metrics.
     pub fn write_results(&self, best_epoch: usize, m: &RetrievalMetrics) -> Result<()> {
-        let v = serde_json::json!({ "best_epoch": best_epoch, "t2i": to_json(m) });
-        crate::util::write_atomic(
+        let v = serde_json::json!({ "best_epoch": best_epoch, "t2i": m });
+        crate::io::write_atomic(
             &self.results(),
             serde_json::to_string_pretty(&v)?.as_bytes(),
         )
     }
 
     /// Every record of `metrics.jsonl`, in order.
-    pub fn read_metrics(&self) -> Result<Vec<serde_json::Value>> {
+    pub fn read_metrics(&self) -> Result<Vec<EpochRecord>> {
         let text = std::fs::read_to_string(self.metrics())
             .with_context(|| format!("cannot read {}", self.metrics().display()))?;
         text.lines()
@@ -98,13 +103,13 @@ impl RunDir {
     }
 
     /// Appends one line to `metrics.jsonl`.
-    pub fn append_metrics(&self, record: &serde_json::Value) -> Result<()> {
+    pub fn append_metrics(&self, record: &EpochRecord) -> Result<()> {
         let mut f = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(self.metrics())
             .with_context(|| format!("cannot open {}", self.metrics().display()))?;
-        writeln!(f, "{record}")
+        writeln!(f, "{}", serde_json::to_string(record)?)
             .with_context(|| format!("cannot write {}", self.metrics().display()))
     }
 }

@@ -1,34 +1,30 @@
 //! The training loop: epochs of optimiser steps, periodic evaluation, checkpoints and resumption.
-use super::checkpoint;
+use super::interrupt::{self, Interrupted};
 use super::optimizer::Optimizer;
+use super::record::{self, EpochRecord};
 use super::run_dir::RunDir;
 use super::schedule::{group_lr, lr_at};
-use super::Interrupted;
-use crate::config::Config;
+use super::step::{step, NonFiniteTerm};
+use crate::config::{Config, LossTerm};
 use crate::data::annotations::Dataset;
 use crate::data::loader::{LoaderOptions, TrainLoader};
-use crate::eval::evaluator::{embed_split, score_split, EmbedOptions};
-use crate::eval::metrics::RetrievalMetrics;
+use crate::loss::LossSpec;
 use crate::model::Ccma;
 use crate::report::tfevents::EventWriter;
+use crate::retrieval::encode::{embed_split, score_split, EncodeOptions};
+use crate::retrieval::metrics::RetrievalMetrics;
 use anyhow::{bail, Context, Result};
-use indicatif::{ProgressBar, ProgressStyle};
-use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::collections::{BTreeMap, HashMap};
 use std::time::Instant;
 use tch::{nn::VarStore, Device, Tensor};
 
-/// Set by Ctrl-C: the loop finishes the current step, writes a resumable checkpoint and stops.
-static INTERRUPTED: AtomicBool = AtomicBool::new(false);
-
-/// Installs the Ctrl-C handler (a second Ctrl-C exits at once).
-pub fn install_interrupt_handler() {
-    let _ = ctrlc::set_handler(|| {
-        if INTERRUPTED.swap(true, Ordering::SeqCst) {
-            std::process::exit(130);
-        }
-        eprintln!("\ninterrupt: finishing the current step, then writing a resumable checkpoint (Ctrl-C again to abort)");
-    });
+/// Faults to inject, for tests of the failure paths (all off by default).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Faults {
+    /// Make the first loss term NaN at this global step (0-based).
+    pub nan_at_step: Option<usize>,
+    /// Act as if Ctrl-C was pressed once this many global steps are done.
+    pub interrupt_after_step: Option<usize>,
 }
 
 /// Where training stands: the next (epoch, step) to run and the best result so far.
@@ -44,7 +40,7 @@ pub struct Progress {
 }
 
 impl Progress {
-    fn start() -> Progress {
+    pub fn start() -> Progress {
         Progress {
             epoch: 1,
             step: 0,
@@ -88,11 +84,59 @@ impl Progress {
 #[derive(Debug, thiserror::Error)]
 #[error("loss term `{term}` is {value} at epoch {epoch}, step {step} (global step {global_step}); stopped, the last good checkpoint is kept")]
 pub struct NonFiniteLoss {
-    pub term: String,
+    pub term: LossTerm,
     pub value: f64,
     pub epoch: usize,
     pub step: usize,
     pub global_step: usize,
+}
+
+/// Running means of the loss terms over an epoch, and its throughput.
+struct EpochMeter {
+    sums: Vec<(LossTerm, f64)>,
+    steps: usize,
+    samples: usize,
+    started: Instant,
+}
+
+impl EpochMeter {
+    fn new() -> EpochMeter {
+        EpochMeter {
+            sums: Vec::new(),
+            steps: 0,
+            samples: 0,
+            started: Instant::now(),
+        }
+    }
+
+    fn add(&mut self, values: &[(LossTerm, f64)], samples: usize) {
+        if self.sums.is_empty() {
+            self.sums = values.iter().map(|(k, _)| (*k, 0.0)).collect();
+        }
+        for ((_, s), (_, v)) in self.sums.iter_mut().zip(values) {
+            *s += v;
+        }
+        self.steps += 1;
+        self.samples += samples;
+    }
+
+    fn means(&self) -> impl Iterator<Item = (LossTerm, f64)> + '_ {
+        let n = self.steps.max(1) as f64;
+        self.sums.iter().map(move |(k, s)| (*k, s / n))
+    }
+
+    fn samples_per_s(&self) -> f64 {
+        self.samples as f64 / self.started.elapsed().as_secs_f64()
+    }
+
+    /// `sdm 1.234 id 0.567 ...` with `decimals` digits.
+    fn summary(&self, decimals: usize) -> String {
+        let shown: Vec<String> = self
+            .means()
+            .map(|(k, m)| format!("{k} {m:.decimals$}"))
+            .collect();
+        shown.join(" ")
+    }
 }
 
 /// Everything a run needs, built once.
@@ -105,14 +149,15 @@ pub struct Trainer {
     model: Ccma,
     opt: Optimizer,
     loader: TrainLoader,
-    losses: Vec<String>,
+    spec: LossSpec,
+    faults: Faults,
     events: Option<EventWriter>,
 }
 
 impl Trainer {
-    pub fn new(cfg: Config, run: RunDir) -> Result<Trainer> {
-        let device = cfg.tch_device()?;
-        tch::manual_seed(cfg.seed as i64);
+    pub fn new(cfg: Config, run: RunDir, faults: Faults) -> Result<Trainer> {
+        let device = cfg.run.device.resolve()?;
+        tch::manual_seed(cfg.run.seed as i64);
         let dataset = crate::data::load_dataset(&cfg)?;
         tracing::info!(
             "{}: {} training pairs, {} identities, {} test images, {} test captions",
@@ -122,16 +167,20 @@ impl Trainer {
             dataset.test.image_paths.len(),
             dataset.test.captions.len()
         );
-        let (vs, model) = crate::model::from_config(&cfg, dataset.num_classes as i64, device)?;
-        let opt = Optimizer::new(&vs, &cfg)?;
+        let (vs, model) = crate::factory::training_model(&cfg, dataset.num_classes as i64, device)?;
+        let opt = Optimizer::new(&vs, &cfg.optim);
         let loader = TrainLoader::new(
             dataset.train.clone(),
             LoaderOptions::from_config(&cfg, device),
         )?;
-        let losses = cfg.losses();
+        let spec = LossSpec {
+            terms: cfg.losses(),
+            params: cfg.loss.clone(),
+        };
+        let names: Vec<&str> = spec.terms.iter().map(|t| t.name()).collect();
         tracing::info!(
             "device {device:?}, losses {}, {} parameters",
-            losses.join("+"),
+            names.join("+"),
             count_params(&vs)
         );
         Ok(Trainer {
@@ -143,12 +192,14 @@ impl Trainer {
             model,
             opt,
             loader,
-            losses,
+            spec,
+            faults,
             events: None,
         })
     }
 
-    /// The full resumable state: model parameters, optimiser state, and `progress` as metadata.
+    /// The full resumable state: model parameters, optimiser state, the model's sizes and
+    /// `progress` as metadata.
     fn save_state(&self, progress: &Progress) -> Result<()> {
         let mut tensors: Vec<(String, Tensor)> = self.vs.variables().into_iter().collect();
         tensors.extend(
@@ -157,14 +208,16 @@ impl Trainer {
                 .into_iter()
                 .map(|(k, t)| (format!("optimizer.{k}"), t)),
         );
-        checkpoint::save(&self.run.state(), &tensors, &progress.to_metadata())
+        let mut meta = self.model.config.to_metadata();
+        meta.extend(progress.to_metadata());
+        crate::io::safetensors::save(&self.run.state(), &tensors, &meta)
             .context("cannot write the resumable checkpoint")
     }
 
     /// Restores a state written by [`Trainer::save_state`].
     pub fn load_state(&mut self) -> Result<Progress> {
         let path = self.run.state();
-        let (tensors, meta) = checkpoint::load(&path)?;
+        let (tensors, meta) = crate::io::safetensors::load(&path)?;
         let mut opt_state = HashMap::new();
         let mut params = HashMap::new();
         for (k, t) in tensors {
@@ -173,22 +226,22 @@ impl Trainer {
                 None => params.insert(k, t),
             };
         }
-        crate::model::copy_named(&mut self.vs, &params)
-            .with_context(|| format!("resume state {}", path.display()))?;
+        crate::model::weights::copy_into(&mut self.vs, &params, &[], &[], (0, 0), &path)?;
         self.opt
             .load_state(&opt_state)
             .with_context(|| format!("resume state {}", path.display()))?;
         Progress::from_metadata(&meta).with_context(|| format!("resume state {}", path.display()))
     }
 
+    /// `best.safetensors`: the model's parameters and sizes.
     fn save_best(&self) -> Result<()> {
         let tensors: Vec<(String, Tensor)> = self.vs.variables().into_iter().collect();
-        checkpoint::save(&self.run.best(), &tensors, &HashMap::new())
+        crate::io::safetensors::save(&self.run.best(), &tensors, &self.model.config.to_metadata())
             .context("cannot write the best checkpoint")
     }
 
     fn evaluate(&self) -> Result<RetrievalMetrics> {
-        let opts = EmbedOptions::from_config(&self.cfg, self.device);
+        let opts = EncodeOptions::from_config(&self.cfg.data, self.device);
         let feats = embed_split(&self.model, &self.dataset.test, &opts)?;
         Ok(score_split(&feats, &self.dataset.test, false)?.0)
     }
@@ -196,21 +249,30 @@ impl Trainer {
     /// Trains from `progress` to the last epoch.
     pub fn fit(&mut self, mut progress: Progress) -> Result<Progress> {
         let started = Instant::now();
-        while progress.epoch <= self.cfg.num_epoch {
+        let last = self.cfg.optim.num_epoch;
+        while progress.epoch <= last {
             let epoch = progress.epoch;
-            let lr = lr_at(&self.cfg, epoch);
-            self.opt.set_lr(|base| group_lr(&self.cfg, epoch, base));
-            let means = self.train_epoch(&mut progress, lr)?;
+            let lr = lr_at(&self.cfg.optim, epoch);
+            let optim = &self.cfg.optim;
+            self.opt.set_lr(|base| group_lr(optim, epoch, base));
+            let meter = self.train_epoch(&mut progress, lr)?;
             progress.epoch += 1;
             progress.step = 0;
-            let mut record = serde_json::json!({ "epoch": epoch, "lr": lr, "loss": means });
-            if epoch % self.cfg.eval_period == 0 || epoch == self.cfg.num_epoch {
+            let mut record = EpochRecord {
+                epoch,
+                lr,
+                loss: meter
+                    .means()
+                    .map(|(k, m)| (k.to_string(), m))
+                    .collect::<BTreeMap<_, _>>(),
+                t2i: None,
+            };
+            if epoch % self.cfg.run.eval_period == 0 || epoch == last {
                 let m = self.evaluate()?;
                 tracing::info!(
                     "epoch {epoch} test t2i\n{}",
-                    crate::eval::metrics::table(&[("t2i", &m)])
+                    crate::retrieval::metrics::table(&[("t2i", &m)])
                 );
-                record["t2i"] = crate::eval::metrics::to_json(&m);
                 if m.r1 > progress.best_r1 {
                     progress.best_r1 = m.r1;
                     progress.best_epoch = epoch;
@@ -222,6 +284,7 @@ impl Trainer {
                         self.run.best().display()
                     );
                 }
+                record.t2i = Some(m);
             }
             self.save_state(&progress)?;
             self.run.append_metrics(&record)?;
@@ -236,100 +299,75 @@ impl Trainer {
         Ok(progress)
     }
 
-    /// Refreshes `curves.png` from `metrics.jsonl` and logs the epoch's scalars for TensorBoard.
-    fn report(&mut self, record: &serde_json::Value) -> Result<()> {
-        let epoch = record["epoch"].as_i64().unwrap_or(0);
+    /// Logs the epoch's scalars for TensorBoard and refreshes `curves.png` from `metrics.jsonl`.
+    fn report(&mut self, record: &EpochRecord) -> Result<()> {
         if self.events.is_none() {
             self.events = Some(EventWriter::create(&self.run.dir)?);
         }
         let events = self.events.as_mut().expect("created above");
-        for (term, v) in record["loss"].as_object().into_iter().flatten() {
-            events.scalar(
-                &format!("loss/{term}"),
-                v.as_f64().unwrap_or(f64::NAN) as f32,
-                epoch,
-            )?;
+        let epoch = record.epoch as i64;
+        for (term, v) in &record.loss {
+            events.scalar(&format!("loss/{term}"), *v as f32, epoch)?;
         }
-        events.scalar(
-            "lr",
-            record["lr"].as_f64().unwrap_or(f64::NAN) as f32,
-            epoch,
-        )?;
-        for (k, v) in record["t2i"].as_object().into_iter().flatten() {
-            if let Some(v) = v.as_f64() {
+        events.scalar("lr", record.lr as f32, epoch)?;
+        if let Some(m) = &record.t2i {
+            for (k, v) in [
+                ("R1", m.r1),
+                ("R5", m.r5),
+                ("R10", m.r10),
+                ("mAP", m.map),
+                ("mINP", m.minp),
+            ] {
                 events.scalar(&format!("test_t2i/{k}"), v as f32, epoch)?;
             }
         }
-        crate::report::curves::write(&self.run.curves(), &self.run.read_metrics()?)
+        crate::report::curves::write(
+            &self.run.curves(),
+            &record::curves(&self.run.read_metrics()?),
+        )
     }
 
-    /// One epoch from `progress.step` on; returns the mean of each loss term.
-    fn train_epoch(&mut self, progress: &mut Progress, lr: f64) -> Result<serde_json::Value> {
+    /// One epoch from `progress.step` on; returns its loss means and throughput.
+    fn train_epoch(&mut self, progress: &mut Progress, lr: f64) -> Result<EpochMeter> {
         let epoch = progress.epoch;
-        let total = self.loader.num_batches(epoch);
-        let pb = ProgressBar::new(total as u64).with_position(progress.step as u64);
-        pb.set_style(
-            ProgressStyle::with_template("epoch {prefix} [{bar:25}] {pos}/{len} {msg} eta {eta}")
-                .unwrap_or_else(|_| ProgressStyle::default_bar())
-                .progress_chars("=> "),
+        let pb = crate::report::progress::bar(
+            self.loader.num_batches(epoch),
+            "epoch {prefix} [{bar:25}] {pos}/{len} {msg} eta {eta}",
         );
-        pb.set_prefix(format!("{epoch}/{}", self.cfg.num_epoch));
-        let mut sums: Vec<(String, f64)> = Vec::new();
-        let mut n = 0usize;
-        let t0 = Instant::now();
-        let mut samples = 0usize;
-        let nan_hook = hook_step("CCMA_INJECT_NAN_AT_STEP");
-        let interrupt_hook = hook_step("CCMA_INTERRUPT_AT_STEP");
+        pb.set_position(progress.step as u64);
+        pb.set_prefix(format!("{epoch}/{}", self.cfg.optim.num_epoch));
+        let mut meter = EpochMeter::new();
         for batch in self.loader.epoch(epoch, progress.step) {
             let batch = batch?.to_device(self.device);
-            samples += batch.len() as usize;
-            let out = self.model.forward_train(&batch, &self.losses);
-            let terms = crate::loss::compute(&self.cfg, &out, &batch.pids);
-            let mut values: Vec<(String, f64)> = terms
-                .0
-                .iter()
-                .map(|(k, t)| (k.clone(), t.double_value(&[])))
-                .collect();
-            if nan_hook == Some(progress.global_step) {
-                values[0].1 = f64::NAN;
-            }
-            if let Some((term, value)) = values.iter().find(|(_, v)| !v.is_finite()) {
-                pb.abandon();
-                bail!(NonFiniteLoss {
-                    term: term.clone(),
-                    value: *value,
-                    epoch,
-                    step: progress.step,
-                    global_step: progress.global_step
-                });
-            }
-            self.opt.zero_grad();
-            terms.total().backward();
-            self.opt.step();
+            let poison = self.faults.nan_at_step == Some(progress.global_step);
+            let values = step(&self.model, &mut self.opt, &batch, &self.spec, poison).map_err(
+                |NonFiniteTerm { term, value }| {
+                    pb.abandon();
+                    NonFiniteLoss {
+                        term,
+                        value,
+                        epoch,
+                        step: progress.step,
+                        global_step: progress.global_step,
+                    }
+                },
+            )?;
             progress.step += 1;
             progress.global_step += 1;
-            if sums.is_empty() {
-                sums = values.iter().map(|(k, _)| (k.clone(), 0.0)).collect();
-            }
-            for ((_, s), (_, v)) in sums.iter_mut().zip(&values) {
-                *s += v;
-            }
-            n += 1;
-            let rate = samples as f64 / t0.elapsed().as_secs_f64();
-            let shown: Vec<String> = sums
-                .iter()
-                .map(|(k, s)| format!("{k} {:.3}", s / n as f64))
-                .collect();
+            meter.add(&values, batch.len() as usize);
             pb.set_message(format!(
-                "{} lr {lr:.2e} {rate:.0} samples/s",
-                shown.join(" ")
+                "{} lr {lr:.2e} {:.0} samples/s",
+                meter.summary(3),
+                meter.samples_per_s()
             ));
             pb.inc(1);
-            if INTERRUPTED.load(Ordering::SeqCst) || interrupt_hook == Some(progress.global_step) {
+            if interrupt::requested()
+                || self.faults.interrupt_after_step == Some(progress.global_step)
+            {
                 pb.abandon();
                 self.save_state(progress)?;
                 tracing::warn!(
-                    "interrupted at epoch {epoch}, step {}: resumable checkpoint written; continue with `ccma train --resume {}`",
+                    "interrupted at epoch {epoch}, step {}: resumable checkpoint written; resume the run in {} to continue",
                     progress.step,
                     self.run.dir.display()
                 );
@@ -337,27 +375,13 @@ impl Trainer {
             }
         }
         pb.finish_and_clear();
-        let means: serde_json::Map<String, serde_json::Value> = sums
-            .iter()
-            .map(|(k, s)| (k.clone(), serde_json::json!(s / n.max(1) as f64)))
-            .collect();
-        let shown: Vec<String> = sums
-            .iter()
-            .map(|(k, s)| format!("{k} {:.4}", s / n.max(1) as f64))
-            .collect();
         tracing::info!(
             "epoch {epoch}: {} lr {lr:.3e} {:.1} samples/s",
-            shown.join(" "),
-            samples as f64 / t0.elapsed().as_secs_f64()
+            meter.summary(4),
+            meter.samples_per_s()
         );
-        Ok(serde_json::Value::Object(means))
+        Ok(meter)
     }
-}
-
-/// Fault-injection hooks for the tests: `CCMA_INJECT_NAN_AT_STEP=N` makes the first loss term
-/// NaN at global step N; `CCMA_INTERRUPT_AT_STEP=N` acts as a Ctrl-C after global step N.
-fn hook_step(var: &str) -> Option<usize> {
-    std::env::var(var).ok()?.parse().ok()
 }
 
 fn count_params(vs: &VarStore) -> i64 {
@@ -368,17 +392,23 @@ fn count_params(vs: &VarStore) -> i64 {
         .sum()
 }
 
-/// `ccma train`: a new run, or `--resume RUN_DIR`.
-pub fn run(args: &crate::cli::TrainArgs) -> Result<()> {
-    let (cfg, run, resume) = match &args.resume {
-        Some(dir) => {
-            let run = RunDir::existing(dir)?;
-            let cfg = Config::from_file(&run.config())
-                .map_err(|e| crate::UsageError(format!("{e:#}")))?;
+/// How a training command starts.
+pub enum Start {
+    /// A new run with this config.
+    New(Config),
+    /// Continue the run in this folder from its last completed step.
+    Resume(std::path::PathBuf),
+}
+
+/// `ccma train`: creates (or reopens) the run folder, logs into it, and trains to the end.
+pub fn run(start: Start, faults: Faults) -> Result<Progress> {
+    let (cfg, run, resume) = match start {
+        Start::Resume(dir) => {
+            let run = RunDir::existing(&dir)?;
+            let cfg = Config::from_file(&run.config())?;
             (cfg, run, true)
         }
-        None => {
-            let cfg = args.config.resolve()?;
+        Start::New(cfg) => {
             let run = RunDir::create(&cfg)?;
             cfg.save(&run.config())?;
             (cfg, run, false)
@@ -387,8 +417,8 @@ pub fn run(args: &crate::cli::TrainArgs) -> Result<()> {
     crate::logging::set_log_file(&run.log())
         .with_context(|| format!("cannot open {}", run.log().display()))?;
     tracing::info!("run folder {}", run.dir.display());
-    install_interrupt_handler();
-    let mut trainer = Trainer::new(cfg, run)?;
+    interrupt::install_handler();
+    let mut trainer = Trainer::new(cfg, run, faults)?;
     let progress = if resume {
         let p = trainer.load_state()?;
         tracing::info!(
@@ -402,6 +432,5 @@ pub fn run(args: &crate::cli::TrainArgs) -> Result<()> {
     } else {
         Progress::start()
     };
-    trainer.fit(progress)?;
-    Ok(())
+    trainer.fit(progress)
 }

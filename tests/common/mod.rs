@@ -34,6 +34,23 @@ pub fn ccma(args: &[&str]) -> Output {
         .expect("run ccma")
 }
 
+/// Runs the `ccma` binary and asserts it succeeded (showing its stderr when not).
+pub fn ccma_ok(args: &[&str]) -> Output {
+    let out = ccma(args);
+    assert!(
+        out.status.success(),
+        "ccma {}: {}",
+        args.join(" "),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+/// Runs the `ccma` binary, asserts it succeeded, and parses its stdout as JSON.
+pub fn ccma_json(args: &[&str]) -> serde_json::Value {
+    serde_json::from_slice(&ccma_ok(args).stdout).expect("JSON on stdout")
+}
+
 /// Asserts a failed run printed exactly one error line containing `needle`, without a panic.
 pub fn assert_one_line_error(out: &Output, needle: &str) {
     let err = String::from_utf8_lossy(&out.stderr);
@@ -59,7 +76,7 @@ pub fn save(path: &Path, tensors: &[(&str, &tch::Tensor)]) {
         .iter()
         .map(|(k, t)| (k.to_string(), t.shallow_clone()))
         .collect();
-    ccma::train::checkpoint::save(path, &named, &Default::default()).unwrap();
+    ccma::io::safetensors::save(path, &named, &Default::default()).unwrap();
 }
 
 /// Reads a safetensors file into a map.

@@ -1,4 +1,4 @@
-//! Small helpers shared across modules.
+//! Atomic writes: a temporary file in the same folder, then a rename.
 use anyhow::{Context, Result};
 use std::io::Write;
 use std::path::Path;

@@ -1,11 +1,11 @@
-//! Embeds an evaluation split with a model and scores it with the retrieval protocol.
+//! Batched encoding of images and captions into global features (used by training's evaluation,
+//! `test`, `embed` and `search`), and the scoring of an evaluation split.
 use super::metrics::{evaluate, RetrievalMetrics};
 use crate::data::annotations::EvalSplit;
 use crate::data::tokenizer::Tokenizer;
 use crate::data::transforms::{load_rgb, ImageTransform};
 use crate::model::Ccma;
 use anyhow::Result;
-use indicatif::{ProgressBar, ProgressStyle};
 use rand::SeedableRng;
 use rayon::prelude::*;
 use std::path::PathBuf;
@@ -13,7 +13,7 @@ use tch::{Device, Tensor};
 
 /// How images and captions are fed to the encoders.
 #[derive(Debug, Clone, Copy)]
-pub struct EmbedOptions {
+pub struct EncodeOptions {
     /// (H, W) of the test transform.
     pub img_size: (usize, usize),
     pub text_length: usize,
@@ -21,31 +21,43 @@ pub struct EmbedOptions {
     pub device: Device,
 }
 
-impl EmbedOptions {
-    pub fn from_config(cfg: &crate::config::Config, device: Device) -> EmbedOptions {
-        EmbedOptions {
-            img_size: (cfg.img_size.0 as usize, cfg.img_size.1 as usize),
-            text_length: cfg.text_length as usize,
-            batch_size: cfg.test_batch_size,
+impl EncodeOptions {
+    /// The evaluation settings of a run config (`img_size`, `text_length`, `test_batch_size`).
+    pub fn from_config(d: &crate::config::DataSection, device: Device) -> EncodeOptions {
+        EncodeOptions {
+            img_size: (d.img_size.0 as usize, d.img_size.1 as usize),
+            text_length: d.text_length as usize,
+            batch_size: d.test_batch_size,
+            device,
+        }
+    }
+
+    /// What a model was built for: its input size and context length, in batches of
+    /// `batch_size`.
+    pub fn for_model(
+        clip: &crate::model::clip::ClipConfig,
+        batch_size: usize,
+        device: Device,
+    ) -> EncodeOptions {
+        EncodeOptions {
+            img_size: (clip.image_size.0 as usize, clip.image_size.1 as usize),
+            text_length: clip.context_length as usize,
+            batch_size,
             device,
         }
     }
 }
 
-fn bar(len: usize, what: &str) -> ProgressBar {
-    let pb = ProgressBar::new(len as u64);
-    pb.set_style(
-        ProgressStyle::with_template("{msg:>12} [{bar:30}] {pos}/{len} {per_sec} eta {eta}")
-            .unwrap_or_else(|_| ProgressStyle::default_bar())
-            .progress_chars("=> "),
-    );
+fn bar(len: usize, what: &str) -> indicatif::ProgressBar {
+    let pb =
+        crate::report::progress::bar(len, "{msg:>12} [{bar:30}] {pos}/{len} {per_sec} eta {eta}");
     pb.set_message(what.to_string());
     pb
 }
 
 /// Global image features `f_i` of `paths`, in order: [N, D] f32 on the CPU (not normalised).
 /// Decoding and the test transform run in parallel; an unreadable image is an error naming it.
-pub fn embed_images(model: &Ccma, paths: &[PathBuf], opts: &EmbedOptions) -> Result<Tensor> {
+pub fn embed_images(model: &Ccma, paths: &[PathBuf], opts: &EncodeOptions) -> Result<Tensor> {
     let (h, w) = opts.img_size;
     let transform = ImageTransform::test(opts.img_size);
     let pb = bar(paths.len(), "images");
@@ -72,7 +84,7 @@ pub fn embed_images(model: &Ccma, paths: &[PathBuf], opts: &EmbedOptions) -> Res
 }
 
 /// Global text features `f_t` of `captions`, in order: [N, D] f32 on the CPU (not normalised).
-pub fn embed_captions(model: &Ccma, captions: &[String], opts: &EmbedOptions) -> Result<Tensor> {
+pub fn embed_captions(model: &Ccma, captions: &[String], opts: &EncodeOptions) -> Result<Tensor> {
     let vocab = model.config.clip.vocab_size;
     if vocab < crate::data::tokenizer::VOCAB_SIZE as i64 {
         anyhow::bail!(crate::UsageError(format!(
@@ -114,7 +126,7 @@ pub struct SplitFeatures {
 }
 
 /// Embeds every image and caption of `split`.
-pub fn embed_split(model: &Ccma, split: &EvalSplit, opts: &EmbedOptions) -> Result<SplitFeatures> {
+pub fn embed_split(model: &Ccma, split: &EvalSplit, opts: &EncodeOptions) -> Result<SplitFeatures> {
     Ok(SplitFeatures {
         images: embed_images(model, &split.image_paths, opts)?,
         texts: embed_captions(model, &split.captions, opts)?,

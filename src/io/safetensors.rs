@@ -1,4 +1,5 @@
-//! Checkpoints: named tensors plus string metadata in one safetensors file, written atomically.
+//! Safetensors files: named tensors plus string metadata, written atomically (checkpoints, feature
+//! files, caches).
 use anyhow::{bail, Context, Result};
 use safetensors::tensor::{Dtype, TensorView};
 use std::collections::HashMap;
@@ -56,7 +57,7 @@ pub fn save(
         })
         .collect::<Result<_, safetensors::SafeTensorError>>()?;
     let data = safetensors::serialize(views, &Some(metadata.clone()))?;
-    crate::util::write_atomic(path, &data)
+    super::write_atomic(path, &data)
 }
 
 /// Reads every tensor (on the CPU) and the metadata of a safetensors file.

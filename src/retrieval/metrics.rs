@@ -11,24 +11,37 @@
 //! `Nq x Ng` matrix is ever built. Ties: an item with exactly the same similarity as a
 //! match ranks after it (with float features exact ties have probability zero); tied matches
 //! take consecutive ranks.
+use crate::model::layers::l2_normalize;
 use anyhow::{bail, Result};
 use rayon::prelude::*;
 use std::collections::HashMap;
 use std::ops::Add;
-use tch::{Device, Kind, Tensor};
+use tch::{Device, Tensor};
 
-/// Protocol results; rates in percent.
-#[derive(Debug, Clone, PartialEq)]
+/// Protocol results; rates in percent. Written as `{"R1", "R5", "R10", "mAP", "mINP"}` (plus
+/// `excluded` when nonzero).
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct RetrievalMetrics {
+    #[serde(rename = "R1")]
     pub r1: f64,
+    #[serde(rename = "R5")]
     pub r5: f64,
+    #[serde(rename = "R10")]
     pub r10: f64,
+    #[serde(rename = "mAP")]
     pub map: f64,
+    #[serde(rename = "mINP")]
     pub minp: f64,
     /// Queries scored.
+    #[serde(skip)]
     pub num_queries: usize,
     /// Queries left out because no gallery item has their pid.
+    #[serde(default, skip_serializing_if = "is_zero")]
     pub excluded: usize,
+}
+
+fn is_zero(n: &usize) -> bool {
+    *n == 0
 }
 
 /// Upper bound on the elements of one similarity block `[chunk, Ng]` (f32: 32 MiB).
@@ -150,12 +163,6 @@ fn score_row(row: &[f32], matches: &[usize]) -> Sums {
     }
 }
 
-/// L2-normalises the rows of `x` [N, D] (f32).
-fn normalise(x: &Tensor) -> Tensor {
-    let x = x.to_kind(Kind::Float);
-    &x / x.norm_scalaropt_dim(2, [-1], true).clamp_min(1e-12)
-}
-
 /// Scores `queries` [Nq, D] against `gallery` [Ng, D] (f32, any device; both L2-normalised
 /// here). `query_pids` [Nq] and `gallery_pids` [Ng] decide the matches. Queries whose pid is not
 /// in the gallery are excluded and counted (with a warning).
@@ -181,8 +188,8 @@ pub fn evaluate(
         positions.entry(pid).or_default().push(j);
     }
     let device = gallery.device();
-    let gallery_t = normalise(gallery).tr().contiguous(); // [D, Ng]
-    let q = normalise(&queries.to_device(device));
+    let gallery_t = l2_normalize(gallery).tr().contiguous(); // [D, Ng]
+    let q = l2_normalize(&queries.to_device(device));
     let chunk = (BLOCK_ELEMENTS / ng).clamp(1, 4096);
     let mut sums = Sums::default();
     let (mut product_s, mut ranking_s) = (0f64, 0f64);
@@ -232,16 +239,6 @@ pub fn evaluate(
     })
 }
 
-/// The metrics as `{"R1":..,"R5":..,"R10":..,"mAP":..,"mINP":..}` (plus `excluded` when nonzero).
-pub fn to_json(m: &RetrievalMetrics) -> serde_json::Value {
-    let mut v =
-        serde_json::json!({ "R1": m.r1, "R5": m.r5, "R10": m.r10, "mAP": m.map, "mINP": m.minp });
-    if m.excluded > 0 {
-        v["excluded"] = serde_json::json!(m.excluded);
-    }
-    v
-}
-
 /// The `task R1 R5 R10 mAP mINP` table, 3 decimals.
 pub fn table(rows: &[(&str, &RetrievalMetrics)]) -> String {
     let mut t = prettytable::Table::new();
@@ -262,6 +259,7 @@ pub fn table(rows: &[(&str, &RetrievalMetrics)]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tch::Kind;
 
     /// Queries and gallery as 2-d unit vectors at given angles: similarity = cos(difference).
     fn at(angles: &[f64]) -> Tensor {

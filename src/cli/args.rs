@@ -1,0 +1,171 @@
+//! Flag groups that several commands share, and turning flags into typed values once.
+use crate::config::{Config, DatasetName};
+use crate::device::DeviceSpec;
+use crate::factory::{Inference, WeightsSource};
+use crate::retrieval::encode::EncodeOptions;
+use crate::UsageError;
+use anyhow::Result;
+use clap::Args;
+use std::path::{Path, PathBuf};
+
+/// `--device`.
+#[derive(Args, Debug, Clone, Default)]
+pub struct DeviceArg {
+    /// auto (CUDA when present), cpu, cuda or cuda:N.
+    #[arg(long, value_name = "DEVICE")]
+    pub device: Option<DeviceSpec>,
+}
+
+impl DeviceArg {
+    pub fn resolve(&self) -> Result<tch::Device> {
+        self.device.unwrap_or_default().resolve()
+    }
+}
+
+/// The run configuration of a command that reads a dataset: a YAML file, `--set` overrides and
+/// the dataset flags.
+#[derive(Args, Debug, Clone, Default)]
+pub struct ConfigArgs {
+    /// YAML config file (keys as in configs/*.yaml); defaults are the paper's CUHK-PEDES settings.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Dataset: CUHK-PEDES, ICFG-PEDES, RSTPReid or SYNTH-PEDES (key `dataset_name`).
+    #[arg(long, value_name = "NAME")]
+    pub dataset: Option<DatasetName>,
+    /// Folder that holds `<dataset>/` (key `root_dir`).
+    #[arg(long, value_name = "DIR")]
+    pub root_dir: Option<PathBuf>,
+    /// Set any config key, e.g. `--set lr=1e-4 --set img_size=[256,128]` (values are YAML).
+    #[arg(long = "set", value_name = "KEY=VALUE", value_parser = crate::config::parse_override)]
+    pub set: Vec<(String, String)>,
+}
+
+/// A config being assembled from a file, `--set` and the named flags.
+pub struct Overrides<'a> {
+    cfg: Config,
+    sets: &'a [(String, String)],
+}
+
+impl Overrides<'_> {
+    /// Applies a named flag's `value` (if given) to config key `key`; the same key also given
+    /// with `--set` is refused rather than one silently winning.
+    pub fn flag<T>(
+        &mut self,
+        flag: &str,
+        key: &str,
+        value: Option<T>,
+        put: impl FnOnce(&mut Config, T),
+    ) -> Result<()> {
+        let Some(v) = value else { return Ok(()) };
+        if self.sets.iter().any(|(k, _)| k == key) {
+            return Err(UsageError(format!(
+                "{flag} and --set {key}=... both set `{key}`: give one of them"
+            ))
+            .into());
+        }
+        put(&mut self.cfg, v);
+        Ok(())
+    }
+}
+
+impl ConfigArgs {
+    /// Whether any of these flags was given.
+    pub fn is_empty(&self) -> bool {
+        self.config.is_none()
+            && self.dataset.is_none()
+            && self.root_dir.is_none()
+            && self.set.is_empty()
+    }
+
+    /// The defaults, then `--config` (or `fallback` when it is not given), then `--set`, then
+    /// `--dataset`, `--root-dir`, `--device` and the command's own flags (`more`); validated.
+    pub fn resolve(
+        &self,
+        fallback: Option<&Path>,
+        device: &DeviceArg,
+        more: impl FnOnce(&mut Overrides) -> Result<()>,
+    ) -> Result<Config> {
+        let file = self.config.as_deref().or(fallback);
+        let base = match file {
+            Some(f) => Config::load(f)?,
+            None => Config::default(),
+        };
+        let cfg = base
+            .with_overrides(&self.set)
+            .map_err(|e| UsageError(format!("in --set: {e:#}")))?;
+        let mut o = Overrides {
+            cfg,
+            sets: &self.set,
+        };
+        o.flag("--dataset", "dataset_name", self.dataset, |c, v| {
+            c.data.dataset_name = v
+        })?;
+        o.flag("--root-dir", "root_dir", self.root_dir.clone(), |c, v| {
+            c.data.root_dir = v
+        })?;
+        o.flag("--device", "device", device.device, |c, v| c.run.device = v)?;
+        more(&mut o)?;
+        o.cfg.validate().map_err(|e| match file {
+            Some(f) => UsageError(format!("config file {}: {e:#}", f.display())).into(),
+            None => e,
+        })?;
+        Ok(o.cfg)
+    }
+}
+
+/// `--checkpoint` or `--pretrained`: the weights of `embed` and `search`.
+#[derive(Args, Debug, Clone)]
+#[group(required = true, multiple = false)]
+pub struct WeightsArgs {
+    /// A ccma checkpoint (safetensors); its run's configs.yaml beside it supplies data settings.
+    #[arg(long, value_name = "FILE")]
+    pub checkpoint: Option<PathBuf>,
+    /// Pretrained CLIP weights: OpenAI's ViT-B-16.pt (TorchScript) or safetensors.
+    #[arg(long, value_name = "FILE")]
+    pub pretrained: Option<PathBuf>,
+}
+
+impl WeightsArgs {
+    /// The model and how to feed it: the input size `img_size` when given; else the data
+    /// settings of the `configs.yaml` beside a checkpoint; else what the weights were built for
+    /// (384x128 for CLIP weights). The encoding batch size `batch_size` when given.
+    pub fn load(
+        &self,
+        img_size: Option<(i64, i64)>,
+        batch_size: Option<usize>,
+        device: tch::Device,
+    ) -> Result<(Inference, EncodeOptions)> {
+        let (source, beside) = match (&self.checkpoint, &self.pretrained) {
+            (Some(c), _) => (
+                WeightsSource::Checkpoint(c.clone()),
+                Some(c.with_file_name("configs.yaml")).filter(|p| p.is_file()),
+            ),
+            (None, Some(p)) => (WeightsSource::Pretrained(p.clone()), None),
+            (None, None) => unreachable!("clap requires one of --checkpoint and --pretrained"),
+        };
+        let data = beside
+            .map(|p| Config::from_file(&p))
+            .transpose()?
+            .map(|c| c.data);
+        let size = img_size.or(data.as_ref().map(|d| d.img_size));
+        let model = crate::factory::inference_model(&source, size, device)?;
+        let clip = &model.model.config.clip;
+        let mut opts = match &data {
+            Some(d) => EncodeOptions::from_config(d, device),
+            None => EncodeOptions::for_model(clip, Config::default().data.test_batch_size, device),
+        };
+        opts.img_size = (clip.image_size.0 as usize, clip.image_size.1 as usize);
+        if let Some(b) = batch_size {
+            opts.batch_size = b;
+        }
+        Ok((model, opts))
+    }
+}
+
+/// `HxW` (e.g. `384x128`) as (H, W).
+pub fn parse_img_size(s: &str) -> Result<(i64, i64), String> {
+    s.split_once('x')
+        .and_then(|(h, w)| Some((h.trim().parse().ok()?, w.trim().parse().ok()?)))
+        .filter(|&(h, w): &(i64, i64)| h > 0 && w > 0)
+        .ok_or_else(|| format!("{s:?}: expected HxW with positive sizes, e.g. 384x128"))
+}

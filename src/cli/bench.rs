@@ -1,0 +1,58 @@
+//! `ccma bench`.
+use super::args::DeviceArg;
+use crate::train::bench::{self, BenchOptions};
+use anyhow::Result;
+use clap::Args;
+
+/// Measure training-step and encoder throughput of the full-size model on random batches.
+#[derive(Args, Debug)]
+pub struct BenchArgs {
+    /// Training batch size.
+    #[arg(long, value_name = "N", default_value_t = 64, value_parser = clap::value_parser!(u64).range(2..))]
+    pub batch_size: u64,
+    /// Timed steps (after 3 warm-up steps).
+    #[arg(long, value_name = "N", default_value_t = 20, value_parser = clap::value_parser!(u64).range(1..))]
+    pub steps: u64,
+    /// Feed real JPEGs (SYNTH-PEDES under ./data) through the data pipeline instead of random tensors.
+    #[arg(long)]
+    pub with_loader: bool,
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub device: DeviceArg,
+}
+
+pub fn run(a: BenchArgs) -> Result<()> {
+    let r = bench::run(&BenchOptions {
+        batch_size: a.batch_size as usize,
+        steps: a.steps as usize,
+        with_loader: a.with_loader,
+        device: a.device.resolve()?,
+    })?;
+    if a.json {
+        println!("{}", serde_json::to_string(&r)?);
+        return Ok(());
+    }
+    let mut t = prettytable::Table::new();
+    t.set_titles(prettytable::row![
+        "device",
+        "batch",
+        "ms/step",
+        "samples/s",
+        "images/s",
+        "texts/s",
+        "GPU used GiB"
+    ]);
+    t.add_row(prettytable::row![
+        r.device,
+        r.batch_size,
+        format!("{:.1}", r.step_ms),
+        format!("{:.1}", r.samples_per_s),
+        format!("{:.1}", r.images_per_s),
+        format!("{:.1}", r.texts_per_s),
+        r.gpu_used_gib.map_or("-".into(), |p| format!("{p:.2}"))
+    ]);
+    t.printstd();
+    Ok(())
+}

@@ -1,0 +1,82 @@
+//! `ccma embed`: global features of image files and captions, written as a feature file.
+use super::args::{parse_img_size, DeviceArg, WeightsArgs};
+use crate::retrieval::encode::{embed_captions, embed_images};
+use crate::retrieval::features::{FeatureFile, FeatureSet};
+use crate::UsageError;
+use anyhow::{Context, Result};
+use clap::Args;
+use std::path::PathBuf;
+
+/// Embed images and/or captions into global features, written as a feature file (see `ccma rank`).
+#[derive(Args, Debug)]
+pub struct EmbedArgs {
+    #[command(flatten)]
+    pub weights: WeightsArgs,
+    /// Image files to embed, in this order.
+    #[arg(long, value_name = "FILE", num_args = 1..)]
+    pub images: Vec<PathBuf>,
+    /// Embed every image (jpg, jpeg, png) in this folder, sorted by path.
+    #[arg(long, value_name = "DIR")]
+    pub image_dir: Option<PathBuf>,
+    /// Captions to embed, one per line.
+    #[arg(long, value_name = "FILE")]
+    pub captions: Option<PathBuf>,
+    /// Output safetensors: `image_features` [Ni, D] and `text_features` [Nt, D] (f32), image paths
+    /// in the metadata.
+    #[arg(long, value_name = "FILE")]
+    pub out: PathBuf,
+    /// Image size as HxW (default: the run's, else 384x128).
+    #[arg(long, value_name = "HxW", value_parser = parse_img_size)]
+    pub img_size: Option<(i64, i64)>,
+    #[command(flatten)]
+    pub device: DeviceArg,
+    /// Images or captions per forward pass.
+    #[arg(long, value_name = "N", default_value_t = 128)]
+    pub batch_size: usize,
+}
+
+pub fn run(a: EmbedArgs) -> Result<()> {
+    let mut images = a.images.clone();
+    if let Some(dir) = &a.image_dir {
+        images.extend(crate::retrieval::gallery::list_images(dir)?);
+    }
+    let captions: Vec<String> = match &a.captions {
+        Some(p) => std::fs::read_to_string(p)
+            .with_context(|| format!("cannot read captions file {}", p.display()))?
+            .lines()
+            .map(str::to_string)
+            .collect(),
+        None => Vec::new(),
+    };
+    if images.is_empty() && captions.is_empty() {
+        return Err(UsageError(
+            "nothing to embed: give --images, --image-dir or --captions".into(),
+        )
+        .into());
+    }
+    let device = a.device.resolve()?;
+    let (model, opts) = a.weights.load(a.img_size, Some(a.batch_size), device)?;
+    let set = |features| FeatureSet {
+        features,
+        pids: None,
+    };
+    let file = FeatureFile {
+        images: match images.is_empty() {
+            true => None,
+            false => Some(set(embed_images(&model.model, &images, &opts)?)),
+        },
+        texts: match captions.is_empty() {
+            true => None,
+            false => Some(set(embed_captions(&model.model, &captions, &opts)?)),
+        },
+        image_paths: images.clone(),
+    };
+    file.write(&a.out)?;
+    tracing::info!(
+        "wrote {} images and {} captions to {}",
+        images.len(),
+        captions.len(),
+        a.out.display()
+    );
+    Ok(())
+}

@@ -1,0 +1,66 @@
+//! The command line, the top floor: one file per command, each with its own flags (and only the
+//! flags it uses), parsed once into typed values and handed to the library below. The only
+//! place that knows flag names.
+mod args;
+mod bench;
+mod embed;
+mod output;
+mod rank;
+mod search;
+mod stats;
+mod test;
+mod tokenize;
+mod train;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "ccma",
+    version,
+    about = "Text-to-image person retrieval with CCMA (consistency-driven cross-modal alignment) on the IRRA recipe",
+    long_about = "Trains and evaluates text-to-image person retrieval models: a CLIP ViT-B/16 dual encoder with \
+IRRA's cross-modal MLM branch, CCMA's differential cross-modal attention and the IMAL loss. Reports \
+R@1/5/10, mAP and mINP on CUHK-PEDES, ICFG-PEDES, RSTPReid and the generated SYNTH-PEDES set."
+)]
+pub struct Cli {
+    /// Log level filter (error, warn, info, debug, trace), or an env-filter directive.
+    #[arg(long, global = true, default_value = "info")]
+    pub log: String,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    Train(train::TrainArgs),
+    Test(test::TestArgs),
+    Embed(embed::EmbedArgs),
+    Rank(rank::RankArgs),
+    Search(search::SearchArgs),
+    Tokenize(tokenize::TokenizeArgs),
+    Stats(stats::StatsArgs),
+    Bench(bench::BenchArgs),
+    /// Print the ccma and libtorch versions and the devices libtorch sees.
+    Info,
+}
+
+/// Runs one parsed command.
+pub fn run(command: Command) -> anyhow::Result<()> {
+    match command {
+        Command::Train(a) => train::run(a),
+        Command::Test(a) => test::run(a),
+        Command::Embed(a) => embed::run(a),
+        Command::Rank(a) => rank::run(a),
+        Command::Search(a) => search::run(a),
+        Command::Tokenize(a) => tokenize::run(a),
+        Command::Stats(a) => stats::run(a),
+        Command::Bench(a) => bench::run(a),
+        Command::Info => {
+            for line in crate::device::info_lines() {
+                println!("{line}");
+            }
+            Ok(())
+        }
+    }
+}

@@ -1,0 +1,94 @@
+//! `ccma rank`: retrieval metrics from feature files.
+use super::output::print_metrics;
+use crate::retrieval::features::{read_pids_file, FeatureFile, FeatureSet, Side};
+use crate::retrieval::metrics::evaluate;
+use crate::UsageError;
+use anyhow::Result;
+use clap::Args;
+use std::path::{Path, PathBuf};
+
+/// Compute retrieval metrics from query and gallery feature files (as `ccma embed` writes them).
+#[derive(Args, Debug)]
+pub struct RankArgs {
+    /// Query features: the file's `text_features` (else `features`), with `text_pids` (else `pids`).
+    #[arg(long, value_name = "FILE")]
+    pub queries: PathBuf,
+    /// Gallery features: the file's `image_features` (else `features`), with `image_pids` (else `pids`).
+    #[arg(long, value_name = "FILE")]
+    pub gallery: PathBuf,
+    /// The queries' person ids, one integer per line (when the file has none).
+    #[arg(long, value_name = "FILE")]
+    pub query_pids: Option<PathBuf>,
+    /// The gallery's person ids, one integer per line (when the file has none).
+    #[arg(long, value_name = "FILE")]
+    pub gallery_pids: Option<PathBuf>,
+    /// Also report image-to-text (gallery as queries).
+    #[arg(long)]
+    pub i2t: bool,
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// One side's features and pids (from the file, else from `pids_file`).
+fn read(
+    path: &Path,
+    side: Side,
+    pids_file: Option<&Path>,
+    flag: &str,
+) -> Result<(FeatureSet, Vec<i64>)> {
+    let read = FeatureFile::read_set(path, side)?;
+    let rows = read.set.features.size()[0] as usize;
+    let pids = match (pids_file, &read.set.pids) {
+        (Some(f), _) => read_pids_file(f)?,
+        (None, Some(p)) => p.clone(),
+        (None, None) => {
+            return Err(UsageError(format!(
+                "{}: missing tensor `{}` (or give {flag} FILE)",
+                path.display(),
+                read.pids_key
+            ))
+            .into())
+        }
+    };
+    if pids.len() != rows {
+        return Err(UsageError(format!(
+            "{}: {} person ids for {rows} feature rows",
+            pids_file.unwrap_or(path).display(),
+            pids.len()
+        ))
+        .into());
+    }
+    Ok((read.set, pids))
+}
+
+pub fn run(a: RankArgs) -> Result<()> {
+    let (q, qp) = read(
+        &a.queries,
+        Side::Text,
+        a.query_pids.as_deref(),
+        "--query-pids",
+    )?;
+    let (g, gp) = read(
+        &a.gallery,
+        Side::Image,
+        a.gallery_pids.as_deref(),
+        "--gallery-pids",
+    )?;
+    let (dq, dg) = (q.features.size()[1], g.features.size()[1]);
+    if dq != dg {
+        return Err(UsageError(format!(
+            "feature widths differ: {} has D = {dq}, {} has D = {dg}",
+            a.queries.display(),
+            a.gallery.display()
+        ))
+        .into());
+    }
+    let t2i = evaluate(&q.features, &g.features, &qp, &gp)?;
+    let i2t = match a.i2t {
+        true => Some(evaluate(&g.features, &q.features, &gp, &qp)?),
+        false => None,
+    };
+    print_metrics(None, &t2i, i2t.as_ref(), a.json);
+    Ok(())
+}

@@ -1,0 +1,105 @@
+//! `ccma test`: evaluates a checkpoint on its dataset's test split.
+use super::args::{ConfigArgs, DeviceArg};
+use crate::data::annotations::EvalSplit;
+use crate::factory::WeightsSource;
+use crate::report::sheet::{self, SheetItem};
+use crate::retrieval::encode::{embed_split, score_split, EncodeOptions, SplitFeatures};
+use crate::UsageError;
+use anyhow::{Context, Result};
+use clap::Args;
+use std::path::{Path, PathBuf};
+
+/// Evaluate a checkpoint on the test split (t2i, optionally i2t); writes test_results.json beside it.
+#[derive(Args, Debug)]
+pub struct TestArgs {
+    /// Data settings: a run's configs.yaml (default: the one beside the checkpoint, else the paper's).
+    #[command(flatten)]
+    pub config: ConfigArgs,
+    #[command(flatten)]
+    pub device: DeviceArg,
+    /// Model weights (a ccma checkpoint; default: best.safetensors beside --config).
+    #[arg(long, value_name = "FILE")]
+    pub checkpoint: Option<PathBuf>,
+    /// Also report image-to-text retrieval.
+    #[arg(long)]
+    pub i2t: bool,
+    /// Print the metrics as JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
+    /// Write contact sheets for this many test queries (true matches framed).
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub visualize: usize,
+}
+
+pub fn run(a: TestArgs) -> Result<()> {
+    let checkpoint = match (&a.checkpoint, &a.config.config) {
+        (Some(c), _) => c.clone(),
+        (None, Some(cfg)) => cfg.with_file_name("best.safetensors"),
+        (None, None) => {
+            return Err(
+                UsageError("give --checkpoint FILE or --config RUN/configs.yaml".into()).into(),
+            )
+        }
+    };
+    let beside = checkpoint.with_file_name("configs.yaml");
+    let fallback = beside.is_file().then_some(beside.as_path());
+    let cfg = a.config.resolve(fallback, &a.device, |_| Ok(()))?;
+    let device = cfg.run.device.resolve()?;
+    let dataset = crate::data::load_dataset(&cfg)?;
+    // Data settings given in a file or with --set decide the input size and caption length;
+    // otherwise the checkpoint's own model does.
+    let explicit = fallback.is_some() || a.config.config.is_some() || !a.config.set.is_empty();
+    let source = WeightsSource::Checkpoint(checkpoint.clone());
+    let size = explicit.then_some(cfg.data.img_size);
+    let model = crate::factory::inference_model(&source, size, device)?;
+    let opts = match explicit {
+        true => EncodeOptions::from_config(&cfg.data, device),
+        false => {
+            EncodeOptions::for_model(&model.model.config.clip, cfg.data.test_batch_size, device)
+        }
+    };
+    let feats = embed_split(&model.model, &dataset.test, &opts)
+        .with_context(|| format!("embedding the {} test split", dataset.name))?;
+    let (t2i, i2t) = score_split(&feats, &dataset.test, a.i2t)?;
+    let heading = format!("{} test, {}", dataset.name, checkpoint.display());
+    let json = super::output::print_metrics(Some(&heading), &t2i, i2t.as_ref(), a.json);
+    let out = checkpoint.with_file_name("test_results.json");
+    crate::io::write_atomic(&out, serde_json::to_string_pretty(&json)?.as_bytes())?;
+    tracing::info!("wrote {}", out.display());
+    if a.visualize > 0 {
+        let dir = checkpoint.with_file_name("visualize");
+        let n = visualize(&feats, &dataset.test, a.visualize, &dir)?;
+        tracing::info!("wrote {n} contact sheets to {}", dir.display());
+    }
+    Ok(())
+}
+
+/// Contact sheets of the top 10 images for `n` queries spread evenly over the split, true matches
+/// framed green and misses red; returns how many were written.
+fn visualize(feats: &SplitFeatures, split: &EvalSplit, n: usize, dir: &Path) -> Result<usize> {
+    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let total = split.captions.len();
+    let picks: Vec<usize> = (0..n.min(total))
+        .map(|i| i * total / n.min(total))
+        .collect();
+    for &q in &picks {
+        let query = feats.texts.get(q as i64).unsqueeze(0);
+        let hits = crate::retrieval::topk::top_k(&feats.images, &query, 10);
+        let pid = split.caption_pids[q];
+        let items: Vec<SheetItem> = hits
+            .iter()
+            .map(|&(i, s)| SheetItem {
+                path: split.image_paths[i].clone(),
+                score: s,
+                matched: Some(split.image_pids[i] == pid),
+            })
+            .collect();
+        let matches = split.image_pids.iter().filter(|&&p| p == pid).count();
+        let note = format!(
+            "query {q}, person {pid}: {matches} true match(es) in the gallery, framed green"
+        );
+        let path: PathBuf = dir.join(format!("query_{q:05}.png"));
+        sheet::write(&path, &split.captions[q], Some(&note), &items)?;
+    }
+    Ok(picks.len())
+}

@@ -1,0 +1,89 @@
+//! `ccma train`.
+use super::args::{ConfigArgs, DeviceArg};
+use crate::config::LossNames;
+use crate::train::{Faults, Start};
+use crate::UsageError;
+use anyhow::Result;
+use clap::Args;
+use std::path::PathBuf;
+
+/// Train a model; writes a run folder with configs.yaml, checkpoints, logs and results.
+#[derive(Args, Debug)]
+pub struct TrainArgs {
+    #[command(flatten)]
+    pub config: ConfigArgs,
+    #[command(flatten)]
+    pub device: DeviceArg,
+    /// Training batch size (key `batch_size`).
+    #[arg(long, value_name = "N")]
+    pub batch_size: Option<usize>,
+    /// Epochs (key `num_epoch`).
+    #[arg(long, value_name = "N")]
+    pub num_epoch: Option<usize>,
+    /// Experiment name, the suffix of the run folder (key `name`).
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Runs go to <output-dir>/<dataset>/<timestamp>_<name>/ (key `output_dir`).
+    #[arg(long, value_name = "DIR")]
+    pub output_dir: Option<PathBuf>,
+    /// Use this run folder instead of a generated one (key `run_dir`).
+    #[arg(long, value_name = "DIR")]
+    pub run_dir: Option<PathBuf>,
+    /// Pretrained CLIP weights: OpenAI's ViT-B-16.pt (TorchScript) or safetensors (key `pretrained`).
+    #[arg(long, value_name = "FILE")]
+    pub pretrained: Option<PathBuf>,
+    /// Loss terms joined by `+` (sdm, itc, cmpm, id, mlm, imal); `imal` = the CCMA set.
+    #[arg(long, value_name = "NAMES")]
+    pub loss_names: Option<LossNames>,
+    /// Continue a run folder from its last completed step, with its own configs.yaml.
+    #[arg(long, value_name = "RUN_DIR")]
+    pub resume: Option<PathBuf>,
+}
+
+impl TrainArgs {
+    /// Whether any flag that changes the config was given.
+    fn sets_config(&self) -> bool {
+        !self.config.is_empty()
+            || self.device.device.is_some()
+            || self.batch_size.is_some()
+            || self.num_epoch.is_some()
+            || self.name.is_some()
+            || self.output_dir.is_some()
+            || self.run_dir.is_some()
+            || self.pretrained.is_some()
+            || self.loss_names.is_some()
+    }
+}
+
+/// Faults the tests inject through the environment: `CCMA_INJECT_NAN_AT_STEP=N` (the first loss
+/// term is NaN at global step N) and `CCMA_INTERRUPT_AT_STEP=N` (Ctrl-C after N global steps).
+fn faults_from_env() -> Faults {
+    let step = |var: &str| std::env::var(var).ok()?.parse().ok();
+    Faults {
+        nan_at_step: step("CCMA_INJECT_NAN_AT_STEP"),
+        interrupt_after_step: step("CCMA_INTERRUPT_AT_STEP"),
+    }
+}
+
+pub fn run(a: TrainArgs) -> Result<()> {
+    let start = match &a.resume {
+        Some(_) if a.sets_config() => {
+            return Err(UsageError(
+                "--resume continues a run with the configs.yaml in its folder: give no other config flags with it".into(),
+            )
+            .into())
+        }
+        Some(dir) => Start::Resume(dir.clone()),
+        None => Start::New(a.config.resolve(None, &a.device, |o| {
+            o.flag("--batch-size", "batch_size", a.batch_size, |c, v| c.data.batch_size = v)?;
+            o.flag("--num-epoch", "num_epoch", a.num_epoch, |c, v| c.optim.num_epoch = v)?;
+            o.flag("--name", "name", a.name.clone(), |c, v| c.run.name = v)?;
+            o.flag("--output-dir", "output_dir", a.output_dir.clone(), |c, v| c.run.output_dir = v)?;
+            o.flag("--run-dir", "run_dir", a.run_dir.clone(), |c, v| c.run.run_dir = Some(v))?;
+            o.flag("--pretrained", "pretrained", a.pretrained.clone(), |c, v| c.model.pretrained = Some(v))?;
+            o.flag("--loss-names", "loss_names", a.loss_names.clone(), |c, v| c.loss.loss_names = v)
+        })?),
+    };
+    crate::train::run(start, faults_from_env())?;
+    Ok(())
+}

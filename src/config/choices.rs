@@ -1,0 +1,195 @@
+//! The closed sets of values a config key can take, as enums written and read by name.
+//!
+//! An unknown name is refused when the config is loaded, with the valid names; nothing falls back
+//! to a default.
+use std::fmt;
+
+/// Defines an enum whose variants are written as the given names (in configs and on the command
+/// line), with `NAMES`, `Display`, `FromStr` and serde by name.
+macro_rules! choice {
+    ($(#[$meta:meta])* $name:ident { $($(#[$vmeta:meta])* $variant:ident = $text:literal),+ $(,)? }) => {
+        $(#[$meta])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+        pub enum $name { $($(#[$vmeta])* $variant),+ }
+
+        impl $name {
+            /// Every valid name, in declaration order.
+            pub const NAMES: &'static [&'static str] = &[$($text),+];
+            pub const ALL: &'static [$name] = &[$($name::$variant),+];
+
+            pub fn name(self) -> &'static str {
+                match self { $($name::$variant => $text),+ }
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(self.name())
+            }
+        }
+
+        impl std::str::FromStr for $name {
+            type Err = String;
+            fn from_str(s: &str) -> Result<$name, String> {
+                match s {
+                    $($text => Ok($name::$variant),)+
+                    _ => Err(unknown(s, $name::NAMES)),
+                }
+            }
+        }
+
+        impl serde::Serialize for $name {
+            fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                s.serialize_str(self.name())
+            }
+        }
+
+        impl<'de> serde::Deserialize<'de> for $name {
+            fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<$name, D::Error> {
+                let s = String::deserialize(d)?;
+                s.parse().map_err(|e| serde::de::Error::custom(format!("{INVALID}{e}")))
+            }
+        }
+    };
+}
+
+/// Prefix of a deserialisation error that is a bad value of the right type (not a wrong type).
+pub(crate) const INVALID: &str = "invalid value: ";
+
+/// `"x" (expected one of a, b, c)`.
+pub fn unknown(value: &str, names: &[&str]) -> String {
+    format!("{value:?} (expected one of {})", names.join(", "))
+}
+
+choice! {
+    /// The datasets `ccma` reads (METHOD.md section 1) and the generated SYNTH-PEDES.
+    DatasetName {
+        CuhkPedes = "CUHK-PEDES",
+        IcfgPedes = "ICFG-PEDES",
+        RstpReid = "RSTPReid",
+        SynthPedes = "SYNTH-PEDES",
+    }
+}
+
+choice! {
+    /// How an epoch orders the training samples.
+    SamplerKind { Random = "random", Identity = "identity" }
+}
+
+choice! {
+    /// The decay after warm-up (IRRA's `lrscheduler`).
+    Scheduler { Cosine = "cosine", Step = "step", Exp = "exp", Poly = "poly", Linear = "linear" }
+}
+
+choice! {
+    /// How the warm-up factor moves towards 1.
+    WarmupMethod { Linear = "linear", Constant = "constant" }
+}
+
+choice! {
+    /// Adam (L2 decay added to the gradient) or AdamW (decoupled decay).
+    OptimizerKind { Adam = "Adam", AdamW = "AdamW" }
+}
+
+choice! {
+    /// One loss term of `loss_names`.
+    LossTerm { Itc = "itc", Sdm = "sdm", Cmpm = "cmpm", Id = "id", Mlm = "mlm", Imal = "imal" }
+}
+
+/// `loss_names`: loss terms joined by `+`, as written (`imal` stands for the CCMA set
+/// itc+sdm+cmpm+id+mlm+imal). Names are case-insensitive; order of first appearance is kept.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LossNames {
+    text: String,
+    terms: Vec<LossTerm>,
+}
+
+impl LossNames {
+    /// The terms, `imal` expanded, each once, in order of first appearance.
+    pub fn terms(&self) -> &[LossTerm] {
+        &self.terms
+    }
+}
+
+impl std::str::FromStr for LossNames {
+    type Err = String;
+    fn from_str(text: &str) -> Result<LossNames, String> {
+        let mut terms = Vec::new();
+        for name in text.split('+').map(|s| s.trim().to_lowercase()) {
+            let term: LossTerm = name.parse().map_err(|_| {
+                format!(
+                    "unknown loss {name:?} in {text:?} (expected `+`-separated names from {})",
+                    LossTerm::NAMES.join(", ")
+                )
+            })?;
+            let expanded: &[LossTerm] = if term == LossTerm::Imal {
+                LossTerm::ALL
+            } else {
+                std::slice::from_ref(&term)
+            };
+            for t in expanded {
+                if !terms.contains(t) {
+                    terms.push(*t);
+                }
+            }
+        }
+        Ok(LossNames {
+            text: text.to_string(),
+            terms,
+        })
+    }
+}
+
+impl fmt::Display for LossNames {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.text)
+    }
+}
+
+impl serde::Serialize for LossNames {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.text)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for LossNames {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<LossNames, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse()
+            .map_err(|e| serde::de::Error::custom(format!("{INVALID}{e}")))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_round_trip_and_unknown_names_list_the_valid_ones() {
+        for d in DatasetName::ALL {
+            assert_eq!(d.name().parse::<DatasetName>().unwrap(), *d);
+        }
+        assert_eq!(
+            "Market".parse::<DatasetName>().unwrap_err(),
+            "\"Market\" (expected one of CUHK-PEDES, ICFG-PEDES, RSTPReid, SYNTH-PEDES)"
+        );
+        assert!("pk"
+            .parse::<SamplerKind>()
+            .unwrap_err()
+            .contains("random, identity"));
+    }
+
+    #[test]
+    fn imal_expands_to_the_ccma_set() {
+        use LossTerm::*;
+        let l: LossNames = "imal".parse().unwrap();
+        assert_eq!(l.terms(), &[Itc, Sdm, Cmpm, Id, Mlm, Imal]);
+        let l: LossNames = "sdm+ID+sdm".parse().unwrap();
+        assert_eq!(l.terms(), &[Sdm, Id]);
+        assert_eq!(l.to_string(), "sdm+ID+sdm");
+        assert!("sdm+foo"
+            .parse::<LossNames>()
+            .unwrap_err()
+            .contains("unknown loss \"foo\""));
+    }
+}

@@ -1,0 +1,498 @@
+//! The run configuration: every key of the method with IRRA's names and the paper's defaults, in
+//! typed sections.
+//!
+//! A config file is one flat YAML mapping (IRRA's keys); in memory the keys are grouped by what
+//! they steer: [`RunSection`], [`DataSection`], [`ModelSection`], [`LossSection`],
+//! [`OptimSection`]. Every closed set of values is an enum ([`choices`]), refused at load time
+//! when unknown. Loading ([`merge`]) checks keys (an unknown key names the nearest valid one) and
+//! types (naming the key); [`Config::validate`] then checks ranges, naming the key and what was
+//! expected.
+pub mod choices;
+mod merge;
+
+pub use choices::{
+    DatasetName, LossNames, LossTerm, OptimizerKind, SamplerKind, Scheduler, WarmupMethod,
+};
+pub use merge::{edit_distance, parse_override, valid_keys};
+
+use crate::device::DeviceSpec;
+use crate::UsageError;
+use anyhow::{bail, Result};
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+
+/// The whole run configuration.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct Config {
+    #[serde(flatten)]
+    pub run: RunSection,
+    #[serde(flatten)]
+    pub data: DataSection,
+    #[serde(flatten)]
+    pub model: ModelSection,
+    #[serde(flatten)]
+    pub loss: LossSection,
+    #[serde(flatten)]
+    pub optim: OptimSection,
+}
+
+/// Where a run goes and how it is driven.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct RunSection {
+    /// Experiment name, the suffix of the run folder.
+    pub name: String,
+    /// Runs go to `<output_dir>/<dataset_name>/<YYYYmmdd_HHMMSS>_<name>/`.
+    pub output_dir: PathBuf,
+    /// Explicit run folder (overrides the generated one).
+    pub run_dir: Option<PathBuf>,
+    pub device: DeviceSpec,
+    pub seed: u64,
+    pub log_period: usize,
+    /// Evaluate on the test split every this many epochs (and after the last).
+    pub eval_period: usize,
+}
+
+/// The dataset and how samples are fed.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct DataSection {
+    pub dataset_name: DatasetName,
+    /// Folder that holds `<dataset_name>/`.
+    pub root_dir: PathBuf,
+    pub sampler: SamplerKind,
+    /// Samples per identity in a batch of the `identity` sampler.
+    pub num_instance: usize,
+    pub batch_size: usize,
+    pub test_batch_size: usize,
+    /// Data-loading threads (0 = all cores).
+    pub num_workers: usize,
+    /// Image size as (height, width).
+    pub img_size: (i64, i64),
+    pub img_aug: bool,
+    /// Tokens per caption (start and end tokens included).
+    pub text_length: i64,
+    /// SYNTH-PEDES identities per split (train, val, test), used when the set is generated.
+    pub synth_ids: (usize, usize, usize),
+}
+
+/// The network: pretrained weights, or the sizes of a model trained from scratch.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ModelSection {
+    pub pretrain_choice: String,
+    /// OpenAI CLIP TorchScript archive (`ViT-B-16.pt`) or safetensors; none = from scratch.
+    pub pretrained: Option<PathBuf>,
+    pub stride_size: i64,
+    /// From-scratch sizes (pretrained weights give their own).
+    pub embed_dim: i64,
+    pub vision_width: i64,
+    pub vision_layers: i64,
+    pub vision_heads: i64,
+    pub vision_patch_size: i64,
+    pub transformer_width: i64,
+    pub transformer_layers: i64,
+    pub transformer_heads: i64,
+    pub vocab_size: i64,
+    pub cmt_depth: i64,
+    pub dca_heads: i64,
+    pub dca_depth: i64,
+    pub lambda_init: f64,
+    pub dropout: f64,
+}
+
+/// Which loss terms are trained and their constants (METHOD.md section 3).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+#[allow(non_snake_case)]
+pub struct LossSection {
+    pub loss_names: LossNames,
+    pub MLM: bool,
+    pub temperature: f64,
+    pub id_loss_weight: f64,
+    pub mlm_loss_weight: f64,
+    pub masked_token_rate: f64,
+    pub masked_token_unchanged_rate: f64,
+    pub imal_temperature: f64,
+    pub imal_gamma: f64,
+    pub imal_kl_weight: f64,
+}
+
+/// The optimiser and the learning-rate schedule (METHOD.md section 5).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct OptimSection {
+    pub optimizer: OptimizerKind,
+    pub lr: f64,
+    pub bias_lr_factor: f64,
+    pub lr_factor: f64,
+    pub weight_decay: f64,
+    pub weight_decay_bias: f64,
+    pub alpha: f64,
+    pub beta: f64,
+    pub eps: f64,
+    pub num_epoch: usize,
+    pub milestones: Vec<usize>,
+    pub gamma: f64,
+    pub warmup_factor: f64,
+    pub warmup_epochs: usize,
+    pub warmup_method: WarmupMethod,
+    pub lrscheduler: Scheduler,
+    pub target_lr: f64,
+    pub power: f64,
+}
+
+impl Default for RunSection {
+    fn default() -> Self {
+        RunSection {
+            name: "ccma".into(),
+            output_dir: "logs".into(),
+            run_dir: None,
+            device: DeviceSpec::Auto,
+            seed: 1,
+            log_period: 100,
+            eval_period: 1,
+        }
+    }
+}
+
+impl Default for DataSection {
+    fn default() -> Self {
+        DataSection {
+            dataset_name: DatasetName::CuhkPedes,
+            root_dir: "data".into(),
+            sampler: SamplerKind::Random,
+            num_instance: 4,
+            batch_size: 64,
+            test_batch_size: 512,
+            num_workers: 0,
+            img_size: (384, 128),
+            img_aug: true,
+            text_length: 77,
+            synth_ids: (1000, 100, 200),
+        }
+    }
+}
+
+impl Default for ModelSection {
+    fn default() -> Self {
+        ModelSection {
+            pretrain_choice: "ViT-B/16".into(),
+            pretrained: None,
+            stride_size: 16,
+            embed_dim: 512,
+            vision_width: 768,
+            vision_layers: 12,
+            vision_heads: 12,
+            vision_patch_size: 16,
+            transformer_width: 512,
+            transformer_layers: 12,
+            transformer_heads: 8,
+            vocab_size: 49408,
+            cmt_depth: 4,
+            dca_heads: 8,
+            dca_depth: 1,
+            lambda_init: 0.8,
+            dropout: 0.0,
+        }
+    }
+}
+
+impl Default for LossSection {
+    fn default() -> Self {
+        LossSection {
+            loss_names: "imal".parse().expect("a valid loss set"),
+            MLM: true,
+            temperature: 0.02,
+            id_loss_weight: 1.0,
+            mlm_loss_weight: 1.0,
+            masked_token_rate: 0.8,
+            masked_token_unchanged_rate: 0.1,
+            imal_temperature: 0.5,
+            imal_gamma: 0.05,
+            imal_kl_weight: 0.005,
+        }
+    }
+}
+
+impl Default for OptimSection {
+    fn default() -> Self {
+        OptimSection {
+            optimizer: OptimizerKind::Adam,
+            lr: 1e-5,
+            bias_lr_factor: 2.0,
+            lr_factor: 5.0,
+            weight_decay: 4e-5,
+            weight_decay_bias: 0.0,
+            alpha: 0.9,
+            beta: 0.999,
+            eps: 1e-3,
+            num_epoch: 60,
+            milestones: vec![20, 50],
+            gamma: 0.1,
+            warmup_factor: 0.1,
+            warmup_epochs: 5,
+            warmup_method: WarmupMethod::Linear,
+            lrscheduler: Scheduler::Cosine,
+            target_lr: 0.0,
+            power: 0.9,
+        }
+    }
+}
+
+/// `bail!` with "invalid value for `key`: ..." as a usage error.
+macro_rules! invalid {
+    ($key:expr, $($arg:tt)*) => {
+        bail!(UsageError(format!("invalid value for `{}`: {}", $key, format!($($arg)*))))
+    };
+}
+
+/// Positive numbers among `values` (key, value); the first that is not is an error.
+fn check_positive(values: &[(&str, f64)]) -> Result<()> {
+    for &(key, v) in values {
+        if v.is_nan() || v <= 0.0 {
+            invalid!(key, "{v} (expected a positive number)");
+        }
+    }
+    Ok(())
+}
+
+impl RunSection {
+    fn validate(&self) -> Result<()> {
+        check_positive(&[("eval_period", self.eval_period as f64)])
+    }
+}
+
+impl DataSection {
+    fn validate(&self) -> Result<()> {
+        check_positive(&[
+            ("batch_size", self.batch_size as f64),
+            ("test_batch_size", self.test_batch_size as f64),
+            ("text_length", self.text_length as f64),
+        ])?;
+        if self.sampler == SamplerKind::Identity
+            && (self.num_instance == 0 || self.batch_size % self.num_instance != 0)
+        {
+            invalid!(
+                "num_instance",
+                "{} (expected a positive divisor of `batch_size` {})",
+                self.num_instance,
+                self.batch_size
+            );
+        }
+        Ok(())
+    }
+}
+
+impl ModelSection {
+    fn validate(&self) -> Result<()> {
+        check_positive(&[
+            ("embed_dim", self.embed_dim as f64),
+            ("vision_width", self.vision_width as f64),
+            ("vision_layers", self.vision_layers as f64),
+            ("vision_heads", self.vision_heads as f64),
+            ("vision_patch_size", self.vision_patch_size as f64),
+            ("stride_size", self.stride_size as f64),
+            ("transformer_width", self.transformer_width as f64),
+            ("transformer_layers", self.transformer_layers as f64),
+            ("transformer_heads", self.transformer_heads as f64),
+        ])?;
+        if self.dca_heads <= 0 || self.dca_heads % 2 != 0 {
+            invalid!(
+                "dca_heads",
+                "{} (expected a positive even number: heads are paired)",
+                self.dca_heads
+            );
+        }
+        let divides = [
+            ("dca_heads", self.dca_heads, "embed_dim", self.embed_dim),
+            (
+                "transformer_heads",
+                self.transformer_heads,
+                "transformer_width",
+                self.transformer_width,
+            ),
+            (
+                "vision_heads",
+                self.vision_heads,
+                "vision_width",
+                self.vision_width,
+            ),
+        ];
+        for (key, heads, of, width) in divides {
+            if width % heads != 0 {
+                invalid!(key, "{heads} does not divide `{of}` {width}");
+            }
+        }
+        if !(0.0..=1.0).contains(&self.lambda_init) {
+            invalid!("lambda_init", "{} (expected 0..1)", self.lambda_init);
+        }
+        Ok(())
+    }
+}
+
+impl LossSection {
+    fn validate(&self) -> Result<()> {
+        check_positive(&[
+            ("temperature", self.temperature),
+            ("imal_temperature", self.imal_temperature),
+        ])
+    }
+}
+
+impl OptimSection {
+    fn validate(&self) -> Result<()> {
+        check_positive(&[("num_epoch", self.num_epoch as f64), ("lr", self.lr)])
+    }
+}
+
+impl Config {
+    /// The defaults with the YAML file `path` over them, every key and type checked; not yet
+    /// validated (overrides may still change it). Errors are usage errors naming the file.
+    pub fn load(path: &Path) -> Result<Config> {
+        merge::load(path).map_err(|e| UsageError(format!("{e:#}")).into())
+    }
+
+    /// This config with overrides (`key`, value as YAML) applied, every key and type checked; not
+    /// yet validated. Errors are usage errors naming the key.
+    pub fn with_overrides(&self, sets: &[(String, String)]) -> Result<Config> {
+        merge::apply(self, sets).map_err(|e| UsageError(format!("{e:#}")).into())
+    }
+
+    /// A config file over the defaults, validated.
+    pub fn from_file(path: &Path) -> Result<Config> {
+        let cfg = Config::load(path)?;
+        cfg.validate()
+            .map_err(|e| UsageError(format!("config file {}: {e:#}", path.display())))?;
+        Ok(cfg)
+    }
+
+    /// Checks every value that has a constrained range; the error names the key.
+    pub fn validate(&self) -> Result<()> {
+        self.run.validate()?;
+        self.data.validate()?;
+        self.model.validate()?;
+        self.loss.validate()?;
+        self.optim.validate()?;
+        let (h, w) = self.data.img_size;
+        let patch = self.model.vision_patch_size;
+        if h < patch || w < patch {
+            invalid!(
+                "img_size",
+                "[{h}, {w}] is smaller than the patch size {patch}"
+            );
+        }
+        Ok(())
+    }
+
+    /// The loss terms in effect: `loss_names` expanded, with `mlm` added when `MLM` is on and
+    /// removed when it is off.
+    pub fn losses(&self) -> Vec<LossTerm> {
+        let mut l = self.loss.loss_names.terms().to_vec();
+        if self.loss.MLM && !l.contains(&LossTerm::Mlm) {
+            l.push(LossTerm::Mlm);
+        }
+        if !self.loss.MLM {
+            l.retain(|t| *t != LossTerm::Mlm);
+        }
+        l
+    }
+
+    pub fn has_loss(&self, term: LossTerm) -> bool {
+        self.losses().contains(&term)
+    }
+
+    /// Writes the config as YAML atomically (temp file + rename).
+    pub fn save(&self, path: &Path) -> Result<()> {
+        let text = serde_yaml::to_string(self)?;
+        crate::io::write_atomic(path, text.as_bytes())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn err(yaml: &str) -> String {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("c.yaml");
+        std::fs::write(&p, yaml).unwrap();
+        format!("{:#}", Config::from_file(&p).unwrap_err())
+    }
+
+    fn set(pairs: &[(&str, &str)]) -> Result<Config> {
+        let sets: Vec<(String, String)> = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        Config::default().with_overrides(&sets)
+    }
+
+    #[test]
+    fn defaults_validate_and_round_trip() {
+        let cfg = Config::default();
+        cfg.validate().unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("c.yaml");
+        cfg.save(&p).unwrap();
+        assert_eq!(Config::from_file(&p).unwrap(), cfg);
+        let keys = valid_keys();
+        assert_eq!(keys.first().map(String::as_str), Some("name"));
+        assert!(keys.iter().any(|k| k == "MLM") && keys.iter().any(|k| k == "power"));
+    }
+
+    #[test]
+    fn unknown_key_names_nearest() {
+        assert!(
+            err("batch_sise: 3").contains("unknown key `batch_sise` (did you mean `batch_size`?)")
+        );
+        assert!(err("mlm: true").contains("did you mean `MLM`"));
+    }
+
+    #[test]
+    fn wrong_type_names_key_and_value() {
+        let e = err("batch_size: many");
+        assert!(e.contains("wrong type for `batch_size`: got many"), "{e}");
+        assert!(e.contains("expected usize"), "{e}");
+        let e = err("img_aug: 3");
+        assert!(
+            e.contains("`img_aug`") && e.contains("expected a boolean"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn invalid_values_name_key_and_list_the_valid_ones() {
+        assert!(err("dca_heads: 3").contains("`dca_heads`: 3 (expected a positive even number"));
+        let e = err("dataset_name: MARKET");
+        assert!(e.contains("invalid value for `dataset_name`: \"MARKET\" (expected one of CUHK-PEDES, ICFG-PEDES, RSTPReid, SYNTH-PEDES)"), "{e}");
+        assert!(err("loss_names: sdm+foo").contains("unknown loss \"foo\""));
+        assert!(err("device: gpu7").contains("invalid value for `device`: \"gpu7\""));
+        assert!(err("sampler: pk")
+            .contains("invalid value for `sampler`: \"pk\" (expected one of random, identity)"));
+    }
+
+    #[test]
+    fn overrides_apply_and_are_checked() {
+        let cfg = set(&[
+            ("batch_size", "8"),
+            ("img_size", "[128, 48]"),
+            ("sampler", "identity"),
+        ])
+        .unwrap();
+        assert_eq!(cfg.data.batch_size, 8);
+        assert_eq!(cfg.data.img_size, (128, 48));
+        assert_eq!(cfg.data.sampler, SamplerKind::Identity);
+        let e = format!("{:#}", set(&[("lrr", "1")]).unwrap_err());
+        assert!(e.contains("unknown key `lrr` (did you mean `lr`?)"), "{e}");
+    }
+
+    #[test]
+    fn mlm_switch_adds_or_removes_the_term() {
+        use LossTerm::*;
+        let cfg = set(&[("loss_names", "sdm+id")]).unwrap();
+        assert_eq!(cfg.losses(), vec![Sdm, Id, Mlm]);
+        let cfg = set(&[("loss_names", "imal"), ("MLM", "false")]).unwrap();
+        assert_eq!(cfg.losses(), vec![Itc, Sdm, Cmpm, Id, Imal]);
+    }
+}

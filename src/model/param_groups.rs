@@ -1,0 +1,59 @@
+//! How the optimiser treats each parameter (METHOD.md section 5), decided from the parameter names
+//! this module's siblings create.
+
+/// The learning-rate multiplier a parameter takes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RateGroup {
+    /// The pretrained backbone: × 1.
+    Base,
+    /// Biases: × `bias_lr_factor`.
+    Bias,
+    /// Randomly initialised modules and heads: × `lr_factor`.
+    New,
+}
+
+/// A parameter's rate group and whether it takes the bias weight decay (`weight_decay_bias`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ParamGroup {
+    pub rate: RateGroup,
+    pub bias_decay: bool,
+}
+
+/// In METHOD.md's order of precedence: the heads (`classifier`, `mlm_head`) take `lr_factor`
+/// even for their biases; otherwise any bias takes `bias_lr_factor`; otherwise the new modules
+/// (`cross*`, `dca_*`) take `lr_factor`. Every bias takes the bias weight decay.
+pub fn param_group(name: &str) -> ParamGroup {
+    let bias = name.contains("bias");
+    let rate = if name.contains("classifier") || name.contains("mlm_head") {
+        RateGroup::New
+    } else if bias {
+        RateGroup::Bias
+    } else if name.contains("cross") || name.starts_with("dca_") {
+        RateGroup::New
+    } else {
+        RateGroup::Base
+    };
+    ParamGroup {
+        rate,
+        bias_decay: bias,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn groups_by_name() {
+        let g = |n| param_group(n).rate;
+        assert_eq!(g("base_model.visual.conv1.weight"), RateGroup::Base);
+        assert_eq!(g("base_model.ln_final.bias"), RateGroup::Bias);
+        assert_eq!(g("cross_attn.in_proj_weight"), RateGroup::New);
+        assert_eq!(g("cross_attn.in_proj_bias"), RateGroup::Bias);
+        assert_eq!(g("dca_image.0.q_proj.weight"), RateGroup::New);
+        assert_eq!(g("classifier.bias"), RateGroup::New);
+        assert_eq!(g("mlm_head.fc.weight"), RateGroup::New);
+        assert!(param_group("classifier.bias").bias_decay);
+        assert!(!param_group("classifier.weight").bias_decay);
+    }
+}

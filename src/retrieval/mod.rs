@@ -1,0 +1,7 @@
+//! Retrieval: batched encoding with a model, the metrics protocol, top-k search, galleries and the
+//! one feature-file format.
+pub mod encode;
+pub mod features;
+pub mod gallery;
+pub mod metrics;
+pub mod topk;

@@ -1,0 +1,148 @@
+//! Training-step and encoder throughput of the full-size model (ViT-B/16 at 384x128, 12-layer
+//! 512-wide text encoder, cross-modal transformer, DCA, the `imal` loss set with MLM), on random
+//! batches already on the device or, with a loader, on SYNTH-PEDES JPEGs through the data
+//! pipeline. Medians over the timed steps after warm-up.
+use super::optimizer::Optimizer;
+use super::step::step;
+use crate::config::{Config, DatasetName};
+use crate::data::batch::TrainBatch;
+use crate::data::loader::{LoaderOptions, TrainLoader};
+use crate::loss::LossSpec;
+use anyhow::{Context, Result};
+use serde::Serialize;
+use std::time::Instant;
+use tch::{Device, Kind, Tensor};
+
+/// CUHK-PEDES's training identities: the classifier size of the benchmarked model.
+const NUM_CLASSES: i64 = 11_003;
+/// Untimed steps before the timed ones.
+const WARMUP_STEPS: usize = 3;
+
+/// What to measure.
+#[derive(Debug, Clone)]
+pub struct BenchOptions {
+    pub batch_size: usize,
+    /// Timed steps (at least 1).
+    pub steps: usize,
+    /// Feed SYNTH-PEDES JPEGs through the loader instead of one random batch.
+    pub with_loader: bool,
+    pub device: Device,
+}
+
+/// The measurements.
+#[derive(Debug, Clone, Serialize)]
+pub struct BenchResult {
+    pub device: String,
+    pub batch_size: usize,
+    pub steps: usize,
+    pub with_loader: bool,
+    pub step_ms: f64,
+    pub samples_per_s: f64,
+    pub encoder_batch: i64,
+    pub images_per_s: f64,
+    pub texts_per_s: f64,
+    /// Device memory in use after the run (CUDA only).
+    pub gpu_used_gib: Option<f64>,
+}
+
+/// Waits for the device's queued work (timings must include it).
+fn sync(device: Device) {
+    if let Device::Cuda(i) = device {
+        tch::Cuda::synchronize(i as i64);
+    }
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    v.get(v.len() / 2).copied().unwrap_or(f64::NAN)
+}
+
+/// Median seconds of `f` over 3 runs after one untimed run.
+fn time_of(device: Device, f: impl Fn()) -> f64 {
+    f();
+    let runs = (0..3).map(|_| {
+        sync(device);
+        let t0 = Instant::now();
+        f();
+        sync(device);
+        t0.elapsed().as_secs_f64()
+    });
+    median(runs.collect())
+}
+
+/// Runs the benchmark.
+pub fn run(opts: &BenchOptions) -> Result<BenchResult> {
+    let device = opts.device;
+    let mut cfg = Config::default();
+    cfg.data.batch_size = opts.batch_size;
+    tch::manual_seed(1);
+    let (vs, model) = crate::factory::training_model(&cfg, NUM_CLASSES, device)?;
+    let mut opt = Optimizer::new(&vs, &cfg.optim);
+    opt.set_lr(|base| base);
+    let spec = LossSpec {
+        terms: cfg.losses(),
+        params: cfg.loss.clone(),
+    };
+    let b = opts.batch_size as i64;
+    let (size, l) = (cfg.data.img_size, cfg.data.text_length);
+    let loader = if opts.with_loader {
+        let mut data_cfg = cfg.clone();
+        data_cfg.data.dataset_name = DatasetName::SynthPedes;
+        let dataset = crate::data::load_dataset(&data_cfg)
+            .context("the loader benchmark reads SYNTH-PEDES")?;
+        Some(TrainLoader::new(
+            dataset.train,
+            LoaderOptions::from_config(&cfg, device),
+        )?)
+    } else {
+        None
+    };
+    let fixed = TrainBatch::random(b, size, l, NUM_CLASSES, device);
+    let mut batches = loader.as_ref().map(|l| l.epoch(1, 0));
+    let mut times = Vec::new();
+    for i in 0..WARMUP_STEPS + opts.steps {
+        sync(device);
+        let t0 = Instant::now();
+        let loaded;
+        let batch = match batches.as_mut() {
+            Some(it) => {
+                loaded = it
+                    .next()
+                    .context("the loader ran out of batches; use fewer steps")??
+                    .to_device(device);
+                &loaded
+            }
+            None => &fixed,
+        };
+        step(&model, &mut opt, batch, &spec, false)?;
+        sync(device);
+        if i >= WARMUP_STEPS {
+            times.push(t0.elapsed().as_secs_f64());
+        }
+    }
+    let step_ms = median(times) * 1e3;
+    // Encoders alone, no grad, at the evaluation batch size.
+    let enc_b: i64 = if device.is_cuda() { 512 } else { b };
+    let images = Tensor::randn([enc_b, 3, size.0, size.1], (Kind::Float, device));
+    let texts = TrainBatch::random(enc_b, size, l, NUM_CLASSES, device).caption_ids;
+    let img_s = enc_b as f64
+        / time_of(device, || {
+            drop(tch::no_grad(|| model.image_features(&images)))
+        });
+    let txt_s = enc_b as f64
+        / time_of(device, || {
+            drop(tch::no_grad(|| model.text_features(&texts)))
+        });
+    Ok(BenchResult {
+        device: format!("{device:?}"),
+        batch_size: opts.batch_size,
+        steps: opts.steps,
+        with_loader: opts.with_loader,
+        step_ms,
+        samples_per_s: b as f64 / step_ms * 1e3,
+        encoder_batch: enc_b,
+        images_per_s: img_s,
+        texts_per_s: txt_s,
+        gpu_used_gib: crate::device::used_memory_gib(device),
+    })
+}
