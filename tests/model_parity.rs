@@ -273,3 +273,37 @@ fn embed_writes_features_in_input_order() {
         "nothing to embed",
     );
 }
+
+/// `torch.save` files read by the restricted reader: every tensor as torch wrote it, and a pickle
+/// that would call `os.system` refused by name without running anything.
+#[test]
+fn torch_save_files_are_read_without_running_code() {
+    use ccma::io::pickle::{load_torch_zip, Value};
+    let dir = tempfile::tempdir().unwrap();
+    reference("pickle_ref.py", &[dir.path().to_str().unwrap()]);
+    let v = load_torch_zip(&dir.path().join("state.pth")).unwrap();
+    let want = load(&dir.path().join("expected.safetensors"));
+    let Some(Value::Dict(model)) = v.get("model") else {
+        panic!("no model dict: {v:?}")
+    };
+    assert_eq!(model.len(), want.len());
+    for (k, t) in model {
+        let (Value::Str(k), Value::Tensor(t)) = (k, t) else {
+            panic!("{k:?}")
+        };
+        assert_eq!(t.kind(), want[k].kind(), "{k}");
+        assert_eq!(t.size(), want[k].size(), "{k}");
+        assert!(t.equal(&want[k]), "{k}");
+    }
+    assert!(matches!(v.get("iteration"), Some(Value::Int(12345678901))));
+    let e = format!(
+        "{:#}",
+        load_torch_zip(&dir.path().join("evil.pth")).unwrap_err()
+    );
+    assert!(
+        e.contains("refuses the global `posix.system`")
+            || e.contains("refuses the global `os.system`"),
+        "{e}"
+    );
+    assert!(!dir.path().join("pwned").exists(), "nothing ran");
+}
