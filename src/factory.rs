@@ -2,7 +2,7 @@
 //! scratch or from pretrained CLIP weights) and a model for inference (from a checkpoint alone, or
 //! from pretrained weights).
 use crate::config::Config;
-use crate::model::weights::{self, Named};
+use crate::model::weights::{self, Format, Weights};
 use crate::model::{Ccma, ModelConfig};
 use crate::UsageError;
 use anyhow::{bail, Context, Result};
@@ -47,44 +47,81 @@ pub fn model_config(cfg: &Config, num_classes: i64) -> ModelConfig {
     }
 }
 
-/// The model to train: from scratch, or with the CLIP weights of `pretrained` (sizes read off the
-/// weights, positional grid resized to the configured image size) and the new modules randomly
-/// initialised.
+/// The model to train: from scratch, or from the weights of `pretrained` (CLIP weights in any
+/// layout, or an IRRA/CCMA checkpoint): sizes read off the weights, positional grid resized to the
+/// configured image size, the modules the weights lack randomly initialised.
 pub fn training_model(cfg: &Config, num_classes: i64, device: Device) -> Result<(VarStore, Ccma)> {
     let mut mcfg = model_config(cfg, num_classes);
     let pretrained = match &cfg.model.pretrained {
         Some(p) => {
-            let named = read_pretrained(p)?;
-            mcfg.clip = weights::clip_config(&named, cfg.data.img_size, cfg.model.stride_size)
-                .with_context(|| format!("pretrained weights {}", p.display()))?;
-            Some((p, named))
+            let mut w = read_weights(p)?;
+            mcfg = sized_by(&w, mcfg, p)?;
+            drop_other_classifier(&mut w, num_classes, p);
+            Some((p, w))
         }
         None => None,
     };
     let mut vs = VarStore::new(device);
     let model = Ccma::new(&vs.root(), &mcfg);
-    if let Some((p, named)) = pretrained {
-        weights::copy_into(
-            &mut vs,
-            &named,
-            &NEW_MODULES,
-            &["base_model.logit_scale"],
-            mcfg.clip.grid(),
-            p,
-        )?;
-        tracing::info!("loaded CLIP weights from {}", p.display());
+    if let Some((p, w)) = pretrained {
+        load_partial(&mut vs, &w, &mcfg, p)?;
+        tracing::info!("loaded weights from {}", p.display());
     }
     Ok((vs, model))
 }
 
-fn read_pretrained(path: &Path) -> Result<Named> {
-    if !path.is_file() {
-        bail!(UsageError(format!(
-            "pretrained weights {} do not exist",
-            path.display()
-        )));
+/// A checkpoint trained on other identities has a classifier of another size: it is not used.
+fn drop_other_classifier(w: &mut Weights, num_classes: i64, path: &Path) {
+    let rows = w.tensors.get("classifier.weight").map(|t| t.size()[0]);
+    if rows.is_some_and(|r| r != num_classes) {
+        tracing::info!(
+            "{}: its classifier has {} identities, this dataset {num_classes}: the classifier starts fresh",
+            path.display(),
+            rows.unwrap_or_default()
+        );
+        w.tensors.retain(|k, _| !k.starts_with("classifier."));
     }
-    Ok(weights::read(path)?.tensors)
+}
+
+/// `base` with the sizes that `w` fixes: the CLIP encoders, and the cross-modal depth and
+/// number of identities when the weights have those modules.
+fn sized_by(w: &Weights, base: ModelConfig, path: &Path) -> Result<ModelConfig> {
+    let clip = weights::clip_config(w, base.clip.image_size, base.clip.stride)
+        .with_context(|| format!("weights {}", path.display()))?;
+    let depth = w
+        .tensors
+        .keys()
+        .filter_map(|k| k.strip_prefix("cross_modal_transformer.resblocks.")?.split('.').next()?.parse::<i64>().ok())
+        .max()
+        .map_or(base.cmt_depth, |m| m + 1);
+    let classes = w.tensors.get("classifier.weight").map_or(base.num_classes, |t| t.size()[0]);
+    Ok(ModelConfig {
+        clip,
+        cmt_depth: depth,
+        num_classes: classes,
+        ..base
+    })
+}
+
+/// Copies `w` into `vs`, the modules CCMA adds to CLIP allowed to be missing (they keep their
+/// random initialisation, and are named in the log).
+fn load_partial(vs: &mut VarStore, w: &Weights, mcfg: &ModelConfig, path: &Path) -> Result<()> {
+    let fresh: Vec<&str> = NEW_MODULES
+        .iter()
+        .copied()
+        .filter(|m| !w.tensors.keys().any(|k| k.starts_with(m)))
+        .collect();
+    if !fresh.is_empty() {
+        tracing::info!("{}: no weights for {}: randomly initialised", path.display(), fresh.join(", "));
+    }
+    weights::copy_into(vs, &w.tensors, &NEW_MODULES, &["base_model.logit_scale"], mcfg.clip.grid(), path)
+}
+
+fn read_weights(path: &Path) -> Result<Weights> {
+    if !path.exists() {
+        bail!(UsageError(format!("weights {} do not exist", path.display())));
+    }
+    weights::read(path)
 }
 
 /// Where inference weights come from.
@@ -105,47 +142,41 @@ pub struct Inference {
 }
 
 /// The model of `source`, at input size `img_size` (H, W) when given (the positional grid is
-/// resized), else at the size it was trained or pre-trained for (384x128 for CLIP weights).
+/// resized), else at the size it was trained for (384x128, the paper's, for weights that do not
+/// record it).
 pub fn inference_model(
     source: &WeightsSource,
     img_size: Option<(i64, i64)>,
     device: Device,
 ) -> Result<Inference> {
-    let (path, mcfg, named) = match source {
-        WeightsSource::Checkpoint(path) => {
-            if !path.is_file() {
-                bail!(UsageError(format!(
-                    "checkpoint {} does not exist",
-                    path.display()
-                )));
-            }
-            let w = weights::read(path)?;
-            let mut mcfg = checkpoint_model_config(path, &w)?;
+    let (WeightsSource::Checkpoint(path) | WeightsSource::Pretrained(path)) = source;
+    let w = read_weights(path)?;
+    let paper = |size: Option<(i64, i64)>| {
+        let size = size.unwrap_or(crate::config::DataSection::default().img_size);
+        ModelConfig::vit_b16(size, 1)
+    };
+    let mcfg = match (source, w.format) {
+        (WeightsSource::Checkpoint(_), Format::Ccma) => {
+            let mut c = checkpoint_model_config(path, &w)?;
             if let Some(size) = img_size {
-                mcfg.clip.image_size = size;
+                c.clip.image_size = size;
             }
-            (path, mcfg, w.tensors)
+            c
         }
-        WeightsSource::Pretrained(path) => {
-            let named = read_pretrained(path)?;
-            let size = img_size.unwrap_or(crate::config::DataSection::default().img_size);
-            let stride = crate::config::ModelSection::default().stride_size;
-            let clip = weights::clip_config(&named, size, stride)
-                .with_context(|| format!("pretrained weights {}", path.display()))?;
-            let mcfg = ModelConfig {
-                clip,
-                ..ModelConfig::vit_b16(size, 1)
-            };
-            (path, mcfg, named)
-        }
+        (WeightsSource::Checkpoint(_), _) => sized_by(&w, paper(img_size), path)?,
+        (WeightsSource::Pretrained(_), _) => ModelConfig {
+            clip: sized_by(&w, paper(img_size), path)?.clip,
+            ..paper(img_size)
+        },
     };
     let mut vs = VarStore::new(device);
     let model = Ccma::new(&vs.root(), &mcfg);
-    let (missing, extra): (&[&str], &[&str]) = match source {
-        WeightsSource::Checkpoint(_) => (&[], &[]),
-        WeightsSource::Pretrained(_) => (&NEW_MODULES, &["base_model.logit_scale"]),
-    };
-    weights::copy_into(&mut vs, &named, missing, extra, mcfg.clip.grid(), path)?;
+    match (source, w.format) {
+        (WeightsSource::Checkpoint(_), Format::Ccma) => {
+            weights::copy_into(&mut vs, &w.tensors, &[], &[], mcfg.clip.grid(), path)?
+        }
+        _ => load_partial(&mut vs, &w, &mcfg, path)?,
+    }
     Ok(Inference {
         vs,
         model,

@@ -167,7 +167,7 @@ fn flags_of(cmd: &str) -> Vec<String> {
 
 #[test]
 fn every_subcommand_lists_only_its_own_flags() {
-    let want: [(&str, &[&str]); 9] = [
+    let want: [(&str, &[&str]); 10] = [
         (
             "train",
             &[

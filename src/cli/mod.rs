@@ -4,6 +4,7 @@
 mod args;
 mod bench;
 mod embed;
+mod export;
 mod output;
 mod rank;
 mod search;
@@ -36,6 +37,7 @@ pub enum Command {
     Train(train::TrainArgs),
     Test(test::TestArgs),
     Embed(embed::EmbedArgs),
+    Export(export::ExportArgs),
     Rank(rank::RankArgs),
     Search(search::SearchArgs),
     Tokenize(tokenize::TokenizeArgs),
@@ -51,6 +53,7 @@ pub fn run(command: Command) -> anyhow::Result<()> {
         Command::Train(a) => train::run(a),
         Command::Test(a) => test::run(a),
         Command::Embed(a) => embed::run(a),
+        Command::Export(a) => export::run(a),
         Command::Rank(a) => rank::run(a),
         Command::Search(a) => search::run(a),
         Command::Tokenize(a) => tokenize::run(a),

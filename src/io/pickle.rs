@@ -435,11 +435,11 @@ impl Machine<'_> {
                     self.stack.push(v)
                 }
                 b'b' => {
-                    // BUILD: an OrderedDict's state is its instance dict, empty for a state dict.
+                    // BUILD: a state dict (an OrderedDict) carries its `_metadata` (module
+                    // versions) as instance attributes; they are not weights and are dropped.
                     let state = self.pop()?;
                     match (self.top()?, state) {
-                        (_, Value::None) => {}
-                        (Value::Dict(_), Value::Dict(s)) if s.is_empty() => {}
+                        (_, Value::None) | (Value::Dict(_), Value::Dict(_)) => {}
                         (_, s) => bail!("unsupported object state {s:?}"),
                     }
                 }

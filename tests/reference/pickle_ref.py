@@ -19,7 +19,8 @@ from safetensors.torch import save_file
 out = sys.argv[1]
 torch.manual_seed(0)
 base = torch.randn(6, 4)
-state = collections.OrderedDict()
+state = torch.nn.Linear(2, 2).state_dict()  # a real state dict: an OrderedDict with `_metadata`
+state.clear()
 state["a.weight"] = base.half()
 state["a.bias"] = torch.randn(4)
 state["b.transposed"] = base.t()  # a strided view of a 6x4 storage

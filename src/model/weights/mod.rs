@@ -1,6 +1,16 @@
-//! Reading weights: OpenAI's TorchScript CLIP archive (`ViT-B-16.pt`) and safetensors (our
-//! checkpoints, or CLIP weights under the same names); sizes read off the tensor shapes; the image
-//! positional grid resized bilinearly when the input size differs from pre-training.
+//! Reading weights in the layouts people have, into ccma's parameter names (OpenAI's CLIP names
+//! under `base_model.`, IRRA's names for the cross-modal modules):
+//! - ccma's safetensors checkpoints (and CLIP weights saved under those names);
+//! - OpenAI's TorchScript CLIP archive (`ViT-B-16.pt`), [`openai`];
+//! - IRRA's and CCMA's PyTorch checkpoints (`best.pth`, a `torch.save` zip), [`torch_save`];
+//! - Hugging Face `transformers` CLIP (`save_pretrained` folder or its `model.safetensors`), [`hf`].
+//!
+//! Sizes are read off the tensor shapes; the image positional grid is resized bilinearly when the
+//! input size differs from pre-training.
+pub mod hf;
+pub mod openai;
+pub mod torch_save;
+
 use super::clip::ClipConfig;
 use anyhow::{bail, Context, Result};
 use std::collections::HashMap;
@@ -10,62 +20,80 @@ use tch::{nn::VarStore, Kind, Tensor};
 
 pub type Named = HashMap<String, Tensor>;
 
-/// The tensors of a weights file and its string metadata (empty for a TorchScript archive).
+/// Where a set of weights came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    /// A safetensors file with ccma's names (a ccma checkpoint, or CLIP weights).
+    Ccma,
+    /// OpenAI's TorchScript archive.
+    OpenAi,
+    /// A `torch.save` checkpoint of IRRA or CCMA (or a plain state dict).
+    TorchSave,
+    /// Hugging Face `transformers` CLIP.
+    HuggingFace,
+}
+
+/// The tensors of a weights file (f32, integers kept) under ccma's names, its string metadata
+/// (ccma checkpoints only) and what the layout says that shapes cannot (attention heads).
 pub struct Weights {
     pub tensors: Named,
     pub metadata: HashMap<String, String>,
+    pub format: Format,
+    /// (vision, text) attention heads when the layout records them; else width / 64 as CLIP has.
+    pub heads: Option<(i64, i64)>,
 }
 
-/// Every tensor of a weights file as f32 (integers kept), names prefixed `base_model.` for a
-/// CLIP archive. Errors name the file: missing, neither format, truncated or corrupt.
+/// OpenAI's CLIP keeps these sizes beside its weights (as buffers, or parameters in some
+/// exports); they are not weights, and CLIP's own `build_model` drops them too.
+const CLIP_SIZE_ENTRIES: [&str; 3] = [
+    "base_model.input_resolution",
+    "base_model.context_length",
+    "base_model.vocab_size",
+];
+
+/// Reads the weights at `path` in whichever layout it has. Errors name the file: missing,
+/// no known layout, truncated or corrupt.
 pub fn read(path: &Path) -> Result<Weights> {
-    let mut magic = [0u8; 2];
-    let mut f = std::fs::File::open(path)
-        .with_context(|| format!("weights file {} cannot be opened", path.display()))?;
-    let n = f
-        .read(&mut magic)
-        .with_context(|| format!("cannot read {}", path.display()))?;
-    let (named, metadata): (Vec<(String, Tensor)>, _) = if n == 2 && &magic == b"PK" {
-        let module = tch::CModule::load(path).map_err(|e| {
-            anyhow::anyhow!(
-                "{} is not a loadable TorchScript archive: {}",
-                path.display(),
-                first_line(&e.to_string())
-            )
-        })?;
-        let params = module
-            .named_parameters()
-            .map_err(|e| anyhow::anyhow!("{}: {}", path.display(), first_line(&e.to_string())))?;
-        let named = params
-            .into_iter()
-            .map(|(k, t)| (format!("base_model.{k}"), t))
-            .collect();
-        (named, HashMap::new())
+    let mut w = if path.is_dir() {
+        hf::read_folder(path)?
     } else {
-        crate::io::safetensors::load(path)
-            .map_err(|_| {
+        let mut magic = [0u8; 2];
+        let n = std::fs::File::open(path)
+            .and_then(|mut f| f.read(&mut magic))
+            .with_context(|| format!("weights file {} cannot be opened", path.display()))?;
+        if n == 2 && &magic == b"PK" {
+            match torch_save::is_torchscript(path)? {
+                true => openai::read_archive(path)?,
+                false => torch_save::read(path)?,
+            }
+        } else {
+            let (named, metadata) = crate::io::safetensors::load(path).map_err(|_| {
                 anyhow::anyhow!(
-                    "{} is not a weights file (expected OpenAI's TorchScript archive ViT-B-16.pt or a safetensors file), or it is truncated",
+                    "{} is not a weights file (expected a ccma or Hugging Face safetensors file, OpenAI's TorchScript archive ViT-B-16.pt or an IRRA/CCMA best.pth), or it is truncated",
                     path.display()
                 )
-            })?
+            })?;
+            let named: Named = named.into_iter().collect();
+            match hf::is_hf(&named) {
+                true => hf::convert(named, hf::config_beside(path)?, path)?,
+                false => Weights {
+                    tensors: named,
+                    metadata,
+                    format: Format::Ccma,
+                    heads: None,
+                },
+            }
+        }
     };
-    let tensors = named
-        .into_iter()
-        .map(|(k, t)| {
-            let t = if t.is_floating_point() {
-                t.to_kind(Kind::Float)
-            } else {
-                t
-            };
-            (k, t)
-        })
-        .collect();
-    Ok(Weights { tensors, metadata })
-}
-
-fn first_line(s: &str) -> &str {
-    s.lines().next().unwrap_or(s)
+    for k in CLIP_SIZE_ENTRIES {
+        w.tensors.remove(k);
+    }
+    for t in w.tensors.values_mut() {
+        if t.is_floating_point() {
+            *t = t.to_kind(Kind::Float);
+        }
+    }
+    Ok(w)
 }
 
 fn shape(named: &Named, key: &str) -> Result<Vec<i64>> {
@@ -77,7 +105,8 @@ fn shape(named: &Named, key: &str) -> Result<Vec<i64>> {
 
 /// The encoder sizes a set of CLIP weights implies (as OpenAI's `build_model` reads them); the
 /// input image size and stride come from the run config.
-pub fn clip_config(named: &Named, image_size: (i64, i64), stride: i64) -> Result<ClipConfig> {
+pub fn clip_config(w: &Weights, image_size: (i64, i64), stride: i64) -> Result<ClipConfig> {
+    let named = &w.tensors;
     let conv = shape(named, "base_model.visual.conv1.weight")?;
     let text_width = shape(named, "base_model.ln_final.weight")?[0];
     let layers = |prefix: &str| {
@@ -99,13 +128,13 @@ pub fn clip_config(named: &Named, image_size: (i64, i64), stride: i64) -> Result
         image_size,
         vision_width,
         vision_layers: layers("base_model.visual.transformer.resblocks."),
-        vision_heads: (vision_width / 64).max(1),
+        vision_heads: w.heads.map_or((vision_width / 64).max(1), |h| h.0),
         patch_size: conv[3],
         stride,
         context_length: shape(named, "base_model.positional_embedding")?[0],
         vocab_size: shape(named, "base_model.token_embedding.weight")?[0],
         text_width,
-        text_heads: (text_width / 64).max(1),
+        text_heads: w.heads.map_or((text_width / 64).max(1), |h| h.1),
         text_layers: layers("base_model.transformer.resblocks."),
     })
 }
@@ -116,7 +145,12 @@ pub fn resize_pos_embed(pos: &Tensor, grid: (i64, i64)) -> Result<Tensor> {
     let (n, w) = pos.size2()?;
     let old = ((n - 1) as f64).sqrt().round() as i64;
     if old * old != n - 1 {
-        bail!("positional embedding with {n} positions is not a class token plus a square grid");
+        bail!(
+            "positional embedding with {n} positions is not a class token plus a square grid, and the model's {}x{} grid needs {} positions (is the image size the one these weights were trained at?)",
+            grid.0,
+            grid.1,
+            grid.0 * grid.1 + 1
+        );
     }
     let cls = pos.narrow(0, 0, 1);
     let g = pos

@@ -1,0 +1,44 @@
+//! `ccma export`.
+use crate::model::weights::{self, torch_save::irra_state};
+use crate::UsageError;
+use anyhow::Result;
+use clap::{Args, ValueEnum};
+use std::path::PathBuf;
+
+/// The layouts `ccma export` writes.
+#[derive(ValueEnum, Clone, Copy, Debug)]
+pub enum ExportFormat {
+    /// IRRA's state-dict names (load with `model.load_state_dict(safetensors.torch.load_file(...))`).
+    Irra,
+}
+
+/// Write a model's weights in another project's layout.
+#[derive(Args, Debug)]
+pub struct ExportArgs {
+    /// The layout to write.
+    #[arg(long, value_enum)]
+    pub format: ExportFormat,
+    /// A run folder (its best.safetensors) or a checkpoint file.
+    pub source: PathBuf,
+    /// The safetensors file to write.
+    pub out: PathBuf,
+}
+
+pub fn run(a: ExportArgs) -> Result<()> {
+    let path = match a.source.is_dir() && a.source.join("best.safetensors").is_file() {
+        true => a.source.join("best.safetensors"),
+        false => a.source.clone(),
+    };
+    if !path.exists() {
+        return Err(UsageError(format!("{} does not exist", path.display())).into());
+    }
+    let w = weights::read(&path)?;
+    let model: Vec<(String, tch::Tensor)> =
+        w.tensors.into_iter().filter(|(k, _)| !k.starts_with("optimizer.")).collect();
+    let ExportFormat::Irra = a.format;
+    let mut state = irra_state(model);
+    state.sort_by(|x, y| x.0.cmp(&y.0));
+    crate::io::safetensors::save(&a.out, &state, &Default::default())?;
+    tracing::info!("wrote {} tensors in IRRA's layout to {}", state.len(), a.out.display());
+    Ok(())
+}

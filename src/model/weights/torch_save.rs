@@ -1,0 +1,78 @@
+//! IRRA's and CCMA's PyTorch checkpoints: the `best.pth` their `Checkpointer` writes with
+//! `torch.save` (a dict with the model's state dict under `model`, beside `optimizer`,
+//! `scheduler`, `num_epoch` and `iteration`, which are not needed here), or a plain state dict.
+//!
+//! IRRA's names are ccma's (`base_model.*` as OpenAI's CLIP, `cross_attn`,
+//! `cross_modal_transformer`, `ln_pre_t`, `ln_pre_i`, `ln_post`, `mlm_head`, `classifier`). The
+//! modules CCMA's published code adds (`cross_modal_att`, `cross_modal_att_text`,
+//! `fusion_module_tg`, `DiffAttention`) have no counterpart in the method as specified: they are
+//! set aside (named in the log) and ccma's DCA stacks start fresh. Weights are a mix of fp16 and
+//! fp32 there; they are read as saved and turned to f32.
+use super::{Format, Weights};
+use crate::io::pickle::{load_torch_zip, Value};
+use anyhow::{bail, Context, Result};
+use std::collections::HashMap;
+use std::path::Path;
+
+/// Top-level modules of CCMA's published model that ccma does not have.
+pub const CCMA_EXTRA_MODULES: [&str; 4] = [
+    "cross_modal_att.",
+    "cross_modal_att_text.",
+    "fusion_module_tg.",
+    "DiffAttention.",
+];
+
+/// Whether the zip at `path` is a TorchScript archive (it has code) rather than `torch.save` data.
+pub fn is_torchscript(path: &Path) -> Result<bool> {
+    let file = std::fs::File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
+    let zip = zip::ZipArchive::new(std::io::BufReader::new(file))
+        .with_context(|| format!("{} is not a zip archive", path.display()))?;
+    let names: Vec<&str> = zip.file_names().collect();
+    Ok(names.iter().any(|n| n.ends_with("constants.pkl") || n.contains("/code/")))
+}
+
+/// The state dict of a `torch.save` file: the `model` entry of a checkpoint, else the file's own
+/// dict of tensors; a `module.` prefix (a model saved inside DistributedDataParallel) removed.
+pub fn read(path: &Path) -> Result<Weights> {
+    let saved = load_torch_zip(path)?;
+    let state = match saved.get("model") {
+        Some(m) => m,
+        None => &saved,
+    };
+    let Value::Dict(entries) = state else {
+        bail!("{}: holds no state dict (expected a dict with `model`, or a dict of tensors)", path.display())
+    };
+    let mut tensors = HashMap::new();
+    for (k, v) in entries {
+        let (Value::Str(k), Value::Tensor(t)) = (k, v) else {
+            bail!("{}: state dict entry {k:?} is not a named tensor", path.display())
+        };
+        let name = k.strip_prefix("module.").unwrap_or(k);
+        tensors.insert(name.to_string(), t.shallow_clone());
+    }
+    let extra: Vec<String> = CCMA_EXTRA_MODULES
+        .iter()
+        .filter(|m| tensors.keys().any(|k| k.starts_with(*m)))
+        .map(|m| m.trim_end_matches('.').to_string())
+        .collect();
+    if !extra.is_empty() {
+        tracing::info!(
+            "{}: CCMA's published modules {} are not part of the method as specified and are not loaded",
+            path.display(),
+            extra.join(", ")
+        );
+        tensors.retain(|k, _| !CCMA_EXTRA_MODULES.iter().any(|m| k.starts_with(m)));
+    }
+    Ok(Weights {
+        tensors,
+        metadata: HashMap::new(),
+        format: Format::TorchSave,
+        heads: None,
+    })
+}
+
+/// The tensors of a ccma model under IRRA's names, for IRRA's `load_state_dict`: every parameter
+/// but the DCA stacks, which IRRA does not have.
+pub fn irra_state(named: Vec<(String, tch::Tensor)>) -> Vec<(String, tch::Tensor)> {
+    named.into_iter().filter(|(k, _)| !k.starts_with("dca_")).collect()
+}
