@@ -91,10 +91,19 @@ fn sized_by(w: &Weights, base: ModelConfig, path: &Path) -> Result<ModelConfig> 
     let depth = w
         .tensors
         .keys()
-        .filter_map(|k| k.strip_prefix("cross_modal_transformer.resblocks.")?.split('.').next()?.parse::<i64>().ok())
+        .filter_map(|k| {
+            k.strip_prefix("cross_modal_transformer.resblocks.")?
+                .split('.')
+                .next()?
+                .parse::<i64>()
+                .ok()
+        })
         .max()
         .map_or(base.cmt_depth, |m| m + 1);
-    let classes = w.tensors.get("classifier.weight").map_or(base.num_classes, |t| t.size()[0]);
+    let classes = w
+        .tensors
+        .get("classifier.weight")
+        .map_or(base.num_classes, |t| t.size()[0]);
     Ok(ModelConfig {
         clip,
         cmt_depth: depth,
@@ -112,14 +121,28 @@ fn load_partial(vs: &mut VarStore, w: &Weights, mcfg: &ModelConfig, path: &Path)
         .filter(|m| !w.tensors.keys().any(|k| k.starts_with(m)))
         .collect();
     if !fresh.is_empty() {
-        tracing::info!("{}: no weights for {}: randomly initialised", path.display(), fresh.join(", "));
+        tracing::info!(
+            "{}: no weights for {}: randomly initialised",
+            path.display(),
+            fresh.join(", ")
+        );
     }
-    weights::copy_into(vs, &w.tensors, &NEW_MODULES, &["base_model.logit_scale"], mcfg.clip.grid(), path)
+    weights::copy_into(
+        vs,
+        &w.tensors,
+        &NEW_MODULES,
+        &["base_model.logit_scale"],
+        mcfg.clip.grid(),
+        path,
+    )
 }
 
 fn read_weights(path: &Path) -> Result<Weights> {
     if !path.exists() {
-        bail!(UsageError(format!("weights {} do not exist", path.display())));
+        bail!(UsageError(format!(
+            "weights {} do not exist",
+            path.display()
+        )));
     }
     weights::read(path)
 }

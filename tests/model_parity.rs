@@ -59,24 +59,90 @@ fn whole_model_matches_reference() {
     close("g_t", &g_t, &io["g_t"]);
 }
 
+/// OpenAI's archive, with its size entries as buffers and as parameters, at another input size.
 #[test]
 fn torchscript_archive_loads_with_resized_grid() {
     let dir = generate();
     let io = load(&dir.path().join("io.safetensors"));
-    let archive = dir.path().join("clip.pt");
-    let cfg = config(dir.path(), Some(archive.to_str().unwrap()));
-    let (_vs, model) = ccma::factory::training_model(&cfg, 7, Device::Cpu).unwrap();
+    for name in ["clip.pt", "clip_params.pt"] {
+        let archive = dir.path().join(name);
+        let cfg = config(dir.path(), Some(archive.to_str().unwrap()));
+        let (_vs, model) = ccma::factory::training_model(&cfg, 7, Device::Cpu).unwrap();
+        let _guard = tch::no_grad_guard();
+        close(
+            &format!("{name} f_i"),
+            &model.image_features(&io["images"]),
+            &io["clip_f_i"],
+        );
+        close(
+            &format!("{name} f_t"),
+            &model.text_features(&io["ids"]),
+            &io["clip_f_t"],
+        );
+    }
+}
+
+/// IRRA's `best.pth` (fp16 and fp32 weights, training state beside, CCMA's extra modules):
+/// the model's sizes come from the weights, and its features and MLM logits are the reference's.
+#[test]
+fn irra_checkpoint_gives_the_reference_outputs() {
+    use ccma::factory::{inference_model, WeightsSource};
+    let dir = generate();
+    let io = load(&dir.path().join("io.safetensors"));
+    let source = WeightsSource::Checkpoint(dir.path().join("irra_best.pth"));
+    let m = inference_model(&source, Some((64, 32)), Device::Cpu).unwrap();
+    let (c, model) = (&m.model.config, &m.model);
+    assert_eq!(
+        (
+            c.cmt_depth,
+            c.num_classes,
+            c.clip.context_length,
+            c.clip.vocab_size
+        ),
+        (1, 7, 24, 1000)
+    );
     let _guard = tch::no_grad_guard();
-    close(
-        "archive f_i",
-        &model.image_features(&io["images"]),
-        &io["clip_f_i"],
-    );
-    close(
-        "archive f_t",
-        &model.text_features(&io["ids"]),
-        &io["clip_f_t"],
-    );
+    close("f_i", &model.image_features(&io["images"]), &io["f_i"]);
+    close("f_t", &model.text_features(&io["ids"]), &io["f_t"]);
+    let img = model.encode_image(&io["images"]);
+    let (logits, _) = model.mlm(&img, &io["mlm_ids"], &io["mlm_labels"]);
+    close("mlm_logits", &logits, &io["mlm_logits"]);
+}
+
+/// `ccma export --format irra` loads into an IRRA-shaped PyTorch model with a strict
+/// `load_state_dict` and gives the same features (1e-5); exporting IRRA's own best.pth through the
+/// binary gives the same tensors.
+#[test]
+fn export_for_irra_loads_strictly_and_gives_the_same_features() {
+    let dir = generate();
+    let out = dir.path().join("exported.safetensors");
+    let model = dir.path().join("model.safetensors");
+    ccma_ok(&[
+        "export",
+        "--format",
+        "irra",
+        model.to_str().unwrap(),
+        out.to_str().unwrap(),
+    ]);
+    let diffs: serde_json::Value =
+        serde_json::from_str(&reference("export_ref.py", &[out.to_str().unwrap()])).unwrap();
+    for (name, d) in diffs.as_object().unwrap() {
+        assert!(d.as_f64().unwrap() < 1e-5, "{name}: {d}");
+    }
+    let again = dir.path().join("from_pth.safetensors");
+    let pth = dir.path().join("irra_best.pth");
+    ccma_ok(&[
+        "export",
+        "--format",
+        "irra",
+        pth.to_str().unwrap(),
+        again.to_str().unwrap(),
+    ]);
+    let (a, b) = (load(&out), load(&again));
+    assert_eq!(a.len(), b.len());
+    for (k, t) in &a {
+        assert!(t.equal(&b[k]), "{k}");
+    }
 }
 
 #[test]
@@ -305,5 +371,18 @@ fn torch_save_files_are_read_without_running_code() {
             || e.contains("refuses the global `os.system`"),
         "{e}"
     );
+    let evil = dir.path().join("evil.pth");
+    let out = ccma(&[
+        "export",
+        "--format",
+        "irra",
+        evil.to_str().unwrap(),
+        dir.path().join("x.safetensors").to_str().unwrap(),
+    ]);
+    assert_one_line_error(&out, "refuses the global");
     assert!(!dir.path().join("pwned").exists(), "nothing ran");
+    assert!(
+        !dir.path().join("x.safetensors").exists(),
+        "nothing written"
+    );
 }

@@ -33,12 +33,19 @@ pub fn run(a: ExportArgs) -> Result<()> {
         return Err(UsageError(format!("{} does not exist", path.display())).into());
     }
     let w = weights::read(&path)?;
-    let model: Vec<(String, tch::Tensor)> =
-        w.tensors.into_iter().filter(|(k, _)| !k.starts_with("optimizer.")).collect();
+    let model: Vec<(String, tch::Tensor)> = w
+        .tensors
+        .into_iter()
+        .filter(|(k, _)| !k.starts_with("optimizer."))
+        .collect();
     let ExportFormat::Irra = a.format;
     let mut state = irra_state(model);
     state.sort_by(|x, y| x.0.cmp(&y.0));
     crate::io::safetensors::save(&a.out, &state, &Default::default())?;
-    tracing::info!("wrote {} tensors in IRRA's layout to {}", state.len(), a.out.display());
+    tracing::info!(
+        "wrote {} tensors in IRRA's layout to {}",
+        state.len(),
+        a.out.display()
+    );
     Ok(())
 }

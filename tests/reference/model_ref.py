@@ -4,12 +4,20 @@ section 2 (CLIP encoders, IRRA's cross-modal MLM branch, differential cross-moda
 usage: model_ref.py OUT_DIR
 Writes, in OUT_DIR:
   clip.pt             tiny random CLIP weights as a TorchScript archive with OpenAI's names,
-                      pre-trained on a square 64x64 grid (4x4 patches)
+                      pre-trained on a square 64x64 grid (4x4 patches), with the size entries
+                      (input_resolution, context_length, vocab_size) as buffers, as OpenAI's has
+  clip_params.pt      the same with those entries as parameters
+  irra_best.pth       the whole model (grid 4x2) as IRRA's and CCMA's Checkpointer saves it:
+                      torch.save of {model, optimizer, scheduler, num_epoch, iteration}, linear and
+                      attention weights in fp16 as IRRA's convert_weights leaves them, CCMA's
+                      published extra modules included, no DCA stacks
   model.safetensors   every parameter of the whole model (names as ccma's), grid already 4x2
   io.safetensors      inputs (images 64x32, ids, mlm_ids, mlm_labels) and expected outputs
                       (f_i, f_t, mlm_logits, g_i, g_t, and clip_f_i / clip_f_t for clip.pt)
   config.json         the sizes
+Every parameter is rounded to fp16 precision, so the fp16 copies are exact.
 """
+import copy
 import json
 import math
 import os
@@ -147,7 +155,12 @@ for m in [ln_pre_t, ln_pre_i, ln_post, mlm_head.ln, dca_image.ln_q, dca_text.ln_
     nn.init.normal_(m.weight, 1.0, 0.1)
     nn.init.normal_(m.bias, 0.0, 0.1)
 
+MODULES = [("cross_attn", cross_attn), ("cross_modal_transformer", cmt), ("ln_pre_t", ln_pre_t), ("ln_pre_i", ln_pre_i),
+           ("ln_post", ln_post), ("mlm_head", mlm_head), ("classifier", classifier), ("dca_image.0", dca_image), ("dca_text.0", dca_text)]
 with torch.no_grad():
+    for m in [clip] + [m for _, m in MODULES]:
+        for prm in m.parameters():
+            prm.copy_(prm.half().float())
     pos42 = resize_grid(clip.visual.positional_embedding, 4, 2)
     images = torch.randn(3, 3, H, W)
     lens = [7, 12, 24]
@@ -178,14 +191,37 @@ with torch.no_grad():
     clip_f_i = clip.visual(images, pos42)[:, 0]
 
 os.makedirs(OUT, exist_ok=True)
-torch.jit.trace(clip, images[:1, :, :, :].new_zeros(1, 3, 64, 64)).save(os.path.join(OUT, "clip.pt"))
 state = {f"base_model.{k}": v for k, v in clip.state_dict().items()}
 state["base_model.visual.positional_embedding"] = pos42
-for prefix, mod in [("cross_attn", cross_attn), ("cross_modal_transformer", cmt), ("ln_pre_t", ln_pre_t), ("ln_pre_i", ln_pre_i),
-                    ("ln_post", ln_post), ("mlm_head", mlm_head), ("classifier", classifier), ("dca_image.0", dca_image), ("dca_text.0", dca_text)]:
+for prefix, mod in MODULES:
     for k, v in mod.state_dict().items():
         state[f"{prefix}.{k}"] = v
 save_file({k: v.detach().contiguous() for k, v in state.items()}, os.path.join(OUT, "model.safetensors"))
+
+# OpenAI's archive keeps its sizes beside the weights: as buffers, or as parameters in some exports.
+sized = copy.deepcopy(clip)
+for name, value in [("input_resolution", 64), ("context_length", CTX), ("vocab_size", VOCAB)]:
+    sized.register_buffer(name, torch.tensor(value))
+example = images[:1].new_zeros(1, 3, 64, 64)
+torch.jit.trace(sized, example).save(os.path.join(OUT, "clip.pt"))
+for name in ["input_resolution", "context_length", "vocab_size"]:
+    value = float(getattr(sized, name))
+    del sized._buffers[name]
+    setattr(sized, name, nn.Parameter(torch.tensor(value)))
+torch.jit.trace(sized, example).save(os.path.join(OUT, "clip_params.pt"))
+
+# IRRA's checkpoint: IRRA's names (ccma's, less the DCA stacks), convert_weights' dtypes, CCMA's
+# published extras, and the training state beside the model.
+half = ("in_proj_weight", "in_proj_bias", "text_projection", "visual.proj", "conv1.weight", "out_proj.", "c_fc.", "c_proj.",
+        "mlm_head.dense.", "mlm_head.fc.", "classifier.")
+irra = {k: (v.half() if any(h in k for h in half) else v) for k, v in state.items() if not k.startswith("dca_")}
+irra["cross_modal_att.gamma"] = torch.zeros(1)
+irra["cross_modal_att_text.gamma"] = torch.zeros(1)
+irra["DiffAttention.q_proj.weight"] = torch.randn(12, 12).half()
+irra["DiffAttention.lambda_q1"] = torch.randn(1)
+torch.save({"model": irra, "optimizer": {"state": {}, "param_groups": [{"lr": 1e-5, "params": [0, 1]}]},
+            "scheduler": {"last_epoch": 1, "base_lrs": [1e-5, 1e-5]}, "num_epoch": 1, "iteration": 0, "epoch": 1},
+           os.path.join(OUT, "irra_best.pth"))
 io = {"images": images, "ids": ids, "mlm_ids": mlm_ids, "mlm_labels": mlm_labels, "f_i": f_i, "f_t": f_t,
       "mlm_logits": mlm_logits, "g_i": g_i, "g_t": g_t, "clip_f_i": clip_f_i, "clip_f_t": f_t.clone()}
 save_file({k: v.contiguous() for k, v in io.items()}, os.path.join(OUT, "io.safetensors"))

@@ -14,7 +14,9 @@ use tch::Tensor;
 
 /// Whether `named` is in Hugging Face's layout.
 pub fn is_hf(named: &Named) -> bool {
-    named.keys().any(|k| k.starts_with("text_model.") || k.starts_with("vision_model."))
+    named
+        .keys()
+        .any(|k| k.starts_with("text_model.") || k.starts_with("vision_model."))
 }
 
 /// The `config.json` beside a `model.safetensors`, when there is one.
@@ -38,20 +40,35 @@ pub fn read_folder(dir: &Path) -> Result<Weights> {
 
 /// (vision, text) heads from `config.json`, after checking the parts the model here implements.
 fn heads(config: &Path) -> Result<(i64, i64)> {
-    let text = std::fs::read_to_string(config).with_context(|| format!("cannot read {}", config.display()))?;
-    let v: serde_json::Value = serde_json::from_str(&text).with_context(|| format!("{} is not JSON", config.display()))?;
+    let text = std::fs::read_to_string(config)
+        .with_context(|| format!("cannot read {}", config.display()))?;
+    let v: serde_json::Value =
+        serde_json::from_str(&text).with_context(|| format!("{} is not JSON", config.display()))?;
     let tower = |name: &str| -> Result<i64> {
         let c = &v[name];
-        let get = |key: &str| c[key].as_i64().with_context(|| format!("{}: `{name}.{key}` is missing", config.display()));
+        let get = |key: &str| {
+            c[key]
+                .as_i64()
+                .with_context(|| format!("{}: `{name}.{key}` is missing", config.display()))
+        };
         let (width, inter) = (get("hidden_size")?, get("intermediate_size")?);
         if inter != 4 * width {
             bail!("{}: `{name}.intermediate_size` is {inter}; the model here has CLIP's MLP of 4 x `hidden_size` = {}", config.display(), 4 * width);
         }
         if let Some(act) = c["hidden_act"].as_str().filter(|a| *a != "quick_gelu") {
-            bail!("{}: `{name}.hidden_act` is {act:?}; the model here has CLIP's quick_gelu", config.display());
+            bail!(
+                "{}: `{name}.hidden_act` is {act:?}; the model here has CLIP's quick_gelu",
+                config.display()
+            );
         }
-        if let Some(eps) = c["layer_norm_eps"].as_f64().filter(|e| (e - 1e-5).abs() > 1e-12) {
-            bail!("{}: `{name}.layer_norm_eps` is {eps}; the model here uses 1e-5", config.display());
+        if let Some(eps) = c["layer_norm_eps"]
+            .as_f64()
+            .filter(|e| (e - 1e-5).abs() > 1e-12)
+        {
+            bail!(
+                "{}: `{name}.layer_norm_eps` is {eps}; the model here uses 1e-5",
+                config.display()
+            );
         }
         get("num_attention_heads")
     };
@@ -70,7 +87,10 @@ fn rename(k: &str) -> Option<String> {
     let mut s = rest.to_string();
     for (from, to) in [
         ("embeddings.token_embedding.", "token_embedding."),
-        ("embeddings.position_embedding.weight", "positional_embedding"),
+        (
+            "embeddings.position_embedding.weight",
+            "positional_embedding",
+        ),
         ("embeddings.class_embedding", "class_embedding"),
         ("embeddings.patch_embedding.", "conv1."),
         ("encoder.layers.", "transformer.resblocks."),
@@ -93,7 +113,10 @@ pub fn convert(named: Named, config: Option<PathBuf>, source: &Path) -> Result<W
     let heads = match &config {
         Some(c) => Some(heads(c)?),
         None => {
-            tracing::info!("{}: no config.json beside it: attention heads taken as width / 64", source.display());
+            tracing::info!(
+                "{}: no config.json beside it: attention heads taken as width / 64",
+                source.display()
+            );
             None
         }
     };
@@ -104,27 +127,40 @@ pub fn convert(named: Named, config: Option<PathBuf>, source: &Path) -> Result<W
         if k.ends_with("position_ids") {
             continue; // a buffer older transformers versions saved: not a weight
         }
-        let qkv_at = ["q_proj.", "k_proj.", "v_proj."].iter().position(|p| k.contains(&format!("self_attn.{p}")));
+        let qkv_at = ["q_proj.", "k_proj.", "v_proj."]
+            .iter()
+            .position(|p| k.contains(&format!("self_attn.{p}")));
         match (k.as_str(), qkv_at) {
-            ("visual_projection.weight", _) => drop(out.insert("base_model.visual.proj".into(), t.tr().contiguous())),
-            ("text_projection.weight", _) => drop(out.insert("base_model.text_projection".into(), t.tr().contiguous())),
+            ("visual_projection.weight", _) => {
+                drop(out.insert("base_model.visual.proj".into(), t.tr().contiguous()))
+            }
+            ("text_projection.weight", _) => {
+                drop(out.insert("base_model.text_projection".into(), t.tr().contiguous()))
+            }
             ("logit_scale", _) => drop(out.insert("base_model.logit_scale".into(), t)),
             (_, Some(i)) => {
-                let renamed = rename(&k).with_context(|| format!("{}: unexpected key `{k}`", source.display()))?;
+                let renamed = rename(&k)
+                    .with_context(|| format!("{}: unexpected key `{k}`", source.display()))?;
                 let part = ["q_proj.", "k_proj.", "v_proj."][i];
-                let (head, leaf) = renamed.split_once(part).expect("the q/k/v part is in the name");
+                let (head, leaf) = renamed
+                    .split_once(part)
+                    .expect("the q/k/v part is in the name");
                 let key = format!("{head}in_proj_{leaf}");
                 qkv.entry(key).or_default()[i] = Some(t);
             }
             _ => {
-                let renamed = rename(&k).with_context(|| format!("{}: unexpected key `{k}`", source.display()))?;
+                let renamed = rename(&k)
+                    .with_context(|| format!("{}: unexpected key `{k}`", source.display()))?;
                 out.insert(renamed, t);
             }
         }
     }
     for (key, parts) in qkv {
         let [Some(q), Some(k), Some(v)] = parts else {
-            bail!("{}: `{key}` lacks one of its q, k, v projections", source.display())
+            bail!(
+                "{}: `{key}` lacks one of its q, k, v projections",
+                source.display()
+            )
         };
         out.insert(key, Tensor::cat(&[q, k, v], 0));
     }
@@ -143,15 +179,30 @@ mod tests {
     #[test]
     fn names_map_to_openai() {
         let r = |k: &str| rename(k).unwrap();
-        assert_eq!(r("text_model.embeddings.position_embedding.weight"), "base_model.positional_embedding");
-        assert_eq!(r("vision_model.embeddings.patch_embedding.weight"), "base_model.visual.conv1.weight");
+        assert_eq!(
+            r("text_model.embeddings.position_embedding.weight"),
+            "base_model.positional_embedding"
+        );
+        assert_eq!(
+            r("vision_model.embeddings.patch_embedding.weight"),
+            "base_model.visual.conv1.weight"
+        );
         assert_eq!(
             r("vision_model.encoder.layers.3.mlp.fc2.bias"),
             "base_model.visual.transformer.resblocks.3.mlp.c_proj.bias"
         );
-        assert_eq!(r("text_model.encoder.layers.0.layer_norm1.weight"), "base_model.transformer.resblocks.0.ln_1.weight");
-        assert_eq!(r("vision_model.pre_layrnorm.bias"), "base_model.visual.ln_pre.bias");
-        assert_eq!(r("text_model.final_layer_norm.weight"), "base_model.ln_final.weight");
+        assert_eq!(
+            r("text_model.encoder.layers.0.layer_norm1.weight"),
+            "base_model.transformer.resblocks.0.ln_1.weight"
+        );
+        assert_eq!(
+            r("vision_model.pre_layrnorm.bias"),
+            "base_model.visual.ln_pre.bias"
+        );
+        assert_eq!(
+            r("text_model.final_layer_norm.weight"),
+            "base_model.ln_final.weight"
+        );
         assert_eq!(rename("something.else"), None);
     }
 }

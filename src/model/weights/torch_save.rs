@@ -24,11 +24,14 @@ pub const CCMA_EXTRA_MODULES: [&str; 4] = [
 
 /// Whether the zip at `path` is a TorchScript archive (it has code) rather than `torch.save` data.
 pub fn is_torchscript(path: &Path) -> Result<bool> {
-    let file = std::fs::File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
+    let file =
+        std::fs::File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
     let zip = zip::ZipArchive::new(std::io::BufReader::new(file))
         .with_context(|| format!("{} is not a zip archive", path.display()))?;
     let names: Vec<&str> = zip.file_names().collect();
-    Ok(names.iter().any(|n| n.ends_with("constants.pkl") || n.contains("/code/")))
+    Ok(names
+        .iter()
+        .any(|n| n.ends_with("constants.pkl") || n.contains("/code/")))
 }
 
 /// The state dict of a `torch.save` file: the `model` entry of a checkpoint, else the file's own
@@ -40,12 +43,18 @@ pub fn read(path: &Path) -> Result<Weights> {
         None => &saved,
     };
     let Value::Dict(entries) = state else {
-        bail!("{}: holds no state dict (expected a dict with `model`, or a dict of tensors)", path.display())
+        bail!(
+            "{}: holds no state dict (expected a dict with `model`, or a dict of tensors)",
+            path.display()
+        )
     };
     let mut tensors = HashMap::new();
     for (k, v) in entries {
         let (Value::Str(k), Value::Tensor(t)) = (k, v) else {
-            bail!("{}: state dict entry {k:?} is not a named tensor", path.display())
+            bail!(
+                "{}: state dict entry {k:?} is not a named tensor",
+                path.display()
+            )
         };
         let name = k.strip_prefix("module.").unwrap_or(k);
         tensors.insert(name.to_string(), t.shallow_clone());
@@ -74,5 +83,8 @@ pub fn read(path: &Path) -> Result<Weights> {
 /// The tensors of a ccma model under IRRA's names, for IRRA's `load_state_dict`: every parameter
 /// but the DCA stacks, which IRRA does not have.
 pub fn irra_state(named: Vec<(String, tch::Tensor)>) -> Vec<(String, tch::Tensor)> {
-    named.into_iter().filter(|(k, _)| !k.starts_with("dca_")).collect()
+    named
+        .into_iter()
+        .filter(|(k, _)| !k.starts_with("dca_"))
+        .collect()
 }
