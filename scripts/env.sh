@@ -10,11 +10,11 @@
 CCMA_TORCH_VERSION=2.11.0
 CCMA_CACHE="${CCMA_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/ccma}"
 CCMA_VENV="${CCMA_VENV:-$CCMA_CACHE/torch-$CCMA_TORCH_VERSION}"
-CCMA_PY_PACKAGES=(numpy safetensors ftfy regex pillow tensorboard)
+CCMA_PY_PACKAGES=(numpy safetensors ftfy regex pillow tensorboard transformers)
 
 ccma_python_ready() {
   [ -x "$CCMA_VENV/bin/python" ] &&
-    "$CCMA_VENV/bin/python" -c "import torch, numpy, safetensors, ftfy, regex, PIL, tensorboard; assert torch.__version__.split('+')[0] == '$CCMA_TORCH_VERSION'" 2>/dev/null
+    "$CCMA_VENV/bin/python" -c "import torch, numpy, safetensors, ftfy, regex, PIL, tensorboard, transformers; assert torch.__version__.split('+')[0] == '$CCMA_TORCH_VERSION'" 2>/dev/null
 }
 
 if ! ccma_python_ready; then

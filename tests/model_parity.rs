@@ -386,3 +386,61 @@ fn torch_save_files_are_read_without_running_code() {
         "nothing written"
     );
 }
+
+/// Hugging Face CLIP (`save_pretrained` folder, or its model.safetensors): the same features as
+/// `transformers`' get_image_features / get_text_features at the model's own size, and with the
+/// positional grid resized bilinearly at another size (relative 1e-4); heads from config.json.
+#[test]
+fn hugging_face_clip_gives_transformers_features() {
+    use ccma::factory::{inference_model, WeightsSource};
+    let dir = tempfile::tempdir().unwrap();
+    reference("hf_ref.py", &[dir.path().to_str().unwrap()]);
+    let io = load(&dir.path().join("io.safetensors"));
+    let rel_close = |name: &str, ours: &Tensor, want: &Tensor| {
+        let d = max_abs_diff(ours, want) / want.abs().max().double_value(&[]);
+        assert!(d < 1e-4, "{name}: max relative diff {d}");
+    };
+    let hf = dir.path().join("hf");
+    for source in [hf.clone(), hf.join("model.safetensors")] {
+        let m = inference_model(
+            &WeightsSource::Pretrained(source.clone()),
+            Some((64, 64)),
+            Device::Cpu,
+        )
+        .unwrap();
+        assert_eq!(
+            (
+                m.model.config.clip.vision_heads,
+                m.model.config.clip.text_heads
+            ),
+            (4, 2)
+        );
+        let _guard = tch::no_grad_guard();
+        rel_close("f_i", &m.model.image_features(&io["images"]), &io["f_i"]);
+        rel_close("f_t", &m.model.text_features(&io["ids"]), &io["f_t"]);
+        let narrow = inference_model(
+            &WeightsSource::Pretrained(source),
+            Some((64, 32)),
+            Device::Cpu,
+        )
+        .unwrap();
+        rel_close(
+            "f_i 64x32",
+            &narrow.model.image_features(&io["narrow"]),
+            &io["f_i_64x32"],
+        );
+    }
+    // A config the model here does not implement is refused, naming the key.
+    let cfg = hf.join("config.json");
+    let text = std::fs::read_to_string(&cfg)
+        .unwrap()
+        .replace("quick_gelu", "gelu");
+    std::fs::write(&cfg, text).unwrap();
+    let e = inference_model(&WeightsSource::Pretrained(hf), None, Device::Cpu)
+        .err()
+        .unwrap();
+    assert!(
+        format!("{e:#}").contains("hidden_act` is \"gelu\""),
+        "{e:#}"
+    );
+}
