@@ -124,6 +124,28 @@ fn a_flag_and_set_on_the_same_key_are_refused() {
 }
 
 #[test]
+fn a_backbone_without_weights_is_refused_before_any_work() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("data");
+    let (code, _, err) = ccma(&[
+        "train",
+        "--dataset",
+        "SYNTH-PEDES",
+        "--root-dir",
+        root.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 2, "{err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(
+        err.contains(
+            "`pretrain_choice` is \"ViT-B/16\" but no weights were given: pass --pretrained FILE"
+        ),
+        "{err}"
+    );
+    assert!(!root.exists(), "nothing generated");
+}
+
+#[test]
 fn resume_takes_no_config_flags() {
     let (code, _, err) = ccma(&["train", "--resume", "somewhere", "--num-epoch", "3"]);
     assert_eq!(code, 2, "{err}");

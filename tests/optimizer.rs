@@ -123,7 +123,7 @@ fn matches_torch(optimizer: &str, fused: bool) {
         .collect();
     groups.insert(
         "_".into(),
-        serde_json::json!([c.alpha, c.beta, c.eps, steps]),
+        serde_json::json!([c.alpha, c.beta, c.eps(), steps]),
     );
     let gpath = dir.path().join("groups.json");
     std::fs::write(&gpath, serde_json::to_string(&groups).unwrap()).unwrap();

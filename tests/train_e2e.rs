@@ -9,7 +9,7 @@ use std::process::Command;
 /// A small from-scratch model on 120 / 10 / 30 identities, 64x32 images.
 fn write_config(dir: &Path, epochs: usize) -> PathBuf {
     let cfg = format!(
-        "dataset_name: SYNTH-PEDES\nroot_dir: {root}\nsynth_ids: [120, 10, 30]\nimg_size: [64, 32]\nembed_dim: 32\n\
+        "dataset_name: SYNTH-PEDES\npretrain_choice: ''\nroot_dir: {root}\nsynth_ids: [120, 10, 30]\nimg_size: [64, 32]\nembed_dim: 32\n\
          vision_width: 32\nvision_layers: 1\nvision_heads: 1\ntransformer_width: 32\ntransformer_layers: 1\n\
          transformer_heads: 1\ntext_length: 40\ncmt_depth: 1\ndca_heads: 4\nbatch_size: 32\ntest_batch_size: 128\n\
          num_epoch: {epochs}\nlr: 2.0e-3\nlr_factor: 1.0\nbias_lr_factor: 1.0\neps: 1.0e-8\ntemperature: 0.07\n\

@@ -1,6 +1,6 @@
 //! `ccma train`.
 use super::args::{ConfigArgs, DeviceArg};
-use crate::config::LossNames;
+use crate::config::{Config, LossNames};
 use crate::train::{Faults, Start};
 use crate::UsageError;
 use anyhow::Result;
@@ -65,6 +65,19 @@ fn faults_from_env() -> Faults {
     }
 }
 
+/// A paper config names a backbone (`pretrain_choice`); training it from random weights is
+/// refused unless the config says so (an empty `pretrain_choice`).
+fn check_pretrained(cfg: &Config) -> Result<()> {
+    let choice = &cfg.model.pretrain_choice;
+    if !choice.is_empty() && cfg.model.pretrained.is_none() {
+        return Err(UsageError(format!(
+            "`pretrain_choice` is {choice:?} but no weights were given: pass --pretrained FILE (OpenAI's ViT-B-16.pt, a Hugging Face CLIP folder or an IRRA best.pth), or set `pretrain_choice: ''` to train from scratch on purpose"
+        ))
+        .into());
+    }
+    Ok(())
+}
+
 pub fn run(a: TrainArgs) -> Result<()> {
     let start = match &a.resume {
         Some(_) if a.sets_config() => {
@@ -84,6 +97,9 @@ pub fn run(a: TrainArgs) -> Result<()> {
             o.flag("--loss-names", "loss_names", a.loss_names.clone(), |c, v| c.loss.loss_names = v)
         })?),
     };
+    if let Start::New(cfg) = &start {
+        check_pretrained(cfg)?;
+    }
     crate::train::run(start, faults_from_env())?;
     Ok(())
 }

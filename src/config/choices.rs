@@ -92,6 +92,13 @@ choice! {
 }
 
 choice! {
+    /// Which caption the global text features see when `MLM` masks captions: the masked one, as
+    /// IRRA's and CCMA's published runs did (their masking wrote into the caption in place), or
+    /// the clean one. Evaluation always uses clean captions.
+    GlobalCaption { Masked = "masked", Clean = "clean" }
+}
+
+choice! {
     /// One loss term of `loss_names`.
     LossTerm { Itc = "itc", Sdm = "sdm", Cmpm = "cmpm", Id = "id", Mlm = "mlm", Imal = "imal" }
 }

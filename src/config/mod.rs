@@ -11,7 +11,8 @@ pub mod choices;
 mod merge;
 
 pub use choices::{
-    DatasetName, LossNames, LossTerm, OptimizerKind, SamplerKind, Scheduler, WarmupMethod,
+    DatasetName, GlobalCaption, LossNames, LossTerm, OptimizerKind, SamplerKind, Scheduler,
+    WarmupMethod,
 };
 pub use merge::{edit_distance, parse_override, valid_keys};
 
@@ -106,8 +107,12 @@ pub struct ModelSection {
 #[serde(default)]
 #[allow(non_snake_case)]
 pub struct LossSection {
+    /// The terms trained (`mlm` among them needs `MLM`).
     pub loss_names: LossNames,
+    /// The masking data path: captions are MLM-masked for the MLM branch (and, with
+    /// `global_caption: masked`, for the global features too).
     pub MLM: bool,
+    pub global_caption: GlobalCaption,
     pub temperature: f64,
     pub id_loss_weight: f64,
     pub mlm_loss_weight: f64,
@@ -130,7 +135,8 @@ pub struct OptimSection {
     pub weight_decay_bias: f64,
     pub alpha: f64,
     pub beta: f64,
-    pub eps: f64,
+    /// Adam's epsilon; none = IRRA's for the optimiser (1e-3 for Adam, 1e-8 for AdamW).
+    pub eps: Option<f64>,
     pub num_epoch: usize,
     pub milestones: Vec<usize>,
     pub gamma: f64,
@@ -203,6 +209,7 @@ impl Default for LossSection {
         LossSection {
             loss_names: "imal".parse().expect("a valid loss set"),
             MLM: true,
+            global_caption: GlobalCaption::Masked,
             temperature: 0.02,
             id_loss_weight: 1.0,
             mlm_loss_weight: 1.0,
@@ -226,7 +233,7 @@ impl Default for OptimSection {
             weight_decay_bias: 0.0,
             alpha: 0.9,
             beta: 0.999,
-            eps: 1e-3,
+            eps: None,
             num_epoch: 60,
             milestones: vec![20, 50],
             gamma: 0.1,
@@ -336,11 +343,32 @@ impl LossSection {
         check_positive(&[
             ("temperature", self.temperature),
             ("imal_temperature", self.imal_temperature),
-        ])
+        ])?;
+        if !self.MLM && self.loss_names.terms().contains(&LossTerm::Mlm) {
+            invalid!(
+                "MLM",
+                "false, but `loss_names` {:?} has the mlm term, which needs masked captions (set `MLM: true`, or leave mlm out of `loss_names`; imal includes it)",
+                self.loss_names.to_string()
+            );
+        }
+        Ok(())
+    }
+
+    /// Whether the global text features see the masked captions.
+    pub fn masked_global_captions(&self) -> bool {
+        self.MLM && self.global_caption == GlobalCaption::Masked
     }
 }
 
 impl OptimSection {
+    /// The epsilon in effect: `eps`, else IRRA's for the optimiser.
+    pub fn eps(&self) -> f64 {
+        self.eps.unwrap_or(match self.optimizer {
+            OptimizerKind::Adam => 1e-3,
+            OptimizerKind::AdamW => 1e-8,
+        })
+    }
+
     fn validate(&self) -> Result<()> {
         check_positive(&[("num_epoch", self.num_epoch as f64), ("lr", self.lr)])
     }
@@ -385,21 +413,10 @@ impl Config {
         Ok(())
     }
 
-    /// The loss terms in effect: `loss_names` expanded, with `mlm` added when `MLM` is on and
-    /// removed when it is off.
+    /// The loss terms in effect: `loss_names` expanded (`MLM` only switches the masking data
+    /// path, as in IRRA).
     pub fn losses(&self) -> Vec<LossTerm> {
-        let mut l = self.loss.loss_names.terms().to_vec();
-        if self.loss.MLM && !l.contains(&LossTerm::Mlm) {
-            l.push(LossTerm::Mlm);
-        }
-        if !self.loss.MLM {
-            l.retain(|t| *t != LossTerm::Mlm);
-        }
-        l
-    }
-
-    pub fn has_loss(&self, term: LossTerm) -> bool {
-        self.losses().contains(&term)
+        self.loss.loss_names.terms().to_vec()
     }
 
     /// Writes the config as YAML atomically (temp file + rename).
@@ -488,11 +505,23 @@ mod tests {
     }
 
     #[test]
-    fn mlm_switch_adds_or_removes_the_term() {
+    fn mlm_switches_the_data_path_and_the_loss_names_the_terms() {
         use LossTerm::*;
         let cfg = set(&[("loss_names", "sdm+id")]).unwrap();
-        assert_eq!(cfg.losses(), vec![Sdm, Id, Mlm]);
+        assert_eq!(cfg.losses(), vec![Sdm, Id]);
+        assert!(
+            cfg.loss.masked_global_captions(),
+            "IRRA's sdm+id ablation still masks captions"
+        );
+        let cfg = set(&[("loss_names", "sdm+id"), ("global_caption", "clean")]).unwrap();
+        assert!(!cfg.loss.masked_global_captions());
         let cfg = set(&[("loss_names", "imal"), ("MLM", "false")]).unwrap();
-        assert_eq!(cfg.losses(), vec![Itc, Sdm, Cmpm, Id, Imal]);
+        let e = format!("{:#}", cfg.validate().unwrap_err());
+        assert!(
+            e.contains(
+                "invalid value for `MLM`: false, but `loss_names` \"imal\" has the mlm term"
+            ),
+            "{e}"
+        );
     }
 }

@@ -45,7 +45,7 @@ impl LoaderOptions {
             batch_size: d.batch_size,
             img_size: (d.img_size.0 as usize, d.img_size.1 as usize),
             img_aug: d.img_aug,
-            mlm: cfg.has_loss(crate::config::LossTerm::Mlm),
+            mlm: cfg.loss.MLM,
             text_length: d.text_length as usize,
             sampler: Sampler::from_config(d),
             seed: cfg.run.seed,

@@ -66,6 +66,12 @@ fn set_cuda_autocast_kind(kind: Kind) -> bool {
     }
 }
 
+/// Runs `f` with autocast off: what must stay in fp32 inside an autocast region (the retrieval
+/// projections, DCA's difference of attention maps) casts its inputs to f32 and runs in here.
+pub fn full_precision<T>(f: impl FnOnce() -> T) -> T {
+    tch::autocast(false, f)
+}
+
 /// Runs `f` under bf16 autocast when `device` is CUDA, plainly (fp32) otherwise.
 /// If libtorch offers no way to pick bf16, `f` runs in fp32 (and a warning is logged once).
 pub fn autocast<T>(device: Device, f: impl FnOnce() -> T) -> T {

@@ -107,14 +107,17 @@ impl Ccma {
         self.amp(|| self.text.forward(ids))
     }
 
-    /// Global image features `f_i` [B, D] f32.
+    /// Global image features `f_i` [B, D] for retrieval: f32 end to end (no autocast).
     pub fn image_features(&self, images: &Tensor) -> Tensor {
-        self.encode_image(images).select(1, 0).to_kind(Kind::Float)
+        self.visual
+            .forward(images)
+            .select(1, 0)
+            .to_kind(Kind::Float)
     }
 
-    /// Global text features `f_t` [B, D] f32 (the EOT token).
+    /// Global text features `f_t` [B, D] for retrieval (the EOT token): f32 end to end.
     pub fn text_features(&self, ids: &Tensor) -> Tensor {
-        gather_rows(&self.encode_text(ids), &eot_index(ids)).to_kind(Kind::Float)
+        gather_rows(&self.text.forward(ids), &eot_index(ids)).to_kind(Kind::Float)
     }
 
     /// MLM logits at the masked positions of `mlm_ids` given image tokens: ([M, V], labels [M]).

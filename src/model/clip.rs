@@ -1,6 +1,6 @@
 //! CLIP's two encoders with OpenAI's parameter names (Radford et al., 2021; openai/CLIP
 //! `model.py`): a vision transformer returning every token and a causal text transformer.
-use super::layers::Transformer;
+use super::layers::{BiasInit, Transformer};
 use tch::nn;
 use tch::Tensor;
 
@@ -92,7 +92,13 @@ impl VisionTransformer {
                 },
             ),
             ln_pre: nn::layer_norm(&vs / "ln_pre", vec![w], Default::default()),
-            transformer: Transformer::new(&vs / "transformer", w, c.vision_layers, c.vision_heads),
+            transformer: Transformer::new(
+                &vs / "transformer",
+                w,
+                c.vision_layers,
+                c.vision_heads,
+                BiasInit::Zero,
+            ),
             ln_post: nn::layer_norm(&vs / "ln_post", vec![w], Default::default()),
             proj: vs.var(
                 "proj",
@@ -117,7 +123,7 @@ impl VisionTransformer {
             .expand([b, 1, w], false);
         let x = Tensor::cat(&[cls, x], 1) + &self.positional_embedding;
         let x = self.transformer.forward(&x.apply(&self.ln_pre), false);
-        x.apply(&self.ln_post).matmul(&self.proj)
+        project(&x.apply(&self.ln_post), &self.proj)
     }
 }
 
@@ -152,7 +158,13 @@ impl TextTransformer {
                     stdev: 0.01,
                 },
             ),
-            transformer: Transformer::new(&vs / "transformer", w, c.text_layers, c.text_heads),
+            transformer: Transformer::new(
+                &vs / "transformer",
+                w,
+                c.text_layers,
+                c.text_heads,
+                BiasInit::Zero,
+            ),
             ln_final: nn::layer_norm(&vs / "ln_final", vec![w], Default::default()),
             text_projection: vs.var(
                 "text_projection",
@@ -170,6 +182,14 @@ impl TextTransformer {
         let l = ids.size()[1];
         let x = ids.apply(&self.token_embedding) + self.positional_embedding.narrow(0, 0, l);
         let x = self.transformer.forward(&x, true);
-        x.apply(&self.ln_final).matmul(&self.text_projection)
+        project(&x.apply(&self.ln_final), &self.text_projection)
     }
+}
+
+/// `x @ proj` in fp32 even under autocast: the projections give the retrieval features.
+fn project(x: &Tensor, proj: &Tensor) -> Tensor {
+    super::amp::full_precision(|| {
+        x.to_kind(tch::Kind::Float)
+            .matmul(&proj.to_kind(tch::Kind::Float))
+    })
 }

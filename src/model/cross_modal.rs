@@ -1,6 +1,6 @@
 //! IRRA's cross-modal branch (Jiang & Ye, CVPR 2023): masked caption tokens attend to the image
 //! tokens, pass `cmt_depth` residual blocks, and an MLM head predicts the masked words.
-use super::layers::{linear, quick_gelu, Attention, Transformer};
+use super::layers::{linear, quick_gelu, Attention, BiasInit, Transformer};
 use tch::nn;
 use tch::Tensor;
 
@@ -27,13 +27,31 @@ impl CrossModal {
         let ln = |name: &str| nn::layer_norm(vs / name, vec![width], Default::default());
         CrossModal {
             cross_attn: Attention::new(vs / "cross_attn", width, heads, scale, proj_std),
-            transformer: Transformer::new(vs / "cross_modal_transformer", width, depth, heads),
+            transformer: Transformer::new(
+                vs / "cross_modal_transformer",
+                width,
+                depth,
+                heads,
+                BiasInit::Torch,
+            ),
             ln_pre_t: ln("ln_pre_t"),
             ln_pre_i: ln("ln_pre_i"),
             ln_post: ln("ln_post"),
-            dense: linear(vs / "mlm_head" / "dense", width, width, fc_std),
+            dense: linear(
+                vs / "mlm_head" / "dense",
+                width,
+                width,
+                fc_std,
+                BiasInit::Torch,
+            ),
             ln: nn::layer_norm(vs / "mlm_head" / "ln", vec![width], Default::default()),
-            fc: linear(vs / "mlm_head" / "fc", width, vocab, proj_std),
+            fc: linear(
+                vs / "mlm_head" / "fc",
+                width,
+                vocab,
+                proj_std,
+                BiasInit::Torch,
+            ),
         }
     }
 

@@ -6,7 +6,7 @@
 //! the queries X and the context Y), `q_proj`, `k_proj`, `v_proj`, `out_proj` (D x D with
 //! biases), `lambda_q1`, `lambda_k1`, `lambda_q2`, `lambda_k2` (width d = D / heads), `subln`
 //! (RMSNorm scale over 2d), `ln_2`, `mlp.c_fc`, `mlp.c_proj`.
-use super::layers::{linear, quick_gelu};
+use super::layers::{linear, quick_gelu, BiasInit};
 use tch::nn;
 use tch::{Kind, Tensor};
 
@@ -46,10 +46,10 @@ impl DcaBlock {
         DcaBlock {
             ln_q: ln("ln_q"),
             ln_kv: ln("ln_kv"),
-            q_proj: linear(&vs / "q_proj", width, width, std),
-            k_proj: linear(&vs / "k_proj", width, width, std),
-            v_proj: linear(&vs / "v_proj", width, width, std),
-            out_proj: linear(&vs / "out_proj", width, width, std),
+            q_proj: linear(&vs / "q_proj", width, width, std, BiasInit::Torch),
+            k_proj: linear(&vs / "k_proj", width, width, std, BiasInit::Torch),
+            v_proj: linear(&vs / "v_proj", width, width, std, BiasInit::Torch),
+            out_proj: linear(&vs / "out_proj", width, width, std, BiasInit::Torch),
             lambda: [
                 lam("lambda_q1"),
                 lam("lambda_k1"),
@@ -58,8 +58,20 @@ impl DcaBlock {
             ],
             subln: vs.var("subln", &[2 * d], nn::Init::Const(1.0)),
             ln_2: ln("ln_2"),
-            c_fc: linear(&vs / "mlp" / "c_fc", width, 4 * width, fc_std),
-            c_proj: linear(&vs / "mlp" / "c_proj", 4 * width, width, std),
+            c_fc: linear(
+                &vs / "mlp" / "c_fc",
+                width,
+                4 * width,
+                fc_std,
+                BiasInit::Torch,
+            ),
+            c_proj: linear(
+                &vs / "mlp" / "c_proj",
+                4 * width,
+                width,
+                std,
+                BiasInit::Torch,
+            ),
             heads,
             lambda_init,
         }
@@ -91,29 +103,30 @@ impl DcaBlock {
             .apply(&self.v_proj)
             .view([b, nk, h / 2, 2 * d])
             .transpose(1, 2); // [B, h/2, Nk, 2d]
-        let mask = mask.map(|m| m.to_kind(q.kind()));
-        let scale = (d as f64).powf(-0.5);
-        let attend = |i: i64| {
-            Tensor::scaled_dot_product_attention(
-                &q.get(i),
-                &k.get(i),
-                &v,
-                mask.as_ref(),
-                0.0,
-                false,
-                scale,
-                false,
-            )
-        };
-        let lambda = self.lambda();
-        // (A1 − λ A2) V: [B, h/2, Nq, 2d]
-        let o = attend(0) - attend(1) * lambda.to_kind(q.kind());
-        // The RMS norm runs in at least fp32 (inputs may be bf16 under autocast).
-        let o = if matches!(o.kind(), Kind::Half | Kind::BFloat16) {
-            o.to_kind(Kind::Float)
-        } else {
-            o
-        };
+                              // The two attention maps and their difference, (A1 − λ A2) V [B, h/2, Nq, 2d], run in fp32
+                              // even under autocast: the difference cancels most of each map, which bf16 would lose.
+        let o = super::amp::full_precision(|| {
+            let (q, k, v) = (
+                q.to_kind(Kind::Float),
+                k.to_kind(Kind::Float),
+                v.to_kind(Kind::Float),
+            );
+            let mask = mask.map(|m| m.to_kind(Kind::Float));
+            let scale = (d as f64).powf(-0.5);
+            let attend = |i: i64| {
+                Tensor::scaled_dot_product_attention(
+                    &q.get(i),
+                    &k.get(i),
+                    &v,
+                    mask.as_ref(),
+                    0.0,
+                    false,
+                    scale,
+                    false,
+                )
+            };
+            attend(0) - attend(1) * self.lambda().to_kind(Kind::Float)
+        });
         let rms = (o.square().mean_dim([-1i64].as_slice(), true, o.kind()) + 1e-5).rsqrt();
         let o = (o * rms * &self.subln * (1.0 - self.lambda_init)).to_kind(x.kind());
         let o = o

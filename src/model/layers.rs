@@ -8,21 +8,37 @@ pub fn quick_gelu(x: &Tensor) -> Tensor {
     x * (x * 1.702).sigmoid()
 }
 
-/// Normal initialisation of a fresh linear layer's weight (`std`) with a zero bias.
-pub fn linear(vs: nn::Path, i: i64, o: i64, std: f64) -> nn::Linear {
-    nn::linear(
-        vs,
-        i,
-        o,
-        nn::LinearConfig {
-            ws_init: nn::Init::Randn {
-                mean: 0.0,
-                stdev: std,
-            },
-            bs_init: Some(nn::Init::Const(0.0)),
-            bias: true,
+/// How a fresh linear layer's bias starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BiasInit {
+    /// Zero: ccma's CLIP towers trained from scratch, and attention projections (as
+    /// `torch.nn.MultiheadAttention` zeroes them).
+    Zero,
+    /// As `torch.nn.Linear` leaves it, U(-1/√fan_in, 1/√fan_in): the modules IRRA and CCMA add,
+    /// whose weights alone IRRA re-initialises.
+    Torch,
+}
+
+/// A fresh linear layer [o, i]: weight ~ N(0, `std`), bias as `bias` says.
+pub fn linear(vs: nn::Path, i: i64, o: i64, std: f64, bias: BiasInit) -> nn::Linear {
+    let bound = 1.0 / (i as f64).sqrt();
+    let bs_init = match bias {
+        BiasInit::Zero => nn::Init::Const(0.0),
+        BiasInit::Torch => nn::Init::Uniform {
+            lo: -bound,
+            up: bound,
         },
-    )
+    };
+    let ws_init = nn::Init::Randn {
+        mean: 0.0,
+        stdev: std,
+    };
+    let cfg = nn::LinearConfig {
+        ws_init,
+        bs_init: Some(bs_init),
+        bias: true,
+    };
+    nn::linear(vs, i, o, cfg)
 }
 
 /// `torch.nn.MultiheadAttention` parameters (`in_proj_weight` [3D, D], `in_proj_bias` [3D],
@@ -47,7 +63,8 @@ impl Attention {
                 },
             ),
             in_proj_bias: vs.var("in_proj_bias", &[3 * width], nn::Init::Const(0.0)),
-            out_proj: linear(&vs / "out_proj", width, width, proj_std),
+            // `torch.nn.MultiheadAttention` zeroes its projection biases.
+            out_proj: linear(&vs / "out_proj", width, width, proj_std, BiasInit::Zero),
             heads,
         }
     }
@@ -116,16 +133,17 @@ pub struct ResidualBlock {
 }
 
 impl ResidualBlock {
-    /// CLIP's initialisation: `attn_std = D^-1/2`, `proj_std = D^-1/2 (2 L)^-1/2`, `fc_std = (2D)^-1/2`.
-    pub fn new(vs: nn::Path, width: i64, heads: i64, layers: i64) -> ResidualBlock {
+    /// CLIP's initialisation: `attn_std = D^-1/2`, `proj_std = D^-1/2 (2 L)^-1/2`,
+    /// `fc_std = (2D)^-1/2`; the MLP biases as `bias` says.
+    pub fn new(vs: nn::Path, width: i64, heads: i64, layers: i64, bias: BiasInit) -> ResidualBlock {
         let attn_std = (width as f64).powf(-0.5);
         let proj_std = attn_std * ((2 * layers) as f64).powf(-0.5);
         let fc_std = ((2 * width) as f64).powf(-0.5);
         ResidualBlock {
             attn: Attention::new(&vs / "attn", width, heads, attn_std, proj_std),
             ln_1: nn::layer_norm(&vs / "ln_1", vec![width], Default::default()),
-            c_fc: linear(&vs / "mlp" / "c_fc", width, 4 * width, fc_std),
-            c_proj: linear(&vs / "mlp" / "c_proj", 4 * width, width, proj_std),
+            c_fc: linear(&vs / "mlp" / "c_fc", width, 4 * width, fc_std, bias),
+            c_proj: linear(&vs / "mlp" / "c_proj", 4 * width, width, proj_std, bias),
             ln_2: nn::layer_norm(&vs / "ln_2", vec![width], Default::default()),
         }
     }
@@ -145,11 +163,11 @@ pub struct Transformer {
 }
 
 impl Transformer {
-    pub fn new(vs: nn::Path, width: i64, layers: i64, heads: i64) -> Transformer {
+    pub fn new(vs: nn::Path, width: i64, layers: i64, heads: i64, bias: BiasInit) -> Transformer {
         let rb = &vs / "resblocks";
         Transformer {
             blocks: (0..layers)
-                .map(|i| ResidualBlock::new(&rb / i, width, heads, layers))
+                .map(|i| ResidualBlock::new(&rb / i, width, heads, layers, bias))
                 .collect(),
         }
     }

@@ -164,7 +164,7 @@ impl Optimizer {
             step: 0,
             beta1: cfg.alpha,
             beta2: cfg.beta,
-            eps: cfg.eps,
+            eps: cfg.eps(),
             decoupled,
             fused: device == Device::Cpu,
         }

@@ -15,7 +15,8 @@ pub struct NonFiniteTerm {
     pub value: f64,
 }
 
-/// One step on `batch` (already on the model's device). Returns each term's value, read back to
+/// One step on `batch` (already on the model's device); the global text features see the
+/// masked captions when the config says so (`global_caption`). Returns each term's value, read back to
 /// the host (which also waits for the device). `poison` replaces the first term's value with NaN
 /// after the forward, to test the non-finite path.
 pub fn step(
@@ -26,7 +27,11 @@ pub fn step(
     poison: bool,
 ) -> Result<Vec<(LossTerm, f64)>, NonFiniteTerm> {
     let masked = spec.mlm().then_some((&batch.mlm_ids, &batch.mlm_labels));
-    let out = model.forward_train(&batch.images, &batch.caption_ids, masked, spec.heads());
+    let global_ids = match spec.params.masked_global_captions() {
+        true => &batch.mlm_ids,
+        false => &batch.caption_ids,
+    };
+    let out = model.forward_train(&batch.images, global_ids, masked, spec.heads());
     let terms = loss::compute(spec, &out, &batch.pids);
     let mut values: Vec<(LossTerm, f64)> = terms
         .0
