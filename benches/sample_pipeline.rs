@@ -6,7 +6,7 @@
 //! memory) over the same files: decoded, augmented, tokenised and masked into batch tensors.
 //!
 //! Run: `cargo bench --bench sample_pipeline [-- SAMPLES]` (default 3000 samples).
-use ccma::data::mlm::mask_tokens;
+use ccma::data::mlm::{mask_tokens, MaskRates};
 use ccma::data::tokenizer::Tokenizer;
 use ccma::data::transforms::{load_rgb, ImageTransform};
 use image::codecs::jpeg::JpegEncoder;
@@ -113,7 +113,7 @@ fn main() {
             let t2 = Instant::now();
             let ids = tokenizer.encode(&captions[i % captions.len()], 77);
             let t3 = Instant::now();
-            let (masked, labels) = mask_tokens(&ids, rng);
+            let (masked, labels) = mask_tokens(&ids, MaskRates::default(), rng);
             let t4 = Instant::now();
             std::hint::black_box((&masked, &labels, &out[0]));
             for (k, d) in [t1 - t0, t2 - t1, t3 - t2, t4 - t3].into_iter().enumerate() {
@@ -168,7 +168,7 @@ fn main() {
         batch_size: 64,
         img_size: (384, 128),
         img_aug: true,
-        mlm: true,
+        mlm: Some(MaskRates::default()),
         text_length: 77,
         sampler: ccma::data::sampler::Sampler::Random,
         seed: 1,

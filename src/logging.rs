@@ -1,4 +1,5 @@
 //! Log set-up: human-readable lines on stderr, and optionally a copy into a run's log file.
+use std::io::{IsTerminal, Write};
 use std::path::Path;
 use std::sync::{Mutex, OnceLock};
 use tracing_subscriber::{fmt, prelude::*, EnvFilter};
@@ -25,11 +26,19 @@ impl std::io::Write for FileSink {
     }
 }
 
-/// Installs the global subscriber once; `filter` is a level or an env-filter directive.
-pub fn init(filter: &str, log_file: Option<&Path>) {
-    let filter = EnvFilter::try_new(filter).unwrap_or_else(|_| EnvFilter::new("info"));
+/// Installs the global subscriber once; `filter` is a level or an env-filter directive (an invalid
+/// one is a usage error). Colour codes go to stderr only when it is a terminal and `NO_COLOR` is
+/// unset.
+pub fn init(filter: &str, log_file: Option<&Path>) -> anyhow::Result<()> {
+    let filter = EnvFilter::try_new(filter).map_err(|e| {
+        crate::UsageError(format!(
+            "invalid log filter {filter:?}: {e} (expected a level such as info or debug, or a directive such as ccma=debug)"
+        ))
+    })?;
+    let colour = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none();
     let stderr = fmt::layer()
         .with_writer(std::io::stderr)
+        .with_ansi(colour)
         .with_target(false)
         .compact();
     let file = fmt::layer()
@@ -42,8 +51,15 @@ pub fn init(filter: &str, log_file: Option<&Path>) {
         .with(file)
         .try_init();
     if let Some(p) = log_file {
-        let _ = set_log_file(p);
+        set_log_file(p)?;
     }
+    Ok(())
+}
+
+/// Appends `line` to the current run's log file, if one is open (for the final error line, which
+/// goes to stderr directly rather than through the log).
+pub fn append_to_log_file(line: &str) {
+    let _ = writeln!(FileSink, "{line}");
 }
 
 /// Sends a copy of every later log line to `path` (appending).

@@ -30,10 +30,12 @@ fn main() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     keep_large_allocations();
     let cli = ccma::cli::Cli::parse();
-    ccma::logging::init(&cli.log, None);
-    if let Err(err) = ccma::cli::run(cli.command) {
-        // One line: the outermost context first, then each cause.
-        eprintln!("error: {err:#}");
+    let result = ccma::logging::init(&cli.log, None).and_then(|()| ccma::cli::run(cli.command));
+    if let Err(err) = result {
+        // One line: the outermost context first, then each cause; a run's log keeps it too.
+        let line = format!("error: {err:#}");
+        eprintln!("{line}");
+        ccma::logging::append_to_log_file(&line);
         std::process::exit(exit_code(&err));
     }
 }

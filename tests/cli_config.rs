@@ -146,11 +146,11 @@ fn a_backbone_without_weights_is_refused_before_any_work() {
 }
 
 #[test]
-fn resume_takes_no_config_flags() {
-    let (code, _, err) = ccma(&["train", "--resume", "somewhere", "--num-epoch", "3"]);
+fn resume_takes_no_config_flags_but_the_number_of_epochs() {
+    let (code, _, err) = ccma(&["train", "--resume", "somewhere", "--batch-size", "3"]);
     assert_eq!(code, 2, "{err}");
     assert!(
-        err.contains("--resume continues a run with the configs.yaml in its folder"),
+        err.contains("--resume continues a run with the configs.yaml in its folder: only --num-epoch may change it"),
         "{err}"
     );
 }
@@ -264,6 +264,7 @@ fn every_subcommand_lists_only_its_own_flags() {
             "bench",
             &["batch-size", "device", "json", "steps", "with-loader"],
         ),
+        ("export", &["format"]),
         ("info", &[]),
     ];
     for (cmd, flags) in want {

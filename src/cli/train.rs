@@ -35,18 +35,18 @@ pub struct TrainArgs {
     /// Loss terms joined by `+` (sdm, itc, cmpm, id, mlm, imal); `imal` = the CCMA set.
     #[arg(long, value_name = "NAMES")]
     pub loss_names: Option<LossNames>,
-    /// Continue a run folder from its last completed step, with its own configs.yaml.
+    /// Continue a run folder from its last saved step, with its own configs.yaml (--num-epoch may
+    /// change the number of epochs).
     #[arg(long, value_name = "RUN_DIR")]
     pub resume: Option<PathBuf>,
 }
 
 impl TrainArgs {
-    /// Whether any flag that changes the config was given.
+    /// Whether any flag that changes the config, other than `--num-epoch`, was given.
     fn sets_config(&self) -> bool {
         !self.config.is_empty()
             || self.device.device.is_some()
             || self.batch_size.is_some()
-            || self.num_epoch.is_some()
             || self.name.is_some()
             || self.output_dir.is_some()
             || self.run_dir.is_some()
@@ -82,11 +82,14 @@ pub fn run(a: TrainArgs) -> Result<()> {
     let start = match &a.resume {
         Some(_) if a.sets_config() => {
             return Err(UsageError(
-                "--resume continues a run with the configs.yaml in its folder: give no other config flags with it".into(),
+                "--resume continues a run with the configs.yaml in its folder: only --num-epoch may change it".into(),
             )
             .into())
         }
-        Some(dir) => Start::Resume(dir.clone()),
+        Some(dir) => Start::Resume {
+            dir: dir.clone(),
+            num_epoch: a.num_epoch,
+        },
         None => Start::New(a.config.resolve(None, &a.device, |o| {
             o.flag("--batch-size", "batch_size", a.batch_size, |c, v| c.data.batch_size = v)?;
             o.flag("--num-epoch", "num_epoch", a.num_epoch, |c, v| c.optim.num_epoch = v)?;

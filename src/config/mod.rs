@@ -254,28 +254,74 @@ macro_rules! invalid {
     };
 }
 
-/// Positive numbers among `values` (key, value); the first that is not is an error.
+/// Positive finite numbers among `values` (key, value); the first that is not is an error.
 fn check_positive(values: &[(&str, f64)]) -> Result<()> {
     for &(key, v) in values {
-        if v.is_nan() || v <= 0.0 {
+        if !(v.is_finite() && v > 0.0) {
             invalid!(key, "{v} (expected a positive number)");
         }
     }
     Ok(())
 }
 
+/// Numbers among `values` (key, value, lowest, highest) within their inclusive range.
+fn check_range(values: &[(&str, f64, f64, f64)]) -> Result<()> {
+    for &(key, v, lo, hi) in values {
+        if !(v.is_finite() && lo <= v && v <= hi) {
+            invalid!(key, "{v} (expected a number from {lo} to {hi})");
+        }
+    }
+    Ok(())
+}
+
+/// Tokens a caption may be given: well past CLIP's 77, far below what would exhaust memory.
+pub const MAX_TEXT_LENGTH: usize = 1024;
+/// The largest image side accepted.
+pub const MAX_IMAGE_SIDE: i64 = 4096;
+/// Widths, sizes and counts of the model: far above any CLIP, below what would exhaust memory.
+const MAX_WIDTH: f64 = 16384.0;
+const MAX_LAYERS: f64 = 256.0;
+/// The smallest vocabulary CLIP's tokenizer can feed: its ids go up to 49407 (the data floor's
+/// tokenizer checks that it agrees).
+pub const MIN_VOCAB_SIZE: i64 = 49408;
+
 impl RunSection {
     fn validate(&self) -> Result<()> {
-        check_positive(&[("eval_period", self.eval_period as f64)])
+        let n = &self.name;
+        let one_component =
+            !n.is_empty() && n != "." && n != ".." && !n.contains(['/', '\\', '\0']);
+        if !one_component {
+            invalid!(
+                "name",
+                "{n:?} (expected a plain name: one folder name, without `/`, `\\` or `..`)"
+            );
+        }
+        check_range(&[
+            ("log_period", self.log_period as f64, 1.0, 1e9),
+            ("eval_period", self.eval_period as f64, 1.0, 1e9),
+        ])
     }
 }
 
 impl DataSection {
     fn validate(&self) -> Result<()> {
-        check_positive(&[
-            ("batch_size", self.batch_size as f64),
-            ("test_batch_size", self.test_batch_size as f64),
-            ("text_length", self.text_length as f64),
+        let (h, w) = self.img_size;
+        let side = MAX_IMAGE_SIDE as f64;
+        check_range(&[
+            ("batch_size", self.batch_size as f64, 2.0, 65536.0),
+            ("test_batch_size", self.test_batch_size as f64, 1.0, 65536.0),
+            ("num_workers", self.num_workers as f64, 0.0, 1024.0),
+            (
+                "text_length",
+                self.text_length as f64,
+                2.0,
+                MAX_TEXT_LENGTH as f64,
+            ),
+            ("img_size", h as f64, 1.0, side),
+            ("img_size", w as f64, 1.0, side),
+            ("synth_ids", self.synth_ids.0 as f64, 1.0, 1e6),
+            ("synth_ids", self.synth_ids.1 as f64, 0.0, 1e6),
+            ("synth_ids", self.synth_ids.2 as f64, 1.0, 1e6),
         ])?;
         if self.sampler == SamplerKind::Identity
             && (self.num_instance == 0 || self.batch_size % self.num_instance != 0)
@@ -293,17 +339,53 @@ impl DataSection {
 
 impl ModelSection {
     fn validate(&self) -> Result<()> {
-        check_positive(&[
-            ("embed_dim", self.embed_dim as f64),
-            ("vision_width", self.vision_width as f64),
-            ("vision_layers", self.vision_layers as f64),
-            ("vision_heads", self.vision_heads as f64),
-            ("vision_patch_size", self.vision_patch_size as f64),
-            ("stride_size", self.stride_size as f64),
-            ("transformer_width", self.transformer_width as f64),
-            ("transformer_layers", self.transformer_layers as f64),
-            ("transformer_heads", self.transformer_heads as f64),
+        check_range(&[
+            ("embed_dim", self.embed_dim as f64, 1.0, MAX_WIDTH),
+            ("vision_width", self.vision_width as f64, 1.0, MAX_WIDTH),
+            ("vision_layers", self.vision_layers as f64, 1.0, MAX_LAYERS),
+            ("vision_heads", self.vision_heads as f64, 1.0, MAX_WIDTH),
+            (
+                "vision_patch_size",
+                self.vision_patch_size as f64,
+                1.0,
+                MAX_IMAGE_SIDE as f64,
+            ),
+            (
+                "stride_size",
+                self.stride_size as f64,
+                1.0,
+                MAX_IMAGE_SIDE as f64,
+            ),
+            (
+                "transformer_width",
+                self.transformer_width as f64,
+                1.0,
+                MAX_WIDTH,
+            ),
+            (
+                "transformer_layers",
+                self.transformer_layers as f64,
+                1.0,
+                MAX_LAYERS,
+            ),
+            (
+                "transformer_heads",
+                self.transformer_heads as f64,
+                1.0,
+                MAX_WIDTH,
+            ),
+            ("cmt_depth", self.cmt_depth as f64, 1.0, MAX_LAYERS),
+            ("dca_depth", self.dca_depth as f64, 1.0, MAX_LAYERS),
         ])?;
+        let tokens = MIN_VOCAB_SIZE;
+        if !(tokens..=10_000_000).contains(&self.vocab_size) {
+            invalid!(
+                "vocab_size",
+                "{} (expected at least {tokens}: CLIP's tokenizer gives ids up to {})",
+                self.vocab_size,
+                tokens - 1
+            );
+        }
         if self.dca_heads <= 0 || self.dca_heads % 2 != 0 {
             invalid!(
                 "dca_heads",
@@ -331,8 +413,13 @@ impl ModelSection {
                 invalid!(key, "{heads} does not divide `{of}` {width}");
             }
         }
-        if !(0.0..=1.0).contains(&self.lambda_init) {
-            invalid!("lambda_init", "{} (expected 0..1)", self.lambda_init);
+        check_range(&[("lambda_init", self.lambda_init, 0.0, 1.0)])?;
+        if self.dropout != 0.0 {
+            invalid!(
+                "dropout",
+                "{} (dropout is not implemented; 0, the paper's setting, is the only value)",
+                self.dropout
+            );
         }
         Ok(())
     }
@@ -343,6 +430,19 @@ impl LossSection {
         check_positive(&[
             ("temperature", self.temperature),
             ("imal_temperature", self.imal_temperature),
+        ])?;
+        check_range(&[
+            ("id_loss_weight", self.id_loss_weight, 0.0, 1e6),
+            ("mlm_loss_weight", self.mlm_loss_weight, 0.0, 1e6),
+            ("imal_gamma", self.imal_gamma, 0.0, 1e6),
+            ("imal_kl_weight", self.imal_kl_weight, 0.0, 1e6),
+            ("masked_token_rate", self.masked_token_rate, 0.0, 1.0),
+            (
+                "masked_token_unchanged_rate",
+                self.masked_token_unchanged_rate,
+                0.0,
+                1.0 - self.masked_token_rate,
+            ),
         ])?;
         if !self.MLM && self.loss_names.terms().contains(&LossTerm::Mlm) {
             invalid!(
@@ -370,7 +470,46 @@ impl OptimSection {
     }
 
     fn validate(&self) -> Result<()> {
-        check_positive(&[("num_epoch", self.num_epoch as f64), ("lr", self.lr)])
+        check_positive(&[
+            ("lr", self.lr),
+            ("lr_factor", self.lr_factor),
+            ("bias_lr_factor", self.bias_lr_factor),
+            ("gamma", self.gamma),
+            ("power", self.power),
+            ("eps", self.eps()),
+        ])?;
+        check_range(&[
+            ("num_epoch", self.num_epoch as f64, 1.0, 1e6),
+            ("weight_decay", self.weight_decay, 0.0, 1e6),
+            ("weight_decay_bias", self.weight_decay_bias, 0.0, 1e6),
+            (
+                "warmup_epochs",
+                self.warmup_epochs as f64,
+                0.0,
+                self.num_epoch as f64,
+            ),
+            ("target_lr", self.target_lr, 0.0, self.lr),
+        ])?;
+        for (key, v) in [("alpha", self.alpha), ("beta", self.beta)] {
+            if !(0.0..1.0).contains(&v) {
+                invalid!(key, "{v} (expected 0 <= value < 1)");
+            }
+        }
+        if !(self.warmup_factor > 0.0 && self.warmup_factor <= 1.0) {
+            invalid!(
+                "warmup_factor",
+                "{} (expected 0 < value <= 1)",
+                self.warmup_factor
+            );
+        }
+        if self.milestones.windows(2).any(|w| w[0] >= w[1]) {
+            invalid!(
+                "milestones",
+                "{:?} (expected increasing epochs)",
+                self.milestones
+            );
+        }
+        Ok(())
     }
 }
 
@@ -417,6 +556,21 @@ impl Config {
     /// path, as in IRRA).
     pub fn losses(&self) -> Vec<LossTerm> {
         self.loss.loss_names.terms().to_vec()
+    }
+
+    /// This config with its relative paths (`root_dir`, `output_dir`, `run_dir`, `pretrained`)
+    /// made absolute against `cwd`, so a run's `configs.yaml` means the same from any folder.
+    pub fn with_absolute_paths(mut self, cwd: &Path) -> Config {
+        let abs = |p: &mut PathBuf| {
+            if p.is_relative() {
+                *p = cwd.join(&*p);
+            }
+        };
+        abs(&mut self.data.root_dir);
+        abs(&mut self.run.output_dir);
+        self.run.run_dir.as_mut().map(abs);
+        self.model.pretrained.as_mut().map(abs);
+        self
     }
 
     /// Writes the config as YAML atomically (temp file + rename).

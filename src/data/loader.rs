@@ -7,7 +7,7 @@
 //! an epoch's batches are identical whatever the number of threads.
 use super::annotations::TrainSample;
 use super::batch::TrainBatch;
-use super::mlm::mask_tokens;
+use super::mlm::{mask_tokens, MaskRates};
 use super::sampler::Sampler;
 use super::tokenizer::Tokenizer;
 use super::transforms::{load_rgb, ImageTransform};
@@ -25,8 +25,8 @@ pub struct LoaderOptions {
     /// (H, W).
     pub img_size: (usize, usize),
     pub img_aug: bool,
-    /// Produce MLM-masked captions and labels.
-    pub mlm: bool,
+    /// Produce MLM-masked captions and labels, with these rates.
+    pub mlm: Option<MaskRates>,
     pub text_length: usize,
     pub sampler: Sampler,
     pub seed: u64,
@@ -45,7 +45,10 @@ impl LoaderOptions {
             batch_size: d.batch_size,
             img_size: (d.img_size.0 as usize, d.img_size.1 as usize),
             img_aug: d.img_aug,
-            mlm: cfg.loss.MLM,
+            mlm: cfg.loss.MLM.then_some(MaskRates {
+                mask: cfg.loss.masked_token_rate,
+                unchanged: cfg.loss.masked_token_unchanged_rate,
+            }),
             text_length: d.text_length as usize,
             sampler: Sampler::from_config(d),
             seed: cfg.run.seed,
@@ -181,8 +184,8 @@ fn assemble(
                 let s = &samples[i];
                 let img = load_rgb(&s.image)?;
                 transform.apply(&img, &mut rng, img_out);
-                if opts.mlm {
-                    let (ids, labels) = mask_tokens(&tokens[i], &mut rng);
+                if let Some(rates) = opts.mlm {
+                    let (ids, labels) = mask_tokens(&tokens[i], rates, &mut rng);
                     ids_out.copy_from_slice(&ids);
                     labels_out.copy_from_slice(&labels);
                 }
@@ -203,7 +206,7 @@ fn assemble(
     };
     let ids = |v: &[i64]| pin(Tensor::from_slice(v).view([b, l as i64]));
     let caption_ids = ids(&caption_ids);
-    let (mlm_ids, mlm_labels) = if opts.mlm {
+    let (mlm_ids, mlm_labels) = if opts.mlm.is_some() {
         (ids(&mlm_ids), ids(&mlm_labels))
     } else {
         (caption_ids.shallow_clone(), ids(&mlm_labels))

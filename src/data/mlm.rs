@@ -5,13 +5,32 @@ use rand::Rng;
 /// Probability that an eligible token is selected for prediction.
 pub const SELECT_PROB: f64 = 0.15;
 
+/// What becomes of a selected token: `MASK_ID` with probability `mask`, itself with probability
+/// `unchanged`, a random id otherwise (config keys `masked_token_rate`,
+/// `masked_token_unchanged_rate`; BERT's and IRRA's 0.8 and 0.1 by default).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct MaskRates {
+    pub mask: f64,
+    pub unchanged: f64,
+}
+
+impl Default for MaskRates {
+    fn default() -> Self {
+        MaskRates {
+            mask: 0.8,
+            unchanged: 0.1,
+        }
+    }
+}
+
 /// Masks one caption's ids (`[L]`, as produced by the tokenizer). Each token with
 /// `0 < id < MASK_ID` (not padding, SOT, EOT or mask) is selected with probability 0.15; a
-/// selected token becomes `MASK_ID` with probability 0.8, a uniform random id in `[1, MASK_ID)`
-/// with probability 0.1, and stays as it is otherwise. Returns `(masked ids, labels)`, both of
-/// length L: the label of a selected token is its original id, of every other position 0. If no
-/// token was selected, position 1 (the first caption token) is masked and labelled.
-pub fn mask_tokens<R: Rng>(ids: &[i64], rng: &mut R) -> (Vec<i64>, Vec<i64>) {
+/// selected token becomes `MASK_ID` with probability `rates.mask`, stays as it is with
+/// probability `rates.unchanged`, and becomes a uniform random id in `[1, MASK_ID)` otherwise.
+/// Returns `(masked ids, labels)`, both of length L: the label of a selected token is its
+/// original id, of every other position 0. If no token was selected, position 1 (the first
+/// caption token) is masked and labelled.
+pub fn mask_tokens<R: Rng>(ids: &[i64], rates: MaskRates, rng: &mut R) -> (Vec<i64>, Vec<i64>) {
     let mut masked = ids.to_vec();
     let mut labels = vec![0i64; ids.len()];
     for (i, &id) in ids.iter().enumerate() {
@@ -21,9 +40,9 @@ pub fn mask_tokens<R: Rng>(ids: &[i64], rng: &mut R) -> (Vec<i64>, Vec<i64>) {
         let u: f64 = rng.gen();
         if u < SELECT_PROB {
             let v = u / SELECT_PROB;
-            if v < 0.8 {
+            if v < rates.mask {
                 masked[i] = MASK_ID;
-            } else if v < 0.9 {
+            } else if v < 1.0 - rates.unchanged {
                 masked[i] = rng.gen_range(1..MASK_ID);
             }
             labels[i] = id;
@@ -73,7 +92,7 @@ mod tests {
         for _ in 0..20_000 {
             let n = rng.gen_range(3..40);
             let ids = row(n, &mut rng);
-            let (masked, labels) = mask_tokens(&ids, &mut rng);
+            let (masked, labels) = mask_tokens(&ids, MaskRates::default(), &mut rng);
             let (p, q) = (SELECT_PROB, 0.85f64.powi(n as i32));
             let n = n as f64;
             e_sel += n * p + q;
@@ -135,11 +154,11 @@ mod tests {
             }
         }
         let ids = vec![SOT_ID, 320, 1237, 539, EOT_ID, 0, 0];
-        let (masked, labels) = mask_tokens(&ids, &mut High);
+        let (masked, labels) = mask_tokens(&ids, MaskRates::default(), &mut High);
         assert_eq!(masked, vec![SOT_ID, MASK_ID, 1237, 539, EOT_ID, 0, 0]);
         assert_eq!(labels, vec![0, 320, 0, 0, 0, 0, 0]);
         // Empty caption: position 1 is EOT and is still masked and labelled (IRRA's rule).
-        let (masked, labels) = mask_tokens(&[SOT_ID, EOT_ID, 0], &mut High);
+        let (masked, labels) = mask_tokens(&[SOT_ID, EOT_ID, 0], MaskRates::default(), &mut High);
         assert_eq!(masked, vec![SOT_ID, MASK_ID, 0]);
         assert_eq!(labels, vec![0, EOT_ID, 0]);
     }
@@ -147,8 +166,16 @@ mod tests {
     #[test]
     fn deterministic_with_seed() {
         let ids = row(30, &mut ChaCha8Rng::seed_from_u64(1));
-        let a = mask_tokens(&ids, &mut ChaCha8Rng::seed_from_u64(5));
-        let b = mask_tokens(&ids, &mut ChaCha8Rng::seed_from_u64(5));
+        let a = mask_tokens(
+            &ids,
+            MaskRates::default(),
+            &mut ChaCha8Rng::seed_from_u64(5),
+        );
+        let b = mask_tokens(
+            &ids,
+            MaskRates::default(),
+            &mut ChaCha8Rng::seed_from_u64(5),
+        );
         assert_eq!(a, b);
     }
 }

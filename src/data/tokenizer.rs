@@ -246,6 +246,11 @@ mod tests {
     }
 
     #[test]
+    fn the_config_knows_the_vocabulary_size() {
+        assert_eq!(crate::config::MIN_VOCAB_SIZE, VOCAB_SIZE as i64);
+    }
+
+    #[test]
     fn vocabulary_layout() {
         let (ids, chars) = byte_symbols();
         assert_eq!(ids[b'!' as usize], 0);

@@ -22,11 +22,7 @@ pub fn write_atomic_with(
     let name = path
         .file_name()
         .with_context(|| format!("{} is not a file path", path.display()))?;
-    let tmp = dir.join(format!(
-        ".{}.tmp{}",
-        name.to_string_lossy(),
-        std::process::id()
-    ));
+    let tmp = dir.join(temporary_name(&name.to_string_lossy()));
     let result = (|| -> Result<()> {
         let mut f = std::fs::File::create(&tmp)
             .with_context(|| format!("cannot create {}", tmp.display()))?;
@@ -40,6 +36,19 @@ pub fn write_atomic_with(
         let _ = std::fs::remove_file(&tmp);
     }
     result.with_context(|| format!("writing {} failed (previous content kept)", path.display()))
+}
+
+/// The temporary file a write of `name` goes through: `.<name>.tmp<pid>`.
+fn temporary_name(name: &str) -> String {
+    format!(".{name}.tmp{}", std::process::id())
+}
+
+/// Whether `name` is a temporary file of an atomic write (of any process).
+pub fn is_temporary_name(name: &str) -> bool {
+    name.starts_with('.')
+        && name.rsplit_once(".tmp").is_some_and(|(head, pid)| {
+            head.len() > 1 && !pid.is_empty() && pid.bytes().all(|b| b.is_ascii_digit())
+        })
 }
 
 #[cfg(test)]
@@ -60,6 +69,13 @@ mod tests {
             std::fs::read_dir(dir.path()).unwrap().count(),
             1,
             "no temp file left"
+        );
+        assert!(is_temporary_name(&temporary_name("last.safetensors")));
+        assert!(is_temporary_name(".best.safetensors.tmp123"));
+        assert!(
+            !is_temporary_name("notes.tmp1")
+                && !is_temporary_name(".x.tmp")
+                && !is_temporary_name(".tmp12")
         );
     }
 }

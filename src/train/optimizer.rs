@@ -307,7 +307,9 @@ impl Optimizer {
         ]
     }
 
-    /// Restores a state written by [`Optimizer::state_tensors`] for the same model and config.
+    /// Restores a state written by [`Optimizer::state_tensors`] for the same model. The weight
+    /// decays stay those of the config this optimiser was built with (an edited
+    /// `weight_decay` acts from the resumed step on, and is logged).
     pub fn load_state(&mut self, named: &HashMap<String, Tensor>) -> Result<()> {
         let get = |k: &str| {
             named
@@ -338,10 +340,14 @@ impl Optimizer {
                 .copy_(&get("exp_avg")?.to_device(self.exp_avg.device()));
             self.exp_avg_sq
                 .copy_(&get("exp_avg_sq")?.to_device(self.exp_avg.device()));
-            self.weight_decay
-                .copy_(&get("weight_decay")?.to_device(self.exp_avg.device()));
             Ok::<_, anyhow::Error>(())
         })?;
+        let saved_wd = get("weight_decay")?.to_device(self.weight_decay.device());
+        if !saved_wd.equal(&self.weight_decay) {
+            tracing::warn!(
+                "weight decay differs from the resumed state's: the config's applies from here on"
+            );
+        }
         self.step = get("step")?.int64_value(&[0]);
         Ok(())
     }

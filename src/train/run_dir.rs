@@ -7,14 +7,18 @@ use anyhow::{bail, Context, Result};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-#[derive(Debug, Clone)]
+/// A run folder, locked for the life of this value: a second `ccma train` on it (a new run or a
+/// resume) is refused while the first runs. The lock is the kernel's (`flock`), so it is released
+/// on any exit, a crash included.
+#[derive(Debug)]
 pub struct RunDir {
     pub dir: PathBuf,
+    _lock: std::fs::File,
 }
 
 impl RunDir {
     /// `run_dir` if set, else `<output_dir>/<dataset_name>/<YYYYmmdd_HHMMSS>_<name>/`; created
-    /// empty. A folder that already holds a run is refused (resume it instead).
+    /// and locked. A folder that already holds a run (its `configs.yaml`) is refused: resume it.
     pub fn create(cfg: &Config) -> Result<RunDir> {
         let r = &cfg.run;
         let dir = match &r.run_dir {
@@ -28,33 +32,63 @@ impl RunDir {
                     r.name
                 )),
         };
-        let run = RunDir { dir };
-        if run.state().exists() || run.config().exists() {
+        std::fs::create_dir_all(&dir)
+            .with_context(|| format!("cannot create run folder {}", dir.display()))?;
+        let run = RunDir::lock(dir)?;
+        if run.config().exists() {
             bail!(crate::UsageError(format!(
                 "run folder {} already holds a run: resume it, or choose another run folder",
                 run.dir.display()
             )));
         }
-        std::fs::create_dir_all(&run.dir)
-            .with_context(|| format!("cannot create run folder {}", run.dir.display()))?;
         Ok(run)
     }
 
-    /// A run folder written by an earlier `ccma train`, to resume.
+    /// A run folder written by an earlier `ccma train`, locked, to resume: it has its
+    /// `configs.yaml` (and `last.safetensors` once a step was saved).
     pub fn existing(dir: &Path) -> Result<RunDir> {
-        let run = RunDir {
-            dir: dir.to_path_buf(),
-        };
-        for f in [run.config(), run.state()] {
-            if !f.exists() {
-                bail!(crate::UsageError(format!(
-                    "cannot resume {}: {} is missing (is this a run folder that finished at least one epoch?)",
-                    dir.display(),
-                    f.display()
-                )));
+        if !dir.join("configs.yaml").is_file() {
+            bail!(crate::UsageError(format!(
+                "cannot resume {}: it has no configs.yaml (is it a run folder?)",
+                dir.display()
+            )));
+        }
+        RunDir::lock(dir.to_path_buf())
+    }
+
+    /// Takes the folder's lock (recording this process's pid in it) and removes the temporary
+    /// files an interrupted checkpoint write of an earlier run left (`.<name>.tmp<pid>`, only
+    /// ever written by ccma; no other ccma can be writing here while the lock is held).
+    fn lock(dir: PathBuf) -> Result<RunDir> {
+        let path = dir.join(".ccma.lock");
+        let mut file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&path)
+            .with_context(|| format!("cannot open {}", path.display()))?;
+        use std::os::fd::AsRawFd;
+        // SAFETY: flock on a file descriptor this function owns.
+        if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+            let holder = std::fs::read_to_string(&path).unwrap_or_default();
+            bail!(crate::UsageError(format!(
+                "run folder {} is in use by another ccma train (pid {})",
+                dir.display(),
+                holder.trim()
+            )));
+        }
+        file.set_len(0)?;
+        write!(file, "{}", std::process::id())?;
+        for entry in std::fs::read_dir(&dir)?.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if crate::io::atomic::is_temporary_name(&name) {
+                tracing::info!("removing {name}, left by an interrupted checkpoint write");
+                std::fs::remove_file(entry.path())
+                    .with_context(|| format!("cannot remove {}", entry.path().display()))?;
             }
         }
-        Ok(run)
+        Ok(RunDir { dir, _lock: file })
     }
 
     pub fn config(&self) -> PathBuf {

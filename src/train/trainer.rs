@@ -173,6 +173,16 @@ impl Trainer {
             dataset.train.clone(),
             LoaderOptions::from_config(&cfg, device),
         )?;
+        if loader.num_batches(1) == 0 {
+            let d = &cfg.data;
+            bail!(crate::UsageError(format!(
+                "the {} sampler cannot fill one batch of {} from the {} training pairs (`sampler`, `batch_size`, `num_instance` {}): nothing would be trained",
+                d.sampler,
+                d.batch_size,
+                dataset.train.len(),
+                d.num_instance
+            )));
+        }
         let spec = LossSpec {
             terms: cfg.losses(),
             params: cfg.loss.clone(),
@@ -396,41 +406,64 @@ fn count_params(vs: &VarStore) -> i64 {
 pub enum Start {
     /// A new run with this config.
     New(Config),
-    /// Continue the run in this folder from its last completed step.
-    Resume(std::path::PathBuf),
+    /// Continue the run in `dir` from its last saved step, with its own `configs.yaml`; only the
+    /// number of epochs may change (to at least the epochs already done).
+    Resume {
+        dir: std::path::PathBuf,
+        num_epoch: Option<usize>,
+    },
 }
 
-/// `ccma train`: creates (or reopens) the run folder, logs into it, and trains to the end.
+/// `ccma train`: creates (or reopens) and locks the run folder, logs into it, and trains to the
+/// end. A new run's `configs.yaml` (with absolute paths) is written once the model and data are
+/// ready, so a run that fails to start leaves a folder that a new run can use; a run that never
+/// saved a step resumes from its start.
 pub fn run(start: Start, faults: Faults) -> Result<Progress> {
-    let (cfg, run, resume) = match start {
-        Start::Resume(dir) => {
+    let (mut cfg, run, num_epoch) = match start {
+        Start::Resume { dir, num_epoch } => {
             let run = RunDir::existing(&dir)?;
-            let cfg = Config::from_file(&run.config())?;
-            (cfg, run, true)
+            (Config::from_file(&run.config())?, run, num_epoch)
         }
         Start::New(cfg) => {
+            let cwd = std::env::current_dir().context("cannot read the current folder")?;
+            let cfg = cfg.with_absolute_paths(&cwd);
             let run = RunDir::create(&cfg)?;
-            cfg.save(&run.config())?;
-            (cfg, run, false)
+            (cfg, run, None)
         }
     };
     crate::logging::set_log_file(&run.log())
         .with_context(|| format!("cannot open {}", run.log().display()))?;
     tracing::info!("run folder {}", run.dir.display());
     interrupt::install_handler();
+    let resume = run.config().exists();
+    if let Some(n) = num_epoch {
+        tracing::info!("num_epoch {} -> {n}", cfg.optim.num_epoch);
+        cfg.optim.num_epoch = n;
+        cfg.validate()?;
+    }
+    let config_path = run.config();
     let mut trainer = Trainer::new(cfg, run, faults)?;
-    let progress = if resume {
-        let p = trainer.load_state()?;
-        tracing::info!(
-            "resuming at epoch {}, step {} (best R@1 {:.3} at epoch {})",
-            p.epoch,
-            p.step,
-            p.best_r1,
-            p.best_epoch
-        );
-        p
-    } else {
-        Progress::start()
+    let progress = match resume && trainer.run.state().exists() {
+        true => {
+            let p = trainer.load_state()?;
+            tracing::info!(
+                "resuming at epoch {}, step {} (best R@1 {:.3} at epoch {})",
+                p.epoch,
+                p.step,
+                p.best_r1,
+                p.best_epoch
+            );
+            p
+        }
+        false => Progress::start(),
     };
+    let done = progress.epoch - 1;
+    if trainer.cfg.optim.num_epoch < done {
+        bail!(crate::UsageError(format!(
+            "num_epoch {} is fewer than the {done} epochs this run has done",
+            trainer.cfg.optim.num_epoch
+        )));
+    }
+    trainer.cfg.save(&config_path)?;
     trainer.fit(progress)
 }
