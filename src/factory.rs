@@ -192,6 +192,15 @@ pub fn inference_model(
             ..paper(img_size)
         },
     };
+    let (size, patch) = (mcfg.clip.image_size, mcfg.clip.patch_size);
+    if size.0 < patch || size.1 < patch {
+        bail!(UsageError(format!(
+            "image size {}x{} is smaller than the {patch}-pixel patches of {}",
+            size.0,
+            size.1,
+            path.display()
+        )));
+    }
     let mut vs = VarStore::new(device);
     let model = Ccma::new(&vs.root(), &mcfg);
     match (source, w.format) {

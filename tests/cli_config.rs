@@ -271,3 +271,114 @@ fn every_subcommand_lists_only_its_own_flags() {
         assert_eq!(flags_of(cmd), flags, "{cmd} --help");
     }
 }
+
+/// Every numeric key and flag has its range; a value outside it is one line naming the key or
+/// flag, before any work (nothing reaches libtorch or an allocator).
+#[test]
+fn out_of_range_values_are_refused_by_name() {
+    for (set, needle) in [
+        (
+            "name=../../x",
+            "invalid value for `name`: \"../../x\" (expected a plain name",
+        ),
+        (
+            "batch_size=1",
+            "invalid value for `batch_size`: 1 (expected a number from 2 to",
+        ),
+        (
+            "vocab_size=1000",
+            "invalid value for `vocab_size`: 1000 (expected at least 49408",
+        ),
+        (
+            "text_length=100000",
+            "invalid value for `text_length`: 100000",
+        ),
+        ("embed_dim=0", "invalid value for `embed_dim`: 0"),
+        (
+            "img_size=[100000, 128]",
+            "invalid value for `img_size`: 100000",
+        ),
+        (
+            "dropout=0.1",
+            "invalid value for `dropout`: 0.1 (dropout is not implemented",
+        ),
+        (
+            "masked_token_rate=1.5",
+            "invalid value for `masked_token_rate`: 1.5",
+        ),
+        (
+            "milestones=[50, 20]",
+            "invalid value for `milestones`: [50, 20] (expected increasing epochs)",
+        ),
+        (
+            "beta=1.0",
+            "invalid value for `beta`: 1 (expected 0 <= value < 1)",
+        ),
+        (
+            "lr=.inf",
+            "invalid value for `lr`: inf (expected a positive number)",
+        ),
+    ] {
+        let (code, _, err) = ccma(&["stats", "--set", set]);
+        assert_eq!(code, 2, "{set}: {err}");
+        assert_eq!(err.lines().count(), 1, "{set}: {err}");
+        assert!(err.contains(needle), "{set}: {err}");
+    }
+    for (args, needle) in [
+        (
+            &["tokenize", "--text-length", "100000"][..],
+            "--text-length 100000 is out of range",
+        ),
+        (&["bench", "--steps", "0"][..], "--steps"),
+        (
+            &[
+                "search",
+                "--pretrained",
+                "x.pt",
+                "--gallery",
+                "g",
+                "--top-k",
+                "0",
+                "q",
+            ][..],
+            "--top-k",
+        ),
+        (
+            &[
+                "embed",
+                "--pretrained",
+                "x.pt",
+                "--captions",
+                "c",
+                "--out",
+                "o",
+                "--batch-size",
+                "0",
+            ][..],
+            "--batch-size",
+        ),
+        (
+            &[
+                "embed",
+                "--pretrained",
+                "x.pt",
+                "--captions",
+                "c",
+                "--out",
+                "o",
+                "--img-size",
+                "0x5",
+            ][..],
+            "--img-size",
+        ),
+        (&["--log", "ccma=[[[", "info"][..], "invalid log filter"),
+        (
+            &["search", "--pretrained", "x.pt", "--gallery", "g", "  "][..],
+            "the query is empty",
+        ),
+    ] {
+        let (code, _, err) = ccma(args);
+        assert_eq!(code, 2, "{args:?}: {err}");
+        assert!(err.contains(needle), "{args:?}: {err}");
+    }
+}

@@ -189,7 +189,81 @@ fn trains_learns_writes_the_run_folder_and_tests() {
         "a changed gallery is re-embedded"
     );
 
+    search_skips_what_it_cannot_read_and_caches_elsewhere(dir.path(), &run, &gallery);
     checkpoint_alone_then_embed_rank_and_search(dir.path(), &run, best);
+}
+
+/// `ccma search` leaves out an image it cannot decode (warning and count), caches in the user's
+/// cache folder when the gallery's own cannot be written, and refuses a gallery of other width;
+/// `ccma embed` refuses an image size the weights cannot serve.
+fn search_skips_what_it_cannot_read_and_caches_elsewhere(dir: &Path, run: &Path, gallery: &Path) {
+    let ck = run.join("best.safetensors");
+    std::fs::write(gallery.join("zz_broken.jpg"), b"not a jpeg").unwrap();
+    let user_cache = dir.join("user-cache");
+    let search = |extra: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_ccma"))
+            .args([
+                "search",
+                "--checkpoint",
+                ck.to_str().unwrap(),
+                "--top-k",
+                "3",
+            ])
+            .args(extra)
+            .arg("a man in a blue shirt")
+            .env("XDG_CACHE_HOME", &user_cache)
+            .output()
+            .unwrap()
+    };
+    let cache_dir = gallery.join(".ccma-cache");
+    let readonly = ReadOnly::set(&cache_dir, true).then_some(ReadOnly(&cache_dir));
+    let out = search(&["--gallery", gallery.to_str().unwrap()]);
+    drop(readonly);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(
+        err.contains("skipped") && err.contains("zz_broken.jpg"),
+        "{err}"
+    );
+    assert!(
+        err.contains("1 of") && err.contains("could not be read"),
+        "{err}"
+    );
+    assert!(!String::from_utf8_lossy(&out.stdout).contains("zz_broken"));
+    assert!(
+        err.contains(&format!(
+            "gallery features cached in {}",
+            user_cache.display()
+        )),
+        "{err}"
+    );
+    let out = search(&["--gallery", gallery.to_str().unwrap()]);
+    assert!(String::from_utf8_lossy(&out.stderr)
+        .contains(&format!("gallery features from {}", user_cache.display())));
+
+    let narrow = dir.join("narrow.safetensors");
+    let features = tch::Tensor::zeros([2, 8], (tch::Kind::Float, tch::Device::Cpu));
+    let meta = std::collections::HashMap::from([(
+        "images".to_string(),
+        r#"["a.jpg","b.jpg"]"#.to_string(),
+    )]);
+    ccma::io::safetensors::save(&narrow, &[("image_features".into(), features)], &meta).unwrap();
+    assert_one_line_error(
+        &search(&["--gallery", narrow.to_str().unwrap()]),
+        "has 8-wide features, but the model's are 32-wide",
+    );
+    let out = ccma(&[
+        "embed",
+        "--checkpoint",
+        ck.to_str().unwrap(),
+        "--images",
+        gallery.join("zz_new.jpg").to_str().unwrap(),
+        "--img-size",
+        "8x8",
+        "--out",
+        dir.join("x.safetensors").to_str().unwrap(),
+    ]);
+    assert_one_line_error(&out, "image size 8x8 is smaller than the 16-pixel patches");
 }
 
 /// The best checkpoint, copied away from its run folder, still evaluates (its model's sizes are in
@@ -362,10 +436,10 @@ fn nan_loss_stops_with_the_step_and_term_and_keeps_the_checkpoint() {
 }
 
 #[test]
-fn sigint_and_sigkill_then_resume_finish_the_run() {
+fn sigint_sigterm_and_sigkill_then_resume_finish_the_run() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = write_config(dir.path(), 3);
-    for (signal, code) in [("INT", Some(130)), ("KILL", None)] {
+    for (signal, code) in [("INT", Some(130)), ("TERM", Some(130)), ("KILL", None)] {
         let run = dir.path().join(format!("run-{signal}"));
         // Signal mid-epoch 2.
         let child = train_past_epoch_1(&cfg, &run);
@@ -392,6 +466,150 @@ fn run_folder_that_holds_a_run_is_refused() {
     assert!(train(&cfg, &run, &[]).status.success());
     assert_one_line_error(&train(&cfg, &run, &[]), "already holds a run");
     assert_one_line_error(&resume(&dir.path().join("nothing")), "cannot resume");
+}
+
+/// A second `ccma train` on a folder a run is using, new or resumed, is refused naming the pid;
+/// the lock goes with the process, so the folder resumes once the first stops.
+#[test]
+fn a_running_folder_is_locked() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = write_config(dir.path(), 4);
+    let run = dir.path().join("run");
+    let child = train_past_epoch_1(&cfg, &run);
+    let holder = format!("is in use by another ccma train (pid {})", child.id());
+    assert_one_line_error(&train(&cfg, &run, &[]), &holder);
+    assert_one_line_error(&resume(&run), &holder);
+    Command::new("kill")
+        .args(["-KILL", &child.id().to_string()])
+        .status()
+        .unwrap();
+    child.wait_with_output().unwrap();
+    resume_finishes_all_epochs(&run, 4);
+}
+
+/// A run that fails to start (weights that do not exist) leaves no `configs.yaml`, its error is
+/// in the folder's log, and a new run can use the folder; relative paths are recorded absolute.
+#[test]
+fn a_failed_start_blocks_nothing_and_paths_are_recorded_absolute() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = write_config(dir.path(), 1);
+    let out = train_command(&cfg, Path::new("run"))
+        .current_dir(dir.path())
+        .args(["--pretrained", "missing.pt"])
+        .output()
+        .unwrap();
+    assert_one_line_error(&out, "missing.pt do not exist");
+    let run = dir.path().join("run");
+    assert!(!run.join("configs.yaml").exists());
+    let log = std::fs::read_to_string(run.join("train_log.txt")).unwrap();
+    assert!(
+        log.contains("error: ") && log.contains("missing.pt do not exist"),
+        "{log}"
+    );
+    let out = train_command(&cfg, Path::new("run"))
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let saved = std::fs::read_to_string(run.join("configs.yaml")).unwrap();
+    assert!(
+        saved.contains(&format!("run_dir: {}", run.display())),
+        "{saved}"
+    );
+    assert!(
+        !String::from_utf8_lossy(&out.stderr).contains('\x1b'),
+        "no colour codes off a terminal"
+    );
+}
+
+/// Resuming removes the temporary files an interrupted checkpoint write left (and nothing else),
+/// may add epochs (recorded in configs.yaml), refuses fewer epochs than done, and applies an
+/// edited `weight_decay`, saying so.
+#[test]
+fn resume_cleans_up_may_add_epochs_and_applies_edits() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = stopped_run(dir.path());
+    for f in [
+        ".last.safetensors.tmp424242",
+        ".best.safetensors.tmp7",
+        "notes.tmp5",
+    ] {
+        std::fs::write(run.join(f), b"x").unwrap();
+    }
+    let config = run.join("configs.yaml");
+    let text = std::fs::read_to_string(&config).unwrap();
+    let edited: Vec<String> = text
+        .lines()
+        .map(|l| match l.starts_with("weight_decay:") {
+            true => "weight_decay: 0.001".to_string(),
+            false => l.to_string(),
+        })
+        .collect();
+    std::fs::write(&config, edited.join("\n")).unwrap();
+    let out = ccma_ok(&[
+        "train",
+        "--resume",
+        run.to_str().unwrap(),
+        "--num-epoch",
+        "3",
+    ]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("weight decay differs from the resumed state's"),
+        "{err}"
+    );
+    assert!(
+        !run.join(".last.safetensors.tmp424242").exists()
+            && !run.join(".best.safetensors.tmp7").exists()
+    );
+    assert!(
+        run.join("notes.tmp5").exists(),
+        "a file ccma did not write stays"
+    );
+    let recorded: Vec<i64> = metrics(&run)
+        .iter()
+        .map(|r| r["epoch"].as_i64().unwrap())
+        .collect();
+    assert_eq!(recorded, vec![1, 2, 3]);
+    assert!(std::fs::read_to_string(&config)
+        .unwrap()
+        .contains("num_epoch: 3"));
+    let out = ccma(&[
+        "train",
+        "--resume",
+        run.to_str().unwrap(),
+        "--num-epoch",
+        "2",
+    ]);
+    assert_one_line_error(
+        &out,
+        "num_epoch 2 is fewer than the 3 epochs this run has done",
+    );
+}
+
+/// Training that would train nothing is refused before any step.
+#[test]
+fn a_sampler_that_cannot_fill_a_batch_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = write_config(dir.path(), 1);
+    let run = dir.path().join("run");
+    let out = train_command(&cfg, &run)
+        .args([
+            "--set",
+            "sampler=identity",
+            "--set",
+            "num_instance=4",
+            "--set",
+            "synth_ids=[2, 1, 3]",
+        ])
+        .output()
+        .unwrap();
+    assert_one_line_error(&out, "the identity sampler cannot fill one batch of 32");
+    assert!(!run.join("last.safetensors").exists());
 }
 
 /// A 2-epoch run stopped by a Ctrl-C in epoch 2 (global step 25): best and state checkpoints on disk.

@@ -164,8 +164,9 @@ impl WeightsArgs {
 
 /// `HxW` (e.g. `384x128`) as (H, W).
 pub fn parse_img_size(s: &str) -> Result<(i64, i64), String> {
+    let max = crate::config::MAX_IMAGE_SIDE;
     s.split_once('x')
         .and_then(|(h, w)| Some((h.trim().parse().ok()?, w.trim().parse().ok()?)))
-        .filter(|&(h, w): &(i64, i64)| h > 0 && w > 0)
-        .ok_or_else(|| format!("{s:?}: expected HxW with positive sizes, e.g. 384x128"))
+        .filter(|&(h, w): &(i64, i64)| (1..=max).contains(&h) && (1..=max).contains(&w))
+        .ok_or_else(|| format!("{s:?}: expected HxW with sides from 1 to {max}, e.g. 384x128"))
 }

@@ -31,8 +31,8 @@ pub struct EmbedArgs {
     #[command(flatten)]
     pub device: DeviceArg,
     /// Images or captions per forward pass.
-    #[arg(long, value_name = "N", default_value_t = 128)]
-    pub batch_size: usize,
+    #[arg(long, value_name = "N", default_value_t = 128, value_parser = clap::value_parser!(u64).range(1..=65536))]
+    pub batch_size: u64,
 }
 
 pub fn run(a: EmbedArgs) -> Result<()> {
@@ -55,7 +55,9 @@ pub fn run(a: EmbedArgs) -> Result<()> {
         .into());
     }
     let device = a.device.resolve()?;
-    let (model, opts) = a.weights.load(a.img_size, Some(a.batch_size), device)?;
+    let (model, opts) = a
+        .weights
+        .load(a.img_size, Some(a.batch_size as usize), device)?;
     let set = |features| FeatureSet {
         features,
         pids: None,

@@ -16,9 +16,9 @@ pub struct SearchArgs {
     /// A folder of images (features cached inside it), or a feature file written by `ccma embed`.
     #[arg(long, value_name = "DIR|FILE")]
     pub gallery: PathBuf,
-    /// How many results to show.
-    #[arg(long, value_name = "N", default_value_t = 10)]
-    pub top_k: usize,
+    /// How many results to show (at least 1).
+    #[arg(long, value_name = "N", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..))]
+    pub top_k: u64,
     /// Contact sheet PNG of the top results.
     #[arg(long, value_name = "FILE")]
     pub out: Option<PathBuf>,
@@ -29,6 +29,9 @@ pub struct SearchArgs {
 }
 
 pub fn run(a: SearchArgs) -> Result<()> {
+    if a.query.trim().is_empty() {
+        return Err(UsageError("the query is empty: give a sentence to search for".into()).into());
+    }
     let device = a.device.resolve()?;
     let (model, opts) = a.weights.load(None, None, device)?;
     let Gallery { files, features } = if a.gallery.is_dir() {
@@ -42,9 +45,21 @@ pub fn run(a: SearchArgs) -> Result<()> {
         ))
         .into());
     };
+    let width = model.model.config.clip.embed_dim;
+    if features.size()[1] != width {
+        return Err(UsageError(format!(
+            "gallery {} has {}-wide features, but the model's are {width}-wide (embed the gallery with this model)",
+            a.gallery.display(),
+            features.size()[1]
+        ))
+        .into());
+    }
     let query = embed_captions(&model.model, std::slice::from_ref(&a.query), &opts)?;
-    let hits =
-        crate::retrieval::topk::top_k(&features, &query.to_device(tch::Device::Cpu), a.top_k);
+    let hits = crate::retrieval::topk::top_k(
+        &features,
+        &query.to_device(tch::Device::Cpu),
+        a.top_k as usize,
+    );
     let mut table = prettytable::Table::new();
     table.set_titles(prettytable::row!["rank", "score", "image"]);
     for (rank, (i, s)) in hits.iter().enumerate() {

@@ -11,9 +11,10 @@ pub struct TokenizeArgs {
 }
 
 pub fn run(a: TokenizeArgs) -> Result<()> {
-    if a.text_length < 2 {
+    let max = crate::config::MAX_TEXT_LENGTH;
+    if !(2..=max).contains(&a.text_length) {
         return Err(crate::UsageError(format!(
-            "--text-length {} is too small: it must hold at least the start and end tokens (>= 2)",
+            "--text-length {} is out of range: it must hold the start and end tokens and be at most {max} (2..={max})",
             a.text_length
         ))
         .into());

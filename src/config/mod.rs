@@ -482,13 +482,8 @@ impl OptimSection {
             ("num_epoch", self.num_epoch as f64, 1.0, 1e6),
             ("weight_decay", self.weight_decay, 0.0, 1e6),
             ("weight_decay_bias", self.weight_decay_bias, 0.0, 1e6),
-            (
-                "warmup_epochs",
-                self.warmup_epochs as f64,
-                0.0,
-                self.num_epoch as f64,
-            ),
-            ("target_lr", self.target_lr, 0.0, self.lr),
+            ("warmup_epochs", self.warmup_epochs as f64, 0.0, 1e6),
+            ("target_lr", self.target_lr, 0.0, 1e6),
         ])?;
         for (key, v) in [("alpha", self.alpha), ("beta", self.beta)] {
             if !(0.0..1.0).contains(&v) {

@@ -6,7 +6,7 @@
 //! running process. The autocast type is thread-local state, so it is set on every entry and
 //! restored on exit.
 use std::sync::OnceLock;
-use tch::{Device, Kind};
+use tch::{Device, Kind, Tensor};
 
 // `c10::DeviceType` and `c10::ScalarType` are `enum class : int8_t`.
 type SetDtype = unsafe extern "C" fn(i8, i8);
@@ -70,6 +70,14 @@ fn set_cuda_autocast_kind(kind: Kind) -> bool {
 /// projections, DCA's difference of attention maps) casts its inputs to f32 and runs in here.
 pub fn full_precision<T>(f: impl FnOnce() -> T) -> T {
     tch::autocast(false, f)
+}
+
+/// `t` in f32 when it is in a 16-bit float type, as it is otherwise (f32, f64).
+pub fn at_least_f32(t: &Tensor) -> Tensor {
+    match t.kind() {
+        Kind::Half | Kind::BFloat16 => t.to_kind(Kind::Float),
+        _ => t.shallow_clone(),
+    }
 }
 
 /// Runs `f` under bf16 autocast when `device` is CUDA, plainly (fp32) otherwise.

@@ -186,10 +186,8 @@ impl TextTransformer {
     }
 }
 
-/// `x @ proj` in fp32 even under autocast: the projections give the retrieval features.
+/// `x @ proj` in at least fp32 even under autocast: the projections give the retrieval features.
 fn project(x: &Tensor, proj: &Tensor) -> Tensor {
-    super::amp::full_precision(|| {
-        x.to_kind(tch::Kind::Float)
-            .matmul(&proj.to_kind(tch::Kind::Float))
-    })
+    use super::amp::{at_least_f32, full_precision};
+    full_precision(|| at_least_f32(x).matmul(&at_least_f32(proj)))
 }

@@ -103,15 +103,13 @@ impl DcaBlock {
             .apply(&self.v_proj)
             .view([b, nk, h / 2, 2 * d])
             .transpose(1, 2); // [B, h/2, Nk, 2d]
-                              // The two attention maps and their difference, (A1 − λ A2) V [B, h/2, Nq, 2d], run in fp32
-                              // even under autocast: the difference cancels most of each map, which bf16 would lose.
+
+        // The two attention maps and their difference, (A1 − λ A2) V [B, h/2, Nq, 2d], run in at
+        // least fp32 even under autocast: the difference cancels most of each map.
         let o = super::amp::full_precision(|| {
-            let (q, k, v) = (
-                q.to_kind(Kind::Float),
-                k.to_kind(Kind::Float),
-                v.to_kind(Kind::Float),
-            );
-            let mask = mask.map(|m| m.to_kind(Kind::Float));
+            let wide = super::amp::at_least_f32;
+            let (q, k, v) = (wide(&q), wide(&k), wide(&v));
+            let mask = mask.map(|m| m.to_kind(q.kind()));
             let scale = (d as f64).powf(-0.5);
             let attend = |i: i64| {
                 Tensor::scaled_dot_product_attention(
@@ -125,7 +123,7 @@ impl DcaBlock {
                     false,
                 )
             };
-            attend(0) - attend(1) * self.lambda().to_kind(Kind::Float)
+            attend(0) - attend(1) * self.lambda().to_kind(q.kind())
         });
         let rms = (o.square().mean_dim([-1i64].as_slice(), true, o.kind()) + 1e-5).rsqrt();
         let o = (o * rms * &self.subln * (1.0 - self.lambda_init)).to_kind(x.kind());

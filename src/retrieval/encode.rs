@@ -58,29 +58,57 @@ fn bar(len: usize, what: &str) -> indicatif::ProgressBar {
 /// Global image features `f_i` of `paths`, in order: [N, D] f32 on the CPU (not normalised).
 /// Decoding and the test transform run in parallel; an unreadable image is an error naming it.
 pub fn embed_images(model: &Ccma, paths: &[PathBuf], opts: &EncodeOptions) -> Result<Tensor> {
+    let (feats, unreadable) = embed_readable_images(model, paths, opts)?;
+    match unreadable.into_iter().next() {
+        Some((_, err)) => Err(err),
+        None => Ok(feats),
+    }
+}
+
+/// Like [`embed_images`], but an image that cannot be read or decoded is left out: returns the
+/// features of the readable ones [N', D] in order, and each unreadable one's index and error.
+pub fn embed_readable_images(
+    model: &Ccma,
+    paths: &[PathBuf],
+    opts: &EncodeOptions,
+) -> Result<(Tensor, Vec<(usize, anyhow::Error)>)> {
     let (h, w) = opts.img_size;
+    let per_image = 3 * h * w;
     let transform = ImageTransform::test(opts.img_size);
     let pb = bar(paths.len(), "images");
     let mut feats = Vec::new();
-    for chunk in paths.chunks(opts.batch_size.max(1)) {
-        let mut buf = vec![0f32; chunk.len() * 3 * h * w];
-        buf.par_chunks_mut(3 * h * w)
+    let mut unreadable = Vec::new();
+    for (c, chunk) in paths.chunks(opts.batch_size.max(1)).enumerate() {
+        let mut buf = vec![0f32; chunk.len() * per_image];
+        let read: Vec<Result<()>> = buf
+            .par_chunks_mut(per_image)
             .zip(chunk.par_iter())
-            .try_for_each(|(out, p)| -> Result<()> {
+            .map(|(out, p)| {
                 let img = load_rgb(p)?;
                 // The test transform is deterministic; the generator is never drawn from.
                 transform.apply(&img, &mut rand_chacha::ChaCha8Rng::seed_from_u64(0), out);
                 Ok(())
-            })?;
-        let x = Tensor::from_slice(&buf)
-            .view([chunk.len() as i64, 3, h as i64, w as i64])
-            .to_device(opts.device);
-        let f = tch::no_grad(|| model.image_features(&x));
-        feats.push(f.to_kind(tch::Kind::Float).to_device(Device::Cpu));
+            })
+            .collect();
+        let mut kept = Vec::with_capacity(chunk.len());
+        for (i, r) in read.into_iter().enumerate() {
+            match r {
+                Ok(()) => kept.push(i as i64),
+                Err(e) => unreadable.push((c * opts.batch_size.max(1) + i, e)),
+            }
+        }
+        if !kept.is_empty() {
+            let x = Tensor::from_slice(&buf)
+                .view([chunk.len() as i64, 3, h as i64, w as i64])
+                .index_select(0, &Tensor::from_slice(&kept))
+                .to_device(opts.device);
+            let f = tch::no_grad(|| model.image_features(&x));
+            feats.push(f.to_kind(tch::Kind::Float).to_device(Device::Cpu));
+        }
         pb.inc(chunk.len() as u64);
     }
     pb.finish_and_clear();
-    Ok(concat(feats))
+    Ok((concat(feats), unreadable))
 }
 
 /// Global text features `f_t` of `captions`, in order: [N, D] f32 on the CPU (not normalised).

@@ -3,7 +3,7 @@
 //! A folder's features are cached in `.ccma-cache/` inside it, keyed by the model and by every
 //! file's name, size and modification time, so later queries only encode the sentence; a cache
 //! whose key no longer matches is rebuilt, never used.
-use super::encode::{embed_images, EncodeOptions};
+use super::encode::{embed_readable_images, EncodeOptions};
 use super::features::{FeatureFile, Side};
 use crate::io::fingerprint;
 use crate::io::safetensors;
@@ -50,8 +50,72 @@ pub struct Gallery {
     pub features: Tensor,
 }
 
+/// Where the cache of gallery `dir` may live: inside it, else in the user's cache folder
+/// (`$XDG_CACHE_HOME/ccma/galleries/`, or `~/.cache/...`), keyed by the gallery's absolute path.
+fn cache_places(dir: &Path) -> Vec<PathBuf> {
+    let mut places = vec![dir.join(".ccma-cache").join("gallery.safetensors")];
+    let user = std::env::var_os("XDG_CACHE_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")));
+    if let Some(user) = user {
+        let abs = std::fs::canonicalize(dir).unwrap_or_else(|_| dir.to_path_buf());
+        let id = fingerprint::fnv1a(abs.to_string_lossy().bytes(), fingerprint::FNV_START);
+        places.push(
+            user.join("ccma")
+                .join("galleries")
+                .join(format!("{id:016x}.safetensors")),
+        );
+    }
+    places
+}
+
+/// Cached features with the key `key`: [N', D] and the indices of the files they belong to.
+fn read_cache(path: &Path, key: &str) -> Option<(Tensor, Vec<usize>)> {
+    let (tensors, meta) = safetensors::load(path).ok()?;
+    if meta.get("key").map(String::as_str) != Some(key) {
+        tracing::info!(
+            "gallery cache {} is stale (files or model changed)",
+            path.display()
+        );
+        return None;
+    }
+    let kept: Vec<usize> = serde_json::from_str(meta.get("kept")?).ok()?;
+    let (_, f) = tensors.into_iter().find(|(k, _)| k == "image_features")?;
+    (f.size()[0] as usize == kept.len()).then_some((f, kept))
+}
+
+/// Writes the cache to the first place that takes it; none is only a warning.
+fn write_cache(places: &[PathBuf], key: &str, features: &Tensor, kept: &[usize]) {
+    let meta = HashMap::from([
+        ("key".to_string(), key.to_string()),
+        (
+            "kept".to_string(),
+            serde_json::to_string(kept).expect("indices serialise"),
+        ),
+    ]);
+    for place in places {
+        let written = place
+            .parent()
+            .map_or(Ok(()), std::fs::create_dir_all)
+            .map_err(anyhow::Error::from)
+            .and_then(|()| {
+                safetensors::save(
+                    place,
+                    &[("image_features".into(), features.shallow_clone())],
+                    &meta,
+                )
+            });
+        match written {
+            Ok(()) => return tracing::info!("gallery features cached in {}", place.display()),
+            Err(e) => tracing::warn!("gallery cache not written to {}: {e:#}", place.display()),
+        }
+    }
+    tracing::warn!("running without a gallery cache: the next search embeds the gallery again");
+}
+
 /// The gallery of `dir` embedded by `model` (whose weights `model_fingerprint` identifies), from
-/// the cache when it is still valid.
+/// a cache when one is still valid. An image that cannot be read is left out with a warning
+/// naming it, and counted.
 pub fn from_dir(
     dir: &Path,
     model: &Ccma,
@@ -69,31 +133,40 @@ pub fn from_dir(
         "{:016x}",
         fingerprint::fnv1a(model_fingerprint.bytes(), fingerprint::files(&files)?)
     );
-    let cache = dir.join(".ccma-cache").join("gallery.safetensors");
-    if let Ok((tensors, meta)) = safetensors::load(&cache) {
-        if meta.get("key") == Some(&key) {
-            if let Some((_, f)) = tensors.into_iter().find(|(k, _)| k == "image_features") {
-                tracing::info!("gallery features from {}", cache.display());
-                return Ok(Gallery { files, features: f });
-            }
+    let places = cache_places(dir);
+    let cached = places.iter().find_map(|p| Some((p, read_cache(p, &key)?)));
+    let (features, kept) = match cached {
+        Some((place, hit)) => {
+            tracing::info!("gallery features from {}", place.display());
+            hit
         }
-        tracing::info!(
-            "gallery cache {} is stale (files or model changed): re-embedding",
-            cache.display()
-        );
+        None => {
+            tracing::info!("embedding {} gallery images", files.len());
+            let (features, unreadable) = embed_readable_images(model, &files, opts)?;
+            for (i, e) in &unreadable {
+                tracing::warn!("skipped {}: {e:#}", files[*i].display());
+            }
+            if !unreadable.is_empty() {
+                tracing::warn!(
+                    "{} of {} gallery images could not be read and are left out",
+                    unreadable.len(),
+                    files.len()
+                );
+            }
+            let kept: Vec<usize> = (0..files.len())
+                .filter(|i| !unreadable.iter().any(|(u, _)| u == i))
+                .collect();
+            write_cache(&places, &key, &features, &kept);
+            (features, kept)
+        }
+    };
+    if kept.is_empty() {
+        bail!(crate::UsageError(format!(
+            "no image in gallery folder {} could be read",
+            dir.display()
+        )));
     }
-    tracing::info!("embedding {} gallery images", files.len());
-    let features = embed_images(model, &files, opts)?;
-    std::fs::create_dir_all(cache.parent().expect("has a parent"))
-        .with_context(|| format!("cannot create {}", cache.display()))?;
-    let meta = HashMap::from([("key".to_string(), key)]);
-    if let Err(e) = safetensors::save(
-        &cache,
-        &[("image_features".into(), features.shallow_clone())],
-        &meta,
-    ) {
-        tracing::warn!("gallery cache not written: {e:#}");
-    }
+    let files = kept.iter().map(|&i| files[i].clone()).collect();
     Ok(Gallery { files, features })
 }
 

@@ -436,6 +436,7 @@ pub fn run(start: Start, faults: Faults) -> Result<Progress> {
     tracing::info!("run folder {}", run.dir.display());
     interrupt::install_handler();
     let resume = run.config().exists();
+    let changed = num_epoch.is_some_and(|n| n != cfg.optim.num_epoch);
     if let Some(n) = num_epoch {
         tracing::info!("num_epoch {} -> {n}", cfg.optim.num_epoch);
         cfg.optim.num_epoch = n;
@@ -464,6 +465,8 @@ pub fn run(start: Start, faults: Faults) -> Result<Progress> {
             trainer.cfg.optim.num_epoch
         )));
     }
-    trainer.cfg.save(&config_path)?;
+    if !resume || changed {
+        trainer.cfg.save(&config_path)?;
+    }
     trainer.fit(progress)
 }
