@@ -43,7 +43,7 @@ const ENTRIES: [(&str, i64, &str, &[&str]); 6] = [
 #[test]
 fn cuhk_pedes_subtracts_one_from_train_ids() {
     let root = cuhk_fixture();
-    let ds = load(DatasetName::CuhkPedes, root.path()).unwrap();
+    let ds = load(DatasetName::CuhkPedes, &root.path().join("CUHK-PEDES")).unwrap();
     assert_eq!(ds.num_classes, 2);
     assert_eq!(ds.train.len(), 4);
     let pids: Vec<i64> = ds.train.iter().map(|s| s.pid).collect();
@@ -67,7 +67,7 @@ fn icfg_pedes_keeps_ids_and_accepts_both_file_names() {
         let root = tempfile::tempdir().unwrap();
         let entries = zero_based_train_ids();
         fixture(root.path(), "ICFG-PEDES", ann, "file_path", &entries);
-        let ds = load(DatasetName::IcfgPedes, root.path()).unwrap();
+        let ds = load(DatasetName::IcfgPedes, &root.path().join("ICFG-PEDES")).unwrap();
         assert_eq!(
             ds.train.iter().map(|s| s.pid).collect::<Vec<_>>(),
             vec![0, 0, 1, 0],
@@ -88,7 +88,7 @@ fn rstpreid_reads_img_path() {
         "img_path",
         &entries,
     );
-    let ds = load(DatasetName::RstpReid, root.path()).unwrap();
+    let ds = load(DatasetName::RstpReid, &root.path().join("RSTPReid")).unwrap();
     assert_eq!(ds.num_classes, 2);
     assert_eq!(ds.val.captions, vec!["val person"]);
 }
@@ -115,7 +115,7 @@ fn zero_based_train_ids() -> Vec<(&'static str, i64, &'static str, &'static [&'s
 }
 
 fn err_of(name: DatasetName, root: &Path) -> String {
-    format!("{:#}", load(name, root).unwrap_err())
+    format!("{:#}", load(name, &root.join(name.name())).unwrap_err())
 }
 
 /// A CUHK-PEDES fixture whose annotation file is `text`.
@@ -220,7 +220,7 @@ fn corrupt_image_is_named_when_first_read() {
     .unwrap();
     let cfg = dir.path().join("c.yaml");
     std::fs::write(&cfg, format!(
-        "dataset_name: CUHK-PEDES\nroot_dir: {}\nimg_size: [32, 16]\nembed_dim: 16\nvision_width: 16\nvision_layers: 1\nvision_heads: 1\nvision_patch_size: 16\ntransformer_width: 16\ntransformer_layers: 1\ntransformer_heads: 1\ntext_length: 16\ncmt_depth: 1\ndca_heads: 2\nbatch_size: 4\nnum_epoch: 1\n",
+        "dataset_name: CUHK-PEDES\npretrain_choice: ''\nroot_dir: {}\nimg_size: [32, 16]\nembed_dim: 16\nvision_width: 16\nvision_layers: 1\nvision_heads: 1\nvision_patch_size: 16\ntransformer_width: 16\ntransformer_layers: 1\ntransformer_heads: 1\ntext_length: 16\ncmt_depth: 1\ndca_heads: 2\nbatch_size: 4\nnum_epoch: 1\n",
         root.display()
     )).unwrap();
     let run = dir.path().join("run");

@@ -39,7 +39,7 @@ impl EvalSplit {
 #[derive(Debug, Clone)]
 pub struct Dataset {
     pub name: DatasetName,
-    /// `<root>/<name>`.
+    /// The dataset's folder, e.g. `<root>/<name>`.
     pub dir: PathBuf,
     pub train: Vec<TrainSample>,
     pub num_classes: usize,
@@ -68,11 +68,10 @@ fn layout(name: DatasetName) -> (&'static [&'static str], &'static str, i64, &'s
     }
 }
 
-/// Loads `<root_dir>/<dataset_name>/` and checks it: annotation entries, train pids, image paths
-/// and the existence of every image.
-pub fn load(dataset_name: DatasetName, root_dir: &Path) -> Result<Dataset> {
+/// Loads the dataset folder `dir` (`<root>/<name>` for the benchmarks) and checks it: annotation
+/// entries, train pids, image paths and the existence of every image.
+pub fn load(dataset_name: DatasetName, dir: &Path) -> Result<Dataset> {
     let (files, image_key, pid_offset, img_layout) = layout(dataset_name);
-    let dir = root_dir.join(dataset_name.name());
     if !dir.is_dir() {
         bail!(crate::UsageError(format!(
             "dataset folder {} does not exist (expected {}/{{{}}} and {}/{img_layout})",
@@ -102,7 +101,7 @@ pub fn load(dataset_name: DatasetName, root_dir: &Path) -> Result<Dataset> {
     let imgs = dir.join("imgs");
     let mut ds = Dataset {
         name: dataset_name,
-        dir: dir.clone(),
+        dir: dir.to_path_buf(),
         train: Vec::new(),
         num_classes: 0,
         train_images: 0,
