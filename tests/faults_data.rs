@@ -1,5 +1,5 @@
 //! Data faults through the binary: SYNTH-PEDES generations that never touch what they did not
-//! write.
+//! write, image links out of the dataset, annotation encodings, a misspelt test split.
 mod common;
 use common::*;
 use std::path::Path;
@@ -116,4 +116,133 @@ fn a_synth_folder_without_a_matching_record_is_refused_untouched() {
         root,
         "holds a SYNTH-PEDES generated with synth_ids [120,10,30] and seed 3",
     );
+}
+
+/// `ccma stats` of the CUHK-PEDES set under `root`, run by `run` ([`ccma`] or [`ccma_ok`]).
+fn cuhk_stats(root: &Path, run: fn(&[&str]) -> Output) -> Output {
+    run(&[
+        "stats",
+        "--dataset",
+        "CUHK-PEDES",
+        "--root-dir",
+        root.to_str().unwrap(),
+    ])
+}
+
+#[test]
+fn image_links_must_stay_inside_imgs() {
+    let root = cuhk_fixture();
+    let imgs = root.path().join("CUHK-PEDES/imgs");
+    // A link to another image inside imgs/ is fine.
+    std::fs::remove_file(imgs.join("a/2.jpg")).unwrap();
+    std::os::unix::fs::symlink("1.jpg", imgs.join("a/2.jpg")).unwrap();
+    cuhk_stats(root.path(), ccma_ok);
+    // A link (entry 4's image) to a file outside the dataset is refused.
+    let secret = root.path().join("secret.jpg");
+    image(&secret);
+    std::fs::remove_file(imgs.join("b/5.jpg")).unwrap();
+    std::os::unix::fs::symlink("../../../secret.jpg", imgs.join("b/5.jpg")).unwrap();
+    let out = cuhk_stats(root.path(), ccma);
+    assert_one_line_error(
+        &out,
+        &format!(
+            "reid_raw.json entry 4: file_path \"b/5.jpg\" leads out of {} through a link: {} resolves to {}",
+            imgs.display(),
+            imgs.join("b/5.jpg").display(),
+            secret.canonicalize().unwrap().display()
+        ),
+    );
+    assert_eq!(out.status.code(), Some(2));
+    // imgs/ itself may be a link (e.g. to another disk) when what it holds stays inside it.
+    std::fs::remove_file(imgs.join("b/5.jpg")).unwrap();
+    image(&imgs.join("b/5.jpg"));
+    let elsewhere = root.path().join("disk2-imgs");
+    std::fs::rename(&imgs, &elsewhere).unwrap();
+    std::os::unix::fs::symlink(&elsewhere, &imgs).unwrap();
+    cuhk_stats(root.path(), ccma_ok);
+}
+
+#[test]
+fn annotation_bom_is_accepted_and_invalid_utf8_is_named_by_offset() {
+    let root = cuhk_fixture();
+    let ann = root.path().join("CUHK-PEDES/reid_raw.json");
+    let json = std::fs::read(&ann).unwrap();
+    let mut with_bom = b"\xEF\xBB\xBF".to_vec();
+    with_bom.extend(&json);
+    std::fs::write(&ann, &with_bom).unwrap();
+    let out = cuhk_stats(root.path(), ccma_ok);
+    assert!(String::from_utf8_lossy(&out.stdout).contains("| test  | 2   | 2      | 3        |"));
+
+    // A Latin-1 "é" in a caption, after the BOM.
+    let at = with_bom.windows(7).position(|w| w == b"val per").unwrap();
+    with_bom[at + 1] = 0xE9;
+    std::fs::write(&ann, &with_bom).unwrap();
+    let out = cuhk_stats(root.path(), ccma);
+    assert_one_line_error(
+        &out,
+        &format!(
+            "{}: invalid UTF-8 at byte offset {} (expected UTF-8 JSON)",
+            ann.display(),
+            at + 1
+        ),
+    );
+    assert_eq!(out.status.code(), Some(2));
+}
+
+/// The fixture with its test entries' split spelt `tset`.
+fn misspelt_test_split() -> tempfile::TempDir {
+    let root = tempfile::tempdir().unwrap();
+    let entries: Vec<_> = ENTRIES
+        .iter()
+        .map(|&(s, id, p, c)| (if s == "test" { "tset" } else { s }, id, p, c))
+        .collect();
+    fixture(
+        root.path(),
+        "CUHK-PEDES",
+        "reid_raw.json",
+        "file_path",
+        &entries,
+    );
+    root
+}
+
+#[test]
+fn a_misspelt_test_split_stops_train_and_test_before_any_work() {
+    let root = misspelt_test_split();
+    let needle = format!(
+        "{}: no entries with split \"test\" (entries per split found: \"train\" 3, \"tset\" 2, \"val\" 1; needed: \"train\" and \"test\")",
+        root.path().join("CUHK-PEDES/reid_raw.json").display()
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = tiny_cuhk_config(dir.path(), root.path());
+    let run = dir.path().join("run");
+    let out = ccma(&[
+        "train",
+        "--config",
+        cfg.to_str().unwrap(),
+        "--run-dir",
+        run.to_str().unwrap(),
+    ]);
+    assert_one_line_error(&out, &needle);
+    assert_eq!(out.status.code(), Some(2));
+    let checkpoints = std::fs::read_dir(&run)
+        .map(|d| {
+            d.flatten()
+                .filter(|e| e.path().extension().is_some_and(|x| x == "safetensors"))
+                .count()
+        })
+        .unwrap_or(0);
+    assert_eq!(checkpoints, 0, "no checkpoint written");
+
+    let out = ccma(&[
+        "test",
+        "--checkpoint",
+        dir.path().join("never-read.safetensors").to_str().unwrap(),
+        "--dataset",
+        "CUHK-PEDES",
+        "--root-dir",
+        root.path().to_str().unwrap(),
+    ]);
+    assert_one_line_error(&out, "no entries with split \"test\"");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("needed: \"test\")"));
 }

@@ -46,6 +46,7 @@ pub fn run(a: TestArgs) -> Result<()> {
     let cfg = a.config.resolve(fallback, &a.device, |_| Ok(()))?;
     let device = cfg.run.device.resolve()?;
     let dataset = crate::data::load_dataset(&cfg)?;
+    dataset.require_splits(&["test"])?;
     // Data settings given in a file or with --set decide the input size and caption length;
     // otherwise the checkpoint's own model does.
     let explicit = fallback.is_some() || a.config.config.is_some() || !a.config.set.is_empty();
