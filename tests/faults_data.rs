@@ -1,9 +1,11 @@
 //! Data faults through the binary: SYNTH-PEDES generations that never touch what they did not
-//! write, image links out of the dataset, annotation encodings, a misspelt test split.
+//! write, image links out of the dataset, annotation encodings, a misspelt test split, ties in the
+//! protocol, and a checkpoint whose features are not finite.
 mod common;
 use common::*;
 use std::path::Path;
 use std::process::Output;
+use tch::{Kind, Tensor};
 
 /// `ccma stats` of SYNTH-PEDES under `root` with `synth_ids` (and the default seed 1), run by
 /// `run` ([`ccma`] or [`ccma_ok`]).
@@ -245,4 +247,62 @@ fn a_misspelt_test_split_stops_train_and_test_before_any_work() {
     ]);
     assert_one_line_error(&out, "no entries with split \"test\"");
     assert!(String::from_utf8_lossy(&out.stderr).contains("needed: \"test\")"));
+}
+
+#[test]
+fn equal_features_rank_last_not_first() {
+    let dir = tempfile::tempdir().unwrap();
+    let pids: Vec<i64> = (0..10).map(|i| i % 5).collect();
+    let zeros = Tensor::zeros([10, 8], (Kind::Float, tch::Device::Cpu));
+    let f = dir.path().join("zeros.safetensors");
+    save(
+        &f,
+        &[("features", &zeros), ("pids", &Tensor::from_slice(&pids))],
+    );
+    let f = f.to_str().unwrap();
+    let m = ccma_json(&["rank", "--queries", f, "--gallery", f, "--i2t", "--json"]);
+    // Each query's 2 matches tie with the 8 other items and take the last ranks, 8 and 9.
+    for task in ["t2i", "i2t"] {
+        let v = |k: &str| m[task][k].as_f64().unwrap();
+        assert_eq!((v("R1"), v("R5"), v("R10")), (0.0, 0.0, 100.0), "{m}");
+        assert!(
+            (v("mAP") - 100.0 * (1.0 / 9.0 + 2.0 / 10.0) / 2.0).abs() < 1e-4,
+            "{m}"
+        );
+        assert!((v("mINP") - 20.0).abs() < 1e-4, "{m}");
+    }
+}
+
+#[test]
+fn a_checkpoint_with_nan_weights_is_refused_by_test() {
+    let root = cuhk_fixture();
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = ccma::config::Config::from_file(&tiny_cuhk_config(dir.path(), root.path())).unwrap();
+    let (vs, model) = ccma::factory::training_model(&cfg, 2, tch::Device::Cpu).unwrap();
+    let tensors: Vec<(String, Tensor)> = vs
+        .variables()
+        .into_iter()
+        .map(|(k, t)| (k, t.detach().fill(f64::NAN)))
+        .collect();
+    let ck = dir.path().join("model.safetensors");
+    ccma::io::safetensors::save(&ck, &tensors, &model.config.to_metadata()).unwrap();
+    let out = ccma(&[
+        "test",
+        "--checkpoint",
+        ck.to_str().unwrap(),
+        "--dataset",
+        "CUHK-PEDES",
+        "--root-dir",
+        root.path().to_str().unwrap(),
+    ]);
+    // 2 test images and 3 captions, 16 features each.
+    assert_one_line_error(
+        &out,
+        &format!(
+            "{}: the model gives 80 NaN or infinite feature values on the CUHK-PEDES test split",
+            ck.display()
+        ),
+    );
+    assert_eq!(out.status.code(), Some(2));
+    assert!(!dir.path().join("test_results.json").exists());
 }

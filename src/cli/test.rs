@@ -4,6 +4,7 @@ use crate::data::annotations::EvalSplit;
 use crate::factory::WeightsSource;
 use crate::report::sheet::{self, SheetItem};
 use crate::retrieval::encode::{embed_split, score_split, EncodeOptions, SplitFeatures};
+use crate::retrieval::features::non_finite;
 use crate::UsageError;
 use anyhow::{Context, Result};
 use clap::Args;
@@ -61,6 +62,15 @@ pub fn run(a: TestArgs) -> Result<()> {
     };
     let feats = embed_split(&model.model, &dataset.test, &opts)
         .with_context(|| format!("embedding the {} test split", dataset.name))?;
+    let bad = non_finite(&feats.images) + non_finite(&feats.texts);
+    if bad > 0 {
+        return Err(UsageError(format!(
+            "{}: the model gives {bad} NaN or infinite feature values on the {} test split (expected finite numbers; are its weights finite?)",
+            checkpoint.display(),
+            dataset.name
+        ))
+        .into());
+    }
     let (t2i, i2t) = score_split(&feats, &dataset.test, a.i2t)?;
     let heading = format!("{} test, {}", dataset.name, checkpoint.display());
     let json = super::output::print_metrics(Some(&heading), &t2i, i2t.as_ref(), a.json);
