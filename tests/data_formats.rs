@@ -3,47 +3,12 @@ mod common;
 use ccma::config::DatasetName;
 use ccma::data::annotations::load;
 use common::*;
-use serde_json::json;
 use std::path::Path;
-
-fn image(path: &Path) {
-    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-    image::RgbImage::from_pixel(20, 50, image::Rgb([120, 30, 200]))
-        .save(path)
-        .unwrap();
-}
-
-/// Writes `<root>/<name>/<ann>` with `entries`, and an image for every path under `imgs/`.
-fn fixture(root: &Path, name: &str, ann: &str, key: &str, entries: &[(&str, i64, &str, &[&str])]) {
-    let dir = root.join(name);
-    let list: Vec<serde_json::Value> = entries
-        .iter()
-        .map(|(split, id, path, caps)| {
-            image(&dir.join("imgs").join(path));
-            json!({ "split": split, "id": id, key: path, "captions": caps })
-        })
-        .collect();
-    std::fs::write(dir.join(ann), serde_json::to_string(&list).unwrap()).unwrap();
-}
-
-const ENTRIES: [(&str, i64, &str, &[&str]); 6] = [
-    ("train", 1, "a/1.jpg", &["a man in red", "red shirt man"]),
-    ("train", 2, "a/2.jpg", &["a woman in blue"]),
-    ("train", 1, "b/3.jpg", &["the man in red again"]),
-    (
-        "test",
-        7,
-        "b/4.jpg",
-        &["test person one", "another caption"],
-    ),
-    ("test", 8, "b/5.jpg", &["test person two"]),
-    ("val", 9, "b/6.jpg", &["val person"]),
-];
 
 #[test]
 fn cuhk_pedes_subtracts_one_from_train_ids() {
     let root = cuhk_fixture();
-    let ds = load(DatasetName::CuhkPedes, root.path()).unwrap();
+    let ds = load(DatasetName::CuhkPedes, &root.path().join("CUHK-PEDES")).unwrap();
     assert_eq!(ds.num_classes, 2);
     assert_eq!(ds.train.len(), 4);
     let pids: Vec<i64> = ds.train.iter().map(|s| s.pid).collect();
@@ -67,7 +32,7 @@ fn icfg_pedes_keeps_ids_and_accepts_both_file_names() {
         let root = tempfile::tempdir().unwrap();
         let entries = zero_based_train_ids();
         fixture(root.path(), "ICFG-PEDES", ann, "file_path", &entries);
-        let ds = load(DatasetName::IcfgPedes, root.path()).unwrap();
+        let ds = load(DatasetName::IcfgPedes, &root.path().join("ICFG-PEDES")).unwrap();
         assert_eq!(
             ds.train.iter().map(|s| s.pid).collect::<Vec<_>>(),
             vec![0, 0, 1, 0],
@@ -88,22 +53,9 @@ fn rstpreid_reads_img_path() {
         "img_path",
         &entries,
     );
-    let ds = load(DatasetName::RstpReid, root.path()).unwrap();
+    let ds = load(DatasetName::RstpReid, &root.path().join("RSTPReid")).unwrap();
     assert_eq!(ds.num_classes, 2);
     assert_eq!(ds.val.captions, vec!["val person"]);
-}
-
-/// `ENTRIES` as a CUHK-PEDES set (`reid_raw.json`, `file_path`) in a fresh folder.
-fn cuhk_fixture() -> tempfile::TempDir {
-    let root = tempfile::tempdir().unwrap();
-    fixture(
-        root.path(),
-        "CUHK-PEDES",
-        "reid_raw.json",
-        "file_path",
-        &ENTRIES,
-    );
-    root
 }
 
 /// `ENTRIES` with the 0-based training ids that ICFG-PEDES and RSTPReid files carry.
@@ -115,7 +67,7 @@ fn zero_based_train_ids() -> Vec<(&'static str, i64, &'static str, &'static [&'s
 }
 
 fn err_of(name: DatasetName, root: &Path) -> String {
-    format!("{:#}", load(name, root).unwrap_err())
+    format!("{:#}", load(name, &root.join(name.name())).unwrap_err())
 }
 
 /// A CUHK-PEDES fixture whose annotation file is `text`.
@@ -218,11 +170,7 @@ fn corrupt_image_is_named_when_first_read() {
         b"\xff\xd8\xff garbage",
     )
     .unwrap();
-    let cfg = dir.path().join("c.yaml");
-    std::fs::write(&cfg, format!(
-        "dataset_name: CUHK-PEDES\nroot_dir: {}\nimg_size: [32, 16]\nembed_dim: 16\nvision_width: 16\nvision_layers: 1\nvision_heads: 1\nvision_patch_size: 16\ntransformer_width: 16\ntransformer_layers: 1\ntransformer_heads: 1\ntext_length: 16\ncmt_depth: 1\ndca_heads: 2\nbatch_size: 4\nnum_epoch: 1\n",
-        root.display()
-    )).unwrap();
+    let cfg = tiny_cuhk_config(dir.path(), &root);
     let run = dir.path().join("run");
     let out = ccma(&[
         "train",

@@ -6,7 +6,8 @@ use common::*;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-/// A small from-scratch model on 120 / 10 / 30 identities, 64x32 images.
+/// A small from-scratch model on 120 / 10 / 30 identities (seed 3: generated into
+/// `data/SYNTH-PEDES-120-10-30-s3`), 64x32 images.
 fn write_config(dir: &Path, epochs: usize) -> PathBuf {
     let cfg = format!(
         "dataset_name: SYNTH-PEDES\npretrain_choice: ''\nroot_dir: {root}\nsynth_ids: [120, 10, 30]\nimg_size: [64, 32]\nembed_dim: 32\n\
@@ -146,7 +147,7 @@ fn trains_learns_writes_the_run_folder_and_tests() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert_eq!(std::fs::read_dir(run.join("visualize")).unwrap().count(), 3);
-    let gallery = dir.path().join("data/SYNTH-PEDES/imgs/synth");
+    let gallery = dir.path().join("data/SYNTH-PEDES-120-10-30-s3/imgs/synth");
     let sheet = dir.path().join("sheet.png");
     let search = || {
         ccma(&[
@@ -300,7 +301,7 @@ fn checkpoint_alone_then_embed_rank_and_search(dir: &Path, run: &Path, best: f64
 
     // The test split as ccma reads it: images in annotation order, every caption of each.
     let ann: Vec<serde_json::Value> = serde_json::from_str(
-        &std::fs::read_to_string(data.join("SYNTH-PEDES/reid_raw.json")).unwrap(),
+        &std::fs::read_to_string(data.join("SYNTH-PEDES-120-10-30-s3/reid_raw.json")).unwrap(),
     )
     .unwrap();
     let (mut images, mut image_pids, mut captions, mut caption_pids) =
@@ -308,7 +309,7 @@ fn checkpoint_alone_then_embed_rank_and_search(dir: &Path, run: &Path, best: f64
     for e in ann.iter().filter(|e| e["split"] == "test") {
         let pid = e["id"].as_i64().unwrap().to_string();
         images.push(
-            data.join("SYNTH-PEDES/imgs")
+            data.join("SYNTH-PEDES-120-10-30-s3/imgs")
                 .join(e["file_path"].as_str().unwrap()),
         );
         image_pids.push(pid.clone());
@@ -736,7 +737,7 @@ fn image_corrupt_between_epochs_stops_with_its_name_and_resumes_once_fixed() {
     let child = train_past_epoch_1(&cfg, &run);
     // After epoch 1: every image turns into a JPEG marker followed by junk.
     let images: Vec<(PathBuf, Vec<u8>)> =
-        std::fs::read_dir(dir.path().join("data/SYNTH-PEDES/imgs/synth"))
+        std::fs::read_dir(dir.path().join("data/SYNTH-PEDES-120-10-30-s3/imgs/synth"))
             .unwrap()
             .map(|e| {
                 let p = e.unwrap().path();

@@ -4,6 +4,7 @@ use crate::data::annotations::EvalSplit;
 use crate::factory::WeightsSource;
 use crate::report::sheet::{self, SheetItem};
 use crate::retrieval::encode::{embed_split, score_split, EncodeOptions, SplitFeatures};
+use crate::retrieval::features::non_finite;
 use crate::UsageError;
 use anyhow::{Context, Result};
 use clap::Args;
@@ -46,6 +47,7 @@ pub fn run(a: TestArgs) -> Result<()> {
     let cfg = a.config.resolve(fallback, &a.device, |_| Ok(()))?;
     let device = cfg.run.device.resolve()?;
     let dataset = crate::data::load_dataset(&cfg)?;
+    dataset.require_splits(&["test"])?;
     // Data settings given in a file or with --set decide the input size and caption length;
     // otherwise the checkpoint's own model does.
     let explicit = fallback.is_some() || a.config.config.is_some() || !a.config.set.is_empty();
@@ -60,6 +62,15 @@ pub fn run(a: TestArgs) -> Result<()> {
     };
     let feats = embed_split(&model.model, &dataset.test, &opts)
         .with_context(|| format!("embedding the {} test split", dataset.name))?;
+    let bad = non_finite(&feats.images) + non_finite(&feats.texts);
+    if bad > 0 {
+        return Err(UsageError(format!(
+            "{}: the model gives {bad} NaN or infinite feature values on the {} test split (expected finite numbers; are its weights finite?)",
+            checkpoint.display(),
+            dataset.name
+        ))
+        .into());
+    }
     let (t2i, i2t) = score_split(&feats, &dataset.test, a.i2t)?;
     let heading = format!("{} test, {}", dataset.name, checkpoint.display());
     let json = super::output::print_metrics(Some(&heading), &t2i, i2t.as_ref(), a.json);

@@ -39,8 +39,13 @@ impl EvalSplit {
 #[derive(Debug, Clone)]
 pub struct Dataset {
     pub name: DatasetName,
-    /// `<root>/<name>`.
+    /// The dataset's folder, e.g. `<root>/<name>`.
     pub dir: PathBuf,
+    /// The annotation file read.
+    pub annotation: PathBuf,
+    /// The `split` values of the entries with how many entries have each, in order of first
+    /// appearance (any value other than `train` and `test` is read as validation).
+    pub splits: Vec<(String, usize)>,
     pub train: Vec<TrainSample>,
     pub num_classes: usize,
     pub train_images: usize,
@@ -68,11 +73,40 @@ fn layout(name: DatasetName) -> (&'static [&'static str], &'static str, i64, &'s
     }
 }
 
-/// Loads `<root_dir>/<dataset_name>/` and checks it: annotation entries, train pids, image paths
-/// and the existence of every image.
-pub fn load(dataset_name: DatasetName, root_dir: &Path) -> Result<Dataset> {
+impl Dataset {
+    /// Refuses a dataset without entries in one of the `needed` splits (`"train"`, `"test"`, or a
+    /// validation name), naming the annotation file and the splits it has with their counts.
+    pub fn require_splits(&self, needed: &[&str]) -> Result<()> {
+        let has = |name: &&str| self.splits.iter().any(|(s, _)| s == name);
+        let missing: Vec<String> = needed
+            .iter()
+            .filter(|n| !has(n))
+            .map(|n| format!("{n:?}"))
+            .collect();
+        if missing.is_empty() {
+            return Ok(());
+        }
+        let found: Vec<String> = self
+            .splits
+            .iter()
+            .map(|(s, n)| format!("{s:?} {n}"))
+            .collect();
+        let wanted: Vec<String> = needed.iter().map(|n| format!("{n:?}")).collect();
+        bail!(crate::UsageError(format!(
+            "{}: no entries with split {} (entries per split found: {}; needed: {})",
+            self.annotation.display(),
+            missing.join(" or "),
+            found.join(", "),
+            wanted.join(" and ")
+        )))
+    }
+}
+
+/// Loads the dataset folder `dir` (`<root>/<name>` for the benchmarks) and checks it: text
+/// encoding, annotation entries, train pids, image paths (links resolved) and the existence of
+/// every image.
+pub fn load(dataset_name: DatasetName, dir: &Path) -> Result<Dataset> {
     let (files, image_key, pid_offset, img_layout) = layout(dataset_name);
-    let dir = root_dir.join(dataset_name.name());
     if !dir.is_dir() {
         bail!(crate::UsageError(format!(
             "dataset folder {} does not exist (expected {}/{{{}}} and {}/{img_layout})",
@@ -89,9 +123,20 @@ pub fn load(dataset_name: DatasetName, root_dir: &Path) -> Result<Dataset> {
             files.join(" or ")
         )));
     };
-    let text =
-        std::fs::read_to_string(&ann).with_context(|| format!("cannot read {}", ann.display()))?;
-    let entries: Vec<serde_json::Value> = serde_json::from_str(&text).map_err(|e| {
+    let bytes = std::fs::read(&ann).with_context(|| format!("cannot read {}", ann.display()))?;
+    let bom = if bytes.starts_with(UTF8_BOM) {
+        UTF8_BOM.len()
+    } else {
+        0
+    };
+    let text = std::str::from_utf8(&bytes[bom..]).map_err(|e| {
+        crate::UsageError(format!(
+            "{}: invalid UTF-8 at byte offset {} (expected UTF-8 JSON)",
+            ann.display(),
+            bom + e.valid_up_to()
+        ))
+    })?;
+    let entries: Vec<serde_json::Value> = serde_json::from_str(text).map_err(|e| {
         crate::UsageError(format!(
             "{}: invalid JSON at line {}, column {}: {e}",
             ann.display(),
@@ -102,13 +147,17 @@ pub fn load(dataset_name: DatasetName, root_dir: &Path) -> Result<Dataset> {
     let imgs = dir.join("imgs");
     let mut ds = Dataset {
         name: dataset_name,
-        dir: dir.clone(),
+        dir: dir.to_path_buf(),
+        annotation: ann.clone(),
+        splits: Vec::new(),
         train: Vec::new(),
         num_classes: 0,
         train_images: 0,
         val: EvalSplit::default(),
         test: EvalSplit::default(),
     };
+    // Each entry's image: as written and joined to `imgs/`.
+    let mut images = Vec::with_capacity(entries.len());
     for (i, e) in entries.iter().enumerate() {
         let entry = parse_entry(e, image_key)
             .map_err(|m| crate::UsageError(format!("{} entry {i}: {m}", ann.display())))?;
@@ -119,6 +168,11 @@ pub fn load(dataset_name: DatasetName, root_dir: &Path) -> Result<Dataset> {
                 entry.path
             ))
         })?;
+        images.push((entry.path.clone(), path.clone()));
+        match ds.splits.iter_mut().find(|(s, _)| *s == entry.split) {
+            Some((_, n)) => *n += 1,
+            None => ds.splits.push((entry.split.clone(), 1)),
+        }
         match entry.split.as_str() {
             "train" => {
                 let pid = entry.id - pid_offset;
@@ -164,9 +218,11 @@ pub fn load(dataset_name: DatasetName, root_dir: &Path) -> Result<Dataset> {
             ann.display()
         )));
     }
-    check_images_exist(&ds)?;
+    check_images(&ann, image_key, &imgs, &images)?;
     Ok(ds)
 }
+
+const UTF8_BOM: &[u8] = b"\xEF\xBB\xBF";
 
 struct Entry {
     split: String,
@@ -228,11 +284,42 @@ fn safe_join(imgs: &Path, rel: &str) -> Result<PathBuf, String> {
     Ok(imgs.join(p))
 }
 
-fn check_images_exist(ds: &Dataset) -> Result<()> {
-    let mut all: Vec<&PathBuf> = ds.train.iter().map(|s| &s.image).collect();
-    all.dedup();
-    all.extend(ds.val.image_paths.iter().chain(&ds.test.image_paths));
-    let missing: Vec<&PathBuf> = all.par_iter().filter(|p| !p.is_file()).copied().collect();
+/// Checks every entry's image (`images`: the path as written, and joined to `imgs`): that it
+/// exists, and that its real path, links resolved, lies inside the real `imgs/` (which may itself
+/// be a link, e.g. to another disk).
+fn check_images(
+    ann: &Path,
+    image_key: &str,
+    imgs: &Path,
+    images: &[(String, PathBuf)],
+) -> Result<()> {
+    let inside = imgs.canonicalize().unwrap_or_else(|_| imgs.to_path_buf());
+    // Per entry: None when the image is missing, else its real path.
+    let real: Vec<Option<PathBuf>> = images
+        .par_iter()
+        .map(|(_, p)| p.canonicalize().ok().filter(|r| r.is_file()))
+        .collect();
+    let outside = real.iter().enumerate().find_map(|(i, r)| {
+        r.as_ref()
+            .filter(|r| !r.starts_with(&inside))
+            .map(|r| (i, r))
+    });
+    if let Some((i, r)) = outside {
+        bail!(crate::UsageError(format!(
+            "{} entry {i}: {image_key} {:?} leads out of {} through a link: {} resolves to {} (expected a file inside imgs/)",
+            ann.display(),
+            images[i].0,
+            imgs.display(),
+            images[i].1.display(),
+            r.display()
+        )));
+    }
+    let missing: Vec<&PathBuf> = real
+        .iter()
+        .zip(images)
+        .filter(|(r, _)| r.is_none())
+        .map(|(_, (_, p))| p)
+        .collect();
     if !missing.is_empty() {
         let shown: Vec<String> = missing
             .iter()
@@ -241,9 +328,9 @@ fn check_images_exist(ds: &Dataset) -> Result<()> {
             .collect();
         bail!(crate::UsageError(format!(
             "{}: {} of {} images are missing, e.g. {}",
-            ds.dir.display(),
+            ann.display(),
             missing.len(),
-            all.len(),
+            images.len(),
             shown.join(", ")
         )));
     }

@@ -54,11 +54,15 @@ pub fn tokenize_lines(
     Ok(())
 }
 
-/// The dataset a config names, generating SYNTH-PEDES first when it is asked for and missing.
+/// The dataset a config names: `<root_dir>/<dataset_name>`, or for SYNTH-PEDES the folder of the
+/// generation the config's `synth_ids` and `seed` make (generated first when missing).
 pub fn load_dataset(cfg: &crate::config::Config) -> anyhow::Result<annotations::Dataset> {
     let d = &cfg.data;
-    if d.dataset_name == crate::config::DatasetName::SynthPedes {
-        synthetic::ensure(&d.root_dir, d.synth_ids, cfg.run.seed)?;
-    }
-    annotations::load(d.dataset_name, &d.root_dir)
+    let dir = match d.dataset_name {
+        crate::config::DatasetName::SynthPedes => {
+            synthetic::ensure(&d.root_dir, d.synth_ids, cfg.run.seed)?
+        }
+        name => d.root_dir.join(name.name()),
+    };
+    annotations::load(d.dataset_name, &dir)
 }

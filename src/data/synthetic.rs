@@ -387,50 +387,127 @@ pub fn generate(dir: &Path, ids: (usize, usize, usize), seed: u64) -> Result<()>
         .collect::<Result<_>>()?;
     pb.finish_and_clear();
     let all: Vec<serde_json::Value> = entries.into_iter().flatten().collect();
-    crate::io::write_atomic(&dir.join(PARAMS_FILE), params_json(ids, seed).as_bytes())?;
+    crate::io::write_atomic(
+        &dir.join(PARAMS_FILE),
+        params_json(ids, seed).to_string().as_bytes(),
+    )?;
     crate::io::write_atomic(
         &dir.join("reid_raw.json"),
         serde_json::to_string(&all)?.as_bytes(),
     )
 }
 
-/// Records what a generated set was made with, so a set made with other parameters is not reused.
+/// Records what a generated set was made with; a folder without it was not written by ccma.
 const PARAMS_FILE: &str = "synth_params.json";
 
-fn params_json(ids: (usize, usize, usize), seed: u64) -> String {
-    serde_json::json!({ "generator": 1, "ids": [ids.0, ids.1, ids.2], "seed": seed }).to_string()
+fn params_json(ids: (usize, usize, usize), seed: u64) -> serde_json::Value {
+    serde_json::json!({ "generator": 1, "ids": [ids.0, ids.1, ids.2], "seed": seed })
 }
 
-/// `<root_dir>/SYNTH-PEDES`, generated first when its annotation file is missing.
+/// The folder of the set generated with `ids` and `seed`: `<root_dir>/SYNTH-PEDES` for the
+/// config's defaults (1000 / 100 / 200 identities, seed 1), else
+/// `<root_dir>/SYNTH-PEDES-<train>-<val>-<test>-s<seed>`, so generations never share a folder.
+pub fn folder(root_dir: &Path, ids: (usize, usize, usize), seed: u64) -> PathBuf {
+    let defaults = crate::config::Config::default();
+    let name = if (ids, seed) == (defaults.data.synth_ids, defaults.run.seed) {
+        "SYNTH-PEDES".to_string()
+    } else {
+        format!("SYNTH-PEDES-{}-{}-{}-s{seed}", ids.0, ids.1, ids.2)
+    };
+    root_dir.join(name)
+}
+
+/// The folder of the set made with `ids` and `seed` ([`folder`]), generated first when it does not
+/// exist. The set is written into a temporary sibling folder (`.<name>.partial-*`) and renamed into
+/// place once complete. An existing folder is used only when its record shows it is that
+/// generation; otherwise it is refused and left untouched: nothing is ever deleted or overwritten.
 pub fn ensure(root_dir: &Path, ids: (usize, usize, usize), seed: u64) -> Result<PathBuf> {
-    let dir = root_dir.join("SYNTH-PEDES");
-    let made_with = std::fs::read_to_string(dir.join(PARAMS_FILE)).ok();
-    if dir.join("reid_raw.json").is_file()
-        && made_with.as_deref() != Some(params_json(ids, seed).as_str())
-    {
-        tracing::info!(
-            "{} was generated with other parameters: generating it again",
-            dir.display()
-        );
-        std::fs::remove_dir_all(&dir)
-            .with_context(|| format!("cannot remove {}", dir.display()))?;
+    let dir = folder(root_dir, ids, seed);
+    if dir.symlink_metadata().is_ok() {
+        check_record(&dir, ids, seed)?;
+        return Ok(dir);
     }
-    if !dir.join("reid_raw.json").is_file() {
-        tracing::info!(
-            "generating SYNTH-PEDES ({} / {} / {} identities) in {}",
-            ids.0,
-            ids.1,
-            ids.2,
-            dir.display()
-        );
-        let t0 = std::time::Instant::now();
-        generate(&dir, ids, seed)?;
-        tracing::info!(
-            "SYNTH-PEDES generated in {:.1} s",
-            t0.elapsed().as_secs_f64()
-        );
+    tracing::info!(
+        "generating SYNTH-PEDES ({} / {} / {} identities, seed {seed}) in {}",
+        ids.0,
+        ids.1,
+        ids.2,
+        dir.display()
+    );
+    let t0 = std::time::Instant::now();
+    std::fs::create_dir_all(root_dir)
+        .with_context(|| format!("cannot create {}", root_dir.display()))?;
+    let name = dir.file_name().expect("a folder name").to_string_lossy();
+    let partial = tempfile::Builder::new()
+        .prefix(&format!(".{name}.partial-"))
+        .tempdir_in(root_dir)
+        .with_context(|| format!("cannot create a folder in {}", root_dir.display()))?;
+    generate(partial.path(), ids, seed)?;
+    match std::fs::rename(partial.path(), &dir) {
+        Ok(()) => {
+            let _moved = partial.keep();
+        }
+        // Another process placed a folder there meanwhile: `partial` is dropped with its files.
+        Err(_) if dir.symlink_metadata().is_ok() => check_record(&dir, ids, seed)?,
+        Err(e) => {
+            return Err(e).with_context(|| {
+                format!(
+                    "cannot move {} to {}",
+                    partial.path().display(),
+                    dir.display()
+                )
+            })
+        }
     }
+    tracing::info!(
+        "SYNTH-PEDES generated in {:.1} s",
+        t0.elapsed().as_secs_f64()
+    );
     Ok(dir)
+}
+
+/// Refuses `dir` unless its record says it holds the set made with `ids` and `seed`.
+fn check_record(dir: &Path, ids: (usize, usize, usize), seed: u64) -> Result<()> {
+    let record = std::fs::read_to_string(dir.join(PARAMS_FILE)).ok();
+    let found = record.and_then(|r| serde_json::from_str::<serde_json::Value>(&r).ok());
+    if found.as_ref() == Some(&params_json(ids, seed)) {
+        return Ok(());
+    }
+    let holds = match &found {
+        Some(f) => format!(
+            "holds a SYNTH-PEDES generated with synth_ids {} and seed {} ({PARAMS_FILE})",
+            f["ids"], f["seed"]
+        ),
+        None => format!(
+            "has no readable {PARAMS_FILE}, so it is not a set ccma generated (it holds {})",
+            contents(dir)
+        ),
+    };
+    Err(crate::UsageError(format!(
+        "{} {holds}, not the set of synth_ids [{}, {}, {}] and seed {seed} asked for; it is left untouched: move it away or choose another root_dir",
+        dir.display(),
+        ids.0,
+        ids.1,
+        ids.2
+    ))
+    .into())
+}
+
+/// A few names of what `dir` holds, for messages.
+fn contents(dir: &Path) -> String {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return "something that is not a readable folder".into();
+    };
+    let mut names: Vec<String> = entries
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    match names.len() {
+        0 => "nothing".into(),
+        n if n <= 4 => names.join(", "),
+        n => format!("{} and {} more", names[..3].join(", "), n - 3),
+    }
 }
 
 #[cfg(test)]
@@ -452,32 +529,43 @@ mod tests {
         assert_ne!(read(a.path()), read(c.path()));
         let img = |d: &Path| std::fs::read(d.join("imgs/synth/00003_1.jpg")).unwrap();
         assert_eq!(img(a.path()), img(b.path()));
-        let ds = crate::data::annotations::load(
-            crate::config::DatasetName::SynthPedes,
-            a.path().parent().unwrap(),
-        );
-        assert!(ds.is_err(), "a folder not named SYNTH-PEDES is not found");
         let root = tempfile::tempdir().unwrap();
-        ensure(root.path(), (6, 2, 3), 7).unwrap();
-        let ds =
-            crate::data::annotations::load(crate::config::DatasetName::SynthPedes, root.path())
-                .unwrap();
+        let load = |d: &Path| {
+            crate::data::annotations::load(crate::config::DatasetName::SynthPedes, d).unwrap()
+        };
+        let dir = ensure(root.path(), (6, 2, 3), 7).unwrap();
+        assert_eq!(dir, root.path().join("SYNTH-PEDES-6-2-3-s7"));
+        let ds = load(&dir);
         assert_eq!(
             (ds.num_classes, ds.val.num_ids(), ds.test.num_ids()),
             (6, 2, 3)
         );
-        ensure(root.path(), (5, 2, 3), 7).unwrap();
-        let regenerated =
-            crate::data::annotations::load(crate::config::DatasetName::SynthPedes, root.path())
-                .unwrap();
+        let other = ensure(root.path(), (5, 2, 3), 7).unwrap();
         assert_eq!(
-            regenerated.num_classes, 5,
-            "other parameters: generated again"
+            load(&other).num_classes,
+            5,
+            "other parameters: another folder"
+        );
+        assert_eq!(load(&dir).num_classes, 6, "the first set is kept");
+        assert_eq!(
+            std::fs::read_dir(root.path()).unwrap().count(),
+            2,
+            "no partial folder is left"
         );
         assert_eq!(ds.test.captions.len(), 2 * ds.test.image_paths.len());
         assert!(ds
             .train
             .iter()
             .all(|s| s.caption.contains("wear") || s.caption.contains("dressed")));
+    }
+
+    #[test]
+    fn default_parameters_keep_the_plain_folder_name() {
+        let root = Path::new("data");
+        assert_eq!(folder(root, (1000, 100, 200), 1), root.join("SYNTH-PEDES"));
+        assert_eq!(
+            folder(root, (1000, 100, 200), 2),
+            root.join("SYNTH-PEDES-1000-100-200-s2")
+        );
     }
 }

@@ -150,13 +150,18 @@ fn check_features(f: &Tensor, key: &str) -> Result<(), String> {
     if f.size()[0] == 0 {
         return Err(format!("empty set: `{key}` has no rows"));
     }
-    let non_finite = f.isfinite().logical_not().sum(Kind::Int64).int64_value(&[]);
-    if non_finite > 0 {
+    let bad = non_finite(f);
+    if bad > 0 {
         return Err(format!(
-            "tensor `{key}` has {non_finite} NaN or infinite values, expected finite numbers"
+            "tensor `{key}` has {bad} NaN or infinite values, expected finite numbers"
         ));
     }
     Ok(())
+}
+
+/// The number of NaN or infinite values in `t` (any shape, a floating-point kind).
+pub fn non_finite(t: &Tensor) -> i64 {
+    t.isfinite().logical_not().sum(Kind::Int64).int64_value(&[])
 }
 
 fn check_pids(p: &Tensor, key: &str, rows: i64) -> Result<Vec<i64>, String> {

@@ -5,12 +5,12 @@
 //! `INP = P / (r_P + 1)`. Queries are processed in chunks: one similarity block `[chunk, Ng]`
 //! at a time comes from a matrix product, then each of its rows is scored on the CPU (rows in
 //! parallel): the match similarities are gathered from the gallery positions of the query's pid
-//! and sorted, and a match's rank is the number of items strictly above it, counted with one
+//! and sorted, and a match's rank comes from the number of items at or above it, counted with one
 //! vectorised pass over the row per match (or, for a query with many matches, one pass that bins
-//! every item by how many matches lie strictly below it). Neither a full sort nor the whole
-//! `Nq x Ng` matrix is ever built. Ties: an item with exactly the same similarity as a
-//! match ranks after it (with float features exact ties have probability zero); tied matches
-//! take consecutive ranks.
+//! every item by how many matches lie at or below it). Neither a full sort nor the whole
+//! `Nq x Ng` matrix is ever built. Ties count against the query: an item that is not a match
+//! and has exactly the same similarity as a match ranks before it, so a model whose features are
+//! all equal scores the worst, not 100; tied matches take consecutive ranks among themselves.
 use crate::model::layers::l2_normalize;
 use anyhow::{bail, Result};
 use rayon::prelude::*;
@@ -77,42 +77,42 @@ impl Add for Sums {
 const COUNTING_MAX_MATCHES: usize = 48;
 
 /// For each match similarity of `descending` [P] (sorted, highest first), the number of items of
-/// `row` [Ng] strictly above it.
-fn items_above(row: &[f32], descending: &[f32]) -> Vec<u64> {
+/// `row` [Ng] at or above it (the match itself included).
+fn items_at_or_above(row: &[f32], descending: &[f32]) -> Vec<u64> {
     let p = descending.len();
     if p <= COUNTING_MAX_MATCHES {
         // Tiles of the row small enough to stay in the L1 cache across the P passes.
-        let mut above = vec![0u64; p];
+        let mut at_or_above = vec![0u64; p];
         for tile in row.chunks(2048) {
-            for (a, &s) in above.iter_mut().zip(descending) {
-                *a += count_above(tile, s);
+            for (a, &s) in at_or_above.iter_mut().zip(descending) {
+                *a += count_at_or_above(tile, s);
             }
         }
-        return above;
+        return at_or_above;
     }
-    // bins[k]: items with exactly k matches strictly below them. Items above the m-th match are
-    // those with at least p - m matches below them.
+    // bins[k]: items with exactly k matches at or below them. Items at or above the m-th match
+    // are those with at least p - m matches at or below them.
     let mut bins = vec![0u64; p + 1];
     let lowest = descending[p - 1];
     for &x in row {
-        if x > lowest {
-            bins[p - descending.partition_point(|&s| s >= x)] += 1;
+        if x >= lowest {
+            bins[p - descending.partition_point(|&s| s > x)] += 1;
         }
     }
-    let mut above = 0;
+    let mut at_or_above = 0;
     (0..p)
         .map(|m| {
-            above += bins[p - m];
-            above
+            at_or_above += bins[p - m];
+            at_or_above
         })
         .collect()
 }
 
-/// The number of items of `row` strictly above `s`, with the widest vector unit the CPU has.
-fn count_above(row: &[f32], s: f32) -> u64 {
+/// The number of items of `row` at or above `s`, with the widest vector unit the CPU has.
+fn count_at_or_above(row: &[f32], s: f32) -> u64 {
     #[inline(always)]
     fn count(row: &[f32], s: f32) -> u64 {
-        row.iter().map(|&x| (x > s) as u32).sum::<u32>() as u64
+        row.iter().map(|&x| (x >= s) as u32).sum::<u32>() as u64
     }
     #[cfg(target_arch = "x86_64")]
     {
@@ -142,23 +142,26 @@ fn score_row(row: &[f32], matches: &[usize]) -> Sums {
     let mut descending: Vec<f32> = matches.iter().map(|&j| row[j]).collect();
     descending.sort_unstable_by(|a, b| b.total_cmp(a));
     let p = descending.len();
-    let (mut prev, mut ap) = (-1i64, 0.0);
-    let mut first = 0i64;
-    for (m, above) in items_above(row, &descending).into_iter().enumerate() {
-        let rank = (above as i64).max(prev + 1); // 0-based
-        if m == 0 {
-            first = rank;
-        }
-        ap += (m + 1) as f64 / (rank + 1) as f64;
-        prev = rank;
+    // 0-based ranks, from the lowest match up: a match ranks after every other item at or above
+    // it (rank = count - 1), except that tied matches take consecutive ranks ending there.
+    let mut ranks = items_at_or_above(row, &descending);
+    let mut next = u64::MAX;
+    for r in ranks.iter_mut().rev() {
+        next = (*r - 1).min(next - 1);
+        *r = next;
     }
-    let hit = |k: i64| (first < k) as u8 as f64;
+    let ap: f64 = ranks
+        .iter()
+        .enumerate()
+        .map(|(m, &r)| (m + 1) as f64 / (r + 1) as f64)
+        .sum();
+    let hit = |k: u64| (ranks[0] < k) as u8 as f64;
     Sums {
         r1: hit(1),
         r5: hit(5),
         r10: hit(10),
         ap: ap / p as f64,
-        inp: p as f64 / (prev + 1) as f64,
+        inp: p as f64 / (ranks[p - 1] + 1) as f64,
         queries: 1,
     }
 }
@@ -304,17 +307,43 @@ mod tests {
             descending.sort_unstable_by(|a, b| b.total_cmp(a));
             let brute: Vec<u64> = descending
                 .iter()
-                .map(|&s| row.iter().filter(|&&x| x > s).count() as u64)
+                .map(|&s| row.iter().filter(|&&x| x >= s).count() as u64)
                 .collect();
-            assert_eq!(items_above(&row, &descending), brute, "{p} matches");
+            assert_eq!(items_at_or_above(&row, &descending), brute, "{p} matches");
         }
     }
 
     #[test]
-    fn tied_matches_take_consecutive_ranks() {
+    fn tied_matches_take_consecutive_ranks_and_tied_items_rank_first() {
         // Two identical gallery matches first: AP = (1/1 + 2/2)/2 = 1.
         let m = evaluate(&at(&[0.0]), &at(&[0.1, 0.1, 0.7]), &[4], &[4, 4, 5]).unwrap();
         assert_eq!((m.r1, m.map, m.minp), (100.0, 100.0, 100.0));
+        // A non-match tied with them ranks before both: ranks 1 and 2, AP = (1/2 + 2/3)/2.
+        let m = evaluate(
+            &at(&[0.0]),
+            &at(&[0.1, 0.1, -0.1, 0.7]),
+            &[4],
+            &[4, 4, 5, 5],
+        )
+        .unwrap();
+        assert_eq!(m.r1, 0.0);
+        assert!(
+            (m.map - 100.0 * (0.5 + 2.0 / 3.0) / 2.0).abs() < 1e-9,
+            "{m:?}"
+        );
+        assert!((m.minp - 100.0 * 2.0 / 3.0).abs() < 1e-9, "{m:?}");
+    }
+
+    #[test]
+    fn equal_features_score_the_worst_not_the_best() {
+        // Every similarity is 0: each query's P matches take the last P of Ng ranks.
+        let zeros = Tensor::zeros([4, 8], (Kind::Float, tch::Device::Cpu));
+        let m = evaluate(&zeros, &zeros.narrow(0, 0, 4), &[0, 1, 2, 3], &[0, 1, 2, 3]).unwrap();
+        assert_eq!((m.r1, m.r5, m.r10), (0.0, 100.0, 100.0));
+        assert!(
+            (m.map - 25.0).abs() < 1e-9 && (m.minp - 25.0).abs() < 1e-9,
+            "{m:?}"
+        );
     }
 
     #[test]

@@ -159,6 +159,7 @@ impl Trainer {
         let device = cfg.run.device.resolve()?;
         tch::manual_seed(cfg.run.seed as i64);
         let dataset = crate::data::load_dataset(&cfg)?;
+        dataset.require_splits(&["train", "test"])?;
         tracing::info!(
             "{}: {} training pairs, {} identities, {} test images, {} test captions",
             dataset.name,

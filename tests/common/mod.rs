@@ -1,4 +1,5 @@
-//! Helpers shared by the integration tests: the binary, the Python references, tensor files.
+//! Helpers shared by the integration tests: the binary, the Python references, tensor files,
+//! small annotated datasets.
 #![allow(dead_code)]
 use std::path::Path;
 use std::process::{Command, Output};
@@ -94,4 +95,70 @@ pub fn max_abs_diff(a: &tch::Tensor, b: &tch::Tensor) -> f64 {
         .abs()
         .max()
         .double_value(&[])
+}
+
+/// A 20x50 JPEG (or PNG, by extension) at `path`, its folders made.
+pub fn image(path: &Path) {
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    image::RgbImage::from_pixel(20, 50, image::Rgb([120, 30, 200]))
+        .save(path)
+        .unwrap();
+}
+
+/// Writes `<root>/<name>/<ann>` with `entries`, and an image for every path under `imgs/`.
+pub fn fixture(
+    root: &Path,
+    name: &str,
+    ann: &str,
+    key: &str,
+    entries: &[(&str, i64, &str, &[&str])],
+) {
+    let dir = root.join(name);
+    let list: Vec<serde_json::Value> = entries
+        .iter()
+        .map(|(split, id, path, caps)| {
+            image(&dir.join("imgs").join(path));
+            serde_json::json!({ "split": split, "id": id, key: path, "captions": caps })
+        })
+        .collect();
+    std::fs::write(dir.join(ann), serde_json::to_string(&list).unwrap()).unwrap();
+}
+
+/// Three training images of two people, two test images, one validation image.
+pub const ENTRIES: [(&str, i64, &str, &[&str]); 6] = [
+    ("train", 1, "a/1.jpg", &["a man in red", "red shirt man"]),
+    ("train", 2, "a/2.jpg", &["a woman in blue"]),
+    ("train", 1, "b/3.jpg", &["the man in red again"]),
+    (
+        "test",
+        7,
+        "b/4.jpg",
+        &["test person one", "another caption"],
+    ),
+    ("test", 8, "b/5.jpg", &["test person two"]),
+    ("val", 9, "b/6.jpg", &["val person"]),
+];
+
+/// `ENTRIES` as a CUHK-PEDES set (`reid_raw.json`, `file_path`) in a fresh folder.
+pub fn cuhk_fixture() -> tempfile::TempDir {
+    let root = tempfile::tempdir().unwrap();
+    fixture(
+        root.path(),
+        "CUHK-PEDES",
+        "reid_raw.json",
+        "file_path",
+        &ENTRIES,
+    );
+    root
+}
+
+/// A config for a tiny from-scratch model on `<root>/CUHK-PEDES` (32x16 images, one epoch), written
+/// to `<dir>/c.yaml`.
+pub fn tiny_cuhk_config(dir: &Path, root: &Path) -> std::path::PathBuf {
+    let cfg = dir.join("c.yaml");
+    std::fs::write(&cfg, format!(
+        "dataset_name: CUHK-PEDES\npretrain_choice: ''\nroot_dir: {}\nimg_size: [32, 16]\nembed_dim: 16\nvision_width: 16\nvision_layers: 1\nvision_heads: 1\nvision_patch_size: 16\ntransformer_width: 16\ntransformer_layers: 1\ntransformer_heads: 1\ntext_length: 16\ncmt_depth: 1\ndca_heads: 2\nbatch_size: 4\nnum_epoch: 1\n",
+        root.display()
+    )).unwrap();
+    cfg
 }
