@@ -80,6 +80,30 @@ mod tests {
         );
     }
 
+    /// The rates act: all selected tokens masked, or all left as they are (still labelled).
+    #[test]
+    fn mask_rates_decide_what_a_selected_token_becomes() {
+        let mut rng = ChaCha8Rng::seed_from_u64(3);
+        let ids = row(60, &mut rng);
+        let all_masked = MaskRates {
+            mask: 1.0,
+            unchanged: 0.0,
+        };
+        let (masked, labels) = mask_tokens(&ids, all_masked, &mut ChaCha8Rng::seed_from_u64(9));
+        let selected: Vec<usize> = (0..ids.len()).filter(|&i| labels[i] != 0).collect();
+        assert!(!selected.is_empty());
+        assert!(selected
+            .iter()
+            .all(|&i| masked[i] == MASK_ID && labels[i] == ids[i]));
+        let kept = MaskRates {
+            mask: 0.0,
+            unchanged: 1.0,
+        };
+        let (masked, labels) = mask_tokens(&ids, kept, &mut ChaCha8Rng::seed_from_u64(9));
+        assert_eq!(masked, ids, "selected tokens stay as they are");
+        assert_eq!(labels.iter().filter(|&&l| l != 0).count(), selected.len());
+    }
+
     #[test]
     fn selection_rate_and_80_10_10_split() {
         // For a row of n eligible tokens, with p = 0.15 and q = 0.85^n (nothing drawn, so the
