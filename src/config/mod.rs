@@ -598,6 +598,17 @@ mod tests {
     fn defaults_validate_and_round_trip() {
         let cfg = Config::default();
         cfg.validate().unwrap();
+        // IRRA's epsilons: 1e-3 for Adam, 1e-8 for AdamW, unless `eps` is set.
+        assert_eq!(cfg.optim.eps(), 1e-3);
+        let adamw = set(&[("optimizer", "AdamW")]).unwrap();
+        assert_eq!(adamw.optim.eps(), 1e-8);
+        assert_eq!(
+            set(&[("optimizer", "AdamW"), ("eps", "1e-6")])
+                .unwrap()
+                .optim
+                .eps(),
+            1e-6
+        );
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("c.yaml");
         cfg.save(&p).unwrap();

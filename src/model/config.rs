@@ -60,6 +60,51 @@ impl ModelConfig {
 mod tests {
     use super::*;
 
+    /// Biases start as IRRA's do: the added modules' linear biases as `torch.nn.Linear` leaves
+    /// them (nonzero, within 1/sqrt(fan_in)); attention projections', the classifier's and the
+    /// from-scratch CLIP towers' at zero.
+    #[test]
+    fn biases_start_as_irra_s() {
+        let mut c = ModelConfig::vit_b16((32, 16), 5);
+        c.clip = crate::model::clip::ClipConfig {
+            embed_dim: 32,
+            vision_width: 64,
+            vision_layers: 1,
+            vision_heads: 1,
+            text_width: 64,
+            text_heads: 1,
+            text_layers: 1,
+            context_length: 8,
+            ..c.clip
+        };
+        c.cmt_depth = 1;
+        let vs = tch::nn::VarStore::new(tch::Device::Cpu);
+        let _model = crate::model::Ccma::new(&vs.root(), &c);
+        let vars = vs.variables();
+        let max_abs = |k: &str| vars[k].abs().max().double_value(&[]);
+        for (k, fan_in) in [
+            ("mlm_head.dense.bias", 32.0),
+            ("mlm_head.fc.bias", 32.0),
+            ("cross_modal_transformer.resblocks.0.mlp.c_fc.bias", 32.0),
+            ("cross_modal_transformer.resblocks.0.mlp.c_proj.bias", 128.0),
+            ("dca_image.0.q_proj.bias", 32.0),
+            ("dca_text.0.mlp.c_proj.bias", 128.0),
+        ] {
+            let m = max_abs(k);
+            assert!(m > 0.0 && m <= 1.0 / f64::sqrt(fan_in), "{k}: {m}");
+        }
+        for k in [
+            "cross_attn.in_proj_bias",
+            "cross_attn.out_proj.bias",
+            "cross_modal_transformer.resblocks.0.attn.out_proj.bias",
+            "classifier.bias",
+            "base_model.transformer.resblocks.0.mlp.c_fc.bias",
+            "base_model.visual.transformer.resblocks.0.mlp.c_proj.bias",
+        ] {
+            assert_eq!(max_abs(k), 0.0, "{k}");
+        }
+    }
+
     #[test]
     fn metadata_round_trip() {
         let c = ModelConfig::vit_b16((384, 128), 11003);
