@@ -103,7 +103,7 @@ fn closed_sets_refuse_unknown_values_with_the_valid_list() {
             )),
             "{e}"
         );
-        let (code, _, err) = ccma(&["stats", "--set", &format!("{key}=nope")]);
+        let (code, _, err) = ccma(&["train", "--set", &format!("{key}=nope")]);
         assert_eq!(code, 2, "{err}");
         assert!(
             err.contains(&format!("in --set: invalid value for `{key}`")),
@@ -143,6 +143,25 @@ fn a_backbone_without_weights_is_refused_before_any_work() {
         "{err}"
     );
     assert!(!root.exists(), "nothing generated");
+}
+
+#[test]
+fn a_set_that_would_have_no_effect_is_refused() {
+    let (code, _, err) = ccma(&["stats", "--set", "lr=1e-3"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("--set lr: `ccma stats` does not use `lr` (it uses dataset_name, root_dir, synth_ids, seed)"), "{err}");
+    let (code, _, err) = ccma(&[
+        "test",
+        "--checkpoint",
+        "best.safetensors",
+        "--set",
+        "num_epoch=3",
+    ]);
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("--set num_epoch: `ccma test` does not use `num_epoch`"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -319,7 +338,7 @@ fn out_of_range_values_are_refused_by_name() {
             "invalid value for `lr`: inf (expected a positive number)",
         ),
     ] {
-        let (code, _, err) = ccma(&["stats", "--set", set]);
+        let (code, _, err) = ccma(&["train", "--set", set]);
         assert_eq!(code, 2, "{set}: {err}");
         assert_eq!(err.lines().count(), 1, "{set}: {err}");
         assert!(err.contains(needle), "{set}: {err}");

@@ -77,6 +77,22 @@ impl ConfigArgs {
             && self.set.is_empty()
     }
 
+    /// Refuses a `--set` of a (valid) key that `command` does not use, rather than accepting it
+    /// with no effect; `keys` are the ones it uses.
+    pub fn check_sets_act(&self, command: &str, keys: &[&str]) -> Result<()> {
+        let valid = crate::config::valid_keys();
+        for (k, _) in &self.set {
+            if valid.contains(k) && !keys.contains(&k.as_str()) {
+                return Err(UsageError(format!(
+                    "--set {k}: `ccma {command}` does not use `{k}` (it uses {})",
+                    keys.join(", ")
+                ))
+                .into());
+            }
+        }
+        Ok(())
+    }
+
     /// The defaults, then `--config` (or `fallback` when it is not given), then `--set`, then
     /// `--dataset`, `--root-dir`, `--device` and the command's own flags (`more`); validated.
     pub fn resolve(

@@ -11,6 +11,8 @@ pub struct StatsArgs {
 }
 
 pub fn run(a: StatsArgs) -> Result<()> {
+    let keys = ["dataset_name", "root_dir", "synth_ids", "seed"];
+    a.config.check_sets_act("stats", &keys)?;
     let cfg = a.config.resolve(None, &DeviceArg::default(), |_| Ok(()))?;
     let ds = crate::data::load_dataset(&cfg)?;
     let mut t = prettytable::Table::new();

@@ -32,6 +32,18 @@ pub struct TestArgs {
     pub visualize: usize,
 }
 
+/// The config keys evaluation uses.
+const KEYS: [&str; 8] = [
+    "dataset_name",
+    "root_dir",
+    "synth_ids",
+    "seed",
+    "img_size",
+    "text_length",
+    "test_batch_size",
+    "device",
+];
+
 pub fn run(a: TestArgs) -> Result<()> {
     let checkpoint = match (&a.checkpoint, &a.config.config) {
         (Some(c), _) => c.clone(),
@@ -44,6 +56,7 @@ pub fn run(a: TestArgs) -> Result<()> {
     };
     let beside = checkpoint.with_file_name("configs.yaml");
     let fallback = beside.is_file().then_some(beside.as_path());
+    a.config.check_sets_act("test", &KEYS)?;
     let cfg = a.config.resolve(fallback, &a.device, |_| Ok(()))?;
     let device = cfg.run.device.resolve()?;
     let dataset = crate::data::load_dataset(&cfg)?;
