@@ -17,7 +17,7 @@
 //! | 3 | [`data`] | datasets, tokenizer, transforms, MLM masking, samplers, loader |
 //! | 2 | [`config`] | the run config: typed sections, YAML and `--set` merging, validation |
 //! | 1 | [`report`], [`device`], [`logging`] | pictures and progress, devices, log set-up |
-//! | 0 | [`io`] | atomic writes, safetensors with metadata, file fingerprints |
+//! | 0 | [`io`] | atomic writes, safetensors with metadata, `torch.save` reader, fingerprints |
 pub mod cli;
 pub mod config;
 pub mod data;
