@@ -1,14 +1,13 @@
 //! `ccma test`: evaluates a checkpoint on its dataset's test split.
 use super::args::{ConfigArgs, DeviceArg};
-use crate::data::annotations::EvalSplit;
 use crate::factory::WeightsSource;
-use crate::report::sheet::{self, SheetItem};
-use crate::retrieval::encode::{embed_split, score_split, EncodeOptions, SplitFeatures};
+use crate::retrieval::encode::{embed_split, score_split, EncodeOptions};
 use crate::retrieval::features::non_finite;
+use crate::retrieval::sheets::contact_sheets;
 use crate::UsageError;
 use anyhow::{Context, Result};
 use clap::Args;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 /// Evaluate a checkpoint on the test split (t2i, optionally i2t); writes test_results.json beside it.
 #[derive(Args, Debug)]
@@ -92,38 +91,8 @@ pub fn run(a: TestArgs) -> Result<()> {
     tracing::info!("wrote {}", out.display());
     if a.visualize > 0 {
         let dir = checkpoint.with_file_name("visualize");
-        let n = visualize(&feats, &dataset.test, a.visualize, &dir)?;
+        let n = contact_sheets(&feats, &dataset.test, a.visualize, &dir)?;
         tracing::info!("wrote {n} contact sheets to {}", dir.display());
     }
     Ok(())
-}
-
-/// Contact sheets of the top 10 images for `n` queries spread evenly over the split, true matches
-/// framed green and misses red; returns how many were written.
-fn visualize(feats: &SplitFeatures, split: &EvalSplit, n: usize, dir: &Path) -> Result<usize> {
-    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
-    let total = split.captions.len();
-    let picks: Vec<usize> = (0..n.min(total))
-        .map(|i| i * total / n.min(total))
-        .collect();
-    for &q in &picks {
-        let query = feats.texts.get(q as i64).unsqueeze(0);
-        let hits = crate::retrieval::topk::top_k(&feats.images, &query, 10);
-        let pid = split.caption_pids[q];
-        let items: Vec<SheetItem> = hits
-            .iter()
-            .map(|&(i, s)| SheetItem {
-                path: split.image_paths[i].clone(),
-                score: s,
-                matched: Some(split.image_pids[i] == pid),
-            })
-            .collect();
-        let matches = split.image_pids.iter().filter(|&&p| p == pid).count();
-        let note = format!(
-            "query {q}, person {pid}: {matches} true match(es) in the gallery, framed green"
-        );
-        let path: PathBuf = dir.join(format!("query_{q:05}.png"));
-        sheet::write(&path, &split.captions[q], Some(&note), &items)?;
-    }
-    Ok(picks.len())
 }

@@ -4,4 +4,5 @@ pub mod encode;
 pub mod features;
 pub mod gallery;
 pub mod metrics;
+pub mod sheets;
 pub mod topk;
