@@ -90,7 +90,7 @@ pub fn run(a: TrainArgs) -> Result<()> {
             dir: dir.clone(),
             num_epoch: a.num_epoch,
         },
-        None => Start::New(a.config.resolve(None, &a.device, |o| {
+        None => Start::New(Box::new(a.config.resolve(None, &a.device, |o| {
             o.flag("--batch-size", "batch_size", a.batch_size, |c, v| c.data.batch_size = v)?;
             o.flag("--num-epoch", "num_epoch", a.num_epoch, |c, v| c.optim.num_epoch = v)?;
             o.flag("--name", "name", a.name.clone(), |c, v| c.run.name = v)?;
@@ -98,7 +98,7 @@ pub fn run(a: TrainArgs) -> Result<()> {
             o.flag("--run-dir", "run_dir", a.run_dir.clone(), |c, v| c.run.run_dir = Some(v))?;
             o.flag("--pretrained", "pretrained", a.pretrained.clone(), |c, v| c.model.pretrained = Some(v))?;
             o.flag("--loss-names", "loss_names", a.loss_names.clone(), |c, v| c.loss.loss_names = v)
-        })?),
+        })?)),
     };
     if let Start::New(cfg) = &start {
         check_pretrained(cfg)?;

@@ -324,7 +324,7 @@ impl DataSection {
             ("synth_ids", self.synth_ids.2 as f64, 1.0, 1e6),
         ])?;
         if self.sampler == SamplerKind::Identity
-            && (self.num_instance == 0 || self.batch_size % self.num_instance != 0)
+            && (self.num_instance == 0 || !self.batch_size.is_multiple_of(self.num_instance))
         {
             invalid!(
                 "num_instance",

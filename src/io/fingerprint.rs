@@ -50,8 +50,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("a");
         std::fs::write(&p, b"one").unwrap();
-        let a = files(&[p.clone()]).unwrap();
-        assert_eq!(a, files(&[p.clone()]).unwrap());
+        let a = files(std::slice::from_ref(&p)).unwrap();
+        assert_eq!(a, files(std::slice::from_ref(&p)).unwrap());
         std::fs::write(&p, b"three").unwrap();
         assert_ne!(a, files(&[p]).unwrap());
         assert_eq!(fnv1a(*b"", FNV_START), FNV_START);

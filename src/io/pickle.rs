@@ -453,7 +453,7 @@ impl Machine<'_> {
 }
 
 fn pairs(items: Vec<Value>) -> Result<Vec<(Value, Value)>> {
-    if items.len() % 2 != 0 {
+    if !items.len().is_multiple_of(2) {
         bail!("odd number of dict items");
     }
     let mut out = Vec::with_capacity(items.len() / 2);

@@ -278,7 +278,7 @@ impl Trainer {
                     .collect::<BTreeMap<_, _>>(),
                 t2i: None,
             };
-            if epoch % self.cfg.run.eval_period == 0 || epoch == last {
+            if epoch.is_multiple_of(self.cfg.run.eval_period) || epoch == last {
                 let m = self.evaluate()?;
                 tracing::info!(
                     "epoch {epoch} test t2i\n{}",
@@ -406,7 +406,7 @@ fn count_params(vs: &VarStore) -> i64 {
 /// How a training command starts.
 pub enum Start {
     /// A new run with this config.
-    New(Config),
+    New(Box<Config>),
     /// Continue the run in `dir` from its last saved step, with its own `configs.yaml`; only the
     /// number of epochs may change (to at least the epochs already done).
     Resume {
@@ -426,6 +426,7 @@ pub fn run(start: Start, faults: Faults) -> Result<Progress> {
             (Config::from_file(&run.config())?, run, num_epoch)
         }
         Start::New(cfg) => {
+            let cfg = *cfg;
             let cwd = std::env::current_dir().context("cannot read the current folder")?;
             let cfg = cfg.with_absolute_paths(&cwd);
             let run = RunDir::create(&cfg)?;

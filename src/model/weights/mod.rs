@@ -177,7 +177,7 @@ pub fn copy_into(
     let vars = vs.variables();
     let mut unexpected: Vec<&String> = named
         .keys()
-        .filter(|k| !vars.contains_key(*k) && !may_be_extra.iter().any(|e| k.as_str() == *e))
+        .filter(|k| !vars.contains_key(*k) && !may_be_extra.contains(&k.as_str()))
         .collect();
     unexpected.sort();
     if let Some(k) = unexpected.first() {
