@@ -13,6 +13,14 @@ fn ccma(args: &[&str]) -> (i32, String, String) {
     )
 }
 
+/// Asserts `ccma args` fails as bad input (exit 2) with one error line containing `needle`.
+fn refused(args: &[&str], needle: &str) {
+    let (code, _, err) = ccma(args);
+    assert_eq!(code, 2, "{args:?}: {err}");
+    assert_eq!(err.trim_end().lines().count(), 1, "{args:?}: {err}");
+    assert!(err.contains(needle), "{args:?}: {err}");
+}
+
 /// Runs `ccma train --config <yaml>` and returns its one-line error.
 fn config_error(yaml: &str) -> String {
     let dir = tempfile::tempdir().unwrap();
@@ -147,30 +155,27 @@ fn a_backbone_without_weights_is_refused_before_any_work() {
 
 #[test]
 fn a_set_that_would_have_no_effect_is_refused() {
-    let (code, _, err) = ccma(&["stats", "--set", "lr=1e-3"]);
-    assert_eq!(code, 2, "{err}");
-    assert!(err.contains("--set lr: `ccma stats` does not use `lr` (it uses dataset_name, root_dir, synth_ids, seed)"), "{err}");
-    let (code, _, err) = ccma(&[
-        "test",
-        "--checkpoint",
-        "best.safetensors",
-        "--set",
-        "num_epoch=3",
-    ]);
-    assert_eq!(code, 2, "{err}");
-    assert!(
-        err.contains("--set num_epoch: `ccma test` does not use `num_epoch`"),
-        "{err}"
+    refused(
+        &["stats", "--set", "lr=1e-3"],
+        "--set lr: `ccma stats` does not use `lr` (it uses dataset_name, root_dir, synth_ids, seed)",
+    );
+    refused(
+        &[
+            "test",
+            "--checkpoint",
+            "best.safetensors",
+            "--set",
+            "num_epoch=3",
+        ],
+        "--set num_epoch: `ccma test` does not use `num_epoch`",
     );
 }
 
 #[test]
 fn resume_takes_no_config_flags_but_the_number_of_epochs() {
-    let (code, _, err) = ccma(&["train", "--resume", "somewhere", "--batch-size", "3"]);
-    assert_eq!(code, 2, "{err}");
-    assert!(
-        err.contains("--resume continues a run with the configs.yaml in its folder: only --num-epoch may change it"),
-        "{err}"
+    refused(
+        &["train", "--resume", "somewhere", "--batch-size", "3"],
+        "--resume continues a run with the configs.yaml in its folder: only --num-epoch may change it",
     );
 }
 
