@@ -55,7 +55,11 @@ pub fn training_model(cfg: &Config, num_classes: i64, device: Device) -> Result<
     let pretrained = match &cfg.model.pretrained {
         Some(p) => {
             let mut w = read_weights(p)?;
-            mcfg = sized_by(&w, mcfg, p)?;
+            // The dataset decides the identities; a classifier of another size is not loaded.
+            mcfg = ModelConfig {
+                num_classes,
+                ..sized_by(&w, mcfg, p)?
+            };
             drop_other_classifier(&mut w, num_classes, p);
             Some((p, w))
         }
@@ -152,7 +156,7 @@ fn read_weights(path: &Path) -> Result<Weights> {
 pub enum WeightsSource {
     /// A ccma checkpoint: every weight, and the model's sizes in its metadata.
     Checkpoint(PathBuf),
-    /// CLIP weights (OpenAI's archive or safetensors): the encoders only.
+    /// Weights in any layout, whatever modules they hold (CLIP's encoders at least).
     Pretrained(PathBuf),
 }
 
@@ -174,10 +178,6 @@ pub fn inference_model(
 ) -> Result<Inference> {
     let (WeightsSource::Checkpoint(path) | WeightsSource::Pretrained(path)) = source;
     let w = read_weights(path)?;
-    let paper = |size: Option<(i64, i64)>| {
-        let size = size.unwrap_or(crate::config::DataSection::default().img_size);
-        ModelConfig::vit_b16(size, 1)
-    };
     let mcfg = match (source, w.format) {
         (WeightsSource::Checkpoint(_), Format::Ccma) => {
             let mut c = checkpoint_model_config(path, &w)?;
@@ -186,11 +186,10 @@ pub fn inference_model(
             }
             c
         }
-        (WeightsSource::Checkpoint(_), _) => sized_by(&w, paper(img_size), path)?,
-        (WeightsSource::Pretrained(_), _) => ModelConfig {
-            clip: sized_by(&w, paper(img_size), path)?.clip,
-            ..paper(img_size)
-        },
+        _ => {
+            let size = img_size.unwrap_or(crate::config::DataSection::default().img_size);
+            sized_by(&w, ModelConfig::vit_b16(size, 1), path)?
+        }
     };
     let (size, patch) = (mcfg.clip.image_size, mcfg.clip.patch_size);
     if size.0 < patch || size.1 < patch {

@@ -107,6 +107,22 @@ fn irra_checkpoint_gives_the_reference_outputs() {
     let img = model.encode_image(&io["images"]);
     let (logits, _) = model.mlm(&img, &io["mlm_ids"], &io["mlm_labels"]);
     close("mlm_logits", &logits, &io["mlm_logits"]);
+    // As pretrained weights: every module it has is loaded, whatever its depth.
+    let pth = dir.path().join("irra_best.pth");
+    let source = WeightsSource::Pretrained(pth.clone());
+    let p = inference_model(&source, Some((64, 32)), Device::Cpu).unwrap();
+    close(
+        "f_t as pretrained",
+        &p.model.text_features(&io["ids"]),
+        &io["f_t"],
+    );
+    // As initial weights for another dataset: the classifier has that dataset's identities.
+    let cfg = config(dir.path(), Some(pth.to_str().unwrap()));
+    let (_vs, trained) = ccma::factory::training_model(&cfg, 5, Device::Cpu).unwrap();
+    assert_eq!(
+        (trained.config.num_classes, trained.config.cmt_depth),
+        (5, 1)
+    );
 }
 
 /// `ccma export --format irra` loads into an IRRA-shaped PyTorch model with a strict

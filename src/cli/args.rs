@@ -1,5 +1,5 @@
 //! Flag groups that several commands share, and turning flags into typed values once.
-use crate::config::{Config, DatasetName};
+use crate::config::{Config, DataSection, DatasetName};
 use crate::device::DeviceSpec;
 use crate::factory::{Inference, WeightsSource};
 use crate::retrieval::encode::EncodeOptions;
@@ -163,19 +163,32 @@ impl WeightsArgs {
             .map(|p| Config::from_file(&p))
             .transpose()?
             .map(|c| c.data);
-        let size = img_size.or(data.as_ref().map(|d| d.img_size));
-        let model = crate::factory::inference_model(&source, size, device)?;
-        let clip = &model.model.config.clip;
-        let mut opts = match &data {
-            Some(d) => EncodeOptions::from_config(d, device),
-            None => EncodeOptions::for_model(clip, Config::default().data.test_batch_size, device),
-        };
-        opts.img_size = (clip.image_size.0 as usize, clip.image_size.1 as usize);
+        let (model, mut opts) = model_and_options(&source, data.as_ref(), img_size, device)?;
         if let Some(b) = batch_size {
             opts.batch_size = b;
         }
         Ok((model, opts))
     }
+}
+
+/// The model of `source` and how to feed it: the data settings `data` when the user gave some
+/// (a run's configs.yaml, a config file, `--set`), else what the weights were built for; the
+/// input size `img_size` over either.
+pub fn model_and_options(
+    source: &WeightsSource,
+    data: Option<&DataSection>,
+    img_size: Option<(i64, i64)>,
+    device: tch::Device,
+) -> Result<(Inference, EncodeOptions)> {
+    let size = img_size.or(data.map(|d| d.img_size));
+    let model = crate::factory::inference_model(source, size, device)?;
+    let clip = &model.model.config.clip;
+    let mut opts = match data {
+        Some(d) => EncodeOptions::from_config(d, device),
+        None => EncodeOptions::for_model(clip, DataSection::default().test_batch_size, device),
+    };
+    opts.img_size = (clip.image_size.0 as usize, clip.image_size.1 as usize);
+    Ok((model, opts))
 }
 
 /// `HxW` (e.g. `384x128`) as (H, W).

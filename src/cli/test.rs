@@ -1,7 +1,7 @@
 //! `ccma test`: evaluates a checkpoint on its dataset's test split.
-use super::args::{ConfigArgs, DeviceArg};
+use super::args::{model_and_options, ConfigArgs, DeviceArg};
 use crate::factory::WeightsSource;
-use crate::retrieval::encode::{embed_split, score_split, EncodeOptions};
+use crate::retrieval::encode::{embed_split, score_split};
 use crate::retrieval::features::non_finite;
 use crate::retrieval::sheets::contact_sheets;
 use crate::UsageError;
@@ -64,14 +64,7 @@ pub fn run(a: TestArgs) -> Result<()> {
     // otherwise the checkpoint's own model does.
     let explicit = fallback.is_some() || a.config.config.is_some() || !a.config.set.is_empty();
     let source = WeightsSource::Checkpoint(checkpoint.clone());
-    let size = explicit.then_some(cfg.data.img_size);
-    let model = crate::factory::inference_model(&source, size, device)?;
-    let opts = match explicit {
-        true => EncodeOptions::from_config(&cfg.data, device),
-        false => {
-            EncodeOptions::for_model(&model.model.config.clip, cfg.data.test_batch_size, device)
-        }
-    };
+    let (model, opts) = model_and_options(&source, explicit.then_some(&cfg.data), None, device)?;
     let feats = embed_split(&model.model, &dataset.test, &opts)
         .with_context(|| format!("embedding the {} test split", dataset.name))?;
     let bad = non_finite(&feats.images) + non_finite(&feats.texts);

@@ -168,8 +168,6 @@ impl Trainer {
             dataset.test.image_paths.len(),
             dataset.test.captions.len()
         );
-        let (vs, model) = crate::factory::training_model(&cfg, dataset.num_classes as i64, device)?;
-        let opt = Optimizer::new(&vs, &cfg.optim);
         let loader = TrainLoader::new(
             dataset.train.clone(),
             LoaderOptions::from_config(&cfg, device),
@@ -184,6 +182,8 @@ impl Trainer {
                 d.num_instance
             )));
         }
+        let (vs, model) = crate::factory::training_model(&cfg, dataset.num_classes as i64, device)?;
+        let opt = Optimizer::new(&vs, &cfg.optim);
         let spec = LossSpec {
             terms: cfg.losses(),
             params: cfg.loss.clone(),
@@ -420,24 +420,22 @@ pub enum Start {
 /// ready, so a run that fails to start leaves a folder that a new run can use; a run that never
 /// saved a step resumes from its start.
 pub fn run(start: Start, faults: Faults) -> Result<Progress> {
-    let (mut cfg, run, num_epoch) = match start {
+    let (mut cfg, run, resume, num_epoch) = match start {
         Start::Resume { dir, num_epoch } => {
             let run = RunDir::existing(&dir)?;
-            (Config::from_file(&run.config())?, run, num_epoch)
+            (Config::from_file(&run.config())?, run, true, num_epoch)
         }
         Start::New(cfg) => {
-            let cfg = *cfg;
             let cwd = std::env::current_dir().context("cannot read the current folder")?;
             let cfg = cfg.with_absolute_paths(&cwd);
             let run = RunDir::create(&cfg)?;
-            (cfg, run, None)
+            (cfg, run, false, None)
         }
     };
     crate::logging::set_log_file(&run.log())
         .with_context(|| format!("cannot open {}", run.log().display()))?;
     tracing::info!("run folder {}", run.dir.display());
     interrupt::install_handler();
-    let resume = run.config().exists();
     let changed = num_epoch.is_some_and(|n| n != cfg.optim.num_epoch);
     if let Some(n) = num_epoch {
         tracing::info!("num_epoch {} -> {n}", cfg.optim.num_epoch);
