@@ -16,12 +16,13 @@
 //! | 4 | [`model`] | `ModelConfig`, the layers, weight readers, parameter groups |
 //! | 3 | [`data`] | datasets, tokenizer, transforms, MLM masking, samplers, loader |
 //! | 2 | [`config`] | the run config: typed sections, YAML and `--set` merging, validation |
-//! | 1 | [`report`], [`device`], [`logging`] | pictures and progress, devices, log set-up |
+//! | 1 | [`report`], [`device`], [`dist`], [`logging`] | pictures and progress, devices, the ranks of a data-parallel run and their c10d process group, log set-up |
 //! | 0 | [`io`] | atomic writes, safetensors with metadata, `torch.save` reader, fingerprints |
 pub mod cli;
 pub mod config;
 pub mod data;
 pub mod device;
+pub mod dist;
 pub mod factory;
 pub mod io;
 pub mod logging;

@@ -3,7 +3,7 @@
 use std::path::{Path, PathBuf};
 
 /// Floors, top to bottom, as `src/lib.rs` lists them (`main.rs` stands on the command line).
-const FLOORS: [(&str, u32); 13] = [
+const FLOORS: [(&str, u32); 14] = [
     ("main", 10),
     ("cli", 9),
     ("train", 8),
@@ -15,6 +15,7 @@ const FLOORS: [(&str, u32); 13] = [
     ("config", 2),
     ("report", 1),
     ("device", 1),
+    ("dist", 1),
     ("logging", 1),
     ("io", 0),
 ];

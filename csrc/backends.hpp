@@ -1,0 +1,22 @@
+// Process-group constructors that live in their own translation unit (NCCL needs the CUDA and NCCL
+// headers, which only a CUDA build of libtorch comes with).
+#pragma once
+
+#include <torch/csrc/distributed/c10d/Backend.hpp>
+#include <torch/csrc/distributed/c10d/Store.hpp>
+
+#include <chrono>
+
+namespace ccma {
+
+// Whether this build can create NCCL process groups.
+bool nccl_compiled();
+
+// An NCCL process group of `world` ranks over `store`; throws where NCCL was not compiled in.
+c10::intrusive_ptr<c10d::Backend> make_nccl(
+    const c10::intrusive_ptr<c10d::Store>& store,
+    int rank,
+    int world,
+    std::chrono::milliseconds timeout);
+
+} // namespace ccma

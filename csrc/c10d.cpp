@@ -1,0 +1,179 @@
+// A C interface to libtorch's c10d: the TCP store for rendezvous and the Gloo and NCCL process
+// groups, for `src/dist/ffi.rs`. Every function catches C++ exceptions and reports them as a
+// message in `*err` (free it with ccma_string_free); tensors are `at::Tensor*`, the pointers `tch`
+// uses for its tensors.
+#include "backends.hpp"
+
+#include <torch/csrc/distributed/c10d/ProcessGroupGloo.hpp>
+#include <torch/csrc/distributed/c10d/TCPStore.hpp>
+
+#include <cstring>
+#include <string>
+
+namespace {
+
+struct Group {
+  c10::intrusive_ptr<c10d::Store> store;
+  c10::intrusive_ptr<c10d::Backend> backend;
+  std::chrono::milliseconds timeout;
+};
+
+char* copy_string(const std::string& s) {
+  char* out = static_cast<char*>(std::malloc(s.size() + 1));
+  if (out != nullptr) {
+    std::memcpy(out, s.c_str(), s.size() + 1);
+  }
+  return out;
+}
+
+// Runs `body`; on an exception stores its message (without libtorch's backtrace) in `*err` and
+// returns false.
+template <typename F>
+bool guarded(char** err, F body) {
+  try {
+    body();
+    return true;
+  } catch (const c10::Error& e) {
+    *err = copy_string(e.what_without_backtrace());
+  } catch (const std::exception& e) {
+    *err = copy_string(e.what());
+  } catch (...) {
+    *err = copy_string("unknown C++ exception");
+  }
+  return false;
+}
+
+void wait(Group* g, const c10::intrusive_ptr<c10d::Work>& work) {
+  work->wait(g->timeout);
+}
+
+c10::intrusive_ptr<c10d::Backend> make_gloo(
+    const c10::intrusive_ptr<c10d::Store>& store,
+    int rank,
+    int world,
+    std::chrono::milliseconds timeout,
+    const char* interface,
+    const char* hostname) {
+  auto options = c10d::ProcessGroupGloo::Options::create(timeout);
+  if (interface != nullptr) {
+    options->devices.push_back(c10d::ProcessGroupGloo::createDeviceForInterface(interface));
+  } else if (hostname != nullptr) {
+    options->devices.push_back(c10d::ProcessGroupGloo::createDeviceForHostname(hostname));
+  } else {
+    options->devices.push_back(c10d::ProcessGroupGloo::createDefaultDevice());
+  }
+  return c10::make_intrusive<c10d::ProcessGroupGloo>(store, rank, world, options);
+}
+
+} // namespace
+
+extern "C" {
+
+void ccma_string_free(char* s) {
+  std::free(s);
+}
+
+int ccma_nccl_compiled() {
+  return ccma::nccl_compiled() ? 1 : 0;
+}
+
+// Rendezvous at `master_addr:port` (rank 0 serves the store) and create the process group.
+// `backend` is "gloo" or "nccl"; for Gloo, `interface` or else `hostname` picks the network
+// device (both null: the address this machine's hostname resolves to). Null on failure.
+void* ccma_group_new(
+    const char* backend,
+    const char* master_addr,
+    int port,
+    int rank,
+    int world,
+    int64_t timeout_ms,
+    const char* interface,
+    const char* hostname,
+    char** err) {
+  Group* group = nullptr;
+  guarded(err, [&] {
+    auto timeout = std::chrono::milliseconds(timeout_ms);
+    c10d::TCPStoreOptions opts;
+    opts.port = static_cast<std::uint16_t>(port);
+    opts.isServer = rank == 0;
+    opts.numWorkers = static_cast<std::size_t>(world);
+    opts.waitWorkers = true;
+    opts.timeout = timeout;
+    auto store = c10::make_intrusive<c10d::TCPStore>(std::string(master_addr), opts);
+    c10::intrusive_ptr<c10d::Backend> pg;
+    if (std::string(backend) == "nccl") {
+      pg = ccma::make_nccl(store, rank, world, timeout);
+    } else {
+      pg = make_gloo(store, rank, world, timeout, interface, hostname);
+    }
+    group = new Group{store, pg, timeout};
+  });
+  return group;
+}
+
+void ccma_group_free(void* group) {
+  delete static_cast<Group*>(group);
+}
+
+// Sums `t` over all ranks, in place (every rank gets the same result).
+int ccma_all_reduce_sum(void* group, at::Tensor* t, char** err) {
+  auto* g = static_cast<Group*>(group);
+  return guarded(err, [&] {
+    std::vector<at::Tensor> tensors{*t};
+    wait(g, g->backend->allreduce(tensors, c10d::AllreduceOptions()));
+  });
+}
+
+// The `t` of every rank, concatenated along dim 0 in rank order (all ranks pass the same shape).
+at::Tensor* ccma_all_gather(void* group, at::Tensor* t, char** err) {
+  auto* g = static_cast<Group*>(group);
+  at::Tensor* out = nullptr;
+  guarded(err, [&] {
+    int world = g->backend->getSize();
+    std::vector<std::vector<at::Tensor>> outputs(1);
+    for (int r = 0; r < world; ++r) {
+      outputs[0].push_back(at::empty_like(*t));
+    }
+    std::vector<at::Tensor> inputs{*t};
+    wait(g, g->backend->allgather(outputs, inputs, c10d::AllgatherOptions()));
+    out = new at::Tensor(at::cat(outputs[0], 0));
+  });
+  return out;
+}
+
+// Copies rank `root`'s `t` into every rank's `t`, in place.
+int ccma_broadcast(void* group, at::Tensor* t, int root, char** err) {
+  auto* g = static_cast<Group*>(group);
+  return guarded(err, [&] {
+    std::vector<at::Tensor> tensors{*t};
+    c10d::BroadcastOptions opts;
+    opts.rootRank = root;
+    wait(g, g->backend->broadcast(tensors, opts));
+  });
+}
+
+// Sets `key` to `value` in the rendezvous store.
+int ccma_store_set(void* group, const char* key, const char* value, char** err) {
+  auto* g = static_cast<Group*>(group);
+  return guarded(err, [&] {
+    std::string v(value);
+    g->store->set(key, std::vector<uint8_t>(v.begin(), v.end()));
+  });
+}
+
+// Waits up to `timeout_ms` for `key` and copies its value into `*value` (null if it never came).
+int ccma_store_get(void* group, const char* key, int64_t timeout_ms, char** value, char** err) {
+  auto* g = static_cast<Group*>(group);
+  *value = nullptr;
+  return guarded(err, [&] {
+    try {
+      g->store->wait({key}, std::chrono::milliseconds(timeout_ms));
+    } catch (const c10::DistStoreError&) {
+      return; // not there in time
+    }
+    auto bytes = g->store->get(key);
+    *value = copy_string(std::string(bytes.begin(), bytes.end()));
+  });
+}
+
+} // extern "C"

@@ -1,0 +1,3 @@
+// See README.md: only the names ProcessGroupGloo.hpp mentions.
+#pragma once
+#include "gloo/context.h"

@@ -1,0 +1,47 @@
+// The NCCL process group, compiled when the libtorch in use is a CUDA build that comes with the
+// CUDA and NCCL headers (CCMA_WITH_NCCL, set by build.rs).
+#include "backends.hpp"
+
+#ifdef CCMA_WITH_NCCL
+#include <torch/csrc/distributed/c10d/ProcessGroupNCCL.hpp>
+#endif
+
+#include <stdexcept>
+
+namespace ccma {
+
+#ifdef CCMA_WITH_NCCL
+
+bool nccl_compiled() {
+  return true;
+}
+
+c10::intrusive_ptr<c10d::Backend> make_nccl(
+    const c10::intrusive_ptr<c10d::Store>& store,
+    int rank,
+    int world,
+    std::chrono::milliseconds timeout) {
+  auto options = c10d::ProcessGroupNCCL::Options::create();
+  options->timeout = timeout;
+  return c10::make_intrusive<c10d::ProcessGroupNCCL>(store, rank, world, options);
+}
+
+#else
+
+bool nccl_compiled() {
+  return false;
+}
+
+c10::intrusive_ptr<c10d::Backend> make_nccl(
+    const c10::intrusive_ptr<c10d::Store>&,
+    int,
+    int,
+    std::chrono::milliseconds) {
+  throw std::runtime_error(
+      "this ccma was built against a libtorch without NCCL (a CPU build, or one without the CUDA "
+      "and NCCL headers); use dist_backend: gloo");
+}
+
+#endif
+
+} // namespace ccma

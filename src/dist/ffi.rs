@@ -1,0 +1,57 @@
+//! The C interface of `csrc/c10d.cpp`. Tensors cross as `tch`'s `at::Tensor` pointers; a failed
+//! call returns null or 0 and leaves a `malloc`ed message in `err`.
+use std::ffi::{c_char, c_int, c_void};
+use tch::Tensor;
+
+/// An `at::Tensor*` (what `tch`'s `Tensor::as_mut_ptr` gives).
+type CTensor = c_void;
+
+extern "C" {
+    pub fn ccma_string_free(s: *mut c_char);
+    pub fn ccma_nccl_compiled() -> c_int;
+    pub fn ccma_group_new(
+        backend: *const c_char,
+        master_addr: *const c_char,
+        port: c_int,
+        rank: c_int,
+        world: c_int,
+        timeout_ms: i64,
+        interface: *const c_char,
+        hostname: *const c_char,
+        err: *mut *mut c_char,
+    ) -> *mut c_void;
+    pub fn ccma_group_free(group: *mut c_void);
+    pub fn ccma_all_reduce_sum(group: *mut c_void, t: *mut CTensor, err: *mut *mut c_char) -> c_int;
+    pub fn ccma_all_gather(group: *mut c_void, t: *mut CTensor, err: *mut *mut c_char) -> *mut CTensor;
+    pub fn ccma_broadcast(group: *mut c_void, t: *mut CTensor, root: c_int, err: *mut *mut c_char) -> c_int;
+    pub fn ccma_store_set(
+        group: *mut c_void,
+        key: *const c_char,
+        value: *const c_char,
+        err: *mut *mut c_char,
+    ) -> c_int;
+    pub fn ccma_store_get(
+        group: *mut c_void,
+        key: *const c_char,
+        timeout_ms: i64,
+        value: *mut *mut c_char,
+        err: *mut *mut c_char,
+    ) -> c_int;
+}
+
+/// Takes ownership of a string the shim allocated.
+pub fn take_string(s: *mut c_char) -> Option<String> {
+    if s.is_null() {
+        return None;
+    }
+    // SAFETY: a NUL-terminated string from `copy_string` in the shim, freed once here.
+    let text = unsafe { std::ffi::CStr::from_ptr(s) }.to_string_lossy().into_owned();
+    unsafe { ccma_string_free(s) };
+    Some(text)
+}
+
+/// A tensor the shim returned (a new `at::Tensor` on the heap).
+pub fn take_tensor(t: *mut CTensor) -> Tensor {
+    // SAFETY: the shim allocates it with `new at::Tensor`, which `tch` frees on drop.
+    unsafe { Tensor::from_ptr(t.cast()) }
+}
