@@ -175,6 +175,7 @@ fn main() {
         num_workers: 0,
         prefetch: 4,
         pin_memory: false,
+        shard: ccma::data::loader::Shard::WHOLE,
     };
     let loader = ccma::data::loader::TrainLoader::new(train, opts).expect("loader");
     let start = Instant::now();

@@ -176,4 +176,10 @@ int ccma_store_get(void* group, const char* key, int64_t timeout_ms, char** valu
   });
 }
 
+// Whether `key` is in the rendezvous store now (no waiting).
+int ccma_store_check(void* group, const char* key, int* present, char** err) {
+  auto* g = static_cast<Group*>(group);
+  return guarded(err, [&] { *present = g->store->check({key}) ? 1 : 0; });
+}
+
 } // extern "C"

@@ -70,6 +70,19 @@ impl DeviceSpec {
         }
         Ok(dev)
     }
+
+    /// The device of the rank with `local_rank` on its machine in a launched (data-parallel)
+    /// run: a CUDA rank uses `cuda:local_rank`, so the config says `auto`, `cpu` or `cuda`.
+    pub fn resolve_for_rank(self, local_rank: usize) -> Result<Device> {
+        match self {
+            DeviceSpec::Cuda(i) if i > 0 => bail!(crate::UsageError(format!(
+                "device {self} in a launched run: each rank uses cuda:LOCAL_RANK, so write `device: cuda` (or auto)"
+            ))),
+            DeviceSpec::Cpu => Ok(Device::Cpu),
+            DeviceSpec::Auto if !tch::Cuda::is_available() => Ok(Device::Cpu),
+            _ => DeviceSpec::Cuda(local_rank).resolve(),
+        }
+    }
 }
 
 /// Name and total memory (bytes) of each CUDA device, read through the CUDA driver API.

@@ -172,6 +172,54 @@ impl LossSpec {
     }
 }
 
+/// Whether `term` compares samples across the batch (SDM, ITC, CMPM, IMAL), as opposed to a mean
+/// of per-sample terms (ID over samples, MLM over masked tokens).
+pub fn spans_batch(term: LossTerm) -> bool {
+    !matches!(term, LossTerm::Id | LossTerm::Mlm)
+}
+
+/// What the batch-spanning terms compare: the features and pids of the whole batch, [B, D] and
+/// [B]. In a data-parallel run these are every rank's samples, and only this rank's own rows
+/// carry gradients.
+pub struct BatchFeatures {
+    pub f_i: Tensor,
+    pub f_t: Tensor,
+    /// DCA features, when the forward ran the DCA heads.
+    pub g_i: Option<Tensor>,
+    pub g_t: Option<Tensor>,
+    pub pids: Tensor,
+}
+
+impl BatchFeatures {
+    /// The batch of one process: its own outputs.
+    pub fn local(out: &TrainOutputs, pids: &Tensor) -> BatchFeatures {
+        let copy = |t: &Option<Tensor>| t.as_ref().map(Tensor::shallow_clone);
+        BatchFeatures {
+            f_i: out.f_i.shallow_clone(),
+            f_t: out.f_t.shallow_clone(),
+            g_i: copy(&out.g_i),
+            g_t: copy(&out.g_t),
+            pids: pids.shallow_clone(),
+        }
+    }
+}
+
+/// This process's share of the per-sample means: its samples over the batch's (ID), its masked
+/// tokens over the batch's (MLM). Both 1 in a one-process run; across ranks the shares sum to 1,
+/// so the ranks' ID and MLM terms add up to the means over the whole batch.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct LocalShare {
+    pub samples: f64,
+    pub masked: f64,
+}
+
+impl LocalShare {
+    pub const WHOLE: LocalShare = LocalShare {
+        samples: 1.0,
+        masked: 1.0,
+    };
+}
+
 /// The selected loss terms, in the order of [`LossSpec::terms`].
 pub struct LossTerms(pub Vec<(LossTerm, Tensor)>);
 
@@ -186,9 +234,16 @@ impl LossTerms {
     }
 }
 
-/// Computes every term of `spec` from the model's outputs of a forward run with `spec.heads()`
-/// and, when `spec.mlm()`, masked captions.
-pub fn compute(spec: &LossSpec, out: &TrainOutputs, pids: &Tensor) -> LossTerms {
+/// Computes every term of `spec`: the batch-spanning ones on `batch`, ID and MLM on this process's
+/// outputs `out` (of a forward run with `spec.heads()` and, when `spec.mlm()`, masked captions)
+/// with its `pids`, weighted by its `share`.
+pub fn compute(
+    spec: &LossSpec,
+    batch: &BatchFeatures,
+    out: &TrainOutputs,
+    pids: &Tensor,
+    share: LocalShare,
+) -> LossTerms {
     let p = &spec.params;
     let scale = 1.0 / p.temperature;
     let need = |t: &Option<Tensor>, what: &str| -> Tensor {
@@ -201,24 +256,24 @@ pub fn compute(spec: &LossSpec, out: &TrainOutputs, pids: &Tensor) -> LossTerms 
         .iter()
         .map(|&term| {
             let value = match term {
-                LossTerm::Sdm => sdm(&out.f_i, &out.f_t, pids, scale),
-                LossTerm::Itc => itc(&out.f_i, &out.f_t, scale),
-                LossTerm::Cmpm => cmpm(&out.f_i, &out.f_t, pids),
+                LossTerm::Sdm => sdm(&batch.f_i, &batch.f_t, &batch.pids, scale),
+                LossTerm::Itc => itc(&batch.f_i, &batch.f_t, scale),
+                LossTerm::Cmpm => cmpm(&batch.f_i, &batch.f_t, &batch.pids),
                 LossTerm::Id => {
                     id(
                         &need(&out.id_logits_i, "ID"),
                         &need(&out.id_logits_t, "ID"),
                         pids,
-                    ) * p.id_loss_weight
+                    ) * (p.id_loss_weight * share.samples)
                 }
                 LossTerm::Mlm => {
                     mlm(&need(&out.mlm_logits, "MLM"), &need(&out.mlm_labels, "MLM"))
-                        * p.mlm_loss_weight
+                        * (p.mlm_loss_weight * share.masked)
                 }
                 LossTerm::Imal => imal(
-                    &need(&out.g_i, "DCA"),
-                    &need(&out.g_t, "DCA"),
-                    pids,
+                    &need(&batch.g_i, "DCA"),
+                    &need(&batch.g_t, "DCA"),
+                    &batch.pids,
                     &ImalParams::from_config(p),
                 ),
             };

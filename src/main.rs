@@ -30,10 +30,20 @@ fn main() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     keep_large_allocations();
     let cli = ccma::cli::Cli::parse();
-    let result = ccma::logging::init(&cli.log, None).and_then(|()| ccma::cli::run(cli.command));
+    // The other ranks of a data-parallel run (torchrun's RANK) report warnings and errors only.
+    let rank = std::env::var("RANK").ok().filter(|r| r != "0");
+    let level = match (&cli.log, &rank) {
+        (Some(level), _) => level.as_str(),
+        (None, Some(_)) => "warn",
+        (None, None) => "info",
+    };
+    let result = ccma::logging::init(level, None).and_then(|()| ccma::cli::run(cli.command));
     if let Err(err) = result {
         // One line: the outermost context first, then each cause; a run's log keeps it too.
-        let line = format!("error: {err:#}");
+        let line = match rank {
+            Some(r) => format!("error (rank {r}): {err:#}"),
+            None => format!("error: {err:#}"),
+        };
         eprintln!("{line}");
         ccma::logging::append_to_log_file(&line);
         std::process::exit(exit_code(&err));

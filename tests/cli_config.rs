@@ -223,6 +223,7 @@ fn every_subcommand_lists_only_its_own_flags() {
                 "device",
                 "loss-names",
                 "name",
+                "nproc-per-node",
                 "num-epoch",
                 "output-dir",
                 "pretrained",

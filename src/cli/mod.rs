@@ -5,6 +5,7 @@ mod args;
 mod bench;
 mod embed;
 mod export;
+mod launch;
 mod output;
 mod rank;
 mod search;
@@ -25,9 +26,10 @@ IRRA's cross-modal MLM branch, CCMA's differential cross-modal attention and the
 R@1/5/10, mAP and mINP on CUHK-PEDES, ICFG-PEDES, RSTPReid and the generated SYNTH-PEDES set."
 )]
 pub struct Cli {
-    /// Log level filter (error, warn, info, debug, trace), or an env-filter directive.
-    #[arg(long, global = true, default_value = "info")]
-    pub log: String,
+    /// Log level filter (error, warn, info, debug, trace), or an env-filter directive [default:
+    /// info; warn on the ranks other than 0 of a data-parallel run].
+    #[arg(long, global = true)]
+    pub log: Option<String>,
     #[command(subcommand)]
     pub command: Command,
 }

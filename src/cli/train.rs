@@ -1,6 +1,8 @@
 //! `ccma train`.
 use super::args::{ConfigArgs, DeviceArg};
 use crate::config::{Config, LossNames};
+use crate::dist::Launch;
+use crate::train::parallel::choose_backend;
 use crate::train::{Faults, Start};
 use crate::UsageError;
 use anyhow::Result;
@@ -39,6 +41,10 @@ pub struct TrainArgs {
     /// change the number of epochs).
     #[arg(long, value_name = "RUN_DIR")]
     pub resume: Option<PathBuf>,
+    /// Data-parallel on this machine: start N ranks (processes) over the loopback, as torchrun
+    /// --nproc-per-node does; `batch_size` stays the global batch.
+    #[arg(long, value_name = "N")]
+    pub nproc_per_node: Option<usize>,
 }
 
 impl TrainArgs {
@@ -56,13 +62,31 @@ impl TrainArgs {
 }
 
 /// Faults the tests inject through the environment: `CCMA_INJECT_NAN_AT_STEP=N` (the first loss
-/// term is NaN at global step N) and `CCMA_INTERRUPT_AT_STEP=N` (Ctrl-C after N global steps).
+/// term is NaN at global step N), `CCMA_INTERRUPT_AT_STEP=N` (Ctrl-C after N global steps) and
+/// `CCMA_KILL_RANK_AT_STEP=R:N` (rank R kills itself before global step N).
 fn faults_from_env() -> Faults {
     let step = |var: &str| std::env::var(var).ok()?.parse().ok();
+    let kill = std::env::var("CCMA_KILL_RANK_AT_STEP").ok().and_then(|v| {
+        let (rank, step) = v.split_once(':')?;
+        Some((rank.parse().ok()?, step.parse().ok()?))
+    });
     Faults {
         nan_at_step: step("CCMA_INJECT_NAN_AT_STEP"),
         interrupt_after_step: step("CCMA_INTERRUPT_AT_STEP"),
+        kill_rank_at_step: kill,
     }
+}
+
+/// The data-parallel keys act only when ranks communicate; a new one-process run refuses them.
+fn check_dist_keys(cfg: &Config, launched: bool) -> Result<()> {
+    if !launched && !cfg.run.dist_defaults() {
+        return Err(UsageError(format!(
+            "dist_backend {} / dist_timeout {} apply to data-parallel runs; this is one process: launch with --nproc-per-node N or torchrun, or drop them",
+            cfg.run.dist_backend, cfg.run.dist_timeout
+        ))
+        .into());
+    }
+    Ok(())
 }
 
 /// A paper config names a backbone (`pretrain_choice`); training it from random weights is
@@ -100,9 +124,18 @@ pub fn run(a: TrainArgs) -> Result<()> {
             o.flag("--loss-names", "loss_names", a.loss_names.clone(), |c, v| c.loss.loss_names = v)
         })?)),
     };
+    let launch = Launch::from_env()?;
     if let Start::New(cfg) = &start {
         check_pretrained(cfg)?;
+        check_dist_keys(cfg, launch.is_some() || a.nproc_per_node.is_some())?;
+        if a.nproc_per_node.is_some() {
+            // What every rank would refuse, refused once here.
+            choose_backend(cfg, cfg.run.device.resolve_for_rank(0)?)?;
+        }
     }
-    crate::train::run(start, faults_from_env())?;
+    if let Some(n) = a.nproc_per_node {
+        return super::launch::run(n);
+    }
+    crate::train::run(start, faults_from_env(), launch)?;
     Ok(())
 }

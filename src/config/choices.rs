@@ -99,6 +99,11 @@ choice! {
 }
 
 choice! {
+    /// The c10d backend of a data-parallel run (`auto`: NCCL on CUDA, Gloo on the CPU).
+    DistBackend { Auto = "auto", Gloo = "gloo", Nccl = "nccl" }
+}
+
+choice! {
     /// One loss term of `loss_names`.
     LossTerm { Itc = "itc", Sdm = "sdm", Cmpm = "cmpm", Id = "id", Mlm = "mlm", Imal = "imal" }
 }

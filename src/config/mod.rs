@@ -11,7 +11,7 @@ pub mod choices;
 mod merge;
 
 pub use choices::{
-    DatasetName, GlobalCaption, LossNames, LossTerm, OptimizerKind, SamplerKind, Scheduler,
+    DatasetName, DistBackend, GlobalCaption, LossNames, LossTerm, OptimizerKind, SamplerKind, Scheduler,
     WarmupMethod,
 };
 pub use merge::{edit_distance, parse_override, valid_keys};
@@ -52,6 +52,10 @@ pub struct RunSection {
     pub log_period: usize,
     /// Evaluate on the test split every this many epochs (and after the last).
     pub eval_period: usize,
+    /// The c10d backend of a data-parallel run: `auto` is NCCL on CUDA, Gloo on the CPU.
+    pub dist_backend: DistBackend,
+    /// Seconds a data-parallel collective (and the rendezvous) may wait for the other ranks.
+    pub dist_timeout: u64,
 }
 
 /// The dataset and how samples are fed.
@@ -158,6 +162,8 @@ impl Default for RunSection {
             seed: 1,
             log_period: 100,
             eval_period: 1,
+            dist_backend: DistBackend::Auto,
+            dist_timeout: DEFAULT_DIST_TIMEOUT,
         }
     }
 }
@@ -285,6 +291,16 @@ const MAX_LAYERS: f64 = 256.0;
 /// tokenizer checks that it agrees).
 pub const MIN_VOCAB_SIZE: i64 = 49408;
 
+/// `dist_timeout` when not set: 30 minutes, as PyTorch's process groups default to.
+pub const DEFAULT_DIST_TIMEOUT: u64 = 1800;
+
+impl RunSection {
+    /// Whether the data-parallel keys keep their defaults (they act only when ranks communicate).
+    pub fn dist_defaults(&self) -> bool {
+        self.dist_backend == DistBackend::Auto && self.dist_timeout == DEFAULT_DIST_TIMEOUT
+    }
+}
+
 impl RunSection {
     fn validate(&self) -> Result<()> {
         let n = &self.name;
@@ -299,6 +315,7 @@ impl RunSection {
         check_range(&[
             ("log_period", self.log_period as f64, 1.0, 1e9),
             ("eval_period", self.eval_period as f64, 1.0, 1e9),
+            ("dist_timeout", self.dist_timeout as f64, 1.0, 1e7),
         ])
     }
 }

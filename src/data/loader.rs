@@ -4,7 +4,8 @@
 //! parallel on a dedicated rayon pool and written straight into the batch buffer. Finished batches
 //! wait in a bounded queue (`prefetch` batches), so memory stays bounded however slow the consumer.
 //! Every sample draws its randomness from its own generator seeded by (seed, epoch, position), so
-//! an epoch's batches are identical whatever the number of threads.
+//! an epoch's batches are identical whatever the number of threads, and a rank of a data-parallel
+//! run that assembles only its slice of each batch gets exactly those samples of it.
 use super::annotations::TrainSample;
 use super::batch::TrainBatch;
 use super::mlm::{mask_tokens, MaskRates};
@@ -36,6 +37,28 @@ pub struct LoaderOptions {
     pub prefetch: usize,
     /// Put batches in pinned host memory (for asynchronous copies to a CUDA device).
     pub pin_memory: bool,
+    /// The slice of every batch this process assembles.
+    pub shard: Shard,
+}
+
+/// Rank `rank` of `world` takes the `rank`-th of `world` near-equal consecutive slices of each
+/// batch (sizes differ by at most one); a batch with fewer samples than ranks is left out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Shard {
+    pub rank: usize,
+    pub world: usize,
+}
+
+impl Shard {
+    /// The whole batch.
+    pub const WHOLE: Shard = Shard { rank: 0, world: 1 };
+
+    /// This rank's `start..end` of a batch of `n` samples.
+    pub fn range(&self, n: usize) -> std::ops::Range<usize> {
+        let (base, extra) = (n / self.world, n % self.world);
+        let start = self.rank * base + self.rank.min(extra);
+        start..start + base + usize::from(self.rank < extra)
+    }
 }
 
 impl LoaderOptions {
@@ -55,6 +78,7 @@ impl LoaderOptions {
             num_workers: d.num_workers,
             prefetch: 4,
             pin_memory: device.is_cuda(),
+            shard: Shard::WHOLE,
         }
     }
 }
@@ -82,7 +106,15 @@ impl TrainLoader {
                 .map(|s| tok.encode(&s.caption, opts.text_length))
                 .collect()
         });
-        let pids = samples.iter().map(|s| s.pid).collect();
+        let pids: Vec<i64> = samples.iter().map(|s| s.pid).collect();
+        let all = opts.sampler.batches(&pids, opts.batch_size, opts.seed, 1);
+        let short: usize = all.iter().map(Vec::len).filter(|&n| n < opts.shard.world).sum();
+        if short > 0 {
+            tracing::warn!(
+                "{short} sample(s) per epoch are left out: a last batch smaller than the {} ranks cannot be split among them",
+                opts.shard.world
+            );
+        }
         Ok(TrainLoader {
             samples: Arc::new(samples),
             tokens: Arc::new(tokens),
@@ -101,13 +133,18 @@ impl TrainLoader {
         self.samples.len()
     }
 
+    /// The global batches of `epoch` (every rank's samples).
     fn batch_indices(&self, epoch: usize) -> Vec<Vec<usize>> {
-        self.opts
-            .sampler
-            .batches(&self.pids, self.opts.batch_size, self.opts.seed, epoch)
+        let mut batches =
+            self.opts
+                .sampler
+                .batches(&self.pids, self.opts.batch_size, self.opts.seed, epoch);
+        batches.retain(|b| b.len() >= self.opts.shard.world);
+        batches
     }
 
-    /// Starts producing the batches of `epoch` (from batch `skip` on) in the background.
+    /// Starts producing this process's slices of the batches of `epoch` (from batch `skip` on) in
+    /// the background.
     pub fn epoch(&self, epoch: usize, skip: usize) -> EpochBatches {
         let batches: Vec<Vec<usize>> = self.batch_indices(epoch).into_iter().skip(skip).collect();
         let (tx, rx) = crossbeam_channel::bounded(self.opts.prefetch.max(1));
@@ -119,8 +156,12 @@ impl TrainLoader {
         );
         let producer = std::thread::spawn(move || {
             for (b, idx) in batches.iter().enumerate() {
-                let batch =
-                    pool.install(|| assemble(&samples, &tokens, idx, &opts, epoch, skip + b));
+                let slice = opts.shard.range(idx.len());
+                let first = slice.start;
+                let idx = &idx[slice];
+                let batch = pool.install(|| {
+                    assemble(&samples, &tokens, idx, first, &opts, epoch, skip + b)
+                });
                 let failed = batch.is_err();
                 if tx.send(batch).is_err() || failed {
                     return; // consumer gone, or the error was delivered
@@ -158,11 +199,13 @@ impl Drop for EpochBatches {
     }
 }
 
-/// Builds one batch: images [B,3,H,W] f32, ids/MLM ids/labels [B,L] i64, pids/image ids [B] i64.
+/// Builds one batch, or the slice of it from position `first` on: images [B,3,H,W] f32, ids/MLM
+/// ids/labels [B,L] i64, pids/image ids [B] i64.
 fn assemble(
     samples: &[TrainSample],
     tokens: &[Vec<i64>],
     idx: &[usize],
+    first: usize,
     opts: &LoaderOptions,
     epoch: usize,
     batch_no: usize,
@@ -180,7 +223,7 @@ fn assemble(
         .zip(idx.par_iter().enumerate())
         .try_for_each(
             |((img_out, (ids_out, labels_out)), (pos, &i))| -> Result<()> {
-                let mut rng = sample_rng(opts.seed, epoch, batch_no, pos);
+                let mut rng = sample_rng(opts.seed, epoch, batch_no, first + pos);
                 let s = &samples[i];
                 let img = load_rgb(&s.image)?;
                 transform.apply(&img, &mut rng, img_out);
@@ -230,4 +273,18 @@ fn sample_rng(seed: u64, epoch: usize, batch_no: usize, pos: usize) -> ChaCha8Rn
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     rng.set_stream(((epoch as u64) << 44) | ((batch_no as u64) << 20) | pos as u64);
     rng
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Shard;
+
+    #[test]
+    fn shards_split_a_batch_into_consecutive_near_equal_slices() {
+        let slices = |n, world| -> Vec<_> { (0..world).map(|rank| Shard { rank, world }.range(n)).collect() };
+        assert_eq!(slices(8, 2), [0..4, 4..8]);
+        assert_eq!(slices(7, 3), [0..3, 3..5, 5..7]);
+        assert_eq!(slices(5, 1), [0..5]);
+        assert_eq!(Shard::WHOLE.range(3), 0..3);
+    }
 }

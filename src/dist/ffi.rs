@@ -37,6 +37,12 @@ extern "C" {
         value: *mut *mut c_char,
         err: *mut *mut c_char,
     ) -> c_int;
+    pub fn ccma_store_check(
+        group: *mut c_void,
+        key: *const c_char,
+        present: *mut c_int,
+        err: *mut *mut c_char,
+    ) -> c_int;
 }
 
 /// Takes ownership of a string the shim allocated.

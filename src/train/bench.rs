@@ -3,6 +3,7 @@
 //! batches already on the device or, with a loader, on SYNTH-PEDES JPEGs through the data
 //! pipeline. Medians over the timed steps after warm-up.
 use super::optimizer::Optimizer;
+use super::parallel::Ranks;
 use super::step::step;
 use crate::config::{Config, DatasetName};
 use crate::data::batch::TrainBatch;
@@ -83,6 +84,7 @@ pub fn run(opts: &BenchOptions) -> Result<BenchResult> {
         terms: cfg.losses(),
         params: cfg.loss.clone(),
     };
+    let ranks = Ranks::single(device);
     let b = opts.batch_size as i64;
     let (size, l) = (cfg.data.img_size, cfg.data.text_length);
     let loader = if opts.with_loader {
@@ -114,7 +116,7 @@ pub fn run(opts: &BenchOptions) -> Result<BenchResult> {
             }
             None => &fixed,
         };
-        step(&model, &mut opt, batch, &spec, false)?;
+        step(&model, &mut opt, batch, &spec, &ranks, false, false)?;
         sync(device);
         if i >= WARMUP_STEPS {
             times.push(t0.elapsed().as_secs_f64());

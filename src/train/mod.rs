@@ -3,6 +3,7 @@
 pub mod bench;
 pub mod interrupt;
 pub mod optimizer;
+pub mod parallel;
 pub mod record;
 pub mod run_dir;
 pub mod schedule;

@@ -187,6 +187,11 @@ impl Optimizer {
         Ok(())
     }
 
+    /// The trainable variables, in name order.
+    pub fn variables(&self) -> Vec<Tensor> {
+        self.params.iter().map(|p| p.var.shallow_clone()).collect()
+    }
+
     /// Zeroes every gradient.
     pub fn zero_grad(&mut self) {
         for p in self.params.iter_mut() {

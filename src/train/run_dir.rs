@@ -9,11 +9,12 @@ use std::path::{Path, PathBuf};
 
 /// A run folder, locked for the life of this value: a second `ccma train` on it (a new run or a
 /// resume) is refused while the first runs. The lock is the kernel's (`flock`), so it is released
-/// on any exit, a crash included.
+/// on any exit, a crash included. The other ranks of a data-parallel run follow rank 0's folder
+/// without the lock, and only read it.
 #[derive(Debug)]
 pub struct RunDir {
     pub dir: PathBuf,
-    _lock: std::fs::File,
+    _lock: Option<std::fs::File>,
 }
 
 impl RunDir {
@@ -88,7 +89,16 @@ impl RunDir {
                     .with_context(|| format!("cannot remove {}", entry.path().display()))?;
             }
         }
-        Ok(RunDir { dir, _lock: file })
+        Ok(RunDir {
+            dir,
+            _lock: Some(file),
+        })
+    }
+
+    /// The folder rank 0 of a data-parallel run holds, as another rank sees it (to read its
+    /// resumable state; it writes nothing there).
+    pub fn follow(dir: PathBuf) -> RunDir {
+        RunDir { dir, _lock: None }
     }
 
     pub fn config(&self) -> PathBuf {

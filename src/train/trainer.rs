@@ -1,13 +1,15 @@
 //! The training loop: epochs of optimiser steps, periodic evaluation, checkpoints and resumption.
 use super::interrupt::{self, Interrupted};
 use super::optimizer::Optimizer;
+use super::parallel::Ranks;
 use super::record::{self, EpochRecord};
 use super::run_dir::RunDir;
 use super::schedule::{group_lr, lr_at};
-use super::step::{step, NonFiniteTerm};
+use super::step::{step, NonFiniteTerm, StepError, StepOutcome};
 use crate::config::{Config, LossTerm};
 use crate::data::annotations::Dataset;
-use crate::data::loader::{LoaderOptions, TrainLoader};
+use crate::data::loader::{LoaderOptions, Shard, TrainLoader};
+use crate::dist::Launch;
 use crate::loss::LossSpec;
 use crate::model::Ccma;
 use crate::report::tfevents::EventWriter;
@@ -25,6 +27,8 @@ pub struct Faults {
     pub nan_at_step: Option<usize>,
     /// Act as if Ctrl-C was pressed once this many global steps are done.
     pub interrupt_after_step: Option<usize>,
+    /// (rank, step): that rank kills itself (SIGKILL) before global step `step` (0-based).
+    pub kill_rank_at_step: Option<(usize, usize)>,
 }
 
 /// Where training stands: the next (epoch, step) to run and the best result so far.
@@ -109,7 +113,7 @@ impl EpochMeter {
         }
     }
 
-    fn add(&mut self, values: &[(LossTerm, f64)], samples: usize) {
+    fn add(&mut self, StepOutcome { values, samples, .. }: &StepOutcome) {
         if self.sums.is_empty() {
             self.sums = values.iter().map(|(k, _)| (*k, 0.0)).collect();
         }
@@ -139,10 +143,12 @@ impl EpochMeter {
     }
 }
 
-/// Everything a run needs, built once.
+/// Everything a run needs, built once. Every rank of a data-parallel run has one; rank 0 alone
+/// writes the run folder and evaluates.
 pub struct Trainer {
     cfg: Config,
     run: RunDir,
+    ranks: Ranks,
     device: Device,
     dataset: Dataset,
     vs: VarStore,
@@ -155,8 +161,8 @@ pub struct Trainer {
 }
 
 impl Trainer {
-    pub fn new(cfg: Config, run: RunDir, faults: Faults) -> Result<Trainer> {
-        let device = cfg.run.device.resolve()?;
+    pub fn new(cfg: Config, run: RunDir, ranks: Ranks, faults: Faults) -> Result<Trainer> {
+        let device = ranks.device();
         tch::manual_seed(cfg.run.seed as i64);
         let dataset = crate::data::load_dataset(&cfg)?;
         dataset.require_splits(&["train", "test"])?;
@@ -170,7 +176,13 @@ impl Trainer {
         );
         let loader = TrainLoader::new(
             dataset.train.clone(),
-            LoaderOptions::from_config(&cfg, device),
+            LoaderOptions {
+                shard: Shard {
+                    rank: ranks.rank(),
+                    world: ranks.world(),
+                },
+                ..LoaderOptions::from_config(&cfg, device)
+            },
         )?;
         if loader.num_batches(1) == 0 {
             let d = &cfg.data;
@@ -197,6 +209,7 @@ impl Trainer {
         Ok(Trainer {
             cfg,
             run,
+            ranks,
             device,
             dataset,
             vs,
@@ -278,28 +291,21 @@ impl Trainer {
                     .collect::<BTreeMap<_, _>>(),
                 t2i: None,
             };
+            self.check_ranks_agree(epoch)?;
             if epoch.is_multiple_of(self.cfg.run.eval_period) || epoch == last {
-                let m = self.evaluate()?;
-                tracing::info!(
-                    "epoch {epoch} test t2i\n{}",
-                    crate::retrieval::metrics::table(&[("t2i", &m)])
-                );
-                if m.r1 > progress.best_r1 {
-                    progress.best_r1 = m.r1;
-                    progress.best_epoch = epoch;
-                    self.save_best()?;
-                    self.run.write_results(epoch, &m)?;
-                    tracing::info!(
-                        "best R@1 {:.3} at epoch {epoch}: saved {}",
-                        m.r1,
-                        self.run.best().display()
-                    );
+                if self.ranks.is_main() {
+                    record.t2i = Some(self.evaluate_and_keep_best(epoch, &mut progress)?);
                 }
-                record.t2i = Some(m);
+                let best = [progress.best_r1, progress.best_epoch as f64];
+                let agreed = self.ranks.from_main(&best).map_err(|e| self.lost(e))?;
+                progress.best_r1 = agreed[0];
+                progress.best_epoch = agreed[1] as usize;
             }
-            self.save_state(&progress)?;
-            self.run.append_metrics(&record)?;
-            self.report(&record)?;
+            if self.ranks.is_main() {
+                self.save_state(&progress)?;
+                self.run.append_metrics(&record)?;
+                self.report(&record)?;
+            }
         }
         tracing::info!(
             "finished in {:.1} min; best t2i R@1 {:.3} at epoch {}",
@@ -308,6 +314,61 @@ impl Trainer {
             progress.best_epoch
         );
         Ok(progress)
+    }
+
+    /// Evaluates on the test split and, on a new best R@1, saves `best.safetensors` and
+    /// `results.json` (rank 0).
+    fn evaluate_and_keep_best(
+        &self,
+        epoch: usize,
+        progress: &mut Progress,
+    ) -> Result<RetrievalMetrics> {
+        let m = self.evaluate()?;
+        tracing::info!(
+            "epoch {epoch} test t2i\n{}",
+            crate::retrieval::metrics::table(&[("t2i", &m)])
+        );
+        if m.r1 > progress.best_r1 {
+            progress.best_r1 = m.r1;
+            progress.best_epoch = epoch;
+            self.save_best()?;
+            self.run.write_results(epoch, &m)?;
+            tracing::info!(
+                "best R@1 {:.3} at epoch {epoch}: saved {}",
+                m.r1,
+                self.run.best().display()
+            );
+        }
+        Ok(m)
+    }
+
+    /// In a data-parallel run, checks that every rank holds bit-identical parameters.
+    fn check_ranks_agree(&self, epoch: usize) -> Result<()> {
+        if self.ranks.world() == 1 {
+            return Ok(());
+        }
+        let digests = self.ranks.digests(&self.vs).map_err(|e| self.lost(e))?;
+        let shown: Vec<String> = digests.iter().map(|d| format!("{d:016x}")).collect();
+        if digests.iter().any(|d| *d != digests[0]) {
+            bail!(
+                "the ranks' parameters differ after epoch {epoch} (digests by rank: {}): the ranks ran different code or data",
+                shown.join(", ")
+            );
+        }
+        tracing::info!(
+            "epoch {epoch}: parameters bit-identical on all {} ranks (digests by rank: {})",
+            digests.len(),
+            shown.join(", ")
+        );
+        Ok(())
+    }
+
+    /// The error for a rank that stopped answering: the run stops; the state on disk is whole.
+    fn lost(&self, e: crate::dist::group::RankLost) -> anyhow::Error {
+        anyhow::anyhow!(
+            "{e}; the run stops, its last checkpoint is whole: continue with `ccma train --resume {}`",
+            self.run.dir.display()
+        )
     }
 
     /// Logs the epoch's scalars for TensorBoard and refreshes `curves.png` from `metrics.jsonl`.
@@ -345,43 +406,63 @@ impl Trainer {
             self.loader.num_batches(epoch),
             "epoch {prefix} [{bar:25}] {pos}/{len} {msg} eta {eta}",
         );
+        if !self.ranks.is_main() {
+            pb.set_draw_target(indicatif::ProgressDrawTarget::hidden());
+        }
         pb.set_position(progress.step as u64);
         pb.set_prefix(format!("{epoch}/{}", self.cfg.optim.num_epoch));
         let mut meter = EpochMeter::new();
         for batch in self.loader.epoch(epoch, progress.step) {
             let batch = batch?.to_device(self.device);
+            if self.faults.kill_rank_at_step == Some((self.ranks.rank(), progress.global_step)) {
+                // SAFETY: raising a signal on this process.
+                unsafe { libc::raise(libc::SIGKILL) };
+            }
             let poison = self.faults.nan_at_step == Some(progress.global_step);
-            let values = step(&self.model, &mut self.opt, &batch, &self.spec, poison).map_err(
-                |NonFiniteTerm { term, value }| {
-                    pb.abandon();
-                    NonFiniteLoss {
+            let stop = interrupt::requested()
+                || self.faults.interrupt_after_step == Some(progress.global_step + 1);
+            let outcome = step(
+                &self.model,
+                &mut self.opt,
+                &batch,
+                &self.spec,
+                &self.ranks,
+                poison,
+                stop,
+            )
+            .map_err(|e| {
+                pb.abandon();
+                match e {
+                    StepError::NonFinite(NonFiniteTerm { term, value }) => NonFiniteLoss {
                         term,
                         value,
                         epoch,
                         step: progress.step,
                         global_step: progress.global_step,
                     }
-                },
-            )?;
+                    .into(),
+                    StepError::RankLost(e) => self.lost(e),
+                }
+            })?;
             progress.step += 1;
             progress.global_step += 1;
-            meter.add(&values, batch.len() as usize);
+            meter.add(&outcome);
             pb.set_message(format!(
                 "{} lr {lr:.2e} {:.0} samples/s",
                 meter.summary(3),
                 meter.samples_per_s()
             ));
             pb.inc(1);
-            if interrupt::requested()
-                || self.faults.interrupt_after_step == Some(progress.global_step)
-            {
+            if outcome.stop {
                 pb.abandon();
-                self.save_state(progress)?;
-                tracing::warn!(
-                    "interrupted at epoch {epoch}, step {}: resumable checkpoint written; resume the run in {} to continue",
-                    progress.step,
-                    self.run.dir.display()
-                );
+                if self.ranks.is_main() {
+                    self.save_state(progress)?;
+                    tracing::warn!(
+                        "interrupted at epoch {epoch}, step {}: resumable checkpoint written; resume the run in {} to continue",
+                        progress.step,
+                        self.run.dir.display()
+                    );
+                }
                 bail!(Interrupted);
             }
         }
@@ -419,22 +500,34 @@ pub enum Start {
 /// end. A new run's `configs.yaml` (with absolute paths) is written once the model and data are
 /// ready, so a run that fails to start leaves a folder that a new run can use; a run that never
 /// saved a step resumes from its start.
-pub fn run(start: Start, faults: Faults) -> Result<Progress> {
-    let (mut cfg, run, resume, num_epoch) = match start {
+///
+/// With a `launch` (torchrun's variables), this process is one rank of a data-parallel run: the
+/// ranks meet first, rank 0 opens the run folder and tells the others where it is, and only rank 0
+/// writes there.
+pub fn run(start: Start, faults: Faults, launch: Option<Launch>) -> Result<Progress> {
+    let (mut cfg, resume, num_epoch) = match &start {
         Start::Resume { dir, num_epoch } => {
-            let run = RunDir::existing(&dir)?;
-            (Config::from_file(&run.config())?, run, true, num_epoch)
+            let config = dir.join("configs.yaml");
+            if !config.is_file() {
+                RunDir::existing(dir)?; // the error that names what is missing
+            }
+            (Config::from_file(&config)?, true, *num_epoch)
         }
         Start::New(cfg) => {
             let cwd = std::env::current_dir().context("cannot read the current folder")?;
-            let cfg = cfg.with_absolute_paths(&cwd);
-            let run = RunDir::create(&cfg)?;
-            (cfg, run, false, None)
+            (cfg.clone().with_absolute_paths(&cwd), false, None)
         }
     };
-    crate::logging::set_log_file(&run.log())
-        .with_context(|| format!("cannot open {}", run.log().display()))?;
-    tracing::info!("run folder {}", run.dir.display());
+    let ranks = match &launch {
+        Some(l) => Ranks::connect(l, &cfg)?,
+        None => Ranks::single(cfg.run.device.resolve()?),
+    };
+    let run = open_run_folder(&start, &cfg, &ranks)?;
+    if ranks.is_main() {
+        crate::logging::set_log_file(&run.log())
+            .with_context(|| format!("cannot open {}", run.log().display()))?;
+        tracing::info!("run folder {}", run.dir.display());
+    }
     interrupt::install_handler();
     let changed = num_epoch.is_some_and(|n| n != cfg.optim.num_epoch);
     if let Some(n) = num_epoch {
@@ -443,7 +536,7 @@ pub fn run(start: Start, faults: Faults) -> Result<Progress> {
         cfg.validate()?;
     }
     let config_path = run.config();
-    let mut trainer = Trainer::new(cfg, run, faults)?;
+    let mut trainer = Trainer::new(cfg, run, ranks, faults)?;
     let progress = match resume && trainer.run.state().exists() {
         true => {
             let p = trainer.load_state()?;
@@ -458,6 +551,10 @@ pub fn run(start: Start, faults: Faults) -> Result<Progress> {
         }
         false => Progress::start(),
     };
+    trainer
+        .ranks
+        .sync_variables(&trainer.vs)
+        .map_err(|e| trainer.lost(e))?;
     let done = progress.epoch - 1;
     if trainer.cfg.optim.num_epoch < done {
         bail!(crate::UsageError(format!(
@@ -465,8 +562,42 @@ pub fn run(start: Start, faults: Faults) -> Result<Progress> {
             trainer.cfg.optim.num_epoch
         )));
     }
-    if !resume || changed {
+    if trainer.ranks.is_main() && (!resume || changed) {
         trainer.cfg.save(&config_path)?;
     }
     trainer.fit(progress)
+}
+
+/// The run folder: created or reopened (and locked) by rank 0, which publishes its path (or why
+/// it could not) to the other ranks through the rendezvous store.
+fn open_run_folder(start: &Start, cfg: &Config, ranks: &Ranks) -> Result<RunDir> {
+    const KEY: &str = "ccma/run_dir";
+    if ranks.is_main() {
+        let run = match start {
+            Start::Resume { dir, .. } => RunDir::existing(dir),
+            Start::New(_) => RunDir::create(cfg),
+        };
+        if let Some(g) = ranks.group() {
+            let message = match &run {
+                Ok(r) => format!("ok {}", r.dir.display()),
+                Err(e) => format!("error {e}"),
+            };
+            g.publish(KEY, &message)
+                .map_err(|e| anyhow::anyhow!("cannot tell the other ranks the run folder: {e}"))?;
+        }
+        return run;
+    }
+    let g = ranks.group().expect("a rank other than 0 has a group");
+    let timeout = std::time::Duration::from_secs(cfg.run.dist_timeout);
+    let message = g
+        .fetch(KEY, timeout)
+        .map_err(|e| anyhow::anyhow!("rank 0 stopped before naming the run folder: {e}"))?
+        .with_context(|| format!("rank 0 did not name the run folder within {}s (dist_timeout)", cfg.run.dist_timeout))?;
+    match message.split_once(' ') {
+        Some(("ok", dir)) => Ok(RunDir::follow(dir.into())),
+        _ => bail!(
+            "rank 0 could not open the run folder: {}",
+            message.trim_start_matches("error ")
+        ),
+    }
 }

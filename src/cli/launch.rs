@@ -1,0 +1,195 @@
+//! `ccma train --nproc-per-node N`: starts N copies of this command as the ranks of a
+//! data-parallel run on this machine (torchrun's variables, the loopback for the rendezvous) and
+//! waits for them. Ctrl-C is passed on to every rank (they stop together after writing a
+//! resumable checkpoint); a rank that fails or is killed makes the launcher stop the others and
+//! name it.
+use crate::train::Interrupted;
+use crate::UsageError;
+use anyhow::{Context, Result};
+use std::ffi::OsString;
+use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::process::{Child, Command, ExitStatus};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+/// How long the other ranks get to stop on their own once one has failed (they notice a lost
+/// peer within seconds), before SIGTERM; then as long again before SIGKILL.
+const GRACE: Duration = Duration::from_secs(30);
+const POLL: Duration = Duration::from_millis(50);
+
+static SIGNALS: AtomicUsize = AtomicUsize::new(0);
+
+/// The command line without `--nproc-per-node N` (or `=N`).
+fn without_launch_flag(args: impl Iterator<Item = OsString>) -> Vec<OsString> {
+    let mut out = Vec::new();
+    let mut skip_value = false;
+    for a in args {
+        if std::mem::take(&mut skip_value) {
+            continue;
+        }
+        match a.to_str() {
+            Some("--nproc-per-node") => skip_value = true,
+            Some(s) if s.starts_with("--nproc-per-node=") => {}
+            _ => out.push(a),
+        }
+    }
+    out
+}
+
+/// A port on the loopback that was free a moment ago.
+fn free_port() -> Result<u16> {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0")
+        .context("cannot find a free port on the loopback for the rendezvous")?;
+    Ok(listener.local_addr()?.port())
+}
+
+/// How a rank ended, in words.
+fn describe(status: ExitStatus) -> String {
+    match (status.code(), status.signal()) {
+        (Some(code), _) => format!("exited with status {code}"),
+        (None, Some(sig)) => format!("was killed by signal {sig} ({})", signal_name(sig)),
+        _ => "ended".to_string(),
+    }
+}
+
+fn signal_name(sig: i32) -> &'static str {
+    match sig {
+        libc::SIGKILL => "SIGKILL",
+        libc::SIGTERM => "SIGTERM",
+        libc::SIGINT => "SIGINT",
+        libc::SIGSEGV => "SIGSEGV",
+        libc::SIGABRT => "SIGABRT",
+        libc::SIGBUS => "SIGBUS",
+        _ => "signal",
+    }
+}
+
+/// Sends `sig` to every rank still running.
+fn signal_all(children: &[(Child, Option<ExitStatus>)], sig: i32) {
+    for (child, status) in children {
+        if status.is_none() {
+            // SAFETY: signalling a child process this launcher started and has not reaped.
+            unsafe { libc::kill(child.id() as i32, sig) };
+        }
+    }
+}
+
+/// Starts `nproc` ranks of this `ccma train` command and waits for all of them.
+pub fn run(nproc: usize) -> Result<()> {
+    if nproc == 0 {
+        return Err(UsageError("--nproc-per-node 0: expected at least 1 process".into()).into());
+    }
+    if std::env::var_os("WORLD_SIZE").is_some() {
+        return Err(UsageError(
+            "--nproc-per-node starts its own ranks, but WORLD_SIZE is already set (a launcher such as torchrun started this one): use one or the other".into(),
+        )
+        .into());
+    }
+    let exe = std::env::current_exe().context("cannot find the ccma executable to start the ranks")?;
+    let args = without_launch_flag(std::env::args_os().skip(1));
+    let port = match std::env::var("MASTER_PORT") {
+        Ok(p) => p,
+        Err(_) => free_port()?.to_string(),
+    };
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let threads = (cores / nproc).max(1).to_string();
+    let _ = ctrlc::set_handler(|| {
+        SIGNALS.fetch_add(1, Ordering::SeqCst);
+    });
+    tracing::info!("starting {nproc} ranks on 127.0.0.1:{port}, {threads} thread(s) each");
+    let mut children: Vec<(Child, Option<ExitStatus>)> = Vec::new();
+    for rank in 0..nproc {
+        let mut cmd = Command::new(&exe);
+        cmd.args(&args)
+            .env("WORLD_SIZE", nproc.to_string())
+            .env("RANK", rank.to_string())
+            .env("LOCAL_RANK", rank.to_string())
+            .env("MASTER_ADDR", "127.0.0.1")
+            .env("MASTER_PORT", &port)
+            .process_group(0);
+        if std::env::var_os("OMP_NUM_THREADS").is_none() {
+            cmd.env("OMP_NUM_THREADS", &threads);
+        }
+        // SAFETY: prctl only, between fork and exec: the rank gets SIGTERM (a Ctrl-C) if the
+        // launcher dies.
+        unsafe {
+            cmd.pre_exec(|| {
+                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM);
+                Ok(())
+            });
+        }
+        match cmd.spawn() {
+            Ok(child) => children.push((child, None)),
+            Err(e) => {
+                signal_all(&children, libc::SIGTERM);
+                return Err(e).with_context(|| format!("cannot start rank {rank} ({})", exe.display()));
+            }
+        }
+    }
+    supervise(children)
+}
+
+/// Waits for every rank, passing Ctrl-C on and stopping the others once one fails.
+fn supervise(mut children: Vec<(Child, Option<ExitStatus>)>) -> Result<()> {
+    let mut forwarded = 0;
+    let mut failed: Option<(usize, u32, ExitStatus, Instant)> = None;
+    let mut escalated = 0;
+    while children.iter().any(|(_, s)| s.is_none()) {
+        let signals = SIGNALS.load(Ordering::SeqCst);
+        if signals > forwarded {
+            forwarded = signals;
+            signal_all(&children, libc::SIGINT);
+        }
+        for (rank, (child, status)) in children.iter_mut().enumerate() {
+            if status.is_some() {
+                continue;
+            }
+            if let Some(s) = child.try_wait().context("cannot wait for a rank")? {
+                *status = Some(s);
+                let interrupted = s.code() == Some(130);
+                if !s.success() && !interrupted && failed.is_none() {
+                    failed = Some((rank, child.id(), s, Instant::now()));
+                }
+            }
+        }
+        if let Some((_, _, _, at)) = failed {
+            let waited = at.elapsed();
+            if escalated == 0 && waited > GRACE {
+                signal_all(&children, libc::SIGTERM);
+                escalated = 1;
+            } else if escalated == 1 && waited > 2 * GRACE {
+                signal_all(&children, libc::SIGKILL);
+                escalated = 2;
+            }
+        }
+        std::thread::sleep(POLL);
+    }
+    if let Some((rank, pid, status, _)) = failed {
+        let line = format!(
+            "rank {rank} (pid {pid}) {}; the other ranks were stopped",
+            describe(status)
+        );
+        return match status.code() {
+            Some(2) => Err(UsageError(line).into()),
+            _ => Err(anyhow::anyhow!(line)),
+        };
+    }
+    if children.iter().any(|(_, s)| s.is_some_and(|s| s.code() == Some(130))) {
+        return Err(Interrupted.into());
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_launch_flag_and_its_value_are_removed() {
+        let args = |v: &[&str]| v.iter().map(OsString::from).collect::<Vec<_>>();
+        let out = without_launch_flag(
+            args(&["train", "--nproc-per-node", "2", "--config", "c.yaml", "--nproc-per-node=3"]).into_iter(),
+        );
+        assert_eq!(out, args(&["train", "--config", "c.yaml"]));
+    }
+}

@@ -1,0 +1,277 @@
+//! The ranks of a data-parallel run as the trainer sees them. Each rank holds a slice of the
+//! global batch; per step it gathers everyone's pids and features (so the batch-spanning losses
+//! see the whole batch, with gradients to its own rows) and averages the gradients with one
+//! all-reduce of a flat buffer that also carries the loss values and the stop flag. One process is
+//! the world of one: every operation is then the identity and nothing is communicated.
+use crate::config::{Config, DistBackend};
+use crate::data::batch::TrainBatch;
+use crate::dist::group::RankLost;
+use crate::dist::{Backend, Group, Launch};
+use crate::io::fingerprint::{fnv1a, FNV_START};
+use crate::loss::{BatchFeatures, LocalShare};
+use crate::model::TrainOutputs;
+use anyhow::Result;
+use std::time::Duration;
+use tch::{nn::VarStore, Device, Kind, Tensor};
+
+/// This process among the ranks of its run.
+pub struct Ranks {
+    group: Option<Group>,
+    /// Rows every rank pads its slice to when gathering: ceil(batch_size / world).
+    cap: i64,
+    device: Device,
+}
+
+/// Where a step's samples are across the ranks.
+pub struct BatchLayout {
+    /// [B] i64, every rank's pids in rank order.
+    pub pids: Tensor,
+    /// Samples per rank.
+    pub sizes: Vec<i64>,
+    /// This rank's share of the per-sample means.
+    pub share: LocalShare,
+    /// Samples in the global batch.
+    pub samples: usize,
+}
+
+impl Ranks {
+    /// A one-process run.
+    pub fn single(device: Device) -> Ranks {
+        Ranks {
+            group: None,
+            cap: 0,
+            device,
+        }
+    }
+
+    /// Joins the run `launch` describes: this rank's device (`cuda:LOCAL_RANK` for CUDA), the
+    /// backend `dist_backend` names (`auto`: NCCL on CUDA, Gloo on the CPU) and `dist_timeout`.
+    pub fn connect(launch: &Launch, cfg: &Config) -> Result<Ranks> {
+        let device = cfg.run.device.resolve_for_rank(launch.local_rank)?;
+        let backend = choose_backend(cfg, device)?;
+        let timeout = Duration::from_secs(cfg.run.dist_timeout);
+        let group = Group::connect(launch, backend, timeout)?;
+        tracing::info!(
+            "rank {} of {} on {device:?}, {backend:?} process group via {}:{}",
+            launch.rank,
+            launch.world_size,
+            launch.master_addr,
+            launch.master_port
+        );
+        Ok(Ranks::new(group, cfg.data.batch_size, device))
+    }
+
+    /// Rank `group.rank()` of a run whose global batches hold up to `batch_size` samples.
+    pub fn new(group: Group, batch_size: usize, device: Device) -> Ranks {
+        let cap = batch_size.div_ceil(group.world()) as i64;
+        Ranks {
+            group: Some(group),
+            cap,
+            device,
+        }
+    }
+
+    pub fn device(&self) -> Device {
+        self.device
+    }
+
+    pub fn world(&self) -> usize {
+        self.group.as_ref().map_or(1, Group::world)
+    }
+
+    pub fn rank(&self) -> usize {
+        self.group.as_ref().map_or(0, Group::rank)
+    }
+
+    /// Whether this process writes the run folder (rank 0).
+    pub fn is_main(&self) -> bool {
+        self.rank() == 0
+    }
+
+    /// The process group, when there are other ranks.
+    pub fn group(&self) -> Option<&Group> {
+        self.group.as_ref()
+    }
+
+    /// Gathers every rank's sample count, masked-token count and pids.
+    pub fn layout(&self, batch: &TrainBatch) -> Result<BatchLayout, RankLost> {
+        let n = batch.len();
+        let Some(g) = &self.group else {
+            return Ok(BatchLayout {
+                pids: batch.pids.shallow_clone(),
+                sizes: vec![n],
+                share: LocalShare::WHOLE,
+                samples: n as usize,
+            });
+        };
+        let masked = batch.mlm_labels.ne(0).sum(Kind::Int64).int64_value(&[]);
+        // [n, masked, pids padded to cap]
+        let mut row = vec![0i64; self.cap as usize + 2];
+        row[0] = n;
+        row[1] = masked;
+        let pids = Vec::<i64>::try_from(&batch.pids.to_device(Device::Cpu)).expect("i64 pids");
+        row[2..2 + pids.len()].copy_from_slice(&pids);
+        let all = g.all_gather(&Tensor::from_slice(&row).to_device(self.device))?;
+        let all = Vec::<i64>::try_from(&all.to_device(Device::Cpu)).expect("i64 rows");
+        let rows: Vec<&[i64]> = all.chunks(row.len()).collect();
+        let sizes: Vec<i64> = rows.iter().map(|r| r[0]).collect();
+        let samples: i64 = sizes.iter().sum();
+        let masked_all: i64 = rows.iter().map(|r| r[1]).sum();
+        let pids: Vec<i64> = rows
+            .iter()
+            .flat_map(|r| r[2..2 + r[0] as usize].iter().copied())
+            .collect();
+        Ok(BatchLayout {
+            pids: Tensor::from_slice(&pids).to_device(self.device),
+            sizes,
+            share: LocalShare {
+                samples: n as f64 / samples as f64,
+                masked: masked as f64 / masked_all.max(1) as f64,
+            },
+            samples: samples as usize,
+        })
+    }
+
+    /// The features of the whole batch: every rank's, gathered, with this rank's rows replaced by
+    /// its own (differentiable) outputs.
+    pub fn batch_features(
+        &self,
+        out: &TrainOutputs,
+        layout: &BatchLayout,
+    ) -> Result<BatchFeatures, RankLost> {
+        let Some(g) = &self.group else {
+            return Ok(BatchFeatures::local(out, &layout.pids));
+        };
+        let mut parts = vec![&out.f_i, &out.f_t];
+        parts.extend(out.g_i.iter().chain(out.g_t.iter()));
+        let widths: Vec<i64> = parts.iter().map(|t| t.size()[1]).collect();
+        let local = Tensor::cat(
+            &parts.iter().map(|t| t.to_kind(Kind::Float)).collect::<Vec<_>>(),
+            1,
+        ); // [n, Σ D]
+        let n = local.size()[0];
+        let padded = local.detach().constant_pad_nd([0, 0, 0, self.cap - n]);
+        let all = g.all_gather(&padded)?; // [world * cap, Σ D]
+        let rows: Vec<Tensor> = layout
+            .sizes
+            .iter()
+            .enumerate()
+            .map(|(r, &size)| match r == g.rank() {
+                true => local.shallow_clone(),
+                false => all.narrow(0, r as i64 * self.cap, size),
+            })
+            .collect();
+        let whole = Tensor::cat(&rows, 0);
+        let mut cols = whole.split_with_sizes(&widths, 1).into_iter();
+        let mut next = || cols.next();
+        Ok(BatchFeatures {
+            f_i: next().expect("f_i"),
+            f_t: next().expect("f_t"),
+            g_i: out.g_i.as_ref().and(next()),
+            g_t: out.g_t.as_ref().and(next()),
+            pids: layout.pids.shallow_clone(),
+        })
+    }
+
+    /// Averages the gradients of `vars` over the ranks and sums `values`, with one all-reduce of
+    /// a flat buffer; returns the summed values. Every rank has the same graph, so the same
+    /// parameters have gradients everywhere.
+    pub fn reduce(&self, vars: &[Tensor], values: &[f64]) -> Result<Vec<f64>, RankLost> {
+        let Some(g) = &self.group else {
+            return Ok(values.to_vec());
+        };
+        tch::no_grad(|| {
+            let mut grads: Vec<Tensor> = vars.iter().map(Tensor::grad).filter(Tensor::defined).collect();
+            let tail: Vec<f32> = values.iter().map(|&v| v as f32).collect();
+            let mut pieces: Vec<Tensor> = grads.iter().map(|t| t.to_kind(Kind::Float).flatten(0, -1)).collect();
+            pieces.push(Tensor::from_slice(&tail).to_device(self.device));
+            let mut flat = Tensor::cat(&pieces, 0);
+            g.all_reduce_sum(&mut flat)?;
+            let world = g.world() as f64;
+            let mut offset = 0;
+            for grad in &mut grads {
+                let n = grad.numel() as i64;
+                let mean = flat.narrow(0, offset, n).view_as(grad) / world;
+                grad.copy_(&mean);
+                offset += n;
+            }
+            let summed = flat.narrow(0, offset, tail.len() as i64).to_device(Device::Cpu);
+            Ok(Vec::<f32>::try_from(&summed).expect("f32 values").into_iter().map(f64::from).collect())
+        })
+    }
+
+    /// Gives every rank rank 0's variables (so all start from the same weights).
+    pub fn sync_variables(&self, vs: &VarStore) -> Result<(), RankLost> {
+        let Some(g) = &self.group else {
+            return Ok(());
+        };
+        tch::no_grad(|| {
+            for (_, mut var) in sorted_variables(vs) {
+                let mut buf = var.contiguous();
+                g.broadcast(&mut buf, 0)?;
+                var.copy_(&buf);
+            }
+            Ok(())
+        })
+    }
+
+    /// Rank 0's `values`, on every rank.
+    pub fn from_main(&self, values: &[f64]) -> Result<Vec<f64>, RankLost> {
+        let Some(g) = &self.group else {
+            return Ok(values.to_vec());
+        };
+        let mut t = Tensor::from_slice(values).to_device(self.device);
+        g.broadcast(&mut t, 0)?;
+        Ok(Vec::<f64>::try_from(&t.to_device(Device::Cpu)).expect("f64 values"))
+    }
+
+    /// Every rank's parameter digest ([`digest`]), in rank order.
+    pub fn digests(&self, vs: &VarStore) -> Result<Vec<u64>, RankLost> {
+        let own = digest(vs);
+        let Some(g) = &self.group else {
+            return Ok(vec![own]);
+        };
+        let all = g.all_gather(&Tensor::from_slice(&[own as i64]).to_device(self.device))?;
+        let all = Vec::<i64>::try_from(&all.to_device(Device::Cpu)).expect("i64 digests");
+        Ok(all.into_iter().map(|d| d as u64).collect())
+    }
+}
+
+/// The c10d backend for `cfg`'s `dist_backend` on `device` (`auto`: NCCL on CUDA, Gloo on the
+/// CPU); NCCL on the CPU is refused.
+pub fn choose_backend(cfg: &Config, device: Device) -> Result<Backend> {
+    Ok(match (cfg.run.dist_backend, device) {
+        (DistBackend::Gloo, _) => Backend::Gloo,
+        (DistBackend::Nccl, Device::Cpu) => {
+            return Err(crate::UsageError(format!(
+                "dist_backend nccl carries CUDA tensors, but the ranks run on the CPU (device {}); use dist_backend: gloo or auto",
+                cfg.run.device
+            ))
+            .into())
+        }
+        (DistBackend::Nccl, _) => Backend::Nccl,
+        (DistBackend::Auto, Device::Cpu) => Backend::Gloo,
+        (DistBackend::Auto, _) => Backend::Nccl,
+    })
+}
+
+fn sorted_variables(vs: &VarStore) -> Vec<(String, Tensor)> {
+    let mut vars: Vec<(String, Tensor)> = vs.variables().into_iter().collect();
+    vars.sort_by(|a, b| a.0.cmp(&b.0));
+    vars
+}
+
+/// 64-bit FNV-1a over every variable's raw bytes (native order), variables sorted by name: equal
+/// digests mean bit-identical weights. `tests/reference/digest_ref.py` computes the same from a
+/// checkpoint.
+pub fn digest(vs: &VarStore) -> u64 {
+    let mut h = FNV_START;
+    for (name, t) in sorted_variables(vs) {
+        let t = t.to_device(Device::Cpu).contiguous();
+        let mut bytes = vec![0u8; t.numel() * t.kind().elt_size_in_bytes()];
+        t.copy_data_u8(&mut bytes, t.numel());
+        h = fnv1a(name.into_bytes(), h);
+        h = fnv1a(bytes, h);
+    }
+    h
+}
