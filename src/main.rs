@@ -41,7 +41,7 @@ fn main() {
     if let Err(err) = result {
         // One line: the outermost context first, then each cause; a run's log keeps it too.
         let line = match rank {
-            Some(r) => format!("error (rank {r}): {err:#}"),
+            Some(r) => format!("error: [rank {r}] {err:#}"),
             None => format!("error: {err:#}"),
         };
         eprintln!("{line}");

@@ -74,16 +74,21 @@ fn signal_all(children: &[(Child, Option<ExitStatus>)], sig: i32) {
     }
 }
 
-/// Starts `nproc` ranks of this `ccma train` command and waits for all of them.
-pub fn run(nproc: usize) -> Result<()> {
-    if nproc == 0 {
-        return Err(UsageError("--nproc-per-node 0: expected at least 1 process".into()).into());
-    }
+/// Refuses `--nproc-per-node` in a process a launcher already started as a rank.
+pub fn check_not_nested() -> Result<()> {
     if std::env::var_os("WORLD_SIZE").is_some() {
         return Err(UsageError(
             "--nproc-per-node starts its own ranks, but WORLD_SIZE is already set (a launcher such as torchrun started this one): use one or the other".into(),
         )
         .into());
+    }
+    Ok(())
+}
+
+/// Starts `nproc` ranks of this `ccma train` command and waits for all of them.
+pub fn run(nproc: usize) -> Result<()> {
+    if nproc == 0 {
+        return Err(UsageError("--nproc-per-node 0: expected at least 1 process".into()).into());
     }
     let exe = std::env::current_exe().context("cannot find the ccma executable to start the ranks")?;
     let args = without_launch_flag(std::env::args_os().skip(1));

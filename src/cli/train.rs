@@ -124,7 +124,10 @@ pub fn run(a: TrainArgs) -> Result<()> {
             o.flag("--loss-names", "loss_names", a.loss_names.clone(), |c, v| c.loss.loss_names = v)
         })?)),
     };
-    let launch = Launch::from_env()?;
+    let launch = match a.nproc_per_node {
+        Some(_) => super::launch::check_not_nested().map(|()| None)?,
+        None => Launch::from_env()?,
+    };
     if let Start::New(cfg) = &start {
         check_pretrained(cfg)?;
         check_dist_keys(cfg, launch.is_some() || a.nproc_per_node.is_some())?;

@@ -7,7 +7,7 @@ use crate::config::{Config, DistBackend};
 use crate::data::batch::TrainBatch;
 use crate::dist::group::RankLost;
 use crate::dist::{Backend, Group, Launch};
-use crate::io::fingerprint::{fnv1a, FNV_START};
+use sha2::{Digest, Sha256};
 use crate::loss::{BatchFeatures, LocalShare};
 use crate::model::TrainOutputs;
 use anyhow::Result;
@@ -261,17 +261,18 @@ fn sorted_variables(vs: &VarStore) -> Vec<(String, Tensor)> {
     vars
 }
 
-/// 64-bit FNV-1a over every variable's raw bytes (native order), variables sorted by name: equal
-/// digests mean bit-identical weights. `tests/reference/digest_ref.py` computes the same from a
-/// checkpoint.
+/// The first 64 bits of SHA-256 over every variable's name and raw bytes (native order), sorted
+/// by name: equal digests mean bit-identical weights. `tests/reference/digest_ref.py` computes the
+/// same from a checkpoint.
 pub fn digest(vs: &VarStore) -> u64 {
-    let mut h = FNV_START;
+    let mut h = Sha256::new();
     for (name, t) in sorted_variables(vs) {
         let t = t.to_device(Device::Cpu).contiguous();
         let mut bytes = vec![0u8; t.numel() * t.kind().elt_size_in_bytes()];
         t.copy_data_u8(&mut bytes, t.numel());
-        h = fnv1a(name.into_bytes(), h);
-        h = fnv1a(bytes, h);
+        h.update(name.as_bytes());
+        h.update(&bytes);
     }
-    h
+    let out = h.finalize();
+    u64::from_be_bytes(out[..8].try_into().expect("32-byte hash"))
 }
