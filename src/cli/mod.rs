@@ -65,6 +65,11 @@ pub fn run(command: Command) -> anyhow::Result<()> {
             for line in crate::device::info_lines() {
                 println!("{line}");
             }
+            let nccl = match crate::dist::Backend::nccl_compiled() {
+                true => "NCCL (CUDA)",
+                false => "no NCCL (built without its headers)",
+            };
+            println!("data-parallel backends: Gloo (CPU), {nccl}");
             Ok(())
         }
     }
