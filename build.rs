@@ -74,7 +74,11 @@ fn nccl_includes(t: &Libtorch) -> Option<(PathBuf, PathBuf)> {
         nccl.push(PathBuf::from(d));
     }
     if let Some(sp) = &t.site_packages {
-        for entry in std::fs::read_dir(sp.join("nvidia")).into_iter().flatten().flatten() {
+        for entry in std::fs::read_dir(sp.join("nvidia"))
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
             cuda.push(entry.path().join("include"));
             nccl.push(entry.path().join("include"));
         }
@@ -87,7 +91,12 @@ fn nccl_includes(t: &Libtorch) -> Option<(PathBuf, PathBuf)> {
 }
 
 fn compile_shim(t: &Libtorch, cuda: bool) {
-    for f in ["csrc/c10d.cpp", "csrc/nccl.cpp", "csrc/backends.hpp", "csrc/gloo"] {
+    for f in [
+        "csrc/c10d.cpp",
+        "csrc/nccl.cpp",
+        "csrc/backends.hpp",
+        "csrc/gloo",
+    ] {
         println!("cargo:rerun-if-changed={f}");
     }
     let mut build = cc::Build::new();

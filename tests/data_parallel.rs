@@ -32,13 +32,6 @@ fn write_config(dir: &Path, epochs: usize) -> PathBuf {
     path
 }
 
-fn train_command(cfg: &Path, run: &Path, extra: &[&str]) -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_ccma"));
-    cmd.args(["train", "--config", cfg.to_str().unwrap(), "--run-dir", run.to_str().unwrap()])
-        .args(extra);
-    cmd
-}
-
 fn succeeded(out: &Output, what: &str) -> String {
     let err = String::from_utf8_lossy(&out.stderr).into_owned();
     assert!(out.status.success(), "{what}: {err}");
@@ -67,25 +60,31 @@ fn env_rank(cmd: Command, rank: usize, port: &str) -> std::process::Child {
         .unwrap()
 }
 
-fn metrics(run: &Path) -> Vec<serde_json::Value> {
-    std::fs::read_to_string(run.join("metrics.jsonl"))
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect()
-}
-
 /// The digests rank 0 logged for `epoch`, one per rank.
 fn logged_digests(run: &Path, epoch: usize) -> Vec<String> {
     let log = std::fs::read_to_string(run.join("train_log.txt")).unwrap();
-    let prefix = format!("epoch {epoch}: parameters bit-identical on all 2 ranks (digests by rank: ");
-    let line = log.lines().rev().find_map(|l| l.split_once(&prefix)).unwrap_or_else(|| panic!("no digest line for epoch {epoch}:\n{log}")).1;
-    line.trim_end_matches(')').split(", ").map(str::to_string).collect()
+    let prefix =
+        format!("epoch {epoch}: parameters bit-identical on all 2 ranks (digests by rank: ");
+    let line = log
+        .lines()
+        .rev()
+        .find_map(|l| l.split_once(&prefix))
+        .unwrap_or_else(|| panic!("no digest line for epoch {epoch}:\n{log}"))
+        .1;
+    line.trim_end_matches(')')
+        .split(", ")
+        .map(str::to_string)
+        .collect()
 }
 
 /// The digest of the parameters in a run's resumable state, by the Python reference.
 fn state_digest(run: &Path) -> String {
-    reference("digest_ref.py", &[run.join("last.safetensors").to_str().unwrap()]).trim().to_string()
+    reference(
+        "digest_ref.py",
+        &[run.join("last.safetensors").to_str().unwrap()],
+    )
+    .trim()
+    .to_string()
 }
 
 #[test]
@@ -93,24 +92,44 @@ fn two_ranks_agree_with_each_other_and_with_one_process() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = write_config(dir.path(), 2);
     let (two, one) = (dir.path().join("two"), dir.path().join("one"));
-    succeeded(&train_command(&cfg, &two, &["--nproc-per-node", "2"]).output().unwrap(), "2 ranks");
+    succeeded(
+        &train_command(&cfg, &two, &["--nproc-per-node", "2"])
+            .output()
+            .unwrap(),
+        "2 ranks",
+    );
     // Every rank's own digest of its parameters equals the digest of the saved state.
     let digest = state_digest(&two);
     assert_eq!(logged_digests(&two, 2), [digest.clone(), digest]);
-    succeeded(&train_command(&cfg, &one, &[]).output().unwrap(), "1 process");
+    succeeded(
+        &train_command(&cfg, &one, &[]).output().unwrap(),
+        "1 process",
+    );
     let (m2, m1) = (metrics(&two), metrics(&one));
     assert_eq!(m2.len(), 2);
-    let (l2, l1) = (m2[0]["loss"].as_object().unwrap(), m1[0]["loss"].as_object().unwrap());
+    let (l2, l1) = (
+        m2[0]["loss"].as_object().unwrap(),
+        m1[0]["loss"].as_object().unwrap(),
+    );
     assert_eq!(l2.len(), 6, "every term of the imal set: {l2:?}");
     for (term, v1) in l1 {
         let (v1, v2) = (v1.as_f64().unwrap(), l2[term].as_f64().unwrap());
-        assert!((v1 - v2).abs() <= LOSS_RTOL * v1.abs(), "epoch 1 {term}: one process {v1}, 2 ranks {v2}");
+        assert!(
+            (v1 - v2).abs() <= LOSS_RTOL * v1.abs(),
+            "epoch 1 {term}: one process {v1}, 2 ranks {v2}"
+        );
     }
-    let (p2, p1) = (load(&two.join("last.safetensors")), load(&one.join("last.safetensors")));
+    let (p2, p1) = (
+        load(&two.join("last.safetensors")),
+        load(&one.join("last.safetensors")),
+    );
     let mut compared = 0;
     for (name, t1) in p1.iter().filter(|(k, _)| !k.starts_with("optimizer.")) {
         let d = max_abs_diff(t1, &p2[name]);
-        assert!(d <= PARAM_ATOL, "{name}: one process and 2 ranks differ by {d}");
+        assert!(
+            d <= PARAM_ATOL,
+            "{name}: one process and 2 ranks differ by {d}"
+        );
         compared += 1;
     }
     assert!(compared > 50, "{compared} parameters compared");
@@ -122,15 +141,27 @@ fn two_ranks_agree_with_each_other_and_with_one_process() {
 fn torchrun_variables_launch_the_same_run_and_a_killed_rank_is_named() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = write_config(dir.path(), 2);
-    let (flag, env, killed) = (dir.path().join("flag"), dir.path().join("env"), dir.path().join("killed"));
-    succeeded(&train_command(&cfg, &flag, &["--nproc-per-node", "2"]).output().unwrap(), "--nproc-per-node");
+    let (flag, env, killed) = (
+        dir.path().join("flag"),
+        dir.path().join("env"),
+        dir.path().join("killed"),
+    );
+    succeeded(
+        &train_command(&cfg, &flag, &["--nproc-per-node", "2"])
+            .output()
+            .unwrap(),
+        "--nproc-per-node",
+    );
     let port = free_port();
-    let ranks: Vec<_> = (0..2).map(|r| env_rank(train_command(&cfg, &env, &[]), r, &port)).collect();
+    let ranks: Vec<_> = (0..2)
+        .map(|r| env_rank(train_command(&cfg, &env, &[]), r, &port))
+        .collect();
     for (r, child) in ranks.into_iter().enumerate() {
         succeeded(&child.wait_with_output().unwrap(), &format!("rank {r}"));
     }
     // The same computation either way: identical loss records and bit-identical parameters.
-    let strip = |m: Vec<serde_json::Value>| m.into_iter().map(|r| r["loss"].clone()).collect::<Vec<_>>();
+    let strip =
+        |m: Vec<serde_json::Value>| m.into_iter().map(|r| r["loss"].clone()).collect::<Vec<_>>();
     assert_eq!(strip(metrics(&env)), strip(metrics(&flag)));
     assert_eq!(state_digest(&env), state_digest(&flag));
 
@@ -144,14 +175,36 @@ fn torchrun_variables_launch_the_same_run_and_a_killed_rank_is_named() {
             env_rank(cmd, r, &port)
         })
         .collect();
-    let outs: Vec<Output> = ranks.into_iter().map(|c| c.wait_with_output().unwrap()).collect();
-    assert!(t0.elapsed() < Duration::from_secs(120), "the survivor took {:?}", t0.elapsed());
-    assert_eq!(std::os::unix::process::ExitStatusExt::signal(&outs[1].status), Some(9));
+    let outs: Vec<Output> = ranks
+        .into_iter()
+        .map(|c| c.wait_with_output().unwrap())
+        .collect();
+    assert!(
+        t0.elapsed() < Duration::from_secs(120),
+        "the survivor took {:?}",
+        t0.elapsed()
+    );
+    assert_eq!(
+        std::os::unix::process::ExitStatusExt::signal(&outs[1].status),
+        Some(9)
+    );
     assert_one_line_error(&outs[0], "rank 1 stopped answering");
-    assert_one_line_error(&outs[0], "ccma train --resume");
+    assert_one_line_error(&outs[0], "its last checkpoint is whole: resume the run in");
     assert_eq!(metrics(&killed).len(), 1, "epoch 1 recorded, epoch 2 not");
     // Resumed on 2 ranks, the run ends bit-identical to the run that was never stopped.
-    succeeded(&Command::new(env!("CARGO_BIN_EXE_ccma")).args(["train", "--resume", killed.to_str().unwrap(), "--nproc-per-node", "2"]).output().unwrap(), "resume");
+    succeeded(
+        &Command::new(env!("CARGO_BIN_EXE_ccma"))
+            .args([
+                "train",
+                "--resume",
+                killed.to_str().unwrap(),
+                "--nproc-per-node",
+                "2",
+            ])
+            .output()
+            .unwrap(),
+        "resume",
+    );
     assert_eq!(metrics(&killed).len(), 2);
     assert_eq!(state_digest(&killed), state_digest(&flag));
 }
@@ -166,17 +219,35 @@ fn the_launcher_names_a_killed_rank_and_one_process_resumes_the_run() {
         .env("CCMA_KILL_RANK_AT_STEP", "1:20")
         .output()
         .unwrap();
-    assert!(t0.elapsed() < Duration::from_secs(120), "took {:?}", t0.elapsed());
+    assert!(
+        t0.elapsed() < Duration::from_secs(120),
+        "took {:?}",
+        t0.elapsed()
+    );
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{err}");
     let lines: Vec<&str> = err.lines().filter(|l| l.starts_with("error")).collect();
     assert_eq!(lines.len(), 2, "rank 0's line and the launcher's: {err}");
     assert!(lines[0].contains("rank 1 stopped answering"), "{err}");
-    assert!(lines[1].contains("rank 1 (pid ") && lines[1].contains("was killed by signal 9 (SIGKILL)"), "{err}");
+    assert!(
+        lines[1].contains("rank 1 (pid ") && lines[1].contains("was killed by signal 9 (SIGKILL)"),
+        "{err}"
+    );
     // The checkpoint of epoch 1 is whole; one process (N = 2 -> M = 1) finishes the run.
-    succeeded(&Command::new(env!("CARGO_BIN_EXE_ccma")).args(["train", "--resume", run.to_str().unwrap()]).output().unwrap(), "resume on 1 process");
+    succeeded(
+        &Command::new(env!("CARGO_BIN_EXE_ccma"))
+            .args(["train", "--resume", run.to_str().unwrap()])
+            .output()
+            .unwrap(),
+        "resume on 1 process",
+    );
     let m = metrics(&run);
-    assert_eq!(m.iter().map(|r| r["epoch"].as_i64().unwrap()).collect::<Vec<_>>(), [1, 2]);
+    assert_eq!(
+        m.iter()
+            .map(|r| r["epoch"].as_i64().unwrap())
+            .collect::<Vec<_>>(),
+        [1, 2]
+    );
 }
 
 #[test]
@@ -184,7 +255,10 @@ fn ctrl_c_stops_every_rank_with_a_resumable_checkpoint() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = write_config(dir.path(), 40);
     let run = dir.path().join("run");
-    let launcher = train_command(&cfg, &run, &["--nproc-per-node", "2"]).stderr(Stdio::piped()).spawn().unwrap();
+    let launcher = train_command(&cfg, &run, &["--nproc-per-node", "2"])
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
     let t0 = Instant::now();
     while !run.join("metrics.jsonl").is_file() && t0.elapsed() < Duration::from_secs(120) {
         std::thread::sleep(Duration::from_millis(20));
@@ -198,7 +272,15 @@ fn ctrl_c_stops_every_rank_with_a_resumable_checkpoint() {
     let done = metrics(&run).len();
     assert!(done < 40, "stopped early: {done} epochs");
     let out = Command::new(env!("CARGO_BIN_EXE_ccma"))
-        .args(["train", "--resume", run.to_str().unwrap(), "--num-epoch", &(done + 1).to_string(), "--nproc-per-node", "2"])
+        .args([
+            "train",
+            "--resume",
+            run.to_str().unwrap(),
+            "--num-epoch",
+            &(done + 1).to_string(),
+            "--nproc-per-node",
+            "2",
+        ])
         .output()
         .unwrap();
     succeeded(&out, "resume");
@@ -214,22 +296,116 @@ fn data_parallel_settings_that_cannot_act_are_refused() {
     let run_s = run.to_str().unwrap();
     let train = |extra: &[&str], env: &[(&str, &str)]| {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_ccma"));
-        cmd.args(["train", "--config", cfg_s, "--run-dir", run_s]).args(extra).envs(env.iter().copied());
+        cmd.args(["train", "--config", cfg_s, "--run-dir", run_s])
+            .args(extra)
+            .envs(env.iter().copied());
         cmd.output().unwrap()
     };
     for (extra, env, needle) in [
-        (&["--nproc-per-node", "0"][..], &[][..], "--nproc-per-node 0"),
-        (&["--nproc-per-node", "2"], &[("WORLD_SIZE", "2")][..], "WORLD_SIZE is already set"),
-        (&[], &[("WORLD_SIZE", "2"), ("RANK", "2"), ("LOCAL_RANK", "0"), ("MASTER_ADDR", "127.0.0.1"), ("MASTER_PORT", "29500")][..], "RANK=2 is not below WORLD_SIZE=2"),
-        (&[], &[("WORLD_SIZE", "2"), ("RANK", "0"), ("LOCAL_RANK", "0"), ("MASTER_ADDR", "127.0.0.1")][..], "MASTER_PORT is not set"),
-        (&["--nproc-per-node", "2", "--set", "dist_backend=nccl", "--device", "cpu"], &[], "dist_backend nccl carries CUDA tensors"),
-        (&["--set", "dist_backend=gloo"], &[], "apply to data-parallel runs"),
-        (&["--set", "dist_timeout=0", "--nproc-per-node", "2"], &[], "dist_timeout"),
-        (&["--nproc-per-node", "2", "--device", "cuda:1"], &[], "each rank uses cuda:LOCAL_RANK"),
+        (
+            &["--nproc-per-node", "0"][..],
+            &[][..],
+            "--nproc-per-node 0",
+        ),
+        (
+            &["--nproc-per-node", "2"],
+            &[("WORLD_SIZE", "2")][..],
+            "WORLD_SIZE is already set",
+        ),
+        (
+            &[],
+            &[
+                ("WORLD_SIZE", "2"),
+                ("RANK", "2"),
+                ("LOCAL_RANK", "0"),
+                ("MASTER_ADDR", "127.0.0.1"),
+                ("MASTER_PORT", "29500"),
+            ][..],
+            "RANK=2 is not below WORLD_SIZE=2",
+        ),
+        (
+            &[],
+            &[
+                ("WORLD_SIZE", "2"),
+                ("RANK", "0"),
+                ("LOCAL_RANK", "0"),
+                ("MASTER_ADDR", "127.0.0.1"),
+            ][..],
+            "MASTER_PORT is not set",
+        ),
+        (
+            &[
+                "--nproc-per-node",
+                "2",
+                "--set",
+                "dist_backend=nccl",
+                "--device",
+                "cpu",
+            ],
+            &[],
+            "dist_backend nccl carries CUDA tensors",
+        ),
+        (
+            &["--set", "dist_backend=gloo"],
+            &[],
+            "apply to data-parallel runs",
+        ),
+        (
+            &["--set", "dist_timeout=0", "--nproc-per-node", "2"],
+            &[],
+            "dist_timeout",
+        ),
+        (
+            &["--nproc-per-node", "2", "--device", "cuda:1"],
+            &[],
+            "each rank uses cuda:LOCAL_RANK",
+        ),
     ] {
         let out = train(extra, env);
-        assert_eq!(out.status.code(), Some(2), "{extra:?} {env:?}: {}", String::from_utf8_lossy(&out.stderr));
+        assert_eq!(
+            out.status.code(),
+            Some(2),
+            "{extra:?} {env:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         assert_one_line_error(&out, needle);
-        assert!(!run.join("configs.yaml").exists(), "{extra:?}: nothing written");
+        assert!(
+            !run.join("configs.yaml").exists(),
+            "{extra:?}: nothing written"
+        );
     }
+}
+
+#[test]
+fn bench_measures_the_step_plain_and_as_a_rank_of_one() {
+    let run = |env: &[(&str, &str)]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_ccma"))
+            .args([
+                "bench",
+                "--batch-size",
+                "2",
+                "--steps",
+                "1",
+                "--device",
+                "cpu",
+                "--json",
+            ])
+            .envs(env.iter().copied())
+            .output()
+            .unwrap();
+        succeeded(&out, "bench");
+        let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert!(r["step_ms"].as_f64().unwrap() > 0.0, "{r}");
+        r["ranks"].as_i64().unwrap()
+    };
+    assert_eq!(run(&[]), 1);
+    let port = free_port();
+    let one = [
+        ("WORLD_SIZE", "1"),
+        ("RANK", "0"),
+        ("LOCAL_RANK", "0"),
+        ("MASTER_ADDR", "127.0.0.1"),
+        ("MASTER_PORT", port.as_str()),
+    ];
+    assert_eq!(run(&one), 1);
 }

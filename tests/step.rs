@@ -5,6 +5,7 @@ use ccma::config::{Config, LossTerm};
 use ccma::data::batch::TrainBatch;
 use ccma::loss::{sdm, LossSpec};
 use ccma::train::optimizer::Optimizer;
+use ccma::train::parallel::Ranks;
 use ccma::train::step::step;
 use tch::Device;
 
@@ -55,8 +56,13 @@ fn global_caption_chooses_what_the_global_features_see() {
             params: cfg.loss.clone(),
         };
         let (model, mut opt) = model(&cfg);
-        let values = step(&model, &mut opt, &batch, &spec, false).unwrap();
-        values.iter().find(|(t, _)| *t == LossTerm::Sdm).unwrap().1
+        let ranks = Ranks::single(Device::Cpu);
+        let out = step(&model, &mut opt, &batch, &spec, &ranks, false, false).unwrap();
+        out.values
+            .iter()
+            .find(|(t, _)| *t == LossTerm::Sdm)
+            .unwrap()
+            .1
     };
     let by_hand = |ids: &tch::Tensor| {
         let (model, _) = model(&base);

@@ -25,21 +25,8 @@ fn write_config(dir: &Path, epochs: usize) -> PathBuf {
     path
 }
 
-/// `ccma train --config cfg --run-dir run`, not started yet.
-fn train_command(cfg: &Path, run: &Path) -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_ccma"));
-    cmd.args([
-        "train",
-        "--config",
-        cfg.to_str().unwrap(),
-        "--run-dir",
-        run.to_str().unwrap(),
-    ]);
-    cmd
-}
-
 fn train(cfg: &Path, run: &Path, env: &[(&str, &str)]) -> std::process::Output {
-    train_command(cfg, run)
+    train_command(cfg, run, &[])
         .envs(env.iter().copied())
         .output()
         .unwrap()
@@ -47,7 +34,7 @@ fn train(cfg: &Path, run: &Path, env: &[(&str, &str)]) -> std::process::Output {
 
 /// `ccma train` started in the background (stderr captured), returned once epoch 1 is recorded.
 fn train_past_epoch_1(cfg: &Path, run: &Path) -> std::process::Child {
-    let child = train_command(cfg, run)
+    let child = train_command(cfg, run, &[])
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
@@ -75,14 +62,6 @@ fn resume_finishes_all_epochs(run: &Path, epochs: i64) {
         .map(|r| r["epoch"].as_i64().unwrap())
         .collect();
     assert_eq!(recorded, (1..=epochs).collect::<Vec<_>>());
-}
-
-fn metrics(run: &Path) -> Vec<serde_json::Value> {
-    std::fs::read_to_string(run.join("metrics.jsonl"))
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect()
 }
 
 #[test]
@@ -497,7 +476,7 @@ fn a_running_folder_is_locked() {
 fn a_failed_start_blocks_nothing_and_paths_are_recorded_absolute() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = write_config(dir.path(), 1);
-    let out = train_command(&cfg, Path::new("run"))
+    let out = train_command(&cfg, Path::new("run"), &[])
         .current_dir(dir.path())
         .args(["--pretrained", "missing.pt"])
         .output()
@@ -510,7 +489,7 @@ fn a_failed_start_blocks_nothing_and_paths_are_recorded_absolute() {
         log.contains("error: ") && log.contains("missing.pt do not exist"),
         "{log}"
     );
-    let out = train_command(&cfg, Path::new("run"))
+    let out = train_command(&cfg, Path::new("run"), &[])
         .current_dir(dir.path())
         .output()
         .unwrap();
@@ -601,7 +580,7 @@ fn a_sampler_that_cannot_fill_a_batch_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = write_config(dir.path(), 1);
     let run = dir.path().join("run");
-    let out = train_command(&cfg, &run)
+    let out = train_command(&cfg, &run, &[])
         .args([
             "--set",
             "sampler=identity",

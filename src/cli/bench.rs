@@ -1,10 +1,15 @@
 //! `ccma bench`.
 use super::args::DeviceArg;
+use crate::config::Config;
+use crate::dist::Launch;
 use crate::train::bench::{self, BenchOptions};
+use crate::train::parallel::Ranks;
 use anyhow::Result;
 use clap::Args;
 
-/// Measure training-step and encoder throughput of the full-size model on random batches.
+/// Measure training-step and encoder throughput of the full-size model on random batches. Started
+/// with torchrun's variables (WORLD_SIZE=1 included), every step also runs the data-parallel
+/// exchange of each rank's batch of this size.
 #[derive(Args, Debug)]
 pub struct BenchArgs {
     /// Training batch size.
@@ -24,12 +29,24 @@ pub struct BenchArgs {
 }
 
 pub fn run(a: BenchArgs) -> Result<()> {
-    let r = bench::run(&BenchOptions {
-        batch_size: a.batch_size as usize,
-        steps: a.steps as usize,
-        with_loader: a.with_loader,
-        device: a.device.resolve()?,
-    })?;
+    let ranks = match Launch::from_env()? {
+        Some(launch) => {
+            let mut cfg = Config::default();
+            cfg.run.device = a.device.device.unwrap_or_default();
+            cfg.data.batch_size = a.batch_size as usize * launch.world_size;
+            Ranks::connect(&launch, &cfg)?
+        }
+        None => Ranks::single(a.device.resolve()?),
+    };
+    let r = bench::run(
+        &BenchOptions {
+            batch_size: a.batch_size as usize,
+            steps: a.steps as usize,
+            with_loader: a.with_loader,
+            device: ranks.device(),
+        },
+        &ranks,
+    )?;
     if a.json {
         println!("{}", serde_json::to_string(&r)?);
         return Ok(());
@@ -37,7 +54,8 @@ pub fn run(a: BenchArgs) -> Result<()> {
     let mut t = prettytable::Table::new();
     t.set_titles(prettytable::row![
         "device",
-        "batch",
+        "ranks",
+        "batch/rank",
         "ms/step",
         "samples/s",
         "images/s",
@@ -46,6 +64,7 @@ pub fn run(a: BenchArgs) -> Result<()> {
     ]);
     t.add_row(prettytable::row![
         r.device,
+        r.ranks,
         r.batch_size,
         format!("{:.1}", r.step_ms),
         format!("{:.1}", r.samples_per_s),

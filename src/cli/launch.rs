@@ -90,7 +90,8 @@ pub fn run(nproc: usize) -> Result<()> {
     if nproc == 0 {
         return Err(UsageError("--nproc-per-node 0: expected at least 1 process".into()).into());
     }
-    let exe = std::env::current_exe().context("cannot find the ccma executable to start the ranks")?;
+    let exe =
+        std::env::current_exe().context("cannot find the ccma executable to start the ranks")?;
     let args = without_launch_flag(std::env::args_os().skip(1));
     let port = match std::env::var("MASTER_PORT") {
         Ok(p) => p,
@@ -127,7 +128,8 @@ pub fn run(nproc: usize) -> Result<()> {
             Ok(child) => children.push((child, None)),
             Err(e) => {
                 signal_all(&children, libc::SIGTERM);
-                return Err(e).with_context(|| format!("cannot start rank {rank} ({})", exe.display()));
+                return Err(e)
+                    .with_context(|| format!("cannot start rank {rank} ({})", exe.display()));
             }
         }
     }
@@ -179,7 +181,10 @@ fn supervise(mut children: Vec<(Child, Option<ExitStatus>)>) -> Result<()> {
             _ => Err(anyhow::anyhow!(line)),
         };
     }
-    if children.iter().any(|(_, s)| s.is_some_and(|s| s.code() == Some(130))) {
+    if children
+        .iter()
+        .any(|(_, s)| s.is_some_and(|s| s.code() == Some(130)))
+    {
         return Err(Interrupted.into());
     }
     Ok(())
@@ -193,7 +198,15 @@ mod tests {
     fn the_launch_flag_and_its_value_are_removed() {
         let args = |v: &[&str]| v.iter().map(OsString::from).collect::<Vec<_>>();
         let out = without_launch_flag(
-            args(&["train", "--nproc-per-node", "2", "--config", "c.yaml", "--nproc-per-node=3"]).into_iter(),
+            args(&[
+                "train",
+                "--nproc-per-node",
+                "2",
+                "--config",
+                "c.yaml",
+                "--nproc-per-node=3",
+            ])
+            .into_iter(),
         );
         assert_eq!(out, args(&["train", "--config", "c.yaml"]));
     }

@@ -11,8 +11,8 @@ pub mod choices;
 mod merge;
 
 pub use choices::{
-    DatasetName, DistBackend, GlobalCaption, LossNames, LossTerm, OptimizerKind, SamplerKind, Scheduler,
-    WarmupMethod,
+    DatasetName, DistBackend, GlobalCaption, LossNames, LossTerm, OptimizerKind, SamplerKind,
+    Scheduler, WarmupMethod,
 };
 pub use merge::{edit_distance, parse_override, valid_keys};
 

@@ -71,8 +71,30 @@ impl TrainBatch {
             caption_ids: ids,
             mlm_ids,
             mlm_labels,
-            pids: (Tensor::arange(b, opts) / 2).remainder(num_classes),
+            pids: Tensor::arange(b, opts)
+                .floor_divide_scalar(2)
+                .remainder(num_classes),
             image_ids: Tensor::arange(b, opts),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_random_batch_has_the_kinds_and_pids_of_real_data() {
+        let b = TrainBatch::random(6, (32, 16), 16, 2, Device::Cpu);
+        for t in [
+            &b.caption_ids,
+            &b.mlm_ids,
+            &b.mlm_labels,
+            &b.pids,
+            &b.image_ids,
+        ] {
+            assert_eq!(t.kind(), Kind::Int64);
+        }
+        assert_eq!(Vec::<i64>::try_from(&b.pids).unwrap(), [0, 0, 1, 1, 0, 0]);
     }
 }

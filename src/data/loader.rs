@@ -108,7 +108,11 @@ impl TrainLoader {
         });
         let pids: Vec<i64> = samples.iter().map(|s| s.pid).collect();
         let all = opts.sampler.batches(&pids, opts.batch_size, opts.seed, 1);
-        let short: usize = all.iter().map(Vec::len).filter(|&n| n < opts.shard.world).sum();
+        let short: usize = all
+            .iter()
+            .map(Vec::len)
+            .filter(|&n| n < opts.shard.world)
+            .sum();
         if short > 0 {
             tracing::warn!(
                 "{short} sample(s) per epoch are left out: a last batch smaller than the {} ranks cannot be split among them",
@@ -159,9 +163,8 @@ impl TrainLoader {
                 let slice = opts.shard.range(idx.len());
                 let first = slice.start;
                 let idx = &idx[slice];
-                let batch = pool.install(|| {
-                    assemble(&samples, &tokens, idx, first, &opts, epoch, skip + b)
-                });
+                let batch = pool
+                    .install(|| assemble(&samples, &tokens, idx, first, &opts, epoch, skip + b));
                 let failed = batch.is_err();
                 if tx.send(batch).is_err() || failed {
                     return; // consumer gone, or the error was delivered
@@ -281,10 +284,14 @@ mod tests {
 
     #[test]
     fn shards_split_a_batch_into_consecutive_near_equal_slices() {
-        let slices = |n, world| -> Vec<_> { (0..world).map(|rank| Shard { rank, world }.range(n)).collect() };
+        let slices = |n, world| -> Vec<_> {
+            (0..world)
+                .map(|rank| Shard { rank, world }.range(n))
+                .collect()
+        };
         assert_eq!(slices(8, 2), [0..4, 4..8]);
         assert_eq!(slices(7, 3), [0..3, 3..5, 5..7]);
-        assert_eq!(slices(5, 1), [0..5]);
+        assert_eq!(slices(5, 1), vec![0..5]);
         assert_eq!(Shard::WHOLE.range(3), 0..3);
     }
 }

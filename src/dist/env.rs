@@ -37,9 +37,9 @@ impl Launch {
             })
         };
         let number = |k: &str, v: &str, what: &str| -> Result<usize> {
-            v.trim().parse::<usize>().map_err(|_| {
-                UsageError(format!("{k}={v:?} is not {what}")).into()
-            })
+            v.trim()
+                .parse::<usize>()
+                .map_err(|_| UsageError(format!("{k}={v:?} is not {what}")).into())
         };
         let world_size = number("WORLD_SIZE", &world, "a whole number of ranks")?;
         if world_size == 0 {
@@ -55,7 +55,10 @@ impl Launch {
         let local_rank = number("LOCAL_RANK", &get("LOCAL_RANK")?, "a rank number")?;
         let master_addr = get("MASTER_ADDR")?.trim().to_string();
         if master_addr.is_empty() {
-            return Err(UsageError("MASTER_ADDR is empty: expected rank 0's host name or address".into()).into());
+            return Err(UsageError(
+                "MASTER_ADDR is empty: expected rank 0's host name or address".into(),
+            )
+            .into());
         }
         let port = get("MASTER_PORT")?;
         let master_port = port
@@ -63,7 +66,11 @@ impl Launch {
             .parse::<u16>()
             .ok()
             .filter(|p| *p > 0)
-            .ok_or_else(|| UsageError(format!("MASTER_PORT={port:?} is not a port number (1-65535)")))?;
+            .ok_or_else(|| {
+                UsageError(format!(
+                    "MASTER_PORT={port:?} is not a port number (1-65535)"
+                ))
+            })?;
         Ok(Some(Launch {
             world_size,
             rank,
@@ -90,8 +97,10 @@ mod tests {
     use std::collections::HashMap;
 
     fn launch(vars: &[(&str, &str)]) -> Result<Option<Launch>> {
-        let map: HashMap<String, String> =
-            vars.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let map: HashMap<String, String> = vars
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
         Launch::from_vars(|k| map.get(k).cloned())
     }
 
@@ -107,7 +116,10 @@ mod tests {
     fn reads_torchrun_variables() {
         assert_eq!(launch(&[]).unwrap(), None);
         let l = launch(&FULL).unwrap().unwrap();
-        assert_eq!((l.world_size, l.rank, l.local_rank, l.master_port), (2, 1, 1, 29500));
+        assert_eq!(
+            (l.world_size, l.rank, l.local_rank, l.master_port),
+            (2, 1, 1, 29500)
+        );
         assert!(!l.is_main() && l.is_loopback());
     }
 
@@ -128,7 +140,11 @@ mod tests {
             let err = launch(&vars).unwrap_err().to_string();
             assert!(err.contains(expected), "{key}={value}: {err}");
         }
-        let without_port: Vec<_> = FULL.iter().copied().filter(|(k, _)| *k != "MASTER_PORT").collect();
+        let without_port: Vec<_> = FULL
+            .iter()
+            .copied()
+            .filter(|(k, _)| *k != "MASTER_PORT")
+            .collect();
         let err = launch(&without_port).unwrap_err().to_string();
         assert!(err.starts_with("MASTER_PORT is not set"), "{err}");
     }

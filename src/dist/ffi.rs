@@ -21,9 +21,19 @@ extern "C" {
         err: *mut *mut c_char,
     ) -> *mut c_void;
     pub fn ccma_group_free(group: *mut c_void);
-    pub fn ccma_all_reduce_sum(group: *mut c_void, t: *mut CTensor, err: *mut *mut c_char) -> c_int;
-    pub fn ccma_all_gather(group: *mut c_void, t: *mut CTensor, err: *mut *mut c_char) -> *mut CTensor;
-    pub fn ccma_broadcast(group: *mut c_void, t: *mut CTensor, root: c_int, err: *mut *mut c_char) -> c_int;
+    pub fn ccma_all_reduce_sum(group: *mut c_void, t: *mut CTensor, err: *mut *mut c_char)
+        -> c_int;
+    pub fn ccma_all_gather(
+        group: *mut c_void,
+        t: *mut CTensor,
+        err: *mut *mut c_char,
+    ) -> *mut CTensor;
+    pub fn ccma_broadcast(
+        group: *mut c_void,
+        t: *mut CTensor,
+        root: c_int,
+        err: *mut *mut c_char,
+    ) -> c_int;
     pub fn ccma_store_set(
         group: *mut c_void,
         key: *const c_char,
@@ -51,7 +61,9 @@ pub fn take_string(s: *mut c_char) -> Option<String> {
         return None;
     }
     // SAFETY: a NUL-terminated string from `copy_string` in the shim, freed once here.
-    let text = unsafe { std::ffi::CStr::from_ptr(s) }.to_string_lossy().into_owned();
+    let text = unsafe { std::ffi::CStr::from_ptr(s) }
+        .to_string_lossy()
+        .into_owned();
     unsafe { ccma_string_free(s) };
     Some(text)
 }

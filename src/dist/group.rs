@@ -52,7 +52,10 @@ pub struct Group {
 }
 
 /// Runs a shim call that reports failure through `err`.
-fn call<T>(f: impl FnOnce(*mut *mut c_char) -> T, failed: impl Fn(&T) -> bool) -> Result<T, String> {
+fn call<T>(
+    f: impl FnOnce(*mut *mut c_char) -> T,
+    failed: impl Fn(&T) -> bool,
+) -> Result<T, String> {
     let mut err: *mut c_char = null_mut();
     let out = f(&mut err);
     match failed(&out) {
@@ -77,7 +80,9 @@ impl Group {
             )
             .into());
         }
-        let interface = std::env::var("GLOO_SOCKET_IFNAME").ok().map(|s| c_string(&s));
+        let interface = std::env::var("GLOO_SOCKET_IFNAME")
+            .ok()
+            .map(|s| c_string(&s));
         let hostname = launch.is_loopback().then(|| c_string("127.0.0.1"));
         let as_ptr = |s: &Option<CString>| s.as_ref().map_or(std::ptr::null(), |c| c.as_ptr());
         let (name, addr) = (c_string(backend.name()), c_string(&launch.master_addr));
@@ -128,9 +133,12 @@ impl Group {
     pub fn all_reduce_sum(&self, t: &mut Tensor) -> Result<(), RankLost> {
         assert!(t.is_contiguous(), "all-reduce needs a contiguous tensor");
         // SAFETY: `t` is a live tensor; the shim reduces it in place.
-        call(|err| unsafe { ffi::ccma_all_reduce_sum(self.ptr, t.as_mut_ptr().cast(), err) }, |ok| *ok == 0)
-            .map(|_| ())
-            .map_err(|e| self.lost("all-reduce", &e))
+        call(
+            |err| unsafe { ffi::ccma_all_reduce_sum(self.ptr, t.as_mut_ptr().cast(), err) },
+            |ok| *ok == 0,
+        )
+        .map(|_| ())
+        .map_err(|e| self.lost("all-reduce", &e))
     }
 
     /// Every rank's `t` ([n, ...], the same shape on every rank) as [world * n, ...], in rank
@@ -138,26 +146,35 @@ impl Group {
     pub fn all_gather(&self, t: &Tensor) -> Result<Tensor, RankLost> {
         let mut local = t.detach().contiguous();
         // SAFETY: `local` is a live tensor; the shim returns a new one.
-        call(|err| unsafe { ffi::ccma_all_gather(self.ptr, local.as_mut_ptr().cast(), err) }, |p| p.is_null())
-            .map(take_tensor)
-            .map_err(|e| self.lost("all-gather", &e))
+        call(
+            |err| unsafe { ffi::ccma_all_gather(self.ptr, local.as_mut_ptr().cast(), err) },
+            |p| p.is_null(),
+        )
+        .map(take_tensor)
+        .map_err(|e| self.lost("all-gather", &e))
     }
 
     /// Overwrites the contiguous `t` with rank `root`'s values, in place.
     pub fn broadcast(&self, t: &mut Tensor, root: usize) -> Result<(), RankLost> {
         assert!(t.is_contiguous(), "broadcast needs a contiguous tensor");
         // SAFETY: `t` is a live tensor; the shim overwrites it in place.
-        call(|err| unsafe { ffi::ccma_broadcast(self.ptr, t.as_mut_ptr().cast(), root as i32, err) }, |ok| *ok == 0)
-            .map(|_| ())
-            .map_err(|e| self.lost("broadcast", &e))
+        call(
+            |err| unsafe { ffi::ccma_broadcast(self.ptr, t.as_mut_ptr().cast(), root as i32, err) },
+            |ok| *ok == 0,
+        )
+        .map(|_| ())
+        .map_err(|e| self.lost("broadcast", &e))
     }
 
     /// Publishes `value` under `key` in the rendezvous store.
     pub fn publish(&self, key: &str, value: &str) -> Result<(), String> {
         let (k, v) = (c_string(key), c_string(value));
         // SAFETY: valid C strings for the duration of the call.
-        call(|err| unsafe { ffi::ccma_store_set(self.ptr, k.as_ptr(), v.as_ptr(), err) }, |ok| *ok == 0)
-            .map(|_| ())
+        call(
+            |err| unsafe { ffi::ccma_store_set(self.ptr, k.as_ptr(), v.as_ptr(), err) },
+            |ok| *ok == 0,
+        )
+        .map(|_| ())
     }
 
     /// The value published under `key`, waiting up to `timeout` for it; `None` if it never came.
@@ -166,7 +183,15 @@ impl Group {
         let mut value: *mut c_char = null_mut();
         // SAFETY: valid C string; the shim allocates `value`, taken below.
         call(
-            |err| unsafe { ffi::ccma_store_get(self.ptr, k.as_ptr(), timeout.as_millis() as i64, &mut value, err) },
+            |err| unsafe {
+                ffi::ccma_store_get(
+                    self.ptr,
+                    k.as_ptr(),
+                    timeout.as_millis() as i64,
+                    &mut value,
+                    err,
+                )
+            },
             |ok| *ok == 0,
         )?;
         Ok(take_string(value))
@@ -177,7 +202,10 @@ impl Group {
         let k = c_string(key);
         let mut present = 0;
         // SAFETY: valid C string and out-pointer for the duration of the call.
-        call(|err| unsafe { ffi::ccma_store_check(self.ptr, k.as_ptr(), &mut present, err) }, |ok| *ok == 0)?;
+        call(
+            |err| unsafe { ffi::ccma_store_check(self.ptr, k.as_ptr(), &mut present, err) },
+            |ok| *ok == 0,
+        )?;
         Ok(present != 0)
     }
 
@@ -188,13 +216,17 @@ impl Group {
         let cause = cause.lines().next().unwrap_or("").trim();
         let me = self.rank;
         let who = match self.publish(&format!("ccma/alive/{me}"), "1") {
-            Err(_) if me != 0 => "rank 0 (which serves the rendezvous store) stopped answering".to_string(),
+            Err(_) if me != 0 => {
+                "rank 0 (which serves the rendezvous store) stopped answering".to_string()
+            }
             Err(e) => format!("the rendezvous store failed ({e})"),
             Ok(()) => {
                 let deadline = Instant::now() + LIVENESS_WAIT;
                 let mut missing: Vec<usize> = (0..self.world).filter(|&r| r != me).collect();
                 while !missing.is_empty() && Instant::now() < deadline {
-                    missing.retain(|r| !matches!(self.published(&format!("ccma/alive/{r}")), Ok(true)));
+                    missing.retain(|r| {
+                        !matches!(self.published(&format!("ccma/alive/{r}")), Ok(true))
+                    });
                     std::thread::sleep(Duration::from_millis(100));
                 }
                 let missing: Vec<String> = missing.iter().map(usize::to_string).collect();
@@ -225,7 +257,11 @@ mod tests {
 
     /// A free loopback port.
     fn port() -> u16 {
-        std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+        std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port()
     }
 
     #[test]
@@ -241,12 +277,20 @@ mod tests {
         let mut t = Tensor::from_slice(&[1.5f32, -2.0, 3.25]);
         g.all_reduce_sum(&mut t).unwrap();
         assert_eq!(Vec::<f32>::try_from(&t).unwrap(), [1.5, -2.0, 3.25]);
-        let gathered = g.all_gather(&Tensor::arange(6, (Kind::Int64, tch::Device::Cpu)).view([3, 2])).unwrap();
+        let gathered = g
+            .all_gather(&Tensor::arange(6, (Kind::Int64, tch::Device::Cpu)).view([3, 2]))
+            .unwrap();
         assert_eq!(gathered.size(), [3, 2]);
-        assert_eq!(Vec::<i64>::try_from(&gathered.flatten(0, 1)).unwrap(), [0, 1, 2, 3, 4, 5]);
+        assert_eq!(
+            Vec::<i64>::try_from(&gathered.flatten(0, 1)).unwrap(),
+            [0, 1, 2, 3, 4, 5]
+        );
         g.broadcast(&mut t, 0).unwrap();
         g.publish("k", "v").unwrap();
-        assert_eq!(g.fetch("k", Duration::from_secs(1)).unwrap().as_deref(), Some("v"));
+        assert_eq!(
+            g.fetch("k", Duration::from_secs(1)).unwrap().as_deref(),
+            Some("v")
+        );
         assert!(g.published("k").unwrap() && !g.published("absent").unwrap());
     }
 }

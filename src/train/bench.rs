@@ -34,6 +34,9 @@ pub struct BenchOptions {
 #[derive(Debug, Clone, Serialize)]
 pub struct BenchResult {
     pub device: String,
+    /// Ranks of the data-parallel run the steps ran in (1: one process, no exchange).
+    pub ranks: usize,
+    /// Per rank.
     pub batch_size: usize,
     pub steps: usize,
     pub with_loader: bool,
@@ -71,8 +74,9 @@ fn time_of(device: Device, f: impl Fn()) -> f64 {
     median(runs.collect())
 }
 
-/// Runs the benchmark.
-pub fn run(opts: &BenchOptions) -> Result<BenchResult> {
+/// Runs the benchmark; the training steps run as a rank of `ranks` (each rank a batch of
+/// `opts.batch_size`).
+pub fn run(opts: &BenchOptions, ranks: &Ranks) -> Result<BenchResult> {
     let device = opts.device;
     let mut cfg = Config::default();
     cfg.data.batch_size = opts.batch_size;
@@ -84,7 +88,6 @@ pub fn run(opts: &BenchOptions) -> Result<BenchResult> {
         terms: cfg.losses(),
         params: cfg.loss.clone(),
     };
-    let ranks = Ranks::single(device);
     let b = opts.batch_size as i64;
     let (size, l) = (cfg.data.img_size, cfg.data.text_length);
     let loader = if opts.with_loader {
@@ -116,7 +119,7 @@ pub fn run(opts: &BenchOptions) -> Result<BenchResult> {
             }
             None => &fixed,
         };
-        step(&model, &mut opt, batch, &spec, &ranks, false, false)?;
+        step(&model, &mut opt, batch, &spec, ranks, false, false)?;
         sync(device);
         if i >= WARMUP_STEPS {
             times.push(t0.elapsed().as_secs_f64());
@@ -137,11 +140,12 @@ pub fn run(opts: &BenchOptions) -> Result<BenchResult> {
         });
     Ok(BenchResult {
         device: format!("{device:?}"),
+        ranks: ranks.world(),
         batch_size: opts.batch_size,
         steps: opts.steps,
         with_loader: opts.with_loader,
         step_ms,
-        samples_per_s: b as f64 / step_ms * 1e3,
+        samples_per_s: (b as usize * ranks.world()) as f64 / step_ms * 1e3,
         encoder_batch: enc_b,
         images_per_s: img_s,
         texts_per_s: txt_s,

@@ -7,10 +7,10 @@ use crate::config::{Config, DistBackend};
 use crate::data::batch::TrainBatch;
 use crate::dist::group::RankLost;
 use crate::dist::{Backend, Group, Launch};
-use sha2::{Digest, Sha256};
 use crate::loss::{BatchFeatures, LocalShare};
 use crate::model::TrainOutputs;
 use anyhow::Result;
+use sha2::{Digest, Sha256};
 use std::time::Duration;
 use tch::{nn::VarStore, Device, Kind, Tensor};
 
@@ -146,7 +146,10 @@ impl Ranks {
         parts.extend(out.g_i.iter().chain(out.g_t.iter()));
         let widths: Vec<i64> = parts.iter().map(|t| t.size()[1]).collect();
         let local = Tensor::cat(
-            &parts.iter().map(|t| t.to_kind(Kind::Float)).collect::<Vec<_>>(),
+            &parts
+                .iter()
+                .map(|t| t.to_kind(Kind::Float))
+                .collect::<Vec<_>>(),
             1,
         ); // [n, Σ D]
         let n = local.size()[0];
@@ -181,9 +184,16 @@ impl Ranks {
             return Ok(values.to_vec());
         };
         tch::no_grad(|| {
-            let mut grads: Vec<Tensor> = vars.iter().map(Tensor::grad).filter(Tensor::defined).collect();
+            let mut grads: Vec<Tensor> = vars
+                .iter()
+                .map(Tensor::grad)
+                .filter(Tensor::defined)
+                .collect();
             let tail: Vec<f32> = values.iter().map(|&v| v as f32).collect();
-            let mut pieces: Vec<Tensor> = grads.iter().map(|t| t.to_kind(Kind::Float).flatten(0, -1)).collect();
+            let mut pieces: Vec<Tensor> = grads
+                .iter()
+                .map(|t| t.to_kind(Kind::Float).flatten(0, -1))
+                .collect();
             pieces.push(Tensor::from_slice(&tail).to_device(self.device));
             let mut flat = Tensor::cat(&pieces, 0);
             g.all_reduce_sum(&mut flat)?;
@@ -195,8 +205,14 @@ impl Ranks {
                 grad.copy_(&mean);
                 offset += n;
             }
-            let summed = flat.narrow(0, offset, tail.len() as i64).to_device(Device::Cpu);
-            Ok(Vec::<f32>::try_from(&summed).expect("f32 values").into_iter().map(f64::from).collect())
+            let summed = flat
+                .narrow(0, offset, tail.len() as i64)
+                .to_device(Device::Cpu);
+            Ok(Vec::<f32>::try_from(&summed)
+                .expect("f32 values")
+                .into_iter()
+                .map(f64::from)
+                .collect())
         })
     }
 

@@ -113,7 +113,12 @@ impl EpochMeter {
         }
     }
 
-    fn add(&mut self, StepOutcome { values, samples, .. }: &StepOutcome) {
+    fn add(
+        &mut self,
+        StepOutcome {
+            values, samples, ..
+        }: &StepOutcome,
+    ) {
         if self.sums.is_empty() {
             self.sums = values.iter().map(|(k, _)| (*k, 0.0)).collect();
         }
@@ -366,7 +371,7 @@ impl Trainer {
     /// The error for a rank that stopped answering: the run stops; the state on disk is whole.
     fn lost(&self, e: crate::dist::group::RankLost) -> anyhow::Error {
         anyhow::anyhow!(
-            "{e}; the run stops, its last checkpoint is whole: continue with `ccma train --resume {}`",
+            "{e}; the run stops, its last checkpoint is whole: resume the run in {} to continue",
             self.run.dir.display()
         )
     }
@@ -592,7 +597,12 @@ fn open_run_folder(start: &Start, cfg: &Config, ranks: &Ranks) -> Result<RunDir>
     let message = g
         .fetch(KEY, timeout)
         .map_err(|e| anyhow::anyhow!("rank 0 stopped before naming the run folder: {e}"))?
-        .with_context(|| format!("rank 0 did not name the run folder within {}s (dist_timeout)", cfg.run.dist_timeout))?;
+        .with_context(|| {
+            format!(
+                "rank 0 did not name the run folder within {}s (dist_timeout)",
+                cfg.run.dist_timeout
+            )
+        })?;
     match message.split_once(' ') {
         Some(("ok", dir)) => Ok(RunDir::follow(dir.into())),
         _ => bail!(

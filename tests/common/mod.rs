@@ -162,3 +162,26 @@ pub fn tiny_cuhk_config(dir: &Path, root: &Path) -> std::path::PathBuf {
     )).unwrap();
     cfg
 }
+
+/// `ccma train --config cfg --run-dir run` with `extra` arguments, not started yet.
+pub fn train_command(cfg: &Path, run: &Path, extra: &[&str]) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_ccma"));
+    cmd.args([
+        "train",
+        "--config",
+        cfg.to_str().unwrap(),
+        "--run-dir",
+        run.to_str().unwrap(),
+    ])
+    .args(extra);
+    cmd
+}
+
+/// The records of a run folder's `metrics.jsonl`, in order.
+pub fn metrics(run: &Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(run.join("metrics.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
