@@ -1,8 +1,8 @@
 //! Data-parallel training through the binary, on the CPU with 2 ranks over Gloo on the loopback:
 //! both launch ways, agreement between the ranks (bit-identical parameters, checked against a
-//! PyTorch-free digest of the checkpoint) and with the one-process run of the same global batch,
-//! a killed rank (with the launcher and without), Ctrl-C, resumption on 2 and on 1 process, and
-//! the settings that are refused.
+//! digest of the checkpoint computed in Python) and with the one-process run of the same global
+//! batch under both samplers, a killed rank (with the launcher and without) and a hung one, Ctrl-C,
+//! resumption on 2 and on 1 process, `ccma bench` as a rank, and the settings that are refused.
 mod common;
 use common::*;
 use std::path::{Path, PathBuf};
@@ -20,11 +20,16 @@ const PARAM_ATOL: f64 = 2e-5;
 /// identities in `<dir>/data` (created on demand by the ranks at once), global batch 16:
 /// 15 batches per epoch, the last of 2 samples (one per rank).
 fn write_config(dir: &Path, epochs: usize) -> PathBuf {
+    write_config_with(dir, epochs, "")
+}
+
+/// [`write_config`] with more YAML lines.
+fn write_config_with(dir: &Path, epochs: usize, extra: &str) -> PathBuf {
     let cfg = format!(
         "dataset_name: SYNTH-PEDES\npretrain_choice: ''\nroot_dir: {root}\nsynth_ids: [40, 10, 20]\nimg_size: [64, 32]\n\
          embed_dim: 32\nvision_width: 32\nvision_layers: 1\nvision_heads: 1\ntransformer_width: 32\ntransformer_layers: 1\n\
          transformer_heads: 1\ntext_length: 40\ncmt_depth: 1\ndca_heads: 4\nbatch_size: 16\ntest_batch_size: 128\n\
-         num_epoch: {epochs}\nlr: 2.0e-3\nwarmup_epochs: 1\nnum_workers: 1\nseed: 3\nloss_names: imal\n",
+         num_epoch: {epochs}\nlr: 2.0e-3\nwarmup_epochs: 1\nnum_workers: 1\nseed: 3\nloss_names: imal\n{extra}",
         root = dir.join("data").display()
     );
     let path = dir.join("cfg.yaml");
@@ -85,6 +90,41 @@ fn state_digest(run: &Path) -> String {
     )
     .trim()
     .to_string()
+}
+
+/// The epoch-1 loss terms of two runs (every term of the imal set) agree to [`LOSS_RTOL`].
+fn assert_epoch_1_losses_agree(one: &Path, two: &Path) {
+    let (m1, m2) = (metrics(one), metrics(two));
+    let (l1, l2) = (
+        m1[0]["loss"].as_object().unwrap(),
+        m2[0]["loss"].as_object().unwrap(),
+    );
+    assert_eq!(l2.len(), 6, "every term of the imal set: {l2:?}");
+    for (term, v1) in l1 {
+        let (v1, v2) = (v1.as_f64().unwrap(), l2[term].as_f64().unwrap());
+        assert!(
+            (v1 - v2).abs() <= LOSS_RTOL * v1.abs(),
+            "epoch 1 {term}: one process {v1}, 2 ranks {v2}"
+        );
+    }
+}
+
+#[test]
+fn the_identity_sampler_feeds_two_ranks_the_batches_of_one_process() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = write_config_with(dir.path(), 1, "sampler: identity\nnum_instance: 4\n");
+    let (two, one) = (dir.path().join("two"), dir.path().join("one"));
+    succeeded(
+        &train_command(&cfg, &two, &["--nproc-per-node", "2"])
+            .output()
+            .unwrap(),
+        "2 ranks",
+    );
+    succeeded(
+        &train_command(&cfg, &one, &[]).output().unwrap(),
+        "1 process",
+    );
+    assert_epoch_1_losses_agree(&one, &two);
 }
 
 #[test]
@@ -171,7 +211,7 @@ fn torchrun_variables_launch_the_same_run_and_a_killed_rank_is_named() {
     let ranks: Vec<_> = (0..2)
         .map(|r| {
             let mut cmd = train_command(&cfg, &killed, &[]);
-            cmd.env("CCMA_KILL_RANK_AT_STEP", "1:20");
+            cmd.env("CCMA_RANK_FAULT", "kill:1:20");
             env_rank(cmd, r, &port)
         })
         .collect();
@@ -216,7 +256,7 @@ fn the_launcher_names_a_killed_rank_and_one_process_resumes_the_run() {
     let run = dir.path().join("run");
     let t0 = Instant::now();
     let out = train_command(&cfg, &run, &["--nproc-per-node", "2"])
-        .env("CCMA_KILL_RANK_AT_STEP", "1:20")
+        .env("CCMA_RANK_FAULT", "kill:1:20")
         .output()
         .unwrap();
     assert!(
@@ -247,6 +287,33 @@ fn the_launcher_names_a_killed_rank_and_one_process_resumes_the_run() {
             .map(|r| r["epoch"].as_i64().unwrap())
             .collect::<Vec<_>>(),
         [1, 2]
+    );
+}
+
+#[test]
+fn a_rank_that_hangs_is_named_once_dist_timeout_passes() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = write_config(dir.path(), 2);
+    let run = dir.path().join("run");
+    let port = free_port();
+    let ranks: Vec<_> = (0..2)
+        .map(|r| {
+            let mut cmd = train_command(&cfg, &run, &["--set", "dist_timeout=5"]);
+            cmd.env("CCMA_RANK_FAULT", "stall:1:3");
+            env_rank(cmd, r, &port)
+        })
+        .collect();
+    let mut ranks = ranks.into_iter();
+    let (rank0, mut rank1) = (ranks.next().unwrap(), ranks.next().unwrap());
+    let t0 = Instant::now();
+    let out = rank0.wait_with_output().unwrap();
+    let waited = t0.elapsed();
+    rank1.kill().unwrap();
+    rank1.wait().unwrap();
+    assert_one_line_error(&out, "rank 1 stopped answering");
+    assert!(
+        waited < Duration::from_secs(60),
+        "rank 0 stopped after {waited:?}"
     );
 }
 

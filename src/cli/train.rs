@@ -3,7 +3,7 @@ use super::args::{ConfigArgs, DeviceArg};
 use crate::config::{Config, LossNames};
 use crate::dist::Launch;
 use crate::train::parallel::choose_backend;
-use crate::train::{Faults, Start};
+use crate::train::{Faults, RankFault, Start};
 use crate::UsageError;
 use anyhow::Result;
 use clap::Args;
@@ -63,17 +63,27 @@ impl TrainArgs {
 
 /// Faults the tests inject through the environment: `CCMA_INJECT_NAN_AT_STEP=N` (the first loss
 /// term is NaN at global step N), `CCMA_INTERRUPT_AT_STEP=N` (Ctrl-C after N global steps) and
-/// `CCMA_KILL_RANK_AT_STEP=R:N` (rank R kills itself before global step N).
+/// `CCMA_RANK_FAULT=kill:R:N` or `stall:R:N` (rank R kills itself, or stops answering, before
+/// global step N).
 fn faults_from_env() -> Faults {
     let step = |var: &str| std::env::var(var).ok()?.parse().ok();
-    let kill = std::env::var("CCMA_KILL_RANK_AT_STEP").ok().and_then(|v| {
-        let (rank, step) = v.split_once(':')?;
-        Some((rank.parse().ok()?, step.parse().ok()?))
+    let rank_fault = std::env::var("CCMA_RANK_FAULT").ok().and_then(|v| {
+        let mut parts = v.split(':');
+        let kill = match parts.next()? {
+            "kill" => true,
+            "stall" => false,
+            _ => return None,
+        };
+        Some(RankFault {
+            kill,
+            rank: parts.next()?.parse().ok()?,
+            step: parts.next()?.parse().ok()?,
+        })
     });
     Faults {
         nan_at_step: step("CCMA_INJECT_NAN_AT_STEP"),
         interrupt_after_step: step("CCMA_INTERRUPT_AT_STEP"),
-        kill_rank_at_step: kill,
+        rank_fault,
     }
 }
 

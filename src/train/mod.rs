@@ -11,4 +11,4 @@ pub mod step;
 pub mod trainer;
 
 pub use interrupt::Interrupted;
-pub use trainer::{run, Faults, Progress, Start, Trainer};
+pub use trainer::{run, Faults, Progress, RankFault, Start, Trainer};

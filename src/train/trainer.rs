@@ -27,8 +27,17 @@ pub struct Faults {
     pub nan_at_step: Option<usize>,
     /// Act as if Ctrl-C was pressed once this many global steps are done.
     pub interrupt_after_step: Option<usize>,
-    /// (rank, step): that rank kills itself (SIGKILL) before global step `step` (0-based).
-    pub kill_rank_at_step: Option<(usize, usize)>,
+    /// One rank fails before a global step (0-based).
+    pub rank_fault: Option<RankFault>,
+}
+
+/// A rank that dies or hangs, for tests of how the other ranks stop.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RankFault {
+    pub rank: usize,
+    pub step: usize,
+    /// SIGKILL itself (true) or stop answering for good (false).
+    pub kill: bool,
 }
 
 /// Where training stands: the next (epoch, step) to run and the best result so far.
@@ -370,8 +379,12 @@ impl Trainer {
 
     /// The error for a rank that stopped answering: the run stops; the state on disk is whole.
     fn lost(&self, e: crate::dist::group::RankLost) -> anyhow::Error {
+        let saved = match self.run.state().is_file() {
+            true => "its last checkpoint is whole",
+            false => "no checkpoint was written yet, so it resumes from its start",
+        };
         anyhow::anyhow!(
-            "{e}; the run stops, its last checkpoint is whole: resume the run in {} to continue",
+            "{e}; the run stops, {saved}: resume the run in {} to continue",
             self.run.dir.display()
         )
     }
@@ -419,9 +432,18 @@ impl Trainer {
         let mut meter = EpochMeter::new();
         for batch in self.loader.epoch(epoch, progress.step) {
             let batch = batch?.to_device(self.device);
-            if self.faults.kill_rank_at_step == Some((self.ranks.rank(), progress.global_step)) {
-                // SAFETY: raising a signal on this process.
-                unsafe { libc::raise(libc::SIGKILL) };
+            if let Some(f) = self.faults.rank_fault {
+                if (f.rank, f.step) == (self.ranks.rank(), progress.global_step) {
+                    match f.kill {
+                        // SAFETY: raising a signal on this process.
+                        true => unsafe {
+                            libc::raise(libc::SIGKILL);
+                        },
+                        false => loop {
+                            std::thread::park();
+                        },
+                    }
+                }
             }
             let poison = self.faults.nan_at_step == Some(progress.global_step);
             let stop = interrupt::requested()
