@@ -113,7 +113,7 @@ impl TrainLoader {
             .map(Vec::len)
             .filter(|&n| n < opts.shard.world)
             .sum();
-        if short > 0 {
+        if short > 0 && opts.shard.rank == 0 {
             tracing::warn!(
                 "{short} sample(s) per epoch are left out: a last batch smaller than the {} ranks cannot be split among them",
                 opts.shard.world
