@@ -107,17 +107,19 @@ impl TrainLoader {
                 .collect()
         });
         let pids: Vec<i64> = samples.iter().map(|s| s.pid).collect();
-        let all = opts.sampler.batches(&pids, opts.batch_size, opts.seed, 1);
-        let short: usize = all
-            .iter()
-            .map(Vec::len)
-            .filter(|&n| n < opts.shard.world)
-            .sum();
-        if short > 0 && opts.shard.rank == 0 {
-            tracing::warn!(
-                "{short} sample(s) per epoch are left out: a last batch smaller than the {} ranks cannot be split among them",
-                opts.shard.world
-            );
+        if opts.shard.world > 1 && opts.shard.rank == 0 {
+            let all = opts.sampler.batches(&pids, opts.batch_size, opts.seed, 1);
+            let short: usize = all
+                .iter()
+                .map(Vec::len)
+                .filter(|&n| n < opts.shard.world)
+                .sum();
+            if short > 0 {
+                tracing::warn!(
+                    "{short} sample(s) per epoch are left out: a last batch smaller than the {} ranks cannot be split among them",
+                    opts.shard.world
+                );
+            }
         }
         Ok(TrainLoader {
             samples: Arc::new(samples),

@@ -80,11 +80,6 @@ impl Launch {
         }))
     }
 
-    /// Whether this process writes the run folder, logs and checkpoints.
-    pub fn is_main(&self) -> bool {
-        self.rank == 0
-    }
-
     /// Whether every rank runs on this machine's loopback.
     pub fn is_loopback(&self) -> bool {
         matches!(self.master_addr.as_str(), "127.0.0.1" | "localhost" | "::1")
@@ -120,7 +115,7 @@ mod tests {
             (l.world_size, l.rank, l.local_rank, l.master_port),
             (2, 1, 1, 29500)
         );
-        assert!(!l.is_main() && l.is_loopback());
+        assert!(l.is_loopback());
     }
 
     #[test]

@@ -48,13 +48,20 @@ impl RunDir {
     /// A run folder written by an earlier `ccma train`, locked, to resume: it has its
     /// `configs.yaml` (and `last.safetensors` once a step was saved).
     pub fn existing(dir: &Path) -> Result<RunDir> {
-        if !dir.join("configs.yaml").is_file() {
+        RunDir::config_to_resume(dir)?;
+        RunDir::lock(dir.to_path_buf())
+    }
+
+    /// The `configs.yaml` of the run folder `dir`, which a resume needs.
+    pub fn config_to_resume(dir: &Path) -> Result<PathBuf> {
+        let config = dir.join("configs.yaml");
+        if !config.is_file() {
             bail!(crate::UsageError(format!(
                 "cannot resume {}: it has no configs.yaml (is it a run folder?)",
                 dir.display()
             )));
         }
-        RunDir::lock(dir.to_path_buf())
+        Ok(config)
     }
 
     /// Takes the folder's lock (recording this process's pid in it) and removes the temporary

@@ -18,7 +18,7 @@ use crate::retrieval::metrics::RetrievalMetrics;
 use anyhow::{bail, Context, Result};
 use std::collections::{BTreeMap, HashMap};
 use std::time::Instant;
-use tch::{nn::VarStore, Device, Tensor};
+use tch::{nn::VarStore, Tensor};
 
 /// Faults to inject, for tests of the failure paths (all off by default).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -163,7 +163,6 @@ pub struct Trainer {
     cfg: Config,
     run: RunDir,
     ranks: Ranks,
-    device: Device,
     dataset: Dataset,
     vs: VarStore,
     model: Ccma,
@@ -224,7 +223,6 @@ impl Trainer {
             cfg,
             run,
             ranks,
-            device,
             dataset,
             vs,
             model,
@@ -279,7 +277,7 @@ impl Trainer {
     }
 
     fn evaluate(&self) -> Result<RetrievalMetrics> {
-        let opts = EncodeOptions::from_config(&self.cfg.data, self.device);
+        let opts = EncodeOptions::from_config(&self.cfg.data, self.ranks.device());
         let feats = embed_split(&self.model, &self.dataset.test, &opts)?;
         Ok(score_split(&feats, &self.dataset.test, false)?.0)
     }
@@ -431,7 +429,7 @@ impl Trainer {
         pb.set_prefix(format!("{epoch}/{}", self.cfg.optim.num_epoch));
         let mut meter = EpochMeter::new();
         for batch in self.loader.epoch(epoch, progress.step) {
-            let batch = batch?.to_device(self.device);
+            let batch = batch?.to_device(self.ranks.device());
             if let Some(f) = self.faults.rank_fault {
                 if (f.rank, f.step) == (self.ranks.rank(), progress.global_step) {
                     match f.kill {
@@ -534,10 +532,7 @@ pub enum Start {
 pub fn run(start: Start, faults: Faults, launch: Option<Launch>) -> Result<Progress> {
     let (mut cfg, resume, num_epoch) = match &start {
         Start::Resume { dir, num_epoch } => {
-            let config = dir.join("configs.yaml");
-            if !config.is_file() {
-                RunDir::existing(dir)?; // the error that names what is missing
-            }
+            let config = RunDir::config_to_resume(dir)?;
             (Config::from_file(&config)?, true, *num_epoch)
         }
         Start::New(cfg) => {
