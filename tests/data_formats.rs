@@ -172,12 +172,6 @@ fn corrupt_image_is_named_when_first_read() {
     .unwrap();
     let cfg = tiny_cuhk_config(dir.path(), &root);
     let run = dir.path().join("run");
-    let out = ccma(&[
-        "train",
-        "--config",
-        cfg.to_str().unwrap(),
-        "--run-dir",
-        run.to_str().unwrap(),
-    ]);
+    let out = train_command(&cfg, &run, &[]).output().unwrap();
     assert_one_line_error(&out, "a/2.jpg");
 }

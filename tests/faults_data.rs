@@ -218,13 +218,7 @@ fn a_misspelt_test_split_stops_train_and_test_before_any_work() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = tiny_cuhk_config(dir.path(), root.path());
     let run = dir.path().join("run");
-    let out = ccma(&[
-        "train",
-        "--config",
-        cfg.to_str().unwrap(),
-        "--run-dir",
-        run.to_str().unwrap(),
-    ]);
+    let out = train_command(&cfg, &run, &[]).output().unwrap();
     assert_one_line_error(&out, &needle);
     assert_eq!(out.status.code(), Some(2));
     let checkpoints = std::fs::read_dir(&run)
