@@ -3,6 +3,7 @@
 //! place that knows flag names.
 mod args;
 mod bench;
+mod check;
 mod embed;
 mod export;
 mod launch;
@@ -44,6 +45,7 @@ pub enum Command {
     Search(search::SearchArgs),
     Tokenize(tokenize::TokenizeArgs),
     Stats(stats::StatsArgs),
+    Check(check::CheckArgs),
     Bench(bench::BenchArgs),
     /// Print the ccma and libtorch versions and the devices libtorch sees.
     Info,
@@ -60,6 +62,7 @@ pub fn run(command: Command) -> anyhow::Result<()> {
         Command::Search(a) => search::run(a),
         Command::Tokenize(a) => tokenize::run(a),
         Command::Stats(a) => stats::run(a),
+        Command::Check(a) => check::run(a),
         Command::Bench(a) => bench::run(a),
         Command::Info => {
             for line in crate::device::info_lines() {

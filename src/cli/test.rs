@@ -58,6 +58,7 @@ pub fn run(a: TestArgs) -> Result<()> {
     a.config.check_sets_act("test", &KEYS)?;
     let cfg = a.config.resolve(fallback, &a.device, |_| Ok(()))?;
     let device = cfg.run.device.resolve()?;
+    super::check::require_images(&cfg)?;
     let dataset = crate::data::load_dataset(&cfg)?;
     dataset.require_splits(&["test"])?;
     // Data settings given in a file or with --set decide the input size and caption length;
