@@ -52,14 +52,18 @@ pub fn run(a: CheckArgs) -> Result<()> {
             report.display()
         );
     }
-    let notes = audit.notes().len();
-    println!(
+    let verdict = format!(
         "usable: {set} can be trained and tested as it is{}",
-        match notes {
+        match audit.notes().len() {
             0 => String::new(),
-            n => format!(" ({n} notes above; details in {})", report.display()),
+            n => format!(" ({n} notes; details in {})", report.display()),
         }
     );
+    // With --json, stdout holds the JSON alone.
+    match a.json {
+        true => eprintln!("{verdict}"),
+        false => println!("{verdict}"),
+    }
     Ok(())
 }
 
