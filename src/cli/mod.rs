@@ -10,6 +10,7 @@ mod launch;
 mod output;
 mod rank;
 mod search;
+mod serve;
 mod stats;
 mod test;
 mod tokenize;
@@ -43,6 +44,7 @@ pub enum Command {
     Export(export::ExportArgs),
     Rank(rank::RankArgs),
     Search(search::SearchArgs),
+    Serve(serve::ServeArgs),
     Tokenize(tokenize::TokenizeArgs),
     Stats(stats::StatsArgs),
     Check(check::CheckArgs),
@@ -60,6 +62,7 @@ pub fn run(command: Command) -> anyhow::Result<()> {
         Command::Export(a) => export::run(a),
         Command::Rank(a) => rank::run(a),
         Command::Search(a) => search::run(a),
+        Command::Serve(a) => serve::run(a),
         Command::Tokenize(a) => tokenize::run(a),
         Command::Stats(a) => stats::run(a),
         Command::Check(a) => check::run(a),
