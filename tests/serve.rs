@@ -288,8 +288,7 @@ fn run_browser_agrees_with_ccma_test(dir: &Path, run: &Path) {
     let worst = queries[0]["caption"].as_str().unwrap();
     let word = worst
         .split(|c: char| !c.is_alphanumeric())
-        .filter(|w| w.len() > 3)
-        .last()
+        .rfind(|w| w.len() > 3)
         .unwrap()
         .to_lowercase();
     let has = |c: &str| {
