@@ -76,7 +76,7 @@ pub fn training_model(cfg: &Config, num_classes: i64, device: Device) -> Result<
 
 /// A checkpoint trained on other identities has a classifier of another size: it is not used.
 fn drop_other_classifier(w: &mut Weights, num_classes: i64, path: &Path) {
-    let rows = w.tensors.get("classifier.weight").map(|t| t.size()[0]);
+    let rows = w.tensors.get("classifier.weight").map(|t| t.size()[0]); // rank checked by sized_by
     if rows.is_some_and(|r| r != num_classes) {
         tracing::info!(
             "{}: its classifier has {} identities, this dataset {num_classes}: the classifier starts fresh",
@@ -87,33 +87,9 @@ fn drop_other_classifier(w: &mut Weights, num_classes: i64, path: &Path) {
     }
 }
 
-/// `base` with the sizes that `w` fixes: the CLIP encoders, and the cross-modal depth and
-/// number of identities when the weights have those modules.
+/// `base` with the sizes that `w` fixes ([`weights::model_config`]), validated.
 fn sized_by(w: &Weights, base: ModelConfig, path: &Path) -> Result<ModelConfig> {
-    let clip = weights::clip_config(w, base.clip.image_size, base.clip.stride)
-        .with_context(|| format!("weights {}", path.display()))?;
-    let depth = w
-        .tensors
-        .keys()
-        .filter_map(|k| {
-            k.strip_prefix("cross_modal_transformer.resblocks.")?
-                .split('.')
-                .next()?
-                .parse::<i64>()
-                .ok()
-        })
-        .max()
-        .map_or(base.cmt_depth, |m| m + 1);
-    let classes = w
-        .tensors
-        .get("classifier.weight")
-        .map_or(base.num_classes, |t| t.size()[0]);
-    Ok(ModelConfig {
-        clip,
-        cmt_depth: depth,
-        num_classes: classes,
-        ..base
-    })
+    weights::model_config(w, base).with_context(|| format!("weights {}", path.display()))
 }
 
 /// Copies `w` into `vs`, the modules CCMA adds to CLIP allowed to be missing (they keep their
@@ -181,6 +157,8 @@ pub fn inference_model(
     let mcfg = match (source, w.format) {
         (WeightsSource::Checkpoint(_), Format::Ccma) => {
             let mut c = checkpoint_model_config(path, &w)?;
+            weights::check_description(&w, &c)
+                .with_context(|| format!("checkpoint {}", path.display()))?;
             if let Some(size) = img_size {
                 c.clip.image_size = size;
             }
@@ -235,7 +213,15 @@ fn checkpoint_model_config(path: &Path, w: &weights::Weights) -> Result<ModelCon
     let classes = w
         .tensors
         .get("classifier.weight")
-        .with_context(|| format!("{}: missing key `classifier.weight`", path.display()))?
-        .size()[0];
+        .ok_or_else(|| {
+            UsageError(format!(
+                "{}: missing key `classifier.weight`",
+                path.display()
+            ))
+        })?
+        .size()
+        .first()
+        .copied()
+        .unwrap_or(0);
     Ok(model_config(&cfg, classes))
 }

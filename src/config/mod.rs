@@ -287,6 +287,7 @@ pub const MAX_IMAGE_SIDE: i64 = 4096;
 /// Widths, sizes and counts of the model: far above any CLIP, below what would exhaust memory.
 const MAX_WIDTH: f64 = 16384.0;
 const MAX_LAYERS: f64 = 256.0;
+const MAX_VOCAB_SIZE: f64 = 10_000_000.0;
 /// The smallest vocabulary CLIP's tokenizer can feed: its ids go up to 49407 (the data floor's
 /// tokenizer checks that it agrees).
 pub const MIN_VOCAB_SIZE: i64 = 49408;
@@ -356,6 +357,30 @@ impl DataSection {
 
 impl ModelSection {
     fn validate(&self) -> Result<()> {
+        self.validate_sizes()?;
+        let tokens = MIN_VOCAB_SIZE;
+        if self.vocab_size < tokens {
+            invalid!(
+                "vocab_size",
+                "{} (expected at least {tokens}: CLIP's tokenizer gives ids up to {})",
+                self.vocab_size,
+                tokens - 1
+            );
+        }
+        if self.dropout != 0.0 {
+            invalid!(
+                "dropout",
+                "{} (dropout is not implemented; 0, the paper's setting, is the only value)",
+                self.dropout
+            );
+        }
+        Ok(())
+    }
+
+    /// The ranges of the model's sizes (widths, layers, heads dividing their widths, patch and
+    /// stride, vocabulary, λ_init), naming the key: the one rule for sizes from a YAML file and
+    /// for sizes read off a weights file or a checkpoint's metadata (`ModelConfig::validate`).
+    pub fn validate_sizes(&self) -> Result<()> {
         check_range(&[
             ("embed_dim", self.embed_dim as f64, 1.0, MAX_WIDTH),
             ("vision_width", self.vision_width as f64, 1.0, MAX_WIDTH),
@@ -394,15 +419,7 @@ impl ModelSection {
             ("cmt_depth", self.cmt_depth as f64, 1.0, MAX_LAYERS),
             ("dca_depth", self.dca_depth as f64, 1.0, MAX_LAYERS),
         ])?;
-        let tokens = MIN_VOCAB_SIZE;
-        if !(tokens..=10_000_000).contains(&self.vocab_size) {
-            invalid!(
-                "vocab_size",
-                "{} (expected at least {tokens}: CLIP's tokenizer gives ids up to {})",
-                self.vocab_size,
-                tokens - 1
-            );
-        }
+        check_range(&[("vocab_size", self.vocab_size as f64, 1.0, MAX_VOCAB_SIZE)])?;
         if self.dca_heads <= 0 || self.dca_heads % 2 != 0 {
             invalid!(
                 "dca_heads",
@@ -430,15 +447,7 @@ impl ModelSection {
                 invalid!(key, "{heads} does not divide `{of}` {width}");
             }
         }
-        check_range(&[("lambda_init", self.lambda_init, 0.0, 1.0)])?;
-        if self.dropout != 0.0 {
-            invalid!(
-                "dropout",
-                "{} (dropout is not implemented; 0, the paper's setting, is the only value)",
-                self.dropout
-            );
-        }
-        Ok(())
+        check_range(&[("lambda_init", self.lambda_init, 0.0, 1.0)])
     }
 }
 

@@ -60,17 +60,136 @@ pub fn save(
     super::write_atomic(path, &data)
 }
 
-/// Reads every tensor (on the CPU) and the metadata of a safetensors file.
+/// One tensor's entry in a safetensors header.
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Entry {
+    dtype: String,
+    shape: Vec<u64>,
+    data_offsets: (u64, u64),
+}
+
+/// The tensor kind of a safetensors dtype name.
+fn kind_of(dtype: &str) -> Option<Kind> {
+    Some(match dtype {
+        "F32" => Kind::Float,
+        "F64" => Kind::Double,
+        "F16" => Kind::Half,
+        "BF16" => Kind::BFloat16,
+        "I64" => Kind::Int64,
+        "I32" => Kind::Int,
+        "I16" => Kind::Int16,
+        "I8" => Kind::Int8,
+        "U8" => Kind::Uint8,
+        "BOOL" => Kind::Bool,
+        _ => return None,
+    })
+}
+
+/// Headers larger than this are refused (the safetensors format's own limit, 100 MB).
+const MAX_HEADER: u64 = 100_000_000;
+
+/// Reads every tensor (on the CPU) and the metadata of a safetensors file. The file is checked
+/// before any tensor is made, and a failure says which check: the header's length, its JSON, a
+/// tensor's dtype, its shape against its bytes, its offsets against the data (which the tensors
+/// must cover exactly, as the format requires). Errors are usage errors naming the file.
 pub fn load(path: &Path) -> Result<(Vec<(String, Tensor)>, HashMap<String, String>)> {
-    let bytes = std::fs::read(path)
-        .with_context(|| format!("cannot read checkpoint {}", path.display()))?;
-    let (_, meta) = safetensors::SafeTensors::read_metadata(&bytes).map_err(|e| {
-        anyhow::anyhow!("{} is not a valid safetensors file: {e:?}", path.display())
-    })?;
-    let metadata = meta.metadata().clone().unwrap_or_default();
-    let tensors = Tensor::read_safetensors(path)
-        .map_err(|e| anyhow::anyhow!("{} is not a valid safetensors file: {e}", path.display()))?;
+    let fail = |what: String| -> anyhow::Error {
+        crate::UsageError(format!("{}: {what}", path.display())).into()
+    };
+    if !path.is_file() {
+        return Err(fail("no such file (expected a safetensors file)".into()));
+    }
+    let bytes = std::fs::read(path).map_err(|e| fail(format!("cannot be read ({e})")))?;
+    let (entries, metadata, data) = parse(&bytes).map_err(fail)?;
+    let tensors = entries
+        .into_iter()
+        .map(|(name, kind, shape, (begin, end))| {
+            let t = Tensor::f_from_data_size(&data[begin as usize..end as usize], &shape, kind)
+                .map_err(|e| fail(format!("tensor `{name}`: {e}")))?;
+            Ok((name, t))
+        })
+        .collect::<Result<_>>()?;
     Ok((tensors, metadata))
+}
+
+/// A tensor of a header: name, kind, shape, byte range in the data.
+type Parsed = (String, Kind, Vec<i64>, (u64, u64));
+
+/// The checked header of a safetensors file and its data section.
+fn parse(bytes: &[u8]) -> std::result::Result<(Vec<Parsed>, HashMap<String, String>, &[u8]), String> {
+    let not = "not a safetensors file (";
+    let len_bytes: [u8; 8] = bytes
+        .get(..8)
+        .and_then(|b| b.try_into().ok())
+        .ok_or_else(|| format!("{not}{} bytes, shorter than the 8-byte header length)", bytes.len()))?;
+    let n = u64::from_le_bytes(len_bytes);
+    let rest = bytes.len() as u64 - 8;
+    if n > MAX_HEADER || n > rest {
+        return Err(format!(
+            "{not}its header length field says {n} bytes, but {rest} bytes follow and at most {MAX_HEADER} are allowed: truncated or not this format)"
+        ));
+    }
+    let (header, data) = bytes[8..].split_at(n as usize);
+    let header = std::str::from_utf8(header)
+        .map_err(|_| format!("{not}its {n}-byte header is not UTF-8)"))?;
+    let fields: serde_json::Map<String, serde_json::Value> = serde_json::from_str(header)
+        .map_err(|e| format!("{not}its header is not a JSON object: {e})"))?;
+    let mut metadata = HashMap::new();
+    let mut entries = Vec::new();
+    for (name, v) in fields {
+        if name == "__metadata__" {
+            metadata = serde_json::from_value(v)
+                .map_err(|e| format!("header `__metadata__` is not a map of strings ({e})"))?;
+            continue;
+        }
+        let e: Entry = serde_json::from_value(v).map_err(|e| {
+            format!("tensor `{name}`: header entry is not {{dtype, shape, data_offsets}} ({e})")
+        })?;
+        let kind = kind_of(&e.dtype)
+            .ok_or_else(|| format!("tensor `{name}`: dtype {:?} is not one ccma reads (F32, F64, F16, BF16, I64, I32, I16, I8, U8, BOOL)", e.dtype))?;
+        let (begin, end) = e.data_offsets;
+        let size = e
+            .shape
+            .iter()
+            .try_fold(1u64, |a, &d| a.checked_mul(d))
+            .and_then(|n| n.checked_mul(kind.elt_size_in_bytes() as u64))
+            .filter(|_| e.shape.iter().all(|&d| d <= i64::MAX as u64))
+            .ok_or_else(|| format!("tensor `{name}`: shape {:?} has too many elements", e.shape))?;
+        if begin > end || end > data.len() as u64 {
+            return Err(format!(
+                "tensor `{name}`: data offsets [{begin}, {end}] lie outside the {} bytes of data (truncated or corrupt)",
+                data.len()
+            ));
+        }
+        if end - begin != size {
+            return Err(format!(
+                "tensor `{name}`: shape {:?} of {} needs {size} bytes, its data offsets [{begin}, {end}] hold {}",
+                e.shape,
+                e.dtype,
+                end - begin
+            ));
+        }
+        let shape = e.shape.iter().map(|&d| d as i64).collect();
+        entries.push((name, kind, shape, (begin, end)));
+    }
+    entries.sort_by_key(|e| e.3);
+    let mut at = 0;
+    for (name, _, _, (begin, end)) in &entries {
+        if *begin != at {
+            return Err(format!(
+                "tensor `{name}`: data offsets [{begin}, {end}] overlap another tensor or leave a gap before it (corrupt)"
+            ));
+        }
+        at = *end;
+    }
+    if at != data.len() as u64 {
+        return Err(format!(
+            "the tensors cover {at} of the {} bytes of data (corrupt)",
+            data.len()
+        ));
+    }
+    Ok((entries, metadata, data))
 }
 
 #[cfg(test)]
@@ -98,8 +217,27 @@ mod tests {
         assert!(get("a").equal(&a));
         assert!(get("b").equal(&b));
         assert_eq!(m["epoch"], "7");
-        std::fs::write(&p, &std::fs::read(&p).unwrap()[..40]).unwrap();
+        let bytes = std::fs::read(&p).unwrap();
+        std::fs::write(&p, &bytes[..40]).unwrap();
         let err = format!("{:#}", load(&p).unwrap_err());
-        assert!(err.contains("not a valid safetensors file"), "{err}");
+        assert!(err.contains("header length field says"), "{err}");
+        let n = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
+        let header = std::str::from_utf8(&bytes[8..8 + n]).unwrap();
+        for (from, to, needle) in [
+            ("\"F32\"", "\"F9\"", "dtype \"F9\" is not one ccma reads"),
+            ("[3,4]", "[3,5]", "shape [3, 5] of F32 needs 60 bytes"),
+            ("[3,4]", "[0,4]", "shape [0, 4] of F32 needs 0 bytes"),
+            ("\"dtype\"", "\"dtyp\"", "is not {dtype, shape, data_offsets}"),
+            ("{", "[", "header is not a JSON object"),
+        ] {
+            let edited = header.replacen(from, to, 1);
+            assert_ne!(edited, header, "{from}");
+            let mut b = (edited.len() as u64).to_le_bytes().to_vec();
+            b.extend(edited.as_bytes());
+            b.extend(&bytes[8 + n..]);
+            std::fs::write(&p, &b).unwrap();
+            let err = format!("{:#}", load(&p).unwrap_err());
+            assert!(err.contains(needle), "{from}: {err}");
+        }
     }
 }

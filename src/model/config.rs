@@ -1,7 +1,9 @@
 //! Everything that sizes a CCMA model, with the paper's ViT-B/16 preset; stored in a checkpoint's
 //! metadata so the model can be rebuilt from the checkpoint alone.
 use super::clip::ClipConfig;
-use anyhow::{Context, Result};
+use crate::config::{ModelSection, MAX_IMAGE_SIDE, MAX_TEXT_LENGTH};
+use crate::UsageError;
+use anyhow::{bail, Result};
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 
@@ -44,17 +46,64 @@ impl ModelConfig {
         )])
     }
 
-    /// The config stored in checkpoint metadata, if there is one.
+    /// The config stored in checkpoint metadata, if there is one, validated.
     pub fn from_metadata(meta: &HashMap<String, String>) -> Result<Option<ModelConfig>> {
-        meta.get(METADATA_KEY)
-            .map(|json| {
-                serde_json::from_str(json).with_context(|| {
-                    format!("metadata `{METADATA_KEY}` is not a model description")
-                })
-            })
-            .transpose()
+        let Some(json) = meta.get(METADATA_KEY) else {
+            return Ok(None);
+        };
+        let c: ModelConfig = serde_json::from_str(json).map_err(|e| {
+            UsageError(format!(
+                "metadata `{METADATA_KEY}` is not a model description ({e})"
+            ))
+        })?;
+        c.validate()
+            .map_err(|e| UsageError(format!("metadata `{METADATA_KEY}`: {e:#}")))?;
+        Ok(Some(c))
+    }
+
+    /// Checks every size against the ranges the YAML keys have (the same rule,
+    /// [`ModelSection::validate_sizes`], under the keys' names), and the input against the patch:
+    /// for sizes read from a file (weights, metadata) before a model is built from them.
+    pub fn validate(&self) -> Result<()> {
+        let c = &self.clip;
+        ModelSection {
+            embed_dim: c.embed_dim,
+            vision_width: c.vision_width,
+            vision_layers: c.vision_layers,
+            vision_heads: c.vision_heads,
+            vision_patch_size: c.patch_size,
+            stride_size: c.stride,
+            transformer_width: c.text_width,
+            transformer_layers: c.text_layers,
+            transformer_heads: c.text_heads,
+            vocab_size: c.vocab_size,
+            cmt_depth: self.cmt_depth,
+            dca_heads: self.dca_heads,
+            dca_depth: self.dca_depth,
+            lambda_init: self.lambda_init,
+            ..ModelSection::default()
+        }
+        .validate_sizes()?;
+        let (h, w) = c.image_size;
+        let limits = [
+            ("text_length", c.context_length, 2, MAX_TEXT_LENGTH as i64),
+            ("img_size", h, c.patch_size, MAX_IMAGE_SIDE),
+            ("img_size", w, c.patch_size, MAX_IMAGE_SIDE),
+            ("num_classes", self.num_classes, 1, MAX_CLASSES),
+        ];
+        for (key, v, lo, hi) in limits {
+            if !(lo..=hi).contains(&v) {
+                bail!(UsageError(format!(
+                    "invalid value for `{key}`: {v} (expected a number from {lo} to {hi})"
+                )));
+            }
+        }
+        Ok(())
     }
 }
+
+/// Identities an ID classifier may have: far above any person re-identification set.
+const MAX_CLASSES: i64 = 10_000_000;
 
 #[cfg(test)]
 mod tests {

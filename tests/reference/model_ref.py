@@ -15,6 +15,7 @@ Writes, in OUT_DIR:
   io.safetensors      inputs (images 64x32, ids, mlm_ids, mlm_labels) and expected outputs
                       (f_i, f_t, mlm_logits, g_i, g_t, and clip_f_i / clip_f_t for clip.pt)
   config.json         the sizes
+  configs.yaml        the attention heads, as a run's configs.yaml beside its best.pth records them
 Every parameter is rounded to fp16 precision, so the fp16 copies are exact.
 """
 import copy
@@ -229,3 +230,5 @@ json.dump({"embed_dim": E, "vision_width": VW, "vision_layers": VL, "vision_head
            "transformer_width": TW, "transformer_layers": TL, "transformer_heads": 1, "vocab_size": VOCAB,
            "text_length": CTX, "img_size": [H, W], "cmt_depth": CMT, "dca_heads": DCA_HEADS, "num_classes": 7},
           open(os.path.join(OUT, "config.json"), "w"))
+with open(os.path.join(OUT, "configs.yaml"), "w") as f:
+    f.write("vision_heads: 1\ntransformer_heads: 1\n")

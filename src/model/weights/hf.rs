@@ -52,8 +52,8 @@ fn heads(config: &Path) -> Result<(i64, i64)> {
                 .with_context(|| format!("{}: `{name}.{key}` is missing", config.display()))
         };
         let (width, inter) = (get("hidden_size")?, get("intermediate_size")?);
-        if inter != 4 * width {
-            bail!("{}: `{name}.intermediate_size` is {inter}; the model here has CLIP's MLP of 4 x `hidden_size` = {}", config.display(), 4 * width);
+        if Some(inter) != width.checked_mul(4) {
+            bail!("{}: `{name}.intermediate_size` is {inter}; the model here has CLIP's MLP of 4 x `hidden_size` = {}", config.display(), width.saturating_mul(4));
         }
         if let Some(act) = c["hidden_act"].as_str().filter(|a| *a != "quick_gelu") {
             bail!(
@@ -108,18 +108,11 @@ fn rename(k: &str) -> Option<String> {
     Some(format!("{prefix}{s}"))
 }
 
-/// The weights under OpenAI's names, checked against `config` (if any) for the heads.
+/// The weights under OpenAI's names, checked against `config` (if any) for the heads; without
+/// one, the heads are CLIP ViT-B/16's for its widths and refused otherwise
+/// ([`super::clip_config`]).
 pub fn convert(named: Named, config: Option<PathBuf>, source: &Path) -> Result<Weights> {
-    let heads = match &config {
-        Some(c) => Some(heads(c)?),
-        None => {
-            tracing::info!(
-                "{}: no config.json beside it: attention heads taken as width / 64",
-                source.display()
-            );
-            None
-        }
-    };
+    let heads = config.as_deref().map(heads).transpose()?;
     let mut out: Named = HashMap::new();
     // q, k, v of each attention, stacked in that order as `in_proj_*`.
     let mut qkv: HashMap<String, [Option<Tensor>; 3]> = HashMap::new();

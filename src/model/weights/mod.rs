@@ -12,6 +12,9 @@ pub mod openai;
 pub mod torch_save;
 
 use super::clip::ClipConfig;
+use super::ModelConfig;
+use crate::io::pickle::{load_torch_zip, Value};
+use crate::UsageError;
 use anyhow::{bail, Context, Result};
 use std::collections::HashMap;
 use std::io::Read;
@@ -39,7 +42,7 @@ pub struct Weights {
     pub tensors: Named,
     pub metadata: HashMap<String, String>,
     pub format: Format,
-    /// (vision, text) attention heads when the layout records them; else width / 64 as CLIP has.
+    /// (vision, text) attention heads when the layout or a file beside it records them.
     pub heads: Option<(i64, i64)>,
 }
 
@@ -51,40 +54,51 @@ const CLIP_SIZE_ENTRIES: [&str; 3] = [
     "base_model.vocab_size",
 ];
 
-/// Reads the weights at `path` in whichever layout it has. Errors name the file: missing,
-/// no known layout, truncated or corrupt.
+/// The layouts a weights file may have, for messages.
+const LAYOUTS: &str = "a ccma or Hugging Face safetensors file, OpenAI's TorchScript archive ViT-B-16.pt or an IRRA/CCMA best.pth";
+
+/// Reads the weights at `path` in whichever layout it has, without running anything in it.
+/// Every failure is a usage error (exit code 2) naming the file: missing, not a regular file,
+/// no known layout, or which check of its layout failed.
 pub fn read(path: &Path) -> Result<Weights> {
+    read_layout(path).map_err(|e| UsageError(format!("{e:#}")).into())
+}
+
+fn read_layout(path: &Path) -> Result<Weights> {
     let mut w = if path.is_dir() {
         hf::read_folder(path)?
     } else {
-        let mut magic = [0u8; 2];
+        let mut magic = [0u8; 9];
+        let meta = std::fs::metadata(path)
+            .with_context(|| format!("weights file {} cannot be opened", path.display()))?;
+        if !meta.is_file() {
+            bail!("weights file {} is not a regular file", path.display());
+        }
         let n = std::fs::File::open(path)
             .and_then(|mut f| f.read(&mut magic))
             .with_context(|| format!("weights file {} cannot be opened", path.display()))?;
-        if n == 2 && &magic == b"PK" {
-            match torch_save::is_torchscript(path)? {
-                true => openai::read_archive(path)?,
-                false => torch_save::read(path)?,
+        if n >= 2 && &magic[..2] == b"PK" {
+            match load_torch_zip(path)? {
+                module @ Value::Object { .. } => openai::from_module(module, path)?,
+                saved => torch_save::from_value(saved, path)?,
             }
-        } else {
-            let (named, metadata) = crate::io::safetensors::load(path).map_err(|_| {
-                anyhow::anyhow!(
-                    "{} is not a weights file (expected a ccma or Hugging Face safetensors file, OpenAI's TorchScript archive ViT-B-16.pt or an IRRA/CCMA best.pth), or it is truncated",
-                    path.display()
-                )
-            })?;
+        } else if n == 9 && magic[8] == b'{' {
+            let (named, metadata) = crate::io::safetensors::load(path)?;
             let named: Named = named.into_iter().collect();
             match hf::is_hf(&named) {
                 true => hf::convert(named, hf::config_beside(path)?, path)?,
-                false => Weights {
-                    tensors: named,
-                    metadata,
-                    format: Format::Ccma,
-                    heads: None,
-                },
+                false => ccma_weights(named, metadata, path)?,
             }
+        } else {
+            bail!(
+                "{} is not a weights file (expected {LAYOUTS})",
+                path.display()
+            );
         }
     };
+    if w.heads.is_none() && matches!(w.format, Format::TorchSave | Format::Ccma) {
+        w.heads = heads_beside(path)?;
+    }
     for k in CLIP_SIZE_ENTRIES {
         w.tensors.remove(k);
     }
@@ -96,47 +110,171 @@ pub fn read(path: &Path) -> Result<Weights> {
     Ok(w)
 }
 
-fn shape(named: &Named, key: &str) -> Result<Vec<i64>> {
-    named
+/// A safetensors file under ccma's names: a checkpoint (its model's sizes in the metadata), a
+/// resumable training state (the model's weights are read, the optimiser's state set aside) or
+/// CLIP weights.
+fn ccma_weights(
+    mut named: Named,
+    metadata: HashMap<String, String>,
+    path: &Path,
+) -> Result<Weights> {
+    let before = named.len();
+    named.retain(|k, _| !k.starts_with(OPTIMIZER_PREFIX));
+    if named.len() != before {
+        tracing::info!(
+            "{} is a resumable training state: its model's weights are read, its optimiser state ({} tensors) is not",
+            path.display(),
+            before - named.len()
+        );
+    }
+    let heads = ModelConfig::from_metadata(&metadata)
+        .with_context(|| path.display().to_string())?
+        .map(|c| (c.clip.vision_heads, c.clip.text_heads));
+    Ok(Weights {
+        tensors: named,
+        metadata,
+        format: Format::Ccma,
+        heads,
+    })
+}
+
+/// The names under which a training state keeps the optimiser's tensors.
+pub const OPTIMIZER_PREFIX: &str = "optimizer.";
+
+/// (vision, text) heads from the `configs.yaml` beside `path` (a run folder's), when it names
+/// both `vision_heads` and `transformer_heads`.
+fn heads_beside(path: &Path) -> Result<Option<(i64, i64)>> {
+    let yaml = path.with_file_name("configs.yaml");
+    if path.is_dir() || !yaml.is_file() {
+        return Ok(None);
+    }
+    let text = std::fs::read_to_string(&yaml)
+        .with_context(|| format!("cannot read {}", yaml.display()))?;
+    let v: serde_yaml::Value = serde_yaml::from_str(&text)
+        .with_context(|| format!("{} is not YAML", yaml.display()))?;
+    let get = |k: &str| v.get(k).map(|x| x.as_i64().with_context(|| format!("{}: `{k}` is not an integer", yaml.display()))).transpose();
+    match (get("vision_heads")?, get("transformer_heads")?) {
+        (Some(v), Some(t)) => Ok(Some((v, t))),
+        (None, None) => Ok(None),
+        _ => bail!(
+            "{}: has one of `vision_heads` and `transformer_heads` but not the other",
+            yaml.display()
+        ),
+    }
+}
+
+/// The shape of `key`, which must have `rank` dimensions.
+fn dims(named: &Named, key: &str, rank: usize) -> Result<Vec<i64>> {
+    let size = named
         .get(key)
         .map(|t| t.size())
-        .with_context(|| format!("missing key `{key}` in the pretrained weights"))
+        .with_context(|| format!("missing key `{key}` in the pretrained weights"))?;
+    if size.len() != rank {
+        bail!(UsageError(format!(
+            "key `{key}` has shape {size:?}: expected {rank} dimension{}",
+            if rank == 1 { "" } else { "s" }
+        )));
+    }
+    Ok(size)
+}
+
+/// Blocks `prefix.N.` in `named`: one more than the largest N.
+fn blocks(named: &Named, prefix: &str) -> Option<i64> {
+    named
+        .keys()
+        .filter_map(|k| k.strip_prefix(prefix)?.split('.').next()?.parse::<i64>().ok())
+        .max()
+        .map(|m| m.saturating_add(1))
+}
+
+/// (vision, text) attention heads: what the layout or a file beside it records; OpenAI's
+/// archive's own rule (its `build_model` gives every CLIP width / 64 heads); CLIP ViT-B/16's
+/// 12 and 8 for its widths 768 and 512; else an error saying which file would tell.
+fn heads(w: &Weights, vision_width: i64, text_width: i64) -> Result<(i64, i64)> {
+    match (w.heads, w.format) {
+        (Some(h), _) => Ok(h),
+        (None, Format::OpenAi) => Ok((vision_width / 64, text_width / 64)),
+        (None, _) if (vision_width, text_width) == (768, 512) => Ok((12, 8)),
+        (None, format) => bail!(UsageError(format!(
+            "its attention heads are not recorded (only CLIP ViT-B/16's widths 768 and 512 imply theirs; these are {vision_width} and {text_width}): put {} beside it",
+            match format {
+                Format::HuggingFace => "the model's config.json",
+                _ => "its run's configs.yaml with `vision_heads` and `transformer_heads`",
+            }
+        ))),
+    }
 }
 
 /// The encoder sizes a set of CLIP weights implies (as OpenAI's `build_model` reads them); the
 /// input image size and stride come from the run config.
 pub fn clip_config(w: &Weights, image_size: (i64, i64), stride: i64) -> Result<ClipConfig> {
     let named = &w.tensors;
-    let conv = shape(named, "base_model.visual.conv1.weight")?;
-    let text_width = shape(named, "base_model.ln_final.weight")?[0];
-    let layers = |prefix: &str| {
-        named
-            .keys()
-            .filter_map(|k| {
-                k.strip_prefix(prefix)?
-                    .split('.')
-                    .next()?
-                    .parse::<i64>()
-                    .ok()
-            })
-            .max()
-            .map_or(0, |m| m + 1)
-    };
+    let conv = dims(named, "base_model.visual.conv1.weight", 4)?;
+    let text_width = dims(named, "base_model.ln_final.weight", 1)?[0];
     let vision_width = conv[0];
+    let (vision_heads, text_heads) = heads(w, vision_width, text_width)?;
+    let layers = |prefix| blocks(named, prefix).unwrap_or(0);
     Ok(ClipConfig {
-        embed_dim: shape(named, "base_model.text_projection")?[1],
+        embed_dim: dims(named, "base_model.text_projection", 2)?[1],
         image_size,
         vision_width,
         vision_layers: layers("base_model.visual.transformer.resblocks."),
-        vision_heads: w.heads.map_or((vision_width / 64).max(1), |h| h.0),
+        vision_heads,
         patch_size: conv[3],
         stride,
-        context_length: shape(named, "base_model.positional_embedding")?[0],
-        vocab_size: shape(named, "base_model.token_embedding.weight")?[0],
+        context_length: dims(named, "base_model.positional_embedding", 2)?[0],
+        vocab_size: dims(named, "base_model.token_embedding.weight", 2)?[0],
         text_width,
-        text_heads: w.heads.map_or((text_width / 64).max(1), |h| h.1),
+        text_heads,
         text_layers: layers("base_model.transformer.resblocks."),
     })
+}
+
+/// `base` with the sizes that `w` fixes (the CLIP encoders; the cross-modal, DCA depths and the
+/// number of identities when the weights have those modules), validated as the YAML keys are.
+pub fn model_config(w: &Weights, base: ModelConfig) -> Result<ModelConfig> {
+    let clip = clip_config(w, base.clip.image_size, base.clip.stride)?;
+    let classes = match w.tensors.contains_key("classifier.weight") {
+        true => dims(&w.tensors, "classifier.weight", 2)?[0],
+        false => base.num_classes,
+    };
+    let c = ModelConfig {
+        clip,
+        cmt_depth: blocks(&w.tensors, "cross_modal_transformer.resblocks.")
+            .unwrap_or(base.cmt_depth),
+        dca_depth: blocks(&w.tensors, "dca_image.").unwrap_or(base.dca_depth),
+        num_classes: classes,
+        ..base
+    };
+    c.validate()?;
+    Ok(c)
+}
+
+/// Checks a checkpoint's own description of its model `c` against what its tensors imply,
+/// before a model of that size is built.
+pub fn check_description(w: &Weights, c: &ModelConfig) -> Result<()> {
+    c.validate()?;
+    let s = model_config(w, c.clone())?;
+    let (a, b) = (&c.clip, &s.clip);
+    let pairs = [
+        ("embed_dim", a.embed_dim, b.embed_dim),
+        ("vision_width", a.vision_width, b.vision_width),
+        ("vision_layers", a.vision_layers, b.vision_layers),
+        ("vision_patch_size", a.patch_size, b.patch_size),
+        ("text_length", a.context_length, b.context_length),
+        ("vocab_size", a.vocab_size, b.vocab_size),
+        ("transformer_width", a.text_width, b.text_width),
+        ("transformer_layers", a.text_layers, b.text_layers),
+        ("cmt_depth", c.cmt_depth, s.cmt_depth),
+        ("dca_depth", c.dca_depth, s.dca_depth),
+        ("num_classes", c.num_classes, s.num_classes),
+    ];
+    match pairs.iter().find(|(_, x, y)| x != y) {
+        Some((key, x, y)) => bail!(UsageError(format!(
+            "its description says `{key}` {x}, its tensors {y}"
+        ))),
+        None => Ok(()),
+    }
 }
 
 /// Resizes a positional embedding [1 + gh0*gw0, W] (square pre-training grid) to
@@ -165,8 +303,20 @@ pub fn resize_pos_embed(pos: &Tensor, grid: (i64, i64)) -> Result<Tensor> {
 /// Copies `named` into the variables of `vs`. Every variable must be present with its shape
 /// unless its name starts with one of `may_be_missing`; names in `named` without a variable are
 /// errors unless listed in `may_be_extra`. The image positional embedding is resized to `grid`
-/// when its shape differs. Errors name the key and both shapes.
+/// when its shape differs. Errors are usage errors naming the key and both shapes.
 pub fn copy_into(
+    vs: &mut VarStore,
+    named: &Named,
+    may_be_missing: &[&str],
+    may_be_extra: &[&str],
+    grid: (i64, i64),
+    source: &Path,
+) -> Result<()> {
+    copy_checked(vs, named, may_be_missing, may_be_extra, grid, source)
+        .map_err(|e| UsageError(format!("{e:#}")).into())
+}
+
+fn copy_checked(
     vs: &mut VarStore,
     named: &Named,
     may_be_missing: &[&str],

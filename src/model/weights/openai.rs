@@ -1,32 +1,43 @@
-//! OpenAI's TorchScript CLIP archive (`ViT-B-16.pt`, what `clip.load(..., jit=True)` reads).
-use super::{Format, Weights};
-use anyhow::Result;
+//! OpenAI's TorchScript CLIP archive (`ViT-B-16.pt`, what `clip.load(..., jit=True)` reads),
+//! read without TorchScript: its `data.pkl` is the module tree pickled as objects of classes named
+//! `__torch__.…`, each holding its parameters, buffers and submodules as attributes. The
+//! restricted reader ([`crate::io::pickle`]) turns those objects into attribute containers, and
+//! the tensors found by walking them are the module's state dict (`visual.conv1.weight`, ...);
+//! the archive's `code/` is never read, let alone run.
+use super::{Format, Named, Weights};
+use crate::io::pickle::Value;
+use anyhow::{bail, Result};
 use std::collections::HashMap;
 use std::path::Path;
 
-fn first_line(s: &str) -> &str {
-    s.lines().next().unwrap_or(s)
-}
-
-/// The archive's parameters under `base_model.` (its size buffers are not parameters).
-pub fn read_archive(path: &Path) -> Result<Weights> {
-    let module = tch::CModule::load(path).map_err(|e| {
-        anyhow::anyhow!(
-            "{} is not a loadable TorchScript archive: {}",
-            path.display(),
-            first_line(&e.to_string())
-        )
-    })?;
-    let params = module
-        .named_parameters()
-        .map_err(|e| anyhow::anyhow!("{}: {}", path.display(), first_line(&e.to_string())))?;
+/// The tensors of the module tree `module` under `base_model.` (the size buffers among them,
+/// which the caller drops).
+pub fn from_module(module: Value, path: &Path) -> Result<Weights> {
+    let mut tensors = HashMap::new();
+    collect("base_model", module, &mut tensors, path)?;
     Ok(Weights {
-        tensors: params
-            .into_iter()
-            .map(|(k, t)| (format!("base_model.{k}"), t))
-            .collect(),
+        tensors,
         metadata: HashMap::new(),
         format: Format::OpenAi,
         heads: None,
     })
+}
+
+/// Adds the tensors of `value` under `name` to `out`: a tensor itself, an object's attributes
+/// (`name.attribute`) recursively; other attributes (`training`, hooks) carry no weights.
+fn collect(name: &str, value: Value, out: &mut Named, path: &Path) -> Result<()> {
+    match value {
+        Value::Tensor(t) => {
+            if out.insert(name.to_string(), t).is_some() {
+                bail!("{}: the tensor `{name}` appears twice", path.display());
+            }
+        }
+        Value::Object { attributes, .. } => {
+            for (k, v) in attributes {
+                collect(&format!("{name}.{k}"), v, out, path)?;
+            }
+        }
+        _ => {}
+    }
+    Ok(())
 }

@@ -9,8 +9,8 @@
 //! set aside (named in the log) and ccma's DCA stacks start fresh. Weights are a mix of fp16 and
 //! fp32 there; they are read as saved and turned to f32.
 use super::{Format, Weights};
-use crate::io::pickle::{load_torch_zip, Value};
-use anyhow::{bail, Context, Result};
+use crate::io::pickle::Value;
+use anyhow::{bail, Result};
 use std::collections::HashMap;
 use std::path::Path;
 
@@ -22,42 +22,35 @@ pub const CCMA_EXTRA_MODULES: [&str; 4] = [
     "DiffAttention.",
 ];
 
-/// Whether the zip at `path` is a TorchScript archive (it has code) rather than `torch.save` data.
-pub fn is_torchscript(path: &Path) -> Result<bool> {
-    let file =
-        std::fs::File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
-    let zip = zip::ZipArchive::new(std::io::BufReader::new(file))
-        .with_context(|| format!("{} is not a zip archive", path.display()))?;
-    let names: Vec<&str> = zip.file_names().collect();
-    Ok(names
-        .iter()
-        .any(|n| n.ends_with("constants.pkl") || n.contains("/code/")))
-}
-
-/// The state dict of a `torch.save` file: the `model` entry of a checkpoint, else the file's own
-/// dict of tensors; a `module.` prefix (a model saved inside DistributedDataParallel) removed.
-pub fn read(path: &Path) -> Result<Weights> {
-    let saved = load_torch_zip(path)?;
+/// The state dict of the object a `torch.save` file holds (`saved`): the `model` entry of a
+/// checkpoint, else the file's own dict of tensors; a `module.` prefix (a model saved inside
+/// DistributedDataParallel) removed.
+pub fn from_value(saved: Value, path: &Path) -> Result<Weights> {
     let state = match saved.get("model") {
         Some(m) => m,
         None => &saved,
     };
     let Value::Dict(entries) = state else {
         bail!(
-            "{}: holds no state dict (expected a dict with `model`, or a dict of tensors)",
-            path.display()
+            "{}: holds no state dict (expected a dict with `model`, or a dict of tensors; found {})",
+            path.display(),
+            state.kind_name()
         )
     };
     let mut tensors = HashMap::new();
     for (k, v) in entries {
         let (Value::Str(k), Value::Tensor(t)) = (k, v) else {
             bail!(
-                "{}: state dict entry {k:?} is not a named tensor",
-                path.display()
+                "{}: a state dict entry is {} named by {}, not a tensor named by a string",
+                path.display(),
+                v.kind_name(),
+                k.kind_name()
             )
         };
         let name = k.strip_prefix("module.").unwrap_or(k);
-        tensors.insert(name.to_string(), t.shallow_clone());
+        if tensors.insert(name.to_string(), t.shallow_clone()).is_some() {
+            bail!("{}: the state dict has `{name}` twice", path.display());
+        }
     }
     let extra: Vec<String> = CCMA_EXTRA_MODULES
         .iter()
