@@ -1,15 +1,21 @@
 //! `ccma test`: evaluates a checkpoint on its dataset's test split.
 use super::args::{model_and_options, ConfigArgs, DeviceArg};
+use crate::config::{Config, DatasetName};
 use crate::factory::WeightsSource;
+use crate::io::output_path::{self, Existing};
+use crate::retrieval::encode::EncodeOptions;
 use crate::retrieval::encode::{embed_split, score_split};
 use crate::retrieval::features::non_finite;
 use crate::retrieval::sheets::contact_sheets;
+use crate::train::run_dir::{test_results_path, RunDir};
 use crate::UsageError;
 use anyhow::{Context, Result};
 use clap::Args;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
-/// Evaluate a checkpoint on the test split (t2i, optionally i2t); writes test_results.json beside it.
+/// Evaluate a checkpoint on the test split (t2i, optionally i2t); writes
+/// test_results.<checkpoint stem>.<dataset>.<tag>.json beside it (tag: the first 8 hex digits of
+/// the SHA-256 of the file's `settings`).
 #[derive(Args, Debug)]
 pub struct TestArgs {
     /// Data settings: a run's configs.yaml (default: the one beside the checkpoint, else the paper's).
@@ -43,6 +49,36 @@ const KEYS: [&str; 8] = [
     "device",
 ];
 
+/// What decides the numbers of a test: the data read and how it is fed to the model.
+fn settings(cfg: &Config, dataset_dir: &Path, opts: &EncodeOptions) -> serde_json::Value {
+    let d = &cfg.data;
+    let mut v = serde_json::json!({
+        "dataset_name": d.dataset_name.name(),
+        "root_dir": absolute(&d.root_dir),
+        "dataset_dir": absolute(dataset_dir),
+        "split": "test",
+        "img_size": [opts.img_size.0, opts.img_size.1],
+        "text_length": opts.text_length,
+    });
+    if d.dataset_name == DatasetName::SynthPedes {
+        v["synth_ids"] = serde_json::json!(d.synth_ids);
+        v["seed"] = serde_json::json!(cfg.run.seed);
+    }
+    v
+}
+
+/// The first 8 hex digits of the SHA-256 of `settings` as compact JSON (keys sorted).
+fn tag(settings: &serde_json::Value) -> String {
+    use sha2::Digest;
+    let digest = sha2::Sha256::digest(settings.to_string().as_bytes());
+    digest[..4].iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// `path` absolute with links resolved, else as given.
+fn absolute(path: &Path) -> PathBuf {
+    std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf())
+}
+
 pub fn run(a: TestArgs) -> Result<()> {
     let checkpoint = match (&a.checkpoint, &a.config.config) {
         (Some(c), _) => c.clone(),
@@ -60,11 +96,21 @@ pub fn run(a: TestArgs) -> Result<()> {
     let device = cfg.run.device.resolve()?;
     let dataset = crate::data::load_dataset(&cfg)?;
     dataset.require_splits(&["test"])?;
+    // A run folder that a `ccma train` is using is refused before any work.
+    let folder = match checkpoint.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    drop(RunDir::hold_at_rest(&folder)?);
     // Data settings given in a file or with --set decide the input size and caption length;
     // otherwise the checkpoint's own model does.
     let explicit = fallback.is_some() || a.config.config.is_some() || !a.config.set.is_empty();
     let source = WeightsSource::Checkpoint(checkpoint.clone());
     let (model, opts) = model_and_options(&source, explicit.then_some(&cfg.data), None, device)?;
+    let settings = settings(&cfg, &dataset.dir, &opts);
+    let out = test_results_path(&checkpoint, dataset.name.name(), &tag(&settings));
+    let inputs = [checkpoint.clone(), dataset.dir.clone()];
+    output_path::check(&out, &inputs, Existing::Replace)?;
     let feats = embed_split(&model.model, &dataset.test, &opts)
         .with_context(|| format!("embedding the {} test split", dataset.name))?;
     let bad = non_finite(&feats.images) + non_finite(&feats.texts);
@@ -77,15 +123,26 @@ pub fn run(a: TestArgs) -> Result<()> {
         .into());
     }
     let (t2i, i2t) = score_split(&feats, &dataset.test, a.i2t)?;
-    let heading = format!("{} test, {}", dataset.name, checkpoint.display());
-    let json = super::output::print_metrics(Some(&heading), &t2i, i2t.as_ref(), a.json);
-    let out = checkpoint.with_file_name("test_results.json");
-    crate::io::write_atomic(&out, serde_json::to_string_pretty(&json)?.as_bytes())?;
-    tracing::info!("wrote {}", out.display());
-    if a.visualize > 0 {
-        let dir = checkpoint.with_file_name("visualize");
-        let n = contact_sheets(&feats, &dataset.test, a.visualize, &dir)?;
-        tracing::info!("wrote {n} contact sheets to {}", dir.display());
+    let mut record = super::output::metrics_json(&t2i, i2t.as_ref());
+    record["checkpoint"] = serde_json::json!(absolute(&checkpoint));
+    record["settings"] = settings;
+    record["device"] = serde_json::json!(match device {
+        tch::Device::Cuda(i) => format!("cuda:{i}"),
+        other => format!("{other:?}").to_lowercase(),
+    });
+    record["test_batch_size"] = serde_json::json!(opts.batch_size);
+    record["ccma_version"] = serde_json::json!(env!("CARGO_PKG_VERSION"));
+    {
+        let _hold = RunDir::hold_at_rest(&folder)?;
+        crate::io::write_atomic(&out, serde_json::to_string_pretty(&record)?.as_bytes())?;
+        tracing::info!("wrote {}", out.display());
+        if a.visualize > 0 {
+            let dir = checkpoint.with_file_name("visualize");
+            let n = contact_sheets(&feats, &dataset.test, a.visualize, &dir)?;
+            tracing::info!("wrote {n} contact sheets to {}", dir.display());
+        }
     }
+    let heading = format!("{} test, {}", dataset.name, checkpoint.display());
+    super::output::print_metrics(Some(&heading), &t2i, i2t.as_ref(), a.json)?;
     Ok(())
 }
