@@ -258,7 +258,12 @@ fn test_json(ck: &Path, root: &Path, extra: &[&str]) -> serde_json::Value {
 
 #[test]
 fn test_results_record_their_data_and_settings_and_keep_one_file_each() {
-    let Setup { root, dir: _dir, ck, .. } = setup();
+    let Setup {
+        root,
+        dir: _dir,
+        ck,
+        ..
+    } = setup();
     let other = cuhk_fixture();
     let printed = test_json(&ck, root.path(), &[]);
     test_json(&ck, other.path(), &[]);
