@@ -61,7 +61,7 @@ pub fn run(a: EmbedArgs) -> Result<()> {
     let mut inputs = a.weights.inputs();
     inputs.extend(images.iter().cloned());
     inputs.extend(a.image_dir.iter().chain(&a.captions).cloned());
-    output_path::check(&a.out, &inputs, Existing::forced(a.force))?;
+    output_path::check(&a.out, &inputs, Existing::allowed_by(a.force, "--force"))?;
     let device = a.device.resolve()?;
     let (model, opts) = a
         .weights

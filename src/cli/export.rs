@@ -39,7 +39,7 @@ pub fn run(a: ExportArgs) -> Result<()> {
     output_path::check(
         &a.out,
         std::slice::from_ref(&path),
-        Existing::forced(a.force),
+        Existing::allowed_by(a.force, "--force"),
     )?;
     let w = weights::read(&path)?;
     let model: Vec<(String, tch::Tensor)> = w

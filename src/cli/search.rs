@@ -53,7 +53,7 @@ pub fn run(a: SearchArgs) -> Result<()> {
         let mut inputs = a.weights.inputs();
         inputs.push(a.gallery.clone());
         inputs.extend(listed.iter().flat_map(|g| g.files.iter().cloned()));
-        output_path::check(out, &inputs, Existing::forced(a.force))?;
+        output_path::check(out, &inputs, Existing::allowed_by(a.force, "--force"))?;
     }
     let device = a.device.resolve()?;
     let (model, opts) = a.weights.load(None, None, device)?;

@@ -9,18 +9,18 @@ use std::path::{Path, PathBuf};
 /// Whether an existing file at the output path may be replaced.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Existing {
-    /// Refused: the user named the path and did not pass `--force`.
-    Refuse,
-    /// Replaced: `--force` was given, or the name is one `ccma` chose for its own file.
+    /// Refused: the user named the path and did not give the flag `allow` (named in the error).
+    Refuse { allow: &'static str },
+    /// Replaced: the user allowed it, or the name is one `ccma` chose for its own file.
     Replace,
 }
 
 impl Existing {
-    /// `Replace` when `--force` was given.
-    pub fn forced(force: bool) -> Existing {
-        match force {
+    /// `Replace` when the user gave the flag `allow`, else `Refuse`.
+    pub fn allowed_by(given: bool, allow: &'static str) -> Existing {
+        match given {
             true => Existing::Replace,
-            false => Existing::Refuse,
+            false => Existing::Refuse { allow },
         }
     }
 }
@@ -64,12 +64,15 @@ pub fn check(out: &Path, inputs: &[PathBuf], existing: Existing) -> Result<()> {
             out.display()
         ))
         .into()),
-        Some(_) if existing == Existing::Refuse => Err(UsageError(format!(
-            "{} already exists: pass --force to replace it, or choose another path",
-            out.display()
-        ))
-        .into()),
-        _ => Ok(()),
+        Some(_) => match existing {
+            Existing::Refuse { allow } => Err(UsageError(format!(
+                "{} already exists: pass {allow} to replace it, or choose another path",
+                out.display()
+            ))
+            .into()),
+            Existing::Replace => Ok(()),
+        },
+        None => Ok(()),
     }
 }
 
@@ -117,9 +120,10 @@ mod tests {
         }
         let other = dir.path().join("notes.txt");
         std::fs::write(&other, b"mine").unwrap();
-        assert!(refused(&other, Existing::Refuse).contains("already exists: pass --force"));
+        let refuse = Existing::Refuse { allow: "FLAG" };
+        assert!(refused(&other, refuse).contains("already exists: pass FLAG to replace it"));
         check(&other, &inputs, Existing::Replace).unwrap();
-        check(&dir.path().join("new.png"), &inputs, Existing::Refuse).unwrap();
+        check(&dir.path().join("new.png"), &inputs, refuse).unwrap();
         assert!(refused(dir.path(), Existing::Replace).contains("is a folder"));
     }
 }
