@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Evaluates a finished run on its test split (t2i and i2t), as the table and test_results.json.
+# Evaluates a finished run on its test split (t2i and i2t), as the table and test_results.*.json.
 # usage: scripts/test_run.sh RUN_DIR [more ccma test flags, e.g. --visualize 20]
 set -euo pipefail
 cd "$(dirname "$0")/.."

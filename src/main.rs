@@ -16,7 +16,7 @@ fn keep_large_allocations() {
 }
 
 /// 2 for bad input, 130 for an interrupt, 1 otherwise.
-fn exit_code(err: &anyhow::Error) -> i32 {
+fn exit_code(err: &anyhow::Error) -> u8 {
     if err.chain().any(|e| e.is::<ccma::train::Interrupted>()) {
         130
     } else if err.chain().any(|e| e.is::<ccma::UsageError>()) {
@@ -26,7 +26,10 @@ fn exit_code(err: &anyhow::Error) -> i32 {
     }
 }
 
-fn main() {
+/// Runs the command; returns (rather than exits, so that destructors run) its exit code. A
+/// stdout closed by its reader ends the command quietly with 0: what it writes to files is
+/// written before it prints.
+fn main() -> std::process::ExitCode {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     keep_large_allocations();
     let cli = ccma::cli::Cli::parse();
@@ -38,14 +41,20 @@ fn main() {
         (None, None) => "info",
     };
     let result = ccma::logging::init(level, None).and_then(|()| ccma::cli::run(cli.command));
-    if let Err(err) = result {
-        // One line: the outermost context first, then each cause; a run's log keeps it too.
-        let line = match rank {
-            Some(r) => format!("error: [rank {r}] {err:#}"),
-            None => format!("error: {err:#}"),
-        };
-        eprintln!("{line}");
-        ccma::logging::append_to_log_file(&line);
-        std::process::exit(exit_code(&err));
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(err) if err.chain().any(|e| e.is::<ccma::cli::StdoutClosed>()) => {
+            std::process::ExitCode::SUCCESS
+        }
+        Err(err) => {
+            // One line: the outermost context first, then each cause; a run's log keeps it too.
+            let line = match rank {
+                Some(r) => format!("error: [rank {r}] {err:#}"),
+                None => format!("error: {err:#}"),
+            };
+            eprintln!("{line}");
+            ccma::logging::append_to_log_file(&line);
+            std::process::ExitCode::from(exit_code(&err))
+        }
     }
 }

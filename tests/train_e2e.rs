@@ -113,7 +113,11 @@ fn trains_learns_writes_the_run_folder_and_tests() {
         "ccma test reproduces the best R@1"
     );
     assert!(t["i2t"]["R1"].as_f64().is_some());
-    assert!(run.join("test_results.json").is_file());
+    let results = std::fs::read_dir(&run).unwrap().flatten().filter(|e| {
+        let name = e.file_name().to_string_lossy().into_owned();
+        name.starts_with("test_results.best.SYNTH-PEDES.") && name.ends_with(".json")
+    });
+    assert_eq!(results.count(), 1, "one test_results file for the one test");
 
     // Visualisation of test queries, and text search over the test images with a cached gallery.
     let out = ccma(&[
@@ -142,6 +146,7 @@ fn trains_learns_writes_the_run_folder_and_tests() {
             "5",
             "--out",
             sheet.to_str().unwrap(),
+            "--force",
             "a woman wearing a red coat and a black skirt",
         ])
     };

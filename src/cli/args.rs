@@ -145,6 +145,17 @@ pub struct WeightsArgs {
 }
 
 impl WeightsArgs {
+    /// The files (or folder) these weights are read from: the checkpoint and the `configs.yaml`
+    /// beside it, or the pretrained weights (a file with the `config.json` beside it, or a folder).
+    pub fn inputs(&self) -> Vec<PathBuf> {
+        match (&self.checkpoint, &self.pretrained) {
+            (Some(c), _) => vec![c.clone(), c.with_file_name("configs.yaml")],
+            (None, Some(p)) if p.is_file() => vec![p.clone(), p.with_file_name("config.json")],
+            (None, Some(p)) => vec![p.clone()],
+            (None, None) => Vec::new(),
+        }
+    }
+
     /// The model and how to feed it: the input size `img_size` when given; else the data
     /// settings of the `configs.yaml` beside a checkpoint; else what the weights were built for
     /// (384x128 for CLIP weights). The encoding batch size `batch_size` when given.

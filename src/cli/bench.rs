@@ -48,8 +48,7 @@ pub fn run(a: BenchArgs) -> Result<()> {
         &ranks,
     )?;
     if a.json {
-        println!("{}", serde_json::to_string(&r)?);
-        return Ok(());
+        return super::output::print(format_args!("{}\n", serde_json::to_string(&r)?));
     }
     let mut t = prettytable::Table::new();
     t.set_titles(prettytable::row![
@@ -72,6 +71,5 @@ pub fn run(a: BenchArgs) -> Result<()> {
         format!("{:.1}", r.texts_per_s),
         r.gpu_used_gib.map_or("-".into(), |p| format!("{p:.2}"))
     ]);
-    t.printstd();
-    Ok(())
+    super::output::print(t)
 }

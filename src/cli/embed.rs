@@ -1,5 +1,6 @@
 //! `ccma embed`: global features of image files and captions, written as a feature file.
 use super::args::{parse_img_size, DeviceArg, WeightsArgs};
+use crate::io::output_path::{self, Existing};
 use crate::retrieval::encode::{embed_captions, embed_images};
 use crate::retrieval::features::{FeatureFile, FeatureSet};
 use crate::UsageError;
@@ -22,9 +23,12 @@ pub struct EmbedArgs {
     #[arg(long, value_name = "FILE")]
     pub captions: Option<PathBuf>,
     /// Output safetensors: `image_features` [Ni, D] and `text_features` [Nt, D] (f32), image paths
-    /// in the metadata.
+    /// in the metadata. Never one of the inputs; an existing file only with --force.
     #[arg(long, value_name = "FILE")]
     pub out: PathBuf,
+    /// Replace --out if it exists.
+    #[arg(long)]
+    pub force: bool,
     /// Image size as HxW (default: the run's, else 384x128).
     #[arg(long, value_name = "HxW", value_parser = parse_img_size)]
     pub img_size: Option<(i64, i64)>,
@@ -54,6 +58,10 @@ pub fn run(a: EmbedArgs) -> Result<()> {
         )
         .into());
     }
+    let mut inputs = a.weights.inputs();
+    inputs.extend(images.iter().cloned());
+    inputs.extend(a.image_dir.iter().chain(&a.captions).cloned());
+    output_path::check(&a.out, &inputs, Existing::allowed_by(a.force, "--force"))?;
     let device = a.device.resolve()?;
     let (model, opts) = a
         .weights

@@ -1,4 +1,5 @@
 //! `ccma export`.
+use crate::io::output_path::{self, Existing};
 use crate::model::weights::{self, torch_save::irra_state};
 use crate::UsageError;
 use anyhow::Result;
@@ -20,8 +21,11 @@ pub struct ExportArgs {
     pub format: ExportFormat,
     /// A run folder (its best.safetensors) or a checkpoint file.
     pub source: PathBuf,
-    /// The safetensors file to write.
+    /// The safetensors file to write (never the source; an existing file only with --force).
     pub out: PathBuf,
+    /// Replace OUT if it exists.
+    #[arg(long)]
+    pub force: bool,
 }
 
 pub fn run(a: ExportArgs) -> Result<()> {
@@ -32,6 +36,11 @@ pub fn run(a: ExportArgs) -> Result<()> {
     if !path.exists() {
         return Err(UsageError(format!("{} does not exist", path.display())).into());
     }
+    output_path::check(
+        &a.out,
+        std::slice::from_ref(&path),
+        Existing::allowed_by(a.force, "--force"),
+    )?;
     let w = weights::read(&path)?;
     let model: Vec<(String, tch::Tensor)> = w
         .tensors

@@ -16,6 +16,8 @@ mod test;
 mod tokenize;
 mod train;
 
+pub use output::StdoutClosed;
+
 use clap::{Parser, Subcommand};
 
 #[derive(Parser, Debug)]
@@ -68,15 +70,16 @@ pub fn run(command: Command) -> anyhow::Result<()> {
         Command::Check(a) => check::run(a),
         Command::Bench(a) => bench::run(a),
         Command::Info => {
-            for line in crate::device::info_lines() {
-                println!("{line}");
-            }
             let nccl = match crate::dist::Backend::nccl_compiled() {
                 true => "NCCL (CUDA)",
                 false => "no NCCL (built without its headers)",
             };
-            println!("data-parallel backends: Gloo (CPU), {nccl}");
-            Ok(())
+            let mut text: String = crate::device::info_lines()
+                .iter()
+                .map(|line| format!("{line}\n"))
+                .collect();
+            text += &format!("data-parallel backends: Gloo (CPU), {nccl}\n");
+            output::print(text)
         }
     }
 }

@@ -1,27 +1,58 @@
-//! What commands print: metrics as a table or JSON.
+//! What commands print: metrics as a table or JSON, and text on stdout. A stdout closed by its
+//! reader (`ccma info | head -c0`) is a [`StdoutClosed`] error, which `main` ends quietly.
 use crate::retrieval::metrics::{table, RetrievalMetrics};
+use anyhow::Result;
+use std::io::Write;
 
-/// Prints t2i (and i2t) metrics as JSON on one line, or as a table under `heading`; returns
-/// the JSON (`{"t2i": {...}, "i2t": {...}}`).
+/// stdout was closed by its reader: the command stops writing and ends quietly (exit code 0).
+#[derive(Debug, thiserror::Error)]
+#[error("stdout was closed by its reader")]
+pub struct StdoutClosed;
+
+/// `err`, a failed write to stdout, as [`StdoutClosed`] when the pipe's reader has gone.
+pub fn stdout_error(err: anyhow::Error) -> anyhow::Error {
+    let broken = Some(std::io::ErrorKind::BrokenPipe);
+    let closed = err.chain().any(|e| {
+        e.downcast_ref::<std::io::Error>().map(|e| e.kind()) == broken
+            || e.downcast_ref::<serde_json::Error>()
+                .and_then(|e| e.io_error_kind())
+                == broken
+    });
+    match closed {
+        true => StdoutClosed.into(),
+        false => err,
+    }
+}
+
+/// Writes `text` to stdout and flushes it.
+pub fn print(text: impl std::fmt::Display) -> Result<()> {
+    let mut out = std::io::stdout().lock();
+    write!(out, "{text}")
+        .and_then(|()| out.flush())
+        .map_err(|e| stdout_error(e.into()))
+}
+
+/// t2i (and i2t) metrics as JSON: `{"t2i": {...}, "i2t": {...}}`.
+pub fn metrics_json(t2i: &RetrievalMetrics, i2t: Option<&RetrievalMetrics>) -> serde_json::Value {
+    let mut v = serde_json::json!({ "t2i": t2i });
+    if let Some(m) = i2t {
+        v["i2t"] = serde_json::json!(m);
+    }
+    v
+}
+
+/// Prints t2i (and i2t) metrics as JSON on one line, or as a table under `heading`.
 pub fn print_metrics(
     heading: Option<&str>,
     t2i: &RetrievalMetrics,
     i2t: Option<&RetrievalMetrics>,
     json: bool,
-) -> serde_json::Value {
-    let mut v = serde_json::json!({ "t2i": t2i });
-    let mut rows = vec![("t2i", t2i)];
-    if let Some(m) = i2t {
-        v["i2t"] = serde_json::json!(m);
-        rows.push(("i2t", m));
-    }
+) -> Result<()> {
     if json {
-        println!("{v}");
-    } else {
-        if let Some(h) = heading {
-            println!("{h}");
-        }
-        print!("{}", table(&rows));
+        return print(format_args!("{}\n", metrics_json(t2i, i2t)));
     }
-    v
+    let mut rows = vec![("t2i", t2i)];
+    rows.extend(i2t.map(|m| ("i2t", m)));
+    let heading = heading.map_or(String::new(), |h| format!("{h}\n"));
+    print(format_args!("{heading}{}", table(&rows)))
 }

@@ -89,6 +89,5 @@ pub fn run(a: RankArgs) -> Result<()> {
         true => Some(evaluate(&g.features, &q.features, &gp, &qp)?),
         false => None,
     };
-    print_metrics(None, &t2i, i2t.as_ref(), a.json);
-    Ok(())
+    print_metrics(None, &t2i, i2t.as_ref(), a.json)
 }

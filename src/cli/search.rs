@@ -1,5 +1,6 @@
 //! `ccma search`: rank a gallery against a sentence, print the top results, draw a contact sheet.
 use super::args::{DeviceArg, WeightsArgs};
+use crate::io::output_path::{self, Existing};
 use crate::model::Ccma;
 use crate::report::sheet::{self, SheetItem};
 use crate::retrieval::encode::{embed_captions, EncodeOptions};
@@ -25,9 +26,13 @@ pub struct SearchArgs {
     /// Print the results as JSON (`{"query", "results": [{"rank", "index", "score", "image"}]}`).
     #[arg(long)]
     pub json: bool,
-    /// Contact sheet PNG of the top results.
+    /// Contact sheet PNG of the top results (never an input, nor inside the gallery folder; an
+    /// existing file only with --force).
     #[arg(long, value_name = "FILE")]
     pub out: Option<PathBuf>,
+    /// Replace --out if it exists.
+    #[arg(long)]
+    pub force: bool,
     #[command(flatten)]
     pub device: DeviceArg,
     /// The sentence to search for.
@@ -38,10 +43,21 @@ pub fn run(a: SearchArgs) -> Result<()> {
     if a.query.trim().is_empty() {
         return Err(UsageError("the query is empty: give a sentence to search for".into()).into());
     }
+    // --out is checked against the inputs known before any work, then against the images a
+    // feature file names.
+    let mut inputs = a.weights.inputs();
+    inputs.push(a.gallery.clone());
+    let check_out = |inputs: &[PathBuf]| match &a.out {
+        Some(out) => output_path::check(out, inputs, Existing::allowed_by(a.force, "--force")),
+        None => Ok(()),
+    };
+    check_out(&inputs)?;
     let device = a.device.resolve()?;
     let (model, opts) = a.weights.load(None, None, device)?;
     let Gallery { files, features } =
         gallery::open(&a.gallery, &model.model, &model.fingerprint, &opts)?;
+    inputs.extend(files.iter().cloned());
+    check_out(&inputs)?;
     let hits = best_rows(
         &model.model,
         &opts,
@@ -49,21 +65,6 @@ pub fn run(a: SearchArgs) -> Result<()> {
         &[(a.query.clone(), a.top_k as usize)],
     )?
     .remove(0);
-    if a.json {
-        println!("{}", results_json(&a.query, &hits, &files));
-    } else {
-        let mut table = prettytable::Table::new();
-        table.set_titles(prettytable::row!["rank", "score", "image"]);
-        for (rank, (i, s)) in hits.iter().enumerate() {
-            table.add_row(prettytable::row![
-                rank + 1,
-                format!("{s:.4}"),
-                files[*i].display()
-            ]);
-        }
-        println!("{}", a.query);
-        table.printstd();
-    }
     if let Some(out) = &a.out {
         let items: Vec<SheetItem> = hits
             .iter()
@@ -76,7 +77,19 @@ pub fn run(a: SearchArgs) -> Result<()> {
         sheet::write(out, &a.query, None, &items)?;
         tracing::info!("wrote {}", out.display());
     }
-    Ok(())
+    if a.json {
+        return super::output::print(format_args!("{}\n", results_json(&a.query, &hits, &files)));
+    }
+    let mut table = prettytable::Table::new();
+    table.set_titles(prettytable::row!["rank", "score", "image"]);
+    for (rank, (i, s)) in hits.iter().enumerate() {
+        table.add_row(prettytable::row![
+            rank + 1,
+            format!("{s:.4}"),
+            files[*i].display()
+        ]);
+    }
+    super::output::print(format_args!("{}\n{table}", a.query))
 }
 
 /// The `k` best rows of gallery `features` [N, D] (f32, CPU) for each `(query, k)`, the queries

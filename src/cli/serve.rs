@@ -74,8 +74,9 @@ fn load(a: &ServeArgs) -> Result<Loaded> {
             config: Some(config),
             ..Default::default()
         };
-        let split = super::test::embed_test_split(&config, &a.device, a.checkpoint.as_deref())?;
-        let run = failures::TestRun::new(&split)?;
+        let split = super::test::load_test_setup(&config, &a.device, a.checkpoint.as_deref())?;
+        let feats = split.embed()?;
+        let run = failures::TestRun::new(&split.dataset.test, &feats)?;
         let (gallery, gallery_source) = match &a.gallery {
             Some(g) => (
                 gallery::open(g, &split.model.model, &split.model.fingerprint, &split.opts)?,
@@ -84,7 +85,7 @@ fn load(a: &ServeArgs) -> Result<Loaded> {
             None => (
                 Gallery {
                     files: split.dataset.test.image_paths.clone(),
-                    features: split.feats.images.shallow_clone(),
+                    features: feats.images.shallow_clone(),
                 },
                 format!("the {} test split", split.dataset.name),
             ),

@@ -30,7 +30,5 @@ pub fn run(a: StatsArgs) -> Result<()> {
             s.captions.len()
         ]);
     }
-    println!("{} ({})", ds.name, ds.dir.display());
-    t.printstd();
-    Ok(())
+    super::output::print(format_args!("{} ({})\n{t}", ds.name, ds.dir.display()))
 }

@@ -1,15 +1,20 @@
 //! `ccma test`: evaluates a checkpoint on its dataset's test split.
 use super::args::{model_and_options, ConfigArgs, DeviceArg};
+use crate::config::{Config, DatasetName};
 use crate::factory::{Inference, WeightsSource};
+use crate::io::output_path::{self, Existing};
 use crate::retrieval::encode::{embed_split, score_split, EncodeOptions, SplitFeatures};
 use crate::retrieval::features::non_finite;
 use crate::retrieval::sheets::contact_sheets;
+use crate::train::run_dir::{test_results_path, RunDir};
 use crate::UsageError;
 use anyhow::{Context, Result};
 use clap::Args;
 use std::path::{Path, PathBuf};
 
-/// Evaluate a checkpoint on the test split (t2i, optionally i2t); writes test_results.json beside it.
+/// Evaluate a checkpoint on the test split (t2i, optionally i2t); writes
+/// test_results.<checkpoint stem>.<dataset>.<tag>.json beside it (tag: the first 8 hex digits of
+/// the SHA-256 of the file's `settings`).
 #[derive(Args, Debug)]
 pub struct TestArgs {
     /// Data settings: a run's configs.yaml (default: the one beside the checkpoint, else the paper's).
@@ -43,23 +48,24 @@ const KEYS: [&str; 8] = [
     "device",
 ];
 
-/// A checkpoint's test split, embedded: what `ccma test` scores (and `ccma serve --run` browses).
-pub(super) struct EmbeddedTestSplit {
+/// A checkpoint and its dataset, loaded with the data settings that decide the numbers.
+pub(super) struct TestSetup {
     pub checkpoint: PathBuf,
+    pub cfg: Config,
     pub dataset: crate::data::annotations::Dataset,
     pub model: Inference,
     pub opts: EncodeOptions,
-    pub feats: SplitFeatures,
+    pub device: tch::Device,
 }
 
 /// Loads the checkpoint (`checkpoint`, default: best.safetensors beside `--config`) and its
 /// dataset with the data settings of `config` (default: the configs.yaml beside the checkpoint,
-/// else the paper's), and embeds the test split; non-finite features are an error.
-pub(super) fn embed_test_split(
+/// else the paper's); every image of the dataset must exist.
+pub(super) fn load_test_setup(
     config: &ConfigArgs,
     device: &DeviceArg,
     checkpoint: Option<&Path>,
-) -> Result<EmbeddedTestSplit> {
+) -> Result<TestSetup> {
     let checkpoint = match (checkpoint, &config.config) {
         (Some(c), _) => c.to_path_buf(),
         (None, Some(cfg)) => cfg.with_file_name("best.safetensors"),
@@ -82,43 +88,99 @@ pub(super) fn embed_test_split(
     let explicit = fallback.is_some() || config.config.is_some() || !config.set.is_empty();
     let source = WeightsSource::Checkpoint(checkpoint.clone());
     let (model, opts) = model_and_options(&source, explicit.then_some(&cfg.data), None, device)?;
-    let feats = embed_split(&model.model, &dataset.test, &opts)
-        .with_context(|| format!("embedding the {} test split", dataset.name))?;
-    let bad = non_finite(&feats.images) + non_finite(&feats.texts);
-    if bad > 0 {
-        return Err(UsageError(format!(
-            "{}: the model gives {bad} NaN or infinite feature values on the {} test split (expected finite numbers; are its weights finite?)",
-            checkpoint.display(),
-            dataset.name
-        ))
-        .into());
-    }
-    Ok(EmbeddedTestSplit {
+    Ok(TestSetup {
         checkpoint,
+        cfg,
         dataset,
         model,
         opts,
-        feats,
+        device,
     })
 }
 
-pub fn run(a: TestArgs) -> Result<()> {
-    let EmbeddedTestSplit {
-        checkpoint,
-        dataset,
-        feats,
-        ..
-    } = embed_test_split(&a.config, &a.device, a.checkpoint.as_deref())?;
-    let (t2i, i2t) = score_split(&feats, &dataset.test, a.i2t)?;
-    let heading = format!("{} test, {}", dataset.name, checkpoint.display());
-    let json = super::output::print_metrics(Some(&heading), &t2i, i2t.as_ref(), a.json);
-    let out = checkpoint.with_file_name("test_results.json");
-    crate::io::write_atomic(&out, serde_json::to_string_pretty(&json)?.as_bytes())?;
-    tracing::info!("wrote {}", out.display());
-    if a.visualize > 0 {
-        let dir = checkpoint.with_file_name("visualize");
-        let n = contact_sheets(&feats, &dataset.test, a.visualize, &dir)?;
-        tracing::info!("wrote {n} contact sheets to {}", dir.display());
+impl TestSetup {
+    /// The test split's features; non-finite features are an error.
+    pub(super) fn embed(&self) -> Result<SplitFeatures> {
+        let feats = embed_split(&self.model.model, &self.dataset.test, &self.opts)
+            .with_context(|| format!("embedding the {} test split", self.dataset.name))?;
+        let bad = non_finite(&feats.images) + non_finite(&feats.texts);
+        if bad > 0 {
+            return Err(UsageError(format!(
+                "{}: the model gives {bad} NaN or infinite feature values on the {} test split (expected finite numbers; are its weights finite?)",
+                self.checkpoint.display(),
+                self.dataset.name
+            ))
+            .into());
+        }
+        Ok(feats)
     }
+
+    /// What decides the numbers of a test: the data read and how it is fed to the model.
+    fn settings(&self) -> serde_json::Value {
+        let d = &self.cfg.data;
+        let mut v = serde_json::json!({
+            "dataset_name": d.dataset_name.name(),
+            "root_dir": absolute(&d.root_dir),
+            "dataset_dir": absolute(&self.dataset.dir),
+            "split": "test",
+            "img_size": [self.opts.img_size.0, self.opts.img_size.1],
+            "text_length": self.opts.text_length,
+        });
+        if d.dataset_name == DatasetName::SynthPedes {
+            v["synth_ids"] = serde_json::json!(d.synth_ids);
+            v["seed"] = serde_json::json!(self.cfg.run.seed);
+        }
+        v
+    }
+}
+
+/// The first 8 hex digits of the SHA-256 of `settings` as compact JSON (keys sorted).
+fn tag(settings: &serde_json::Value) -> String {
+    use sha2::Digest;
+    let digest = sha2::Sha256::digest(settings.to_string().as_bytes());
+    digest[..4].iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// `path` absolute with links resolved, else as given.
+fn absolute(path: &Path) -> PathBuf {
+    std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf())
+}
+
+pub fn run(a: TestArgs) -> Result<()> {
+    let setup = load_test_setup(&a.config, &a.device, a.checkpoint.as_deref())?;
+    let checkpoint = &setup.checkpoint;
+    // A run folder that a `ccma train` is using is refused before any work.
+    let folder = match checkpoint.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    drop(RunDir::hold_at_rest(&folder)?);
+    let settings = setup.settings();
+    let out = test_results_path(checkpoint, setup.dataset.name.name(), &tag(&settings));
+    let inputs = [checkpoint.clone(), setup.dataset.dir.clone()];
+    output_path::check(&out, &inputs, Existing::Replace)?;
+    let feats = setup.embed()?;
+    let (t2i, i2t) = score_split(&feats, &setup.dataset.test, a.i2t)?;
+    let mut record = super::output::metrics_json(&t2i, i2t.as_ref());
+    record["checkpoint"] = serde_json::json!(absolute(checkpoint));
+    record["settings"] = settings;
+    record["device"] = serde_json::json!(match setup.device {
+        tch::Device::Cuda(i) => format!("cuda:{i}"),
+        other => format!("{other:?}").to_lowercase(),
+    });
+    record["test_batch_size"] = serde_json::json!(setup.opts.batch_size);
+    record["ccma_version"] = serde_json::json!(env!("CARGO_PKG_VERSION"));
+    {
+        let _hold = RunDir::hold_at_rest(&folder)?;
+        crate::io::write_atomic(&out, serde_json::to_string_pretty(&record)?.as_bytes())?;
+        tracing::info!("wrote {}", out.display());
+        if a.visualize > 0 {
+            let dir = checkpoint.with_file_name("visualize");
+            let n = contact_sheets(&feats, &setup.dataset.test, a.visualize, &dir)?;
+            tracing::info!("wrote {n} contact sheets to {}", dir.display());
+        }
+    }
+    let heading = format!("{} test, {}", setup.dataset.name, checkpoint.display());
+    super::output::print_metrics(Some(&heading), &t2i, i2t.as_ref(), a.json)?;
     Ok(())
 }

@@ -25,4 +25,5 @@ pub fn run(a: TokenizeArgs) -> Result<()> {
         &mut std::io::BufWriter::new(stdout.lock()),
         a.text_length,
     )
+    .map_err(super::output::stdout_error)
 }

@@ -43,12 +43,11 @@ fn temporary_name(name: &str) -> String {
     format!(".{name}.tmp{}", std::process::id())
 }
 
-/// Whether `name` is a temporary file of an atomic write (of any process).
-pub fn is_temporary_name(name: &str) -> bool {
-    name.starts_with('.')
-        && name.rsplit_once(".tmp").is_some_and(|(head, pid)| {
-            head.len() > 1 && !pid.is_empty() && pid.bytes().all(|b| b.is_ascii_digit())
-        })
+/// The file whose atomic write (by any process) goes through the temporary file `name`:
+/// `Some("best.safetensors")` for `.best.safetensors.tmp4242`, `None` for any other name.
+pub fn temporary_target(name: &str) -> Option<&str> {
+    let (head, pid) = name.strip_prefix('.')?.rsplit_once(".tmp")?;
+    (!head.is_empty() && !pid.is_empty() && pid.bytes().all(|b| b.is_ascii_digit())).then_some(head)
 }
 
 #[cfg(test)]
@@ -70,12 +69,16 @@ mod tests {
             1,
             "no temp file left"
         );
-        assert!(is_temporary_name(&temporary_name("last.safetensors")));
-        assert!(is_temporary_name(".best.safetensors.tmp123"));
-        assert!(
-            !is_temporary_name("notes.tmp1")
-                && !is_temporary_name(".x.tmp")
-                && !is_temporary_name(".tmp12")
+        assert_eq!(
+            temporary_target(&temporary_name("last.safetensors")),
+            Some("last.safetensors")
         );
+        assert_eq!(
+            temporary_target(".best.safetensors.tmp123"),
+            Some("best.safetensors")
+        );
+        for other in ["notes.tmp1", ".x.tmp", ".tmp12", ".x.tmp12a", "x.json.tmp3"] {
+            assert_eq!(temporary_target(other), None, "{other}");
+        }
     }
 }

@@ -1,6 +1,7 @@
-//! Files: atomic writes, safetensors with string metadata, fingerprints of files for cache keys.
+//! Files: atomic writes, the rule for output paths, safetensors with string metadata, fingerprints of files for cache keys.
 pub mod atomic;
 pub mod fingerprint;
+pub mod output_path;
 pub mod pickle;
 pub mod safetensors;
 

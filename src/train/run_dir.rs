@@ -17,9 +17,25 @@ pub struct RunDir {
     _lock: Option<std::fs::File>,
 }
 
+/// The lock file of a run folder. `ccma` writes it when it takes a folder for a run, so it also
+/// marks the folder as ccma's own: the one rule by which a folder is recognised as a run folder.
+const LOCK: &str = ".ccma.lock";
+
+/// The files `ccma` writes into a run folder through atomic writes (and `test_results.*.json`):
+/// the only temporary files it removes there are these files' (`.<name>.tmp<pid>`).
+const WRITTEN_ATOMICALLY: [&str; 5] = [
+    "configs.yaml",
+    "best.safetensors",
+    "last.safetensors",
+    "results.json",
+    "curves.png",
+];
+
 impl RunDir {
     /// `run_dir` if set, else `<output_dir>/<dataset_name>/<YYYYmmdd_HHMMSS>_<name>/`; created
-    /// and locked. A folder that already holds a run (its `configs.yaml`) is refused: resume it.
+    /// and locked. The folder must be new, empty, or a run folder of a run that never started
+    /// (ccma's lock file and no `configs.yaml`): a folder holding files ccma did not write is
+    /// refused, and so is one that already holds a run (resume it).
     pub fn create(cfg: &Config) -> Result<RunDir> {
         let r = &cfg.run;
         let dir = match &r.run_dir {
@@ -33,6 +49,7 @@ impl RunDir {
                     r.name
                 )),
         };
+        RunDir::check_new(&dir)?;
         std::fs::create_dir_all(&dir)
             .with_context(|| format!("cannot create run folder {}", dir.display()))?;
         let run = RunDir::lock(dir)?;
@@ -43,6 +60,34 @@ impl RunDir {
             )));
         }
         Ok(run)
+    }
+
+    /// Refuses `dir` for a new run unless it does not exist, is empty, or is ccma's own.
+    fn check_new(dir: &Path) -> Result<()> {
+        let entries = match std::fs::read_dir(dir) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Err(_) if dir.exists() && !dir.is_dir() => bail!(crate::UsageError(format!(
+                "run folder {} is not a folder",
+                dir.display()
+            ))),
+            other => other.with_context(|| format!("cannot read run folder {}", dir.display()))?,
+        };
+        if RunDir::is_run_folder(dir) {
+            return Ok(());
+        }
+        if let Some(entry) = entries.flatten().next() {
+            bail!(crate::UsageError(format!(
+                "run folder {} holds files ccma did not write ({}, ...): a new run needs a new or empty folder",
+                dir.display(),
+                entry.file_name().to_string_lossy()
+            )));
+        }
+        Ok(())
+    }
+
+    /// Whether `dir` is a folder ccma took for a run (it holds ccma's lock file).
+    pub fn is_run_folder(dir: &Path) -> bool {
+        dir.join(LOCK).is_file()
     }
 
     /// A run folder written by an earlier `ccma train`, locked, to resume: it has its
@@ -64,11 +109,34 @@ impl RunDir {
         Ok(config)
     }
 
-    /// Takes the folder's lock (recording this process's pid in it) and removes the temporary
-    /// files an interrupted checkpoint write of an earlier run left (`.<name>.tmp<pid>`, only
-    /// ever written by ccma; no other ccma can be writing here while the lock is held).
+    /// Refuses when a `ccma train` holds the run folder `dir`; otherwise (a run folder at rest,
+    /// or any other folder) a hold that keeps a new `ccma train` out of it for as long as it is
+    /// kept, so that a command writing beside a checkpoint never writes into a run in progress.
+    pub fn hold_at_rest(dir: &Path) -> Result<Option<std::fs::File>> {
+        let path = dir.join(LOCK);
+        let Ok(file) = std::fs::File::open(&path) else {
+            return Ok(None);
+        };
+        use std::os::fd::AsRawFd;
+        // SAFETY: flock on a file descriptor this function owns.
+        if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_SH | libc::LOCK_NB) } != 0 {
+            let holder = std::fs::read_to_string(&path).unwrap_or_default();
+            bail!(crate::UsageError(format!(
+                "run folder {} is in use by ccma train (pid {}): test its checkpoint once the run stops, or a copy of it elsewhere",
+                dir.display(),
+                holder.trim()
+            )));
+        }
+        Ok(Some(file))
+    }
+
+    /// Takes the folder's lock (recording this process's pid in it) and, in a folder that was
+    /// ccma's before (its lock file existed), removes the temporary files an interrupted write of
+    /// one of its own files left (`.<name>.tmp<pid>`; no other ccma can be writing here while
+    /// the lock is held).
     fn lock(dir: PathBuf) -> Result<RunDir> {
-        let path = dir.join(".ccma.lock");
+        let ours = RunDir::is_run_folder(&dir);
+        let path = dir.join(LOCK);
         let mut file = std::fs::OpenOptions::new()
             .read(true)
             .write(true)
@@ -88,18 +156,29 @@ impl RunDir {
         }
         file.set_len(0)?;
         write!(file, "{}", std::process::id())?;
-        for entry in std::fs::read_dir(&dir)?.flatten() {
-            let name = entry.file_name().to_string_lossy().into_owned();
-            if crate::io::atomic::is_temporary_name(&name) {
-                tracing::info!("removing {name}, left by an interrupted checkpoint write");
-                std::fs::remove_file(entry.path())
-                    .with_context(|| format!("cannot remove {}", entry.path().display()))?;
-            }
+        if ours {
+            RunDir::remove_stale_temporaries(&dir)?;
         }
         Ok(RunDir {
             dir,
             _lock: Some(file),
         })
+    }
+
+    /// Removes the temporary files of interrupted writes of the run folder's own files.
+    fn remove_stale_temporaries(dir: &Path) -> Result<()> {
+        for entry in std::fs::read_dir(dir)?.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let own = crate::io::atomic::temporary_target(&name).is_some_and(|target| {
+                WRITTEN_ATOMICALLY.contains(&target) || is_test_results_name(target)
+            });
+            if own && entry.file_type().is_ok_and(|t| t.is_file()) {
+                tracing::info!("removing {name}, left by an interrupted write");
+                std::fs::remove_file(entry.path())
+                    .with_context(|| format!("cannot remove {}", entry.path().display()))?;
+            }
+        }
+        Ok(())
     }
 
     /// The folder rank 0 of a data-parallel run holds, as another rank sees it (to read its
@@ -163,4 +242,19 @@ impl RunDir {
         writeln!(f, "{}", serde_json::to_string(record)?)
             .with_context(|| format!("cannot write {}", self.metrics().display()))
     }
+}
+
+/// The file `ccma test` writes beside `checkpoint` for one evaluation: `test_results.<checkpoint
+/// stem>.<dataset>.<tag>.json`, where `tag` names the data and settings (so that tests of one
+/// checkpoint on other data or settings keep their own files).
+pub fn test_results_path(checkpoint: &Path, dataset: &str, tag: &str) -> PathBuf {
+    let stem = checkpoint
+        .file_stem()
+        .map_or("checkpoint".into(), |s| s.to_string_lossy());
+    checkpoint.with_file_name(format!("test_results.{stem}.{dataset}.{tag}.json"))
+}
+
+/// Whether `name` is one that [`test_results_path`] makes.
+fn is_test_results_name(name: &str) -> bool {
+    name.starts_with("test_results.") && name.ends_with(".json")
 }

@@ -165,6 +165,19 @@ pub fn tiny_cuhk_config(dir: &Path, root: &Path) -> std::path::PathBuf {
     cfg
 }
 
+/// A checkpoint of the untrained model of `config` (2 training identities) at `path`, each of its
+/// tensors passed through `map`.
+pub fn tiny_checkpoint(config: &Path, path: &Path, map: impl Fn(tch::Tensor) -> tch::Tensor) {
+    let cfg = ccma::config::Config::from_file(config).unwrap();
+    let (vs, model) = ccma::factory::training_model(&cfg, 2, tch::Device::Cpu).unwrap();
+    let tensors: Vec<(String, tch::Tensor)> = vs
+        .variables()
+        .into_iter()
+        .map(|(k, t)| (k, map(t.detach())))
+        .collect();
+    ccma::io::safetensors::save(path, &tensors, &model.config.to_metadata()).unwrap();
+}
+
 /// `ccma train --config cfg --run-dir run` with `extra` arguments, not started yet.
 pub fn train_command(cfg: &Path, run: &Path, extra: &[&str]) -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_ccma"));

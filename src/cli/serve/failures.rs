@@ -1,8 +1,8 @@
 //! A run's test split query by query, as a failure analysis shows it: each query's caption, the
 //! rank of its first correct image and its top 10 with the correct ones marked, worst first, and
 //! filterable by words of the caption.
-use crate::cli::test::EmbeddedTestSplit;
-use crate::retrieval::encode::score_split;
+use crate::data::annotations::EvalSplit;
+use crate::retrieval::encode::{score_split, SplitFeatures};
 use crate::retrieval::metrics::RetrievalMetrics;
 use crate::retrieval::query_ranks::{query_outcomes, QueryOutcome};
 use anyhow::Result;
@@ -44,13 +44,13 @@ pub fn words(text: &str) -> Vec<String> {
 }
 
 impl TestRun {
-    /// Scores every query of the embedded split (and the split's metrics, as `ccma test` does).
-    pub fn new(split: &EmbeddedTestSplit) -> Result<TestRun> {
-        let test = &split.dataset.test;
-        let (metrics, _) = score_split(&split.feats, test, false)?;
+    /// Scores every query of the `test` split from its features `feats` (and the split's
+    /// metrics, as `ccma test` does).
+    pub fn new(test: &EvalSplit, feats: &SplitFeatures) -> Result<TestRun> {
+        let (metrics, _) = score_split(feats, test, false)?;
         let outcomes = query_outcomes(
-            &split.feats.texts,
-            &split.feats.images,
+            &feats.texts,
+            &feats.images,
             &test.caption_pids,
             &test.image_pids,
             TOP,
