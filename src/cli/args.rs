@@ -142,6 +142,12 @@ pub struct WeightsArgs {
 }
 
 impl WeightsArgs {
+    /// The weights file given.
+    pub fn path(&self) -> &Path {
+        let given = self.checkpoint.as_deref().or(self.pretrained.as_deref());
+        given.unwrap_or_else(|| unreachable!("clap requires one of --checkpoint and --pretrained"))
+    }
+
     /// The model and how to feed it: the input size `img_size` when given; else the data
     /// settings of the `configs.yaml` beside a checkpoint; else what the weights were built for
     /// (384x128 for CLIP weights). The encoding batch size `batch_size` when given.
@@ -188,6 +194,8 @@ pub fn model_and_options(
         None => EncodeOptions::for_model(clip, DataSection::default().test_batch_size, device),
     };
     opts.img_size = (clip.image_size.0 as usize, clip.image_size.1 as usize);
+    let (WeightsSource::Checkpoint(path) | WeightsSource::Pretrained(path)) = source;
+    opts.check_fits(clip, path)?;
     Ok((model, opts))
 }
 

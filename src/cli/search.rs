@@ -2,6 +2,7 @@
 use super::args::{DeviceArg, WeightsArgs};
 use crate::report::sheet::{self, SheetItem};
 use crate::retrieval::encode::embed_captions;
+use crate::retrieval::features::require_finite_output;
 use crate::retrieval::gallery::{self, Gallery};
 use crate::UsageError;
 use anyhow::Result;
@@ -35,7 +36,13 @@ pub fn run(a: SearchArgs) -> Result<()> {
     let device = a.device.resolve()?;
     let (model, opts) = a.weights.load(None, None, device)?;
     let Gallery { files, features } = if a.gallery.is_dir() {
-        gallery::from_dir(&a.gallery, &model.model, &model.fingerprint, &opts)?
+        gallery::from_dir(
+            &a.gallery,
+            &model.model,
+            a.weights.path(),
+            &model.fingerprint,
+            &opts,
+        )?
     } else if a.gallery.is_file() {
         gallery::from_feature_file(&a.gallery)?
     } else {
@@ -55,6 +62,7 @@ pub fn run(a: SearchArgs) -> Result<()> {
         .into());
     }
     let query = embed_captions(&model.model, std::slice::from_ref(&a.query), &opts)?;
+    require_finite_output(&[&query], a.weights.path(), "the query")?;
     let hits = crate::retrieval::topk::top_k(
         &features,
         &query.to_device(tch::Device::Cpu),

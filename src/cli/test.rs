@@ -2,7 +2,7 @@
 use super::args::{model_and_options, ConfigArgs, DeviceArg};
 use crate::factory::WeightsSource;
 use crate::retrieval::encode::{embed_split, score_split};
-use crate::retrieval::features::non_finite;
+use crate::retrieval::features::require_finite_output;
 use crate::retrieval::sheets::contact_sheets;
 use crate::UsageError;
 use anyhow::{Context, Result};
@@ -67,15 +67,8 @@ pub fn run(a: TestArgs) -> Result<()> {
     let (model, opts) = model_and_options(&source, explicit.then_some(&cfg.data), None, device)?;
     let feats = embed_split(&model.model, &dataset.test, &opts)
         .with_context(|| format!("embedding the {} test split", dataset.name))?;
-    let bad = non_finite(&feats.images) + non_finite(&feats.texts);
-    if bad > 0 {
-        return Err(UsageError(format!(
-            "{}: the model gives {bad} NaN or infinite feature values on the {} test split (expected finite numbers; are its weights finite?)",
-            checkpoint.display(),
-            dataset.name
-        ))
-        .into());
-    }
+    let on = format!("the {} test split", dataset.name);
+    require_finite_output(&[&feats.images, &feats.texts], &checkpoint, &on)?;
     let (t2i, i2t) = score_split(&feats, &dataset.test, a.i2t)?;
     let heading = format!("{} test, {}", dataset.name, checkpoint.display());
     let json = super::output::print_metrics(Some(&heading), &t2i, i2t.as_ref(), a.json);
