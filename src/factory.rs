@@ -140,6 +140,8 @@ pub enum WeightsSource {
 pub struct Inference {
     pub vs: VarStore,
     pub model: Ccma,
+    /// The weights file (or folder) it was read from, as given.
+    pub path: PathBuf,
     /// Identifies the weights (path, size, modification time) for caches keyed by the model.
     pub fingerprint: String,
 }
@@ -189,6 +191,7 @@ pub fn inference_model(
     Ok(Inference {
         vs,
         model,
+        path: path.to_path_buf(),
         fingerprint: crate::io::fingerprint::file(path)?,
     })
 }

@@ -291,3 +291,34 @@ fn unreadable_images_are_errors_naming_the_file() {
     std::fs::write(&odd, &stray).unwrap();
     assert_eq!(load_rgb(&odd).unwrap(), load_rgb(&full).unwrap());
 }
+
+/// 16-bit PNGs decode to exactly what Pillow's `Image.open(..).convert('RGB')` gives
+/// (tests/reference/png16_ref.py writes them and Pillow's results): the high byte of colour and
+/// grey + alpha samples, grey alone clipped at 255 (Pillow's mode `I;16`), transparency dropped.
+#[test]
+fn sixteen_bit_pngs_decode_as_pillow() {
+    let dir = tempfile::tempdir().unwrap();
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/reference/png16_ref.py");
+    let out = Command::new(python())
+        .arg(&script)
+        .arg(dir.path())
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run the Python reference with {}: {e}", python()));
+    assert!(
+        out.status.success(),
+        "png16_ref.py failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let bytes = std::fs::read(dir.path().join("pil.safetensors")).unwrap();
+    let st = SafeTensors::deserialize(&bytes).unwrap();
+    for kind in ["grey", "grey_trns", "grey_alpha", "rgb", "rgb_trns", "rgba"] {
+        let img = load_rgb(&dir.path().join(format!("{kind}.png"))).unwrap();
+        let (shape, want) = tensor_bytes(&st, kind);
+        assert_eq!(
+            shape,
+            vec![img.height() as usize, img.width() as usize, 3],
+            "{kind}"
+        );
+        assert!(img.as_raw() == &want, "{kind}: pixels differ from Pillow's");
+    }
+}

@@ -202,6 +202,8 @@ pub fn model_and_options(
         None => EncodeOptions::for_model(clip, DataSection::default().test_batch_size, device),
     };
     opts.img_size = (clip.image_size.0 as usize, clip.image_size.1 as usize);
+    let (WeightsSource::Checkpoint(path) | WeightsSource::Pretrained(path)) = source;
+    opts.check_fits(clip, path)?;
     Ok((model, opts))
 }
 

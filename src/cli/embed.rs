@@ -2,7 +2,7 @@
 use super::args::{parse_img_size, DeviceArg, WeightsArgs};
 use crate::io::output_path::{self, Existing};
 use crate::retrieval::encode::{embed_captions, embed_images};
-use crate::retrieval::features::{FeatureFile, FeatureSet};
+use crate::retrieval::features::{require_finite_output, FeatureFile, FeatureSet};
 use crate::UsageError;
 use anyhow::{Context, Result};
 use clap::Args;
@@ -81,6 +81,9 @@ pub fn run(a: EmbedArgs) -> Result<()> {
         },
         image_paths: images.clone(),
     };
+    let outputs = [&file.images, &file.texts].map(|s| s.as_ref().map(|s| &s.features));
+    let outputs: Vec<&tch::Tensor> = outputs.into_iter().flatten().collect();
+    require_finite_output(&outputs, &model.path, "the given images and captions")?;
     file.write(&a.out)?;
     tracing::info!(
         "wrote {} images and {} captions to {}",

@@ -1,9 +1,10 @@
 //! `ccma search`: rank a gallery against a sentence, print the top results, draw a contact sheet.
 use super::args::{DeviceArg, WeightsArgs};
 use crate::io::output_path::{self, Existing};
-use crate::model::Ccma;
 use crate::report::sheet::{self, SheetItem};
+use crate::factory::Inference;
 use crate::retrieval::encode::{embed_captions, EncodeOptions};
+use crate::retrieval::features::require_finite_output;
 use crate::retrieval::gallery::{self, Gallery};
 use crate::retrieval::topk::top_k;
 use crate::UsageError;
@@ -54,12 +55,11 @@ pub fn run(a: SearchArgs) -> Result<()> {
     check_out(&inputs)?;
     let device = a.device.resolve()?;
     let (model, opts) = a.weights.load(None, None, device)?;
-    let Gallery { files, features } =
-        gallery::open(&a.gallery, &model.model, &model.fingerprint, &opts)?;
+    let Gallery { files, features } = gallery::open(&a.gallery, &model, &opts)?;
     inputs.extend(files.iter().cloned());
     check_out(&inputs)?;
     let hits = best_rows(
-        &model.model,
+        &model,
         &opts,
         &features,
         &[(a.query.clone(), a.top_k as usize)],
@@ -93,15 +93,17 @@ pub fn run(a: SearchArgs) -> Result<()> {
 }
 
 /// The `k` best rows of gallery `features` [N, D] (f32, CPU) for each `(query, k)`, the queries
-/// embedded as one batch: (row, cosine similarity), best first.
+/// embedded as one batch: (row, cosine similarity), best first. Non-finite query features are
+/// an error.
 pub(super) fn best_rows(
-    model: &Ccma,
+    model: &Inference,
     opts: &EncodeOptions,
     features: &Tensor,
     queries: &[(String, usize)],
 ) -> Result<Vec<Vec<(usize, f64)>>> {
     let texts: Vec<String> = queries.iter().map(|(q, _)| q.clone()).collect();
-    let embedded = embed_captions(model, &texts, opts)?.to_device(tch::Device::Cpu);
+    let embedded = embed_captions(&model.model, &texts, opts)?.to_device(tch::Device::Cpu);
+    require_finite_output(&[&embedded], &model.path, "the query")?;
     Ok(queries
         .iter()
         .enumerate()

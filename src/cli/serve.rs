@@ -79,7 +79,7 @@ fn load(a: &ServeArgs) -> Result<Loaded> {
         let run = failures::TestRun::new(&split.dataset.test, &feats)?;
         let (gallery, gallery_source) = match &a.gallery {
             Some(g) => (
-                gallery::open(g, &split.model.model, &split.model.fingerprint, &split.opts)?,
+                gallery::open(g, &split.model, &split.opts)?,
                 g.display().to_string(),
             ),
             None => (
@@ -116,7 +116,7 @@ fn load(a: &ServeArgs) -> Result<Loaded> {
         pretrained: a.pretrained.clone(),
     };
     let (model, opts) = weights.load(None, None, a.device.resolve()?)?;
-    let gallery = gallery::open(path, &model.model, &model.fingerprint, &opts)?;
+    let gallery = gallery::open(path, &model, &opts)?;
     Ok(Loaded {
         model,
         opts,

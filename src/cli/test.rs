@@ -4,7 +4,7 @@ use crate::config::{Config, DatasetName};
 use crate::factory::{Inference, WeightsSource};
 use crate::io::output_path::{self, Existing};
 use crate::retrieval::encode::{embed_split, score_split, EncodeOptions, SplitFeatures};
-use crate::retrieval::features::non_finite;
+use crate::retrieval::features::require_finite_output;
 use crate::retrieval::sheets::contact_sheets;
 use crate::train::run_dir::{test_results_path, RunDir};
 use crate::UsageError;
@@ -103,15 +103,8 @@ impl TestSetup {
     pub(super) fn embed(&self) -> Result<SplitFeatures> {
         let feats = embed_split(&self.model.model, &self.dataset.test, &self.opts)
             .with_context(|| format!("embedding the {} test split", self.dataset.name))?;
-        let bad = non_finite(&feats.images) + non_finite(&feats.texts);
-        if bad > 0 {
-            return Err(UsageError(format!(
-                "{}: the model gives {bad} NaN or infinite feature values on the {} test split (expected finite numbers; are its weights finite?)",
-                self.checkpoint.display(),
-                self.dataset.name
-            ))
-            .into());
-        }
+        let on = format!("the {} test split", self.dataset.name);
+        require_finite_output(&[&feats.images, &feats.texts], &self.checkpoint, &on)?;
         Ok(feats)
     }
 

@@ -1,8 +1,11 @@
-//! Files: atomic writes, the rule for output paths, safetensors with string metadata, fingerprints of files for cache keys.
+//! Files: atomic writes, the rule for output paths, safetensors with string metadata,
+//! fingerprints of files for cache keys, bounded reads of regular files.
 pub mod atomic;
 pub mod fingerprint;
 pub mod output_path;
 pub mod pickle;
+pub mod regular_file;
 pub mod safetensors;
 
 pub use atomic::{write_atomic, write_atomic_with};
+pub use regular_file::{read_regular_file, MAX_IMAGE_BYTES};

@@ -36,7 +36,8 @@ pub fn write(path: &Path, query: &str, note: Option<&str>, items: &[SheetItem]) 
     for (rank, item) in items.iter().enumerate() {
         let x = 10 + (rank % PER_ROW) as i32 * CELL_W as i32;
         let y = header as i32 + (rank / PER_ROW) as i32 * CELL_H as i32;
-        let img = image::open(&item.path)
+        let bytes = crate::io::read_regular_file(&item.path, "image", crate::io::MAX_IMAGE_BYTES)?;
+        let img = image::load_from_memory(&bytes)
             .with_context(|| format!("cannot read gallery image {}", item.path.display()))?
             .to_rgb8();
         // Fit inside the thumbnail box, keeping the aspect ratio.

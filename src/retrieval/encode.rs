@@ -8,7 +8,7 @@ use crate::model::Ccma;
 use anyhow::Result;
 use rand::SeedableRng;
 use rayon::prelude::*;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use tch::{Device, Tensor};
 
 /// How images and captions are fed to the encoders.
@@ -45,6 +45,21 @@ impl EncodeOptions {
             batch_size,
             device,
         }
+    }
+
+    /// Refuses options that the model of `weights` (sized by `clip`) cannot take: captions longer
+    /// than its positions (context length).
+    pub fn check_fits(&self, clip: &crate::model::clip::ClipConfig, weights: &Path) -> Result<()> {
+        if self.text_length as i64 > clip.context_length {
+            anyhow::bail!(crate::UsageError(format!(
+                "text_length {} is longer than the {} positions (context length) of the model in {}: set text_length to at most {}",
+                self.text_length,
+                clip.context_length,
+                weights.display(),
+                clip.context_length
+            )));
+        }
+        Ok(())
     }
 }
 

@@ -83,8 +83,10 @@ impl FeatureFile {
         let fail = |what: String| -> anyhow::Error {
             UsageError(format!("{}: {what}", path.display())).into()
         };
-        if !path.is_file() {
-            return Err(fail("no such file".into()));
+        match std::fs::metadata(path) {
+            Ok(m) if m.is_file() => {}
+            Ok(_) => return Err(fail("not a regular file".into())),
+            Err(_) => return Err(fail("no such file".into())),
         }
         let (tensors, meta) = crate::io::safetensors::load(path)
             .map_err(|e| fail(format!("not a safetensors file ({e:#})")))?;
@@ -162,6 +164,21 @@ fn check_features(f: &Tensor, key: &str) -> Result<(), String> {
 /// The number of NaN or infinite values in `t` (any shape, a floating-point kind).
 pub fn non_finite(t: &Tensor) -> i64 {
     t.isfinite().logical_not().sum(Kind::Int64).int64_value(&[])
+}
+
+/// Refuses features that the model of `weights` gave on `on` (each tensor [N, D], a
+/// floating-point kind) when any value is NaN or infinite: such a row would rank first (NaN
+/// compares above every score) or poison every score. The [`UsageError`] counts them. Every
+/// command that ranks or writes a model's features checks them here.
+pub fn require_finite_output(features: &[&Tensor], weights: &Path, on: &str) -> Result<()> {
+    let bad: i64 = features.iter().map(|f| non_finite(f)).sum();
+    if bad > 0 {
+        anyhow::bail!(UsageError(format!(
+            "{}: the model gives {bad} NaN or infinite feature values on {on} (expected finite numbers; are its weights finite?)",
+            weights.display()
+        )));
+    }
+    Ok(())
 }
 
 fn check_pids(p: &Tensor, key: &str, rows: i64) -> Result<Vec<i64>, String> {

@@ -3,7 +3,9 @@ use crate::model::layers::l2_normalize;
 use tch::{Kind, Tensor};
 
 /// The `k` best rows of `gallery` [N, D] for `query` [1, D]: (row, cosine similarity), best
-/// first; fewer when the gallery is smaller.
+/// first; fewer when the gallery is smaller. Both are finite (a NaN row would rank first): model
+/// outputs pass [`super::features::require_finite_output`], files and caches are checked on
+/// reading.
 pub fn top_k(gallery: &Tensor, query: &Tensor, k: usize) -> Vec<(usize, f64)> {
     let scores = l2_normalize(gallery)
         .matmul(&l2_normalize(query).to_device(gallery.device()).tr())

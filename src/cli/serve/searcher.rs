@@ -61,7 +61,7 @@ fn work(model: &Inference, opts: &EncodeOptions, features: &Tensor, rx: &Receive
         let queries: Vec<(String, usize)> = batch.iter().map(|j| (j.query.clone(), j.k)).collect();
         // libtorch reports its errors as panics; one is this batch's failure, not the server's.
         let ranked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            best_rows(&model.model, opts, features, &queries)
+            best_rows(model, opts, features, &queries)
         }));
         match ranked {
             Ok(Ok(hits)) => {
