@@ -94,7 +94,9 @@ fn compile_shim(t: &Libtorch, cuda: bool) {
     for f in [
         "csrc/c10d.cpp",
         "csrc/nccl.cpp",
+        "csrc/rendezvous.cpp",
         "csrc/backends.hpp",
+        "csrc/rendezvous.hpp",
         "csrc/gloo",
     ] {
         println!("cargo:rerun-if-changed={f}");
@@ -103,7 +105,7 @@ fn compile_shim(t: &Libtorch, cuda: bool) {
     build
         .cpp(true)
         .std("c++17")
-        .files(["csrc/c10d.cpp", "csrc/nccl.cpp"])
+        .files(["csrc/c10d.cpp", "csrc/nccl.cpp", "csrc/rendezvous.cpp"])
         .include("csrc")
         .include(&t.include)
         .include(t.include.join("torch/csrc/api/include"))

@@ -3,9 +3,9 @@
 // message in `*err` (free it with ccma_string_free); tensors are `at::Tensor*`, the pointers `tch`
 // uses for its tensors.
 #include "backends.hpp"
+#include "rendezvous.hpp"
 
 #include <torch/csrc/distributed/c10d/ProcessGroupGloo.hpp>
-#include <torch/csrc/distributed/c10d/TCPStore.hpp>
 
 #include <cstring>
 #include <string>
@@ -77,9 +77,10 @@ int ccma_nccl_compiled() {
   return ccma::nccl_compiled() ? 1 : 0;
 }
 
-// Rendezvous at `master_addr:port` (rank 0 serves the store) and create the process group.
-// `backend` is "gloo" or "nccl"; for Gloo, `interface` or else `hostname` picks the network
-// device (both null: the address this machine's hostname resolves to). Null on failure.
+// Rendezvous at `master_addr:port` as run `run_id` (rank 0 serves the store) and create the
+// process group. `backend` is "gloo" or "nccl"; for Gloo, `interface` or else `hostname` picks the
+// network device (both null: the address this machine's hostname resolves to). Null on failure,
+// with `*refused` set to a `ccma::Refusal` when the rendezvous was refused.
 void* ccma_group_new(
     const char* backend,
     const char* master_addr,
@@ -89,17 +90,20 @@ void* ccma_group_new(
     int64_t timeout_ms,
     const char* interface,
     const char* hostname,
+    const char* run_id,
+    int* refused,
     char** err) {
   Group* group = nullptr;
+  *refused = 0;
   guarded(err, [&] {
     auto timeout = std::chrono::milliseconds(timeout_ms);
-    c10d::TCPStoreOptions opts;
-    opts.port = static_cast<std::uint16_t>(port);
-    opts.isServer = rank == 0;
-    opts.numWorkers = static_cast<std::size_t>(world);
-    opts.waitWorkers = true;
-    opts.timeout = timeout;
-    auto store = c10::make_intrusive<c10d::TCPStore>(std::string(master_addr), opts);
+    c10::intrusive_ptr<c10d::Store> store;
+    try {
+      store = ccma::rendezvous(master_addr, port, rank, world, timeout, run_id);
+    } catch (const ccma::Refused& e) {
+      *refused = static_cast<int>(e.why);
+      throw;
+    }
     c10::intrusive_ptr<c10d::Backend> pg;
     if (std::string(backend) == "nccl") {
       pg = ccma::make_nccl(store, rank, world, timeout);

@@ -16,53 +16,10 @@ use std::time::{Duration, Instant};
 const LOSS_RTOL: f64 = 1e-6;
 const PARAM_ATOL: f64 = 2e-5;
 
-/// A small from-scratch model with every loss term (IMAL included) on 40 / 10 / 20 generated
-/// identities in `<dir>/data` (created on demand by the ranks at once), global batch 16:
-/// 15 batches per epoch, the last of 2 samples (one per rank).
-fn write_config(dir: &Path, epochs: usize) -> PathBuf {
-    write_config_with(dir, epochs, "")
-}
-
-/// [`write_config`] with more YAML lines.
-fn write_config_with(dir: &Path, epochs: usize, extra: &str) -> PathBuf {
-    let cfg = format!(
-        "dataset_name: SYNTH-PEDES\npretrain_choice: ''\nroot_dir: {root}\nsynth_ids: [40, 10, 20]\nimg_size: [64, 32]\n\
-         embed_dim: 32\nvision_width: 32\nvision_layers: 1\nvision_heads: 1\ntransformer_width: 32\ntransformer_layers: 1\n\
-         transformer_heads: 1\ntext_length: 40\ncmt_depth: 1\ndca_heads: 4\nbatch_size: 16\ntest_batch_size: 128\n\
-         num_epoch: {epochs}\nlr: 2.0e-3\nwarmup_epochs: 1\nnum_workers: 1\nseed: 3\nloss_names: imal\n{extra}",
-        root = dir.join("data").display()
-    );
-    let path = dir.join("cfg.yaml");
-    std::fs::write(&path, cfg).unwrap();
-    path
-}
-
 fn succeeded(out: &Output, what: &str) -> String {
     let err = String::from_utf8_lossy(&out.stderr).into_owned();
     assert!(out.status.success(), "{what}: {err}");
     err
-}
-
-/// A free port on the loopback for a rendezvous.
-fn free_port() -> String {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    l.local_addr().unwrap().port().to_string()
-}
-
-/// Rank `rank` of 2 started with torchrun's variables.
-fn env_rank(cmd: Command, rank: usize, port: &str) -> std::process::Child {
-    let mut cmd = cmd;
-    cmd.env("WORLD_SIZE", "2")
-        .env("RANK", rank.to_string())
-        .env("LOCAL_RANK", rank.to_string())
-        .env("MASTER_ADDR", "127.0.0.1")
-        .env("MASTER_PORT", port)
-        // As --nproc-per-node sets it on this 2-core machine, so both launches compute alike.
-        .env("OMP_NUM_THREADS", "1")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap()
 }
 
 /// The digests rank 0 logged for `epoch`, one per rank.
@@ -128,7 +85,7 @@ fn train_two_ranks_and_one_process(cfg: &Path, dir: &Path) -> (PathBuf, PathBuf)
 #[test]
 fn the_identity_sampler_feeds_two_ranks_the_batches_of_one_process() {
     let dir = tempfile::tempdir().unwrap();
-    let cfg = write_config_with(dir.path(), 1, "sampler: identity\nnum_instance: 4\n");
+    let cfg = synth_config_with(dir.path(), 1, "sampler: identity\nnum_instance: 4\n");
     let (two, one) = train_two_ranks_and_one_process(&cfg, dir.path());
     assert_epoch_1_losses_agree(&one, &two);
 }
@@ -136,7 +93,7 @@ fn the_identity_sampler_feeds_two_ranks_the_batches_of_one_process() {
 #[test]
 fn two_ranks_agree_with_each_other_and_with_one_process() {
     let dir = tempfile::tempdir().unwrap();
-    let cfg = write_config(dir.path(), 2);
+    let cfg = synth_config(dir.path(), 2);
     let (two, one) = train_two_ranks_and_one_process(&cfg, dir.path());
     // Every rank's own digest of its parameters equals the digest of the saved state.
     let digest = state_digest(&two);
@@ -164,7 +121,7 @@ fn two_ranks_agree_with_each_other_and_with_one_process() {
 #[test]
 fn torchrun_variables_launch_the_same_run_and_a_killed_rank_is_named() {
     let dir = tempfile::tempdir().unwrap();
-    let cfg = write_config(dir.path(), 2);
+    let cfg = synth_config(dir.path(), 2);
     let (flag, env, killed) = (
         dir.path().join("flag"),
         dir.path().join("env"),
@@ -230,7 +187,7 @@ fn torchrun_variables_launch_the_same_run_and_a_killed_rank_is_named() {
 #[test]
 fn the_launcher_names_a_killed_rank_and_one_process_resumes_the_run() {
     let dir = tempfile::tempdir().unwrap();
-    let cfg = write_config(dir.path(), 2);
+    let cfg = synth_config(dir.path(), 2);
     let run = dir.path().join("run");
     let t0 = Instant::now();
     let out = train_command(&cfg, &run, &["--nproc-per-node", "2"])
@@ -265,7 +222,7 @@ fn the_launcher_names_a_killed_rank_and_one_process_resumes_the_run() {
 #[test]
 fn a_rank_that_hangs_is_named_once_dist_timeout_passes() {
     let dir = tempfile::tempdir().unwrap();
-    let cfg = write_config(dir.path(), 2);
+    let cfg = synth_config(dir.path(), 2);
     let run = dir.path().join("run");
     let port = free_port();
     let ranks: Vec<_> = (0..2)
@@ -292,7 +249,7 @@ fn a_rank_that_hangs_is_named_once_dist_timeout_passes() {
 #[test]
 fn ctrl_c_stops_every_rank_with_a_resumable_checkpoint() {
     let dir = tempfile::tempdir().unwrap();
-    let cfg = write_config(dir.path(), 40);
+    let cfg = synth_config(dir.path(), 40);
     let run = dir.path().join("run");
     let launcher = train_command(&cfg, &run, &["--nproc-per-node", "2"])
         .stderr(Stdio::piped())
@@ -325,7 +282,7 @@ fn ctrl_c_stops_every_rank_with_a_resumable_checkpoint() {
 #[test]
 fn data_parallel_settings_that_cannot_act_are_refused() {
     let dir = tempfile::tempdir().unwrap();
-    let cfg = write_config(dir.path(), 1);
+    let cfg = synth_config(dir.path(), 1);
     let cfg_s = cfg.to_str().unwrap();
     let run = dir.path().join("run");
     let run_s = run.to_str().unwrap();
@@ -409,6 +366,16 @@ fn data_parallel_settings_that_cannot_act_are_refused() {
             "{extra:?}: nothing written"
         );
     }
+    // More ranks than the machine has CPUs: refused before any rank is started.
+    let cores = std::thread::available_parallelism().unwrap().get();
+    let n = (cores + 1).to_string();
+    let out = train(&["--nproc-per-node", &n], &[]);
+    assert_eq!(out.status.code(), Some(2));
+    assert_one_line_error(
+        &out,
+        &format!("--nproc-per-node {n}: expected 1 to {cores} (at most one rank per CPU; this machine has {cores})"),
+    );
+    assert!(!run.join("configs.yaml").exists());
 }
 
 #[test]

@@ -460,3 +460,43 @@ fn hugging_face_clip_gives_transformers_features() {
         "{e:#}"
     );
 }
+
+/// A Hugging Face `config.json` whose `hidden_size` would overflow the MLP's width (4 x) is
+/// refused on one line naming the key, exit code 2, instead of printing a wrapped product.
+#[test]
+fn a_hugging_face_width_that_overflows_is_refused_naming_the_key() {
+    let root = cuhk_fixture();
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = tiny_cuhk_config(dir.path(), root.path());
+    let hf = dir.path().join("hf");
+    std::fs::create_dir(&hf).unwrap();
+    save(
+        &hf.join("model.safetensors"),
+        &[(
+            "vision_model.embeddings.class_embedding",
+            &Tensor::zeros([16], (Kind::Float, Device::Cpu)),
+        )],
+    );
+    let tower = |width: i64| {
+        serde_json::json!({"hidden_size": width, "intermediate_size": 0, "num_attention_heads": 1})
+    };
+    let config = serde_json::json!({"vision_config": tower(1 << 62), "text_config": tower(16)});
+    std::fs::write(hf.join("config.json"), config.to_string()).unwrap();
+    let out = train_command(
+        &cfg,
+        &dir.path().join("run"),
+        &["--pretrained", hf.to_str().unwrap()],
+    )
+    .output()
+    .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_one_line_error(
+        &out,
+        "`vision_config.hidden_size` is 4611686018427387904; expected a positive width",
+    );
+}

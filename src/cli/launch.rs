@@ -1,23 +1,30 @@
 //! `ccma train --nproc-per-node N`: starts N copies of this command as the ranks of a
-//! data-parallel run on this machine (torchrun's variables, the loopback for the rendezvous) and
-//! waits for them. Ctrl-C is passed on to every rank (they stop together after writing a
-//! resumable checkpoint); a rank that fails or is killed makes the launcher stop the others and
-//! name it.
+//! data-parallel run on this machine (torchrun's variables, the loopback for the rendezvous, a
+//! fresh run id so that no other launch's ranks join) and waits for them. Ctrl-C and SIGTERM are
+//! passed on to every rank (they stop together after writing a resumable checkpoint), and a
+//! launcher that ends otherwise, even by SIGKILL, makes its ranks stop the same way once; a rank
+//! that fails or is killed makes the launcher stop the others and name it.
+use crate::dist::env::RUN_ID_VAR;
+use crate::train::interrupt::{self, Signal, LIFELINE_VAR};
 use crate::train::Interrupted;
 use crate::UsageError;
 use anyhow::{Context, Result};
 use std::ffi::OsString;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::process::{Child, Command, ExitStatus};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
+use tch::Device;
 
 /// How long the other ranks get to stop on their own once one has failed (they notice a lost
 /// peer within seconds), before SIGTERM; then as long again before SIGKILL.
 const GRACE: Duration = Duration::from_secs(30);
 const POLL: Duration = Duration::from_millis(50);
 
-static SIGNALS: AtomicUsize = AtomicUsize::new(0);
+/// Ctrl-C presses, each passed on; and whether a SIGTERM came, passed on once.
+static CTRL_C: AtomicUsize = AtomicUsize::new(0);
+static TERM: AtomicBool = AtomicBool::new(false);
 
 /// The command line without `--nproc-per-node N` (or `=N`).
 fn without_launch_flag(args: impl Iterator<Item = OsString>) -> Vec<OsString> {
@@ -74,6 +81,44 @@ fn signal_all(children: &[(Child, Option<ExitStatus>)], sig: i32) {
     }
 }
 
+/// Refuses `--nproc-per-node N` beyond what the machine can give one rank each: a CPU per rank
+/// on `device` cpu, a GPU per rank on CUDA.
+pub fn check_nproc(nproc: usize, device: Device) -> Result<()> {
+    let (have, what) = match device {
+        Device::Cuda(_) => (tch::Cuda::device_count().max(0) as usize, "CUDA device"),
+        _ => (
+            std::thread::available_parallelism().map_or(1, |n| n.get()),
+            "CPU",
+        ),
+    };
+    if nproc == 0 || nproc > have {
+        return Err(UsageError(format!(
+            "--nproc-per-node {nproc}: expected 1 to {have} (at most one rank per {what}; this machine has {have})"
+        ))
+        .into());
+    }
+    Ok(())
+}
+
+/// A pipe whose read end the ranks inherit and whose write end only this process holds: it
+/// reads its end in every rank once this process has ended. (read, write), both closed on exec.
+fn lifeline() -> Result<(OwnedFd, OwnedFd)> {
+    let mut fds = [0; 2];
+    // SAFETY: pipe2 fills the two descriptors, owned from here on.
+    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
+        return Err(std::io::Error::last_os_error()).context("cannot create the launcher's pipe");
+    }
+    // SAFETY: two fresh descriptors that nothing else owns.
+    Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
+}
+
+/// The inode of an open descriptor.
+fn inode(fd: &OwnedFd) -> Result<u64> {
+    Ok(std::os::unix::fs::MetadataExt::ino(
+        &std::fs::File::from(fd.try_clone()?).metadata()?,
+    ))
+}
+
 /// Refuses `--nproc-per-node` in a process a launcher already started as a rank.
 pub fn check_not_nested() -> Result<()> {
     if std::env::var_os("WORLD_SIZE").is_some() {
@@ -85,11 +130,9 @@ pub fn check_not_nested() -> Result<()> {
     Ok(())
 }
 
-/// Starts `nproc` ranks of this `ccma train` command and waits for all of them.
+/// Starts `nproc` ranks of this `ccma train` command and waits for all of them; `nproc` was
+/// checked by [`check_nproc`].
 pub fn run(nproc: usize) -> Result<()> {
-    if nproc == 0 {
-        return Err(UsageError("--nproc-per-node 0: expected at least 1 process".into()).into());
-    }
     let exe =
         std::env::current_exe().context("cannot find the ccma executable to start the ranks")?;
     let args = without_launch_flag(std::env::args_os().skip(1));
@@ -97,11 +140,18 @@ pub fn run(nproc: usize) -> Result<()> {
         Ok(p) => p,
         Err(_) => free_port()?.to_string(),
     };
+    let run_id = format!("{:016x}", rand::random::<u64>());
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let threads = (cores / nproc).max(1).to_string();
-    let _ = ctrlc::set_handler(|| {
-        SIGNALS.fetch_add(1, Ordering::SeqCst);
-    });
+    interrupt::listen(|sig| match sig {
+        Signal::CtrlC => {
+            CTRL_C.fetch_add(1, Ordering::SeqCst);
+        }
+        Signal::Term => TERM.store(true, Ordering::SeqCst),
+    })?;
+    let (read_end, _write_end) = lifeline()?;
+    let read_fd = read_end.as_raw_fd();
+    let lifeline_value = format!("{read_fd}:{}", inode(&read_end)?);
     tracing::info!("starting {nproc} ranks on 127.0.0.1:{port}, {threads} thread(s) each");
     let mut children: Vec<(Child, Option<ExitStatus>)> = Vec::new();
     for rank in 0..nproc {
@@ -112,16 +162,17 @@ pub fn run(nproc: usize) -> Result<()> {
             .env("LOCAL_RANK", rank.to_string())
             .env("MASTER_ADDR", "127.0.0.1")
             .env("MASTER_PORT", &port)
+            .env(RUN_ID_VAR, &run_id)
+            .env(LIFELINE_VAR, &lifeline_value)
             .process_group(0);
         if std::env::var_os("OMP_NUM_THREADS").is_none() {
             cmd.env("OMP_NUM_THREADS", &threads);
         }
-        // SAFETY: prctl only, between fork and exec: the rank gets SIGTERM (a Ctrl-C) if the
-        // launcher dies.
+        // SAFETY: fcntl only, between fork and exec: the rank keeps the read end open.
         unsafe {
-            cmd.pre_exec(|| {
-                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM);
-                Ok(())
+            cmd.pre_exec(move || match libc::fcntl(read_fd, libc::F_SETFD, 0) {
+                0 => Ok(()),
+                _ => Err(std::io::Error::last_os_error()),
             });
         }
         match cmd.spawn() {
@@ -136,16 +187,20 @@ pub fn run(nproc: usize) -> Result<()> {
     supervise(children)
 }
 
-/// Waits for every rank, passing Ctrl-C on and stopping the others once one fails.
+/// Waits for every rank, passing Ctrl-C (each press) and SIGTERM (once) on and stopping the others once one fails.
 fn supervise(mut children: Vec<(Child, Option<ExitStatus>)>) -> Result<()> {
-    let mut forwarded = 0;
+    let (mut ctrl_c, mut term) = (0, false);
     let mut failed: Option<(usize, u32, ExitStatus, Instant)> = None;
     let mut escalated = 0;
     while children.iter().any(|(_, s)| s.is_none()) {
-        let signals = SIGNALS.load(Ordering::SeqCst);
-        if signals > forwarded {
-            forwarded = signals;
+        let pressed = CTRL_C.load(Ordering::SeqCst);
+        while ctrl_c < pressed {
+            ctrl_c += 1;
             signal_all(&children, libc::SIGINT);
+        }
+        if !term && TERM.load(Ordering::SeqCst) {
+            term = true;
+            signal_all(&children, libc::SIGTERM);
         }
         for (rank, (child, status)) in children.iter_mut().enumerate() {
             if status.is_some() {

@@ -3,6 +3,7 @@ use super::args::{ConfigArgs, DeviceArg};
 use crate::config::{Config, LossNames};
 use crate::dist::Launch;
 use crate::train::parallel::choose_backend;
+use crate::train::run_dir::RunDir;
 use crate::train::{Faults, RankFault, Start};
 use crate::UsageError;
 use anyhow::Result;
@@ -62,7 +63,8 @@ impl TrainArgs {
 }
 
 /// Faults the tests inject through the environment: `CCMA_INJECT_NAN_AT_STEP=N` (the first loss
-/// term is NaN at global step N), `CCMA_INTERRUPT_AT_STEP=N` (Ctrl-C after N global steps) and
+/// term is NaN at global step N), `CCMA_INTERRUPT_AT_STEP=N` (Ctrl-C after N global steps),
+/// `CCMA_PARK_AT_STEP=N` (every rank waits before global step N until it is interrupted) and
 /// `CCMA_RANK_FAULT=kill:R:N` or `stall:R:N` (rank R kills itself, or stops answering, before
 /// global step N).
 fn faults_from_env() -> Faults {
@@ -83,6 +85,7 @@ fn faults_from_env() -> Faults {
     Faults {
         nan_at_step: step("CCMA_INJECT_NAN_AT_STEP"),
         interrupt_after_step: step("CCMA_INTERRUPT_AT_STEP"),
+        park_at_step: step("CCMA_PARK_AT_STEP"),
         rank_fault,
     }
 }
@@ -141,10 +144,6 @@ pub fn run(a: TrainArgs) -> Result<()> {
     if let Start::New(cfg) = &start {
         check_pretrained(cfg)?;
         check_dist_keys(cfg, launch.is_some() || a.nproc_per_node.is_some())?;
-        if a.nproc_per_node.is_some() {
-            // What every rank would refuse, refused once here.
-            choose_backend(cfg, cfg.run.device.resolve_for_rank(0)?)?;
-        }
     }
     // The images exist before a model is built (and before any rank starts).
     match &start {
@@ -154,6 +153,18 @@ pub fn run(a: TrainArgs) -> Result<()> {
         )?)?,
     }
     if let Some(n) = a.nproc_per_node {
+        // What every rank would refuse, refused once here, before any is started.
+        let resumed;
+        let cfg = match &start {
+            Start::New(cfg) => cfg.as_ref(),
+            Start::Resume { dir, .. } => {
+                resumed = Config::from_file(&RunDir::config_to_resume(dir)?)?;
+                &resumed
+            }
+        };
+        let device = cfg.run.device.resolve_for_rank(0)?;
+        super::launch::check_nproc(n, device)?;
+        choose_backend(cfg, device)?;
         return super::launch::run(n);
     }
     crate::train::run(start, faults_from_env(), launch)?;

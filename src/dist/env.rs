@@ -15,7 +15,14 @@ pub struct Launch {
     /// Where rank 0 serves the rendezvous store.
     pub master_addr: String,
     pub master_port: u16,
+    /// Tells this run's ranks from another's that meet at the same `MASTER_PORT`: rank 0
+    /// publishes it in the store and the others refuse a store with another one. From
+    /// [`RUN_ID_VAR`] (`--nproc-per-node` sets a fresh random one), else empty.
+    pub run_id: String,
 }
+
+/// The variable holding a launch's run id ([`Launch::run_id`]).
+pub const RUN_ID_VAR: &str = "CCMA_RUN_ID";
 
 impl Launch {
     /// The launch the environment describes; `None` when `WORLD_SIZE` is unset (a plain
@@ -77,6 +84,7 @@ impl Launch {
             local_rank,
             master_addr,
             master_port,
+            run_id: var(RUN_ID_VAR).unwrap_or_default(),
         }))
     }
 
@@ -116,6 +124,10 @@ mod tests {
             (2, 1, 1, 29500)
         );
         assert!(l.is_loopback());
+        assert_eq!(l.run_id, "");
+        let mut with_id = FULL.to_vec();
+        with_id.push((RUN_ID_VAR, "3f2a"));
+        assert_eq!(launch(&with_id).unwrap().unwrap().run_id, "3f2a");
     }
 
     #[test]

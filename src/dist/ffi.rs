@@ -18,6 +18,8 @@ extern "C" {
         timeout_ms: i64,
         interface: *const c_char,
         hostname: *const c_char,
+        run_id: *const c_char,
+        refused: *mut c_int,
         err: *mut *mut c_char,
     ) -> *mut c_void;
     pub fn ccma_group_free(group: *mut c_void);
@@ -54,6 +56,12 @@ extern "C" {
         err: *mut *mut c_char,
     ) -> c_int;
 }
+
+/// `ccma_group_new`'s `refused`: rank 0 cannot serve the store on its port (`ccma::Refusal` in
+/// `csrc/rendezvous.hpp`).
+pub const REFUSED_PORT_UNAVAILABLE: c_int = 1;
+/// `ccma_group_new`'s `refused`: the store on the port is another run's; `err` is that run's id.
+pub const REFUSED_OTHER_RUN: c_int = 2;
 
 /// Takes ownership of a string the shim allocated.
 pub fn take_string(s: *mut c_char) -> Option<String> {

@@ -68,11 +68,22 @@ fn c_string(s: &str) -> CString {
     CString::new(s.replace('\0', "")).expect("NUL bytes removed")
 }
 
+/// What rank 0 publishes in the store and the other ranks check: the launch's run id and its
+/// number of ranks.
+fn run_identity(launch: &Launch) -> String {
+    match launch.run_id.as_str() {
+        "" => format!("a run of {} ranks without a run id", launch.world_size),
+        id => format!("run {id} of {} ranks", launch.world_size),
+    }
+}
+
 impl Group {
     /// Meets the other ranks at `launch.master_addr:master_port` (rank 0 serves the store) and
     /// creates the `backend` group; every collective and the rendezvous give up after `timeout`.
     /// Gloo uses the interface in `GLOO_SOCKET_IFNAME` when set, the loopback when every rank is
-    /// local, else the address this machine's hostname resolves to.
+    /// local, else the address this machine's hostname resolves to. A port rank 0 cannot serve,
+    /// and a store that another run's rank 0 serves (another [`Launch::run_id`] or number of
+    /// ranks), are refused before this rank counts as one of the run's.
     pub fn connect(launch: &Launch, backend: Backend, timeout: Duration) -> Result<Group> {
         if backend == Backend::Nccl && !Backend::nccl_compiled() {
             return Err(UsageError(
@@ -86,8 +97,12 @@ impl Group {
         let hostname = launch.is_loopback().then(|| c_string("127.0.0.1"));
         let as_ptr = |s: &Option<CString>| s.as_ref().map_or(std::ptr::null(), |c| c.as_ptr());
         let (name, addr) = (c_string(backend.name()), c_string(&launch.master_addr));
+        let ours = run_identity(launch);
+        let run_id = c_string(&ours);
+        let mut refused = 0;
         let ptr = call(
-            // SAFETY: valid C strings that outlive the call; the shim copies what it keeps.
+            // SAFETY: valid C strings and out-pointer that outlive the call; the shim copies what
+            // it keeps.
             |err| unsafe {
                 ffi::ccma_group_new(
                     name.as_ptr(),
@@ -98,20 +113,36 @@ impl Group {
                     timeout.as_millis() as i64,
                     as_ptr(&interface),
                     as_ptr(&hostname),
+                    run_id.as_ptr(),
+                    &mut refused,
                     err,
                 )
             },
             |p| p.is_null(),
         )
-        .map_err(|e| {
-            RankLost(format!(
-                "rank {} of {} could not join the {} group at {}:{}: {e}",
-                launch.rank,
-                launch.world_size,
-                backend.name(),
-                launch.master_addr,
-                launch.master_port
-            ))
+        .map_err(|e| -> anyhow::Error {
+            let port = launch.master_port;
+            match refused {
+                ffi::REFUSED_PORT_UNAVAILABLE => UsageError(format!(
+                    "MASTER_PORT={port}: rank 0 cannot serve the rendezvous store on it ({}): another run or program holds it; give this run a free port",
+                    e.rsplit_once("message: ").map_or(e.as_str(), |(_, m)| m).trim()
+                ))
+                .into(),
+                ffi::REFUSED_OTHER_RUN => UsageError(format!(
+                    "MASTER_PORT={port} on {} is the rendezvous of another run ({e}), not of this rank {}'s ({ours}): give each run its own MASTER_PORT",
+                    launch.master_addr, launch.rank
+                ))
+                .into(),
+                _ => RankLost(format!(
+                    "rank {} of {} could not join the {} group at {}:{port}: {}",
+                    launch.rank,
+                    launch.world_size,
+                    backend.name(),
+                    launch.master_addr,
+                    e.lines().next().unwrap_or("").trim()
+                ))
+                .into(),
+            }
         })?;
         Ok(Group {
             ptr,
@@ -272,6 +303,7 @@ mod tests {
             local_rank: 0,
             master_addr: "127.0.0.1".into(),
             master_port: port(),
+            run_id: "t".into(),
         };
         let g = Group::connect(&launch, Backend::Gloo, Duration::from_secs(30)).unwrap();
         let mut t = Tensor::from_slice(&[1.5f32, -2.0, 3.25]);
@@ -292,5 +324,46 @@ mod tests {
             Some("v")
         );
         assert!(g.published("k").unwrap() && !g.published("absent").unwrap());
+    }
+
+    #[test]
+    fn a_rank_of_another_run_and_a_taken_port_are_refused() {
+        let rank = |rank: usize, run_id: &str, master_port: u16| Launch {
+            world_size: 2,
+            rank,
+            local_rank: rank,
+            master_addr: "127.0.0.1".into(),
+            master_port,
+            run_id: run_id.into(),
+        };
+        let timeout = Duration::from_secs(30);
+        let p = port();
+        // Sums rank + 1 over both ranks.
+        let reduce = |g: Group| {
+            let mut t = Tensor::from_slice(&[g.rank() as f32 + 1.0]);
+            g.all_reduce_sum(&mut t).unwrap();
+            f32::try_from(&t).unwrap()
+        };
+        let first = std::thread::spawn(move || {
+            reduce(Group::connect(&rank(0, "a", p), Backend::Gloo, timeout).unwrap())
+        });
+        let refused = |r: Result<Group>| {
+            let e = r.err().expect("refused");
+            assert!(e.is::<UsageError>(), "{e:#}");
+            e.to_string()
+        };
+        let e = refused(Group::connect(&rank(1, "b", p), Backend::Gloo, timeout));
+        assert!(
+            e.starts_with(&format!("MASTER_PORT={p} on 127.0.0.1 is the rendezvous of another run (run a of 2 ranks), not of this rank 1's (run b of 2 ranks)")),
+            "{e}"
+        );
+        let e = refused(Group::connect(&rank(0, "c", p), Backend::Gloo, timeout));
+        assert!(
+            e.starts_with(&format!("MASTER_PORT={p}: rank 0 cannot serve the rendezvous store on it (address already in use)")),
+            "{e}"
+        );
+        // The run's own rank 1 still joins, and the two ranks reduce together.
+        let second = reduce(Group::connect(&rank(1, "a", p), Backend::Gloo, timeout).unwrap());
+        assert_eq!((first.join().unwrap(), second), (3.0, 3.0));
     }
 }

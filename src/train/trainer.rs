@@ -27,6 +27,8 @@ pub struct Faults {
     pub nan_at_step: Option<usize>,
     /// Act as if Ctrl-C was pressed once this many global steps are done.
     pub interrupt_after_step: Option<usize>,
+    /// Every rank waits before this global step (0-based) until it is interrupted.
+    pub park_at_step: Option<usize>,
     /// One rank fails before a global step (0-based).
     pub rank_fault: Option<RankFault>,
 }
@@ -50,6 +52,9 @@ pub struct Progress {
     pub best_r1: f64,
     pub best_epoch: usize,
     pub global_step: usize,
+    /// Sum of each loss term over the `step` batches of the epoch already done, so that an epoch
+    /// resumed mid-way is recorded with the mean over all of its batches.
+    pub epoch_loss: Vec<(LossTerm, f64)>,
 }
 
 impl Progress {
@@ -60,6 +65,7 @@ impl Progress {
             best_r1: -1.0,
             best_epoch: 0,
             global_step: 0,
+            epoch_loss: Vec::new(),
         }
     }
 
@@ -70,6 +76,7 @@ impl Progress {
             ("best_r1".into(), format!("{:?}", self.best_r1)),
             ("best_epoch".into(), self.best_epoch.to_string()),
             ("global_step".into(), self.global_step.to_string()),
+            (EPOCH_LOSS_KEY.into(), epoch_loss_json(&self.epoch_loss)),
         ])
     }
 
@@ -89,8 +96,38 @@ impl Progress {
             best_r1: get("best_r1")?.parse().context("resume state `best_r1`")?,
             best_epoch: num("best_epoch")?,
             global_step: num("global_step")?,
+            epoch_loss: match meta.get(EPOCH_LOSS_KEY) {
+                // A state written before the sums were kept: the epoch's mean covers the rest.
+                None => Vec::new(),
+                Some(json) => parse_epoch_loss(json)
+                    .with_context(|| format!("resume state `{EPOCH_LOSS_KEY}` {json:?}"))?,
+            },
         })
     }
+}
+
+/// The state's entry for [`Progress::epoch_loss`]: a JSON object of sums by term name (exact: f64s
+/// are written in their shortest round-trip form).
+const EPOCH_LOSS_KEY: &str = "epoch_loss_sums";
+
+fn epoch_loss_json(sums: &[(LossTerm, f64)]) -> String {
+    let map: serde_json::Map<String, serde_json::Value> = sums
+        .iter()
+        .map(|(k, v)| (k.to_string(), serde_json::json!(v)))
+        .collect();
+    serde_json::Value::Object(map).to_string()
+}
+
+fn parse_epoch_loss(json: &str) -> Result<Vec<(LossTerm, f64)>> {
+    let map: BTreeMap<String, f64> = serde_json::from_str(json)?;
+    map.into_iter()
+        .map(|(k, v)| {
+            let term = k
+                .parse()
+                .map_err(|_| anyhow::anyhow!("unknown loss term `{k}`"))?;
+            Ok((term, v))
+        })
+        .collect()
 }
 
 /// A loss term that is not finite: training stops and names it.
@@ -104,7 +141,7 @@ pub struct NonFiniteLoss {
     pub global_step: usize,
 }
 
-/// Running means of the loss terms over an epoch, and its throughput.
+/// Running means of the loss terms over an epoch, and its throughput (since it started here).
 struct EpochMeter {
     sums: Vec<(LossTerm, f64)>,
     steps: usize,
@@ -113,10 +150,11 @@ struct EpochMeter {
 }
 
 impl EpochMeter {
-    fn new() -> EpochMeter {
+    /// The meter of the epoch `progress` is in, with the sums of its batches already done.
+    fn resume(progress: &Progress) -> EpochMeter {
         EpochMeter {
-            sums: Vec::new(),
-            steps: 0,
+            sums: progress.epoch_loss.clone(),
+            steps: progress.step,
             samples: 0,
             started: Instant::now(),
         }
@@ -262,7 +300,8 @@ impl Trainer {
                 None => params.insert(k, t),
             };
         }
-        crate::model::weights::copy_into(&mut self.vs, &params, &[], &[], (0, 0), &path)?;
+        let grid = self.model.config.clip.grid();
+        crate::model::weights::copy_into(&mut self.vs, &params, &[], &[], grid, &path)?;
         self.opt
             .load_state(&opt_state)
             .with_context(|| format!("resume state {}", path.display()))?;
@@ -294,6 +333,7 @@ impl Trainer {
             let meter = self.train_epoch(&mut progress, lr)?;
             progress.epoch += 1;
             progress.step = 0;
+            progress.epoch_loss.clear();
             let mut record = EpochRecord {
                 epoch,
                 lr,
@@ -427,7 +467,7 @@ impl Trainer {
         }
         pb.set_position(progress.step as u64);
         pb.set_prefix(format!("{epoch}/{}", self.cfg.optim.num_epoch));
-        let mut meter = EpochMeter::new();
+        let mut meter = EpochMeter::resume(progress);
         for batch in self.loader.epoch(epoch, progress.step) {
             let batch = batch?.to_device(self.ranks.device());
             if let Some(f) = self.faults.rank_fault {
@@ -442,6 +482,15 @@ impl Trainer {
                         },
                     }
                 }
+            }
+            if self.faults.park_at_step == Some(progress.global_step) {
+                tracing::warn!(
+                    "rank {} (pid {}) parked before global step {} until interrupted",
+                    self.ranks.rank(),
+                    std::process::id(),
+                    progress.global_step
+                );
+                interrupt::wait_for_request();
             }
             let poison = self.faults.nan_at_step == Some(progress.global_step);
             let stop = interrupt::requested()
@@ -480,6 +529,7 @@ impl Trainer {
             pb.inc(1);
             if outcome.stop {
                 pb.abandon();
+                progress.epoch_loss = meter.sums.clone();
                 if self.ranks.is_main() {
                     self.save_state(progress)?;
                     tracing::warn!(
@@ -550,7 +600,7 @@ pub fn run(start: Start, faults: Faults, launch: Option<Launch>) -> Result<Progr
             .with_context(|| format!("cannot open {}", run.log().display()))?;
         tracing::info!("run folder {}", run.dir.display());
     }
-    interrupt::install_handler();
+    interrupt::install_handler()?;
     let changed = num_epoch.is_some_and(|n| n != cfg.optim.num_epoch);
     if let Some(n) = num_epoch {
         tracing::info!("num_epoch {} -> {n}", cfg.optim.num_epoch);

@@ -3,8 +3,8 @@
 #![allow(dead_code)]
 pub mod serve;
 
-use std::path::Path;
-use std::process::{Command, Output};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
 
 /// The Python that has torch (set by scripts/env.sh), else `python3`.
 pub fn python() -> String {
@@ -156,7 +156,7 @@ pub fn cuhk_fixture() -> tempfile::TempDir {
 
 /// A config for a tiny from-scratch model on `<root>/CUHK-PEDES` (32x16 images, one epoch), written
 /// to `<dir>/c.yaml`.
-pub fn tiny_cuhk_config(dir: &Path, root: &Path) -> std::path::PathBuf {
+pub fn tiny_cuhk_config(dir: &Path, root: &Path) -> PathBuf {
     let cfg = dir.join("c.yaml");
     std::fs::write(&cfg, format!(
         "dataset_name: CUHK-PEDES\npretrain_choice: ''\nroot_dir: {}\nimg_size: [32, 16]\nembed_dim: 16\nvision_width: 16\nvision_layers: 1\nvision_heads: 1\nvision_patch_size: 16\ntransformer_width: 16\ntransformer_layers: 1\ntransformer_heads: 1\ntext_length: 16\ncmt_depth: 1\ndca_heads: 2\nbatch_size: 4\nnum_epoch: 1\n",
@@ -199,4 +199,46 @@ pub fn metrics(run: &Path) -> Vec<serde_json::Value> {
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())
         .collect()
+}
+
+/// A small from-scratch model with every loss term (IMAL included) on 40 / 10 / 20 generated
+/// identities in `<dir>/data` (created on demand by the ranks at once), global batch 16:
+/// 15 batches per epoch, the last of 2 samples (one per rank of 2), written to `<dir>/cfg.yaml`.
+pub fn synth_config(dir: &Path, epochs: usize) -> PathBuf {
+    synth_config_with(dir, epochs, "")
+}
+
+/// [`synth_config`] with more YAML lines.
+pub fn synth_config_with(dir: &Path, epochs: usize, extra: &str) -> PathBuf {
+    let cfg = format!(
+        "dataset_name: SYNTH-PEDES\npretrain_choice: ''\nroot_dir: {root}\nsynth_ids: [40, 10, 20]\nimg_size: [64, 32]\n\
+         embed_dim: 32\nvision_width: 32\nvision_layers: 1\nvision_heads: 1\ntransformer_width: 32\ntransformer_layers: 1\n\
+         transformer_heads: 1\ntext_length: 40\ncmt_depth: 1\ndca_heads: 4\nbatch_size: 16\ntest_batch_size: 128\n\
+         num_epoch: {epochs}\nlr: 2.0e-3\nwarmup_epochs: 1\nnum_workers: 1\nseed: 3\nloss_names: imal\n{extra}",
+        root = dir.join("data").display()
+    );
+    let path = dir.join("cfg.yaml");
+    std::fs::write(&path, cfg).unwrap();
+    path
+}
+
+/// A free port on the loopback for a rendezvous.
+pub fn free_port() -> String {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    l.local_addr().unwrap().port().to_string()
+}
+
+/// Rank `rank` of 2 started with torchrun's variables, its stderr piped.
+pub fn env_rank(mut cmd: Command, rank: usize, port: &str) -> Child {
+    cmd.env("WORLD_SIZE", "2")
+        .env("RANK", rank.to_string())
+        .env("LOCAL_RANK", rank.to_string())
+        .env("MASTER_ADDR", "127.0.0.1")
+        .env("MASTER_PORT", port)
+        // As --nproc-per-node sets it on this 2-core machine, so both launches compute alike.
+        .env("OMP_NUM_THREADS", "1")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap()
 }

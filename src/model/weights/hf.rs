@@ -52,8 +52,14 @@ fn heads(config: &Path) -> Result<(i64, i64)> {
                 .with_context(|| format!("{}: `{name}.{key}` is missing", config.display()))
         };
         let (width, inter) = (get("hidden_size")?, get("intermediate_size")?);
-        if Some(inter) != width.checked_mul(4) {
-            bail!("{}: `{name}.intermediate_size` is {inter}; the model here has CLIP's MLP of 4 x `hidden_size` = {}", config.display(), width.saturating_mul(4));
+        let Some(mlp) = width.checked_mul(4).filter(|_| width > 0) else {
+            bail!(crate::UsageError(format!(
+                "{}: `{name}.hidden_size` is {width}; expected a positive width (the model's MLP is 4 x `hidden_size` wide)",
+                config.display()
+            )));
+        };
+        if inter != mlp {
+            bail!(crate::UsageError(format!("{}: `{name}.intermediate_size` is {inter}; the model here has CLIP's MLP of 4 x `hidden_size` = {mlp}", config.display())));
         }
         if let Some(act) = c["hidden_act"].as_str().filter(|a| *a != "quick_gelu") {
             bail!(
