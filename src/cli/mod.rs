@@ -3,6 +3,7 @@
 //! place that knows flag names.
 mod args;
 mod bench;
+mod compare;
 mod embed;
 mod export;
 mod launch;
@@ -10,6 +11,7 @@ mod output;
 mod rank;
 mod search;
 mod stats;
+mod summarize;
 mod test;
 mod tokenize;
 mod train;
@@ -38,6 +40,8 @@ pub struct Cli {
 pub enum Command {
     Train(train::TrainArgs),
     Test(test::TestArgs),
+    Compare(compare::CompareArgs),
+    Summarize(summarize::SummarizeArgs),
     Embed(embed::EmbedArgs),
     Export(export::ExportArgs),
     Rank(rank::RankArgs),
@@ -54,6 +58,8 @@ pub fn run(command: Command) -> anyhow::Result<()> {
     match command {
         Command::Train(a) => train::run(a),
         Command::Test(a) => test::run(a),
+        Command::Compare(a) => compare::run(a),
+        Command::Summarize(a) => summarize::run(a),
         Command::Embed(a) => embed::run(a),
         Command::Export(a) => export::run(a),
         Command::Rank(a) => rank::run(a),

@@ -1,15 +1,18 @@
-//! `ccma test`: evaluates a checkpoint on its dataset's test split.
+//! `ccma test`: evaluates a checkpoint on its dataset's test (or validation) split.
 use super::args::{model_and_options, ConfigArgs, DeviceArg};
+use crate::config::SplitName;
 use crate::factory::WeightsSource;
-use crate::retrieval::encode::{embed_split, score_split};
+use crate::retrieval::encode::{embed_split, score_i2t, t2i_records};
 use crate::retrieval::features::non_finite;
+use crate::retrieval::metrics::{write_query_records, RetrievalMetrics};
 use crate::retrieval::sheets::contact_sheets;
 use crate::UsageError;
 use anyhow::{Context, Result};
 use clap::Args;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
-/// Evaluate a checkpoint on the test split (t2i, optionally i2t); writes test_results.json beside it.
+/// Evaluate a checkpoint on the test split (t2i, optionally i2t); writes test_results.json beside
+/// it, and every t2i query's rank, AP and INP to test_results.queries.jsonl.
 #[derive(Args, Debug)]
 pub struct TestArgs {
     /// Data settings: a run's configs.yaml (default: the one beside the checkpoint, else the paper's).
@@ -26,7 +29,10 @@ pub struct TestArgs {
     /// Print the metrics as JSON instead of a table.
     #[arg(long)]
     pub json: bool,
-    /// Write contact sheets for this many test queries (true matches framed).
+    /// The split to evaluate: test, or val (the validation split; val_results.json).
+    #[arg(long, value_name = "SPLIT", default_value = "test")]
+    pub split: SplitName,
+    /// Write contact sheets for this many queries (true matches framed).
     #[arg(long, value_name = "N", default_value_t = 0)]
     pub visualize: usize,
 }
@@ -59,33 +65,54 @@ pub fn run(a: TestArgs) -> Result<()> {
     let cfg = a.config.resolve(fallback, &a.device, |_| Ok(()))?;
     let device = cfg.run.device.resolve()?;
     let dataset = crate::data::load_dataset(&cfg)?;
-    dataset.require_splits(&["test"])?;
+    dataset.require_splits(&[a.split.name()])?;
+    let split = dataset.eval_split(a.split);
     // Data settings given in a file or with --set decide the input size and caption length;
     // otherwise the checkpoint's own model does.
     let explicit = fallback.is_some() || a.config.config.is_some() || !a.config.set.is_empty();
     let source = WeightsSource::Checkpoint(checkpoint.clone());
     let (model, opts) = model_and_options(&source, explicit.then_some(&cfg.data), None, device)?;
-    let feats = embed_split(&model.model, &dataset.test, &opts)
-        .with_context(|| format!("embedding the {} test split", dataset.name))?;
+    let feats = embed_split(&model.model, split, &opts)
+        .with_context(|| format!("embedding the {} {} split", dataset.name, a.split))?;
     let bad = non_finite(&feats.images) + non_finite(&feats.texts);
     if bad > 0 {
         return Err(UsageError(format!(
-            "{}: the model gives {bad} NaN or infinite feature values on the {} test split (expected finite numbers; are its weights finite?)",
+            "{}: the model gives {bad} NaN or infinite feature values on the {} {} split (expected finite numbers; are its weights finite?)",
             checkpoint.display(),
-            dataset.name
+            dataset.name,
+            a.split
         ))
         .into());
     }
-    let (t2i, i2t) = score_split(&feats, &dataset.test, a.i2t)?;
-    let heading = format!("{} test, {}", dataset.name, checkpoint.display());
+    let queries = t2i_records(&feats, split)?;
+    let t2i = RetrievalMetrics::from_scores(queries.iter().map(|q| Some(q.score())))?;
+    let i2t = a.i2t.then(|| score_i2t(&feats, split)).transpose()?;
+    let heading = format!("{} {}, {}", dataset.name, a.split, checkpoint.display());
     let json = super::output::print_metrics(Some(&heading), &t2i, i2t.as_ref(), a.json);
-    let out = checkpoint.with_file_name("test_results.json");
+    let out = results_path(&checkpoint, a.split);
+    write_query_records(&queries_path(&out), &queries)?;
     crate::io::write_atomic(&out, serde_json::to_string_pretty(&json)?.as_bytes())?;
-    tracing::info!("wrote {}", out.display());
+    tracing::info!(
+        "wrote {} and {}",
+        out.display(),
+        queries_path(&out).display()
+    );
     if a.visualize > 0 {
         let dir = checkpoint.with_file_name("visualize");
-        let n = contact_sheets(&feats, &dataset.test, a.visualize, &dir)?;
+        let n = contact_sheets(&feats, split, a.visualize, &dir)?;
         tracing::info!("wrote {n} contact sheets to {}", dir.display());
     }
     Ok(())
+}
+
+/// Where `ccma test` of `checkpoint` on `split` writes its metrics: `test_results.json` (or
+/// `val_results.json`) beside the checkpoint.
+pub(super) fn results_path(checkpoint: &Path, split: SplitName) -> PathBuf {
+    checkpoint.with_file_name(format!("{split}_results.json"))
+}
+
+/// The per-query file beside the results file `results`: `test_results.json` ->
+/// `test_results.queries.jsonl`, one [`crate::retrieval::metrics::QueryRecord`] a line.
+pub(super) fn queries_path(results: &Path) -> PathBuf {
+    results.with_extension("queries.jsonl")
 }

@@ -1,8 +1,7 @@
 //! The run folder: `configs.yaml`, `train_log.txt`, `best.safetensors`, `last.safetensors`
 //! (resumable state), `results.json` and `metrics.jsonl`.
-use super::record::EpochRecord;
+use super::record::{EpochRecord, Results};
 use crate::config::Config;
-use crate::retrieval::metrics::RetrievalMetrics;
 use anyhow::{bail, Context, Result};
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -130,12 +129,11 @@ impl RunDir {
         self.dir.join("results.json")
     }
 
-    /// `results.json`: the best epoch and its t2i metrics.
-    pub fn write_results(&self, best_epoch: usize, m: &RetrievalMetrics) -> Result<()> {
-        let v = serde_json::json!({ "best_epoch": best_epoch, "t2i": m });
+    /// `results.json`, atomically.
+    pub fn write_results(&self, results: &Results) -> Result<()> {
         crate::io::write_atomic(
             &self.results(),
-            serde_json::to_string_pretty(&v)?.as_bytes(),
+            serde_json::to_string_pretty(results)?.as_bytes(),
         )
     }
 
