@@ -4,6 +4,7 @@
 mod args;
 mod bench;
 mod check;
+mod compare;
 mod embed;
 mod export;
 mod launch;
@@ -12,6 +13,7 @@ mod rank;
 mod search;
 mod serve;
 mod stats;
+mod summarize;
 mod test;
 mod tokenize;
 mod train;
@@ -42,6 +44,8 @@ pub struct Cli {
 pub enum Command {
     Train(train::TrainArgs),
     Test(test::TestArgs),
+    Compare(compare::CompareArgs),
+    Summarize(summarize::SummarizeArgs),
     Embed(embed::EmbedArgs),
     Export(export::ExportArgs),
     Rank(rank::RankArgs),
@@ -60,6 +64,8 @@ pub fn run(command: Command) -> anyhow::Result<()> {
     match command {
         Command::Train(a) => train::run(a),
         Command::Test(a) => test::run(a),
+        Command::Compare(a) => compare::run(a),
+        Command::Summarize(a) => summarize::run(a),
         Command::Embed(a) => embed::run(a),
         Command::Export(a) => export::run(a),
         Command::Rank(a) => rank::run(a),

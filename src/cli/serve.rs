@@ -74,7 +74,12 @@ fn load(a: &ServeArgs) -> Result<Loaded> {
             config: Some(config),
             ..Default::default()
         };
-        let split = super::test::load_test_setup(&config, &a.device, a.checkpoint.as_deref())?;
+        let split = super::test::load_test_setup(
+            &config,
+            &a.device,
+            a.checkpoint.as_deref(),
+            crate::config::SplitName::Test,
+        )?;
         let feats = split.embed()?;
         let run = failures::TestRun::new(&split.dataset.test, &feats)?;
         let (gallery, gallery_source) = match &a.gallery {

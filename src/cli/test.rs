@@ -1,20 +1,23 @@
-//! `ccma test`: evaluates a checkpoint on its dataset's test split.
+//! `ccma test`: evaluates a checkpoint on its dataset's test (or validation) split.
 use super::args::{model_and_options, ConfigArgs, DeviceArg};
-use crate::config::{Config, DatasetName};
+use crate::config::{Config, DatasetName, SplitName};
+use crate::data::annotations::EvalSplit;
 use crate::factory::{Inference, WeightsSource};
 use crate::io::output_path::{self, Existing};
-use crate::retrieval::encode::{embed_split, score_split, EncodeOptions, SplitFeatures};
+use crate::retrieval::encode::{embed_split, score_i2t, t2i_records, EncodeOptions, SplitFeatures};
 use crate::retrieval::features::require_finite_output;
+use crate::retrieval::metrics::{write_query_records, RetrievalMetrics};
 use crate::retrieval::sheets::contact_sheets;
-use crate::train::run_dir::{test_results_path, RunDir};
+use crate::train::run_dir::{queries_path, test_results_path, RunDir};
 use crate::UsageError;
 use anyhow::{Context, Result};
 use clap::Args;
 use std::path::{Path, PathBuf};
 
 /// Evaluate a checkpoint on the test split (t2i, optionally i2t); writes
-/// test_results.<checkpoint stem>.<dataset>.<tag>.json beside it (tag: the first 8 hex digits of
-/// the SHA-256 of the file's `settings`).
+/// <split>_results.<checkpoint stem>.<dataset>.<tag>.json beside it (tag: the first 8 hex digits
+/// of the SHA-256 of the file's `settings`), and every t2i query's rank, AP and INP to the
+/// .queries.jsonl file of the same name.
 #[derive(Args, Debug)]
 pub struct TestArgs {
     /// Data settings: a run's configs.yaml (default: the one beside the checkpoint, else the paper's).
@@ -31,7 +34,10 @@ pub struct TestArgs {
     /// Print the metrics as JSON instead of a table.
     #[arg(long)]
     pub json: bool,
-    /// Write contact sheets for this many test queries (true matches framed).
+    /// The split to evaluate: test, or val (the validation split; val_results.*.json).
+    #[arg(long, value_name = "SPLIT", default_value = "test")]
+    pub split: SplitName,
+    /// Write contact sheets for this many queries (true matches framed).
     #[arg(long, value_name = "N", default_value_t = 0)]
     pub visualize: usize,
 }
@@ -53,6 +59,7 @@ pub(super) struct TestSetup {
     pub checkpoint: PathBuf,
     pub cfg: Config,
     pub dataset: crate::data::annotations::Dataset,
+    pub split: SplitName,
     pub model: Inference,
     pub opts: EncodeOptions,
     pub device: tch::Device,
@@ -60,11 +67,12 @@ pub(super) struct TestSetup {
 
 /// Loads the checkpoint (`checkpoint`, default: best.safetensors beside `--config`) and its
 /// dataset with the data settings of `config` (default: the configs.yaml beside the checkpoint,
-/// else the paper's); every image of the dataset must exist.
+/// else the paper's), for evaluating `split`; every image of the dataset must exist.
 pub(super) fn load_test_setup(
     config: &ConfigArgs,
     device: &DeviceArg,
     checkpoint: Option<&Path>,
+    split: SplitName,
 ) -> Result<TestSetup> {
     let checkpoint = match (checkpoint, &config.config) {
         (Some(c), _) => c.to_path_buf(),
@@ -82,7 +90,7 @@ pub(super) fn load_test_setup(
     let device = cfg.run.device.resolve()?;
     super::check::require_images(&cfg)?;
     let dataset = crate::data::load_dataset(&cfg)?;
-    dataset.require_splits(&["test"])?;
+    dataset.require_splits(&[split.name()])?;
     // Data settings given in a file or with --set decide the input size and caption length;
     // otherwise the checkpoint's own model does.
     let explicit = fallback.is_some() || config.config.is_some() || !config.set.is_empty();
@@ -92,6 +100,7 @@ pub(super) fn load_test_setup(
         checkpoint,
         cfg,
         dataset,
+        split,
         model,
         opts,
         device,
@@ -99,11 +108,16 @@ pub(super) fn load_test_setup(
 }
 
 impl TestSetup {
-    /// The test split's features; non-finite features are an error.
+    /// The evaluated split's annotations.
+    pub(super) fn eval_split(&self) -> &EvalSplit {
+        self.dataset.eval_split(self.split)
+    }
+
+    /// The evaluated split's features; non-finite features are an error.
     pub(super) fn embed(&self) -> Result<SplitFeatures> {
-        let feats = embed_split(&self.model.model, &self.dataset.test, &self.opts)
-            .with_context(|| format!("embedding the {} test split", self.dataset.name))?;
-        let on = format!("the {} test split", self.dataset.name);
+        let on = format!("the {} {} split", self.dataset.name, self.split);
+        let feats = embed_split(&self.model.model, self.eval_split(), &self.opts)
+            .with_context(|| format!("embedding {on}"))?;
         require_finite_output(&[&feats.images, &feats.texts], &self.checkpoint, &on)?;
         Ok(feats)
     }
@@ -115,7 +129,7 @@ impl TestSetup {
             "dataset_name": d.dataset_name.name(),
             "root_dir": absolute(&d.root_dir),
             "dataset_dir": absolute(&self.dataset.dir),
-            "split": "test",
+            "split": self.split.name(),
             "img_size": [self.opts.img_size.0, self.opts.img_size.1],
             "text_length": self.opts.text_length,
         });
@@ -140,7 +154,7 @@ fn absolute(path: &Path) -> PathBuf {
 }
 
 pub fn run(a: TestArgs) -> Result<()> {
-    let setup = load_test_setup(&a.config, &a.device, a.checkpoint.as_deref())?;
+    let setup = load_test_setup(&a.config, &a.device, a.checkpoint.as_deref(), a.split)?;
     let checkpoint = &setup.checkpoint;
     // A run folder that a `ccma train` is using is refused before any work.
     let folder = match checkpoint.parent() {
@@ -149,11 +163,16 @@ pub fn run(a: TestArgs) -> Result<()> {
     };
     drop(RunDir::hold_at_rest(&folder)?);
     let settings = setup.settings();
-    let out = test_results_path(checkpoint, setup.dataset.name.name(), &tag(&settings));
+    let dataset = setup.dataset.name;
+    let out = test_results_path(checkpoint, a.split, dataset.name(), &tag(&settings));
     let inputs = [checkpoint.clone(), setup.dataset.dir.clone()];
     output_path::check(&out, &inputs, Existing::Replace)?;
+    output_path::check(&queries_path(&out), &inputs, Existing::Replace)?;
     let feats = setup.embed()?;
-    let (t2i, i2t) = score_split(&feats, &setup.dataset.test, a.i2t)?;
+    let split = setup.eval_split();
+    let queries = t2i_records(&feats, split)?;
+    let t2i = RetrievalMetrics::from_scores(queries.iter().map(|q| Some(q.score())))?;
+    let i2t = a.i2t.then(|| score_i2t(&feats, split)).transpose()?;
     let mut record = super::output::metrics_json(&t2i, i2t.as_ref());
     record["checkpoint"] = serde_json::json!(absolute(checkpoint));
     record["settings"] = settings;
@@ -165,15 +184,20 @@ pub fn run(a: TestArgs) -> Result<()> {
     record["ccma_version"] = serde_json::json!(env!("CARGO_PKG_VERSION"));
     {
         let _hold = RunDir::hold_at_rest(&folder)?;
+        write_query_records(&queries_path(&out), &queries)?;
         crate::io::write_atomic(&out, serde_json::to_string_pretty(&record)?.as_bytes())?;
-        tracing::info!("wrote {}", out.display());
+        tracing::info!(
+            "wrote {} and {}",
+            out.display(),
+            queries_path(&out).display()
+        );
         if a.visualize > 0 {
             let dir = checkpoint.with_file_name("visualize");
-            let n = contact_sheets(&feats, &setup.dataset.test, a.visualize, &dir)?;
+            let n = contact_sheets(&feats, split, a.visualize, &dir)?;
             tracing::info!("wrote {n} contact sheets to {}", dir.display());
         }
     }
-    let heading = format!("{} test, {}", setup.dataset.name, checkpoint.display());
+    let heading = format!("{dataset} {}, {}", a.split, checkpoint.display());
     super::output::print_metrics(Some(&heading), &t2i, i2t.as_ref(), a.json)?;
     Ok(())
 }

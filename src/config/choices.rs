@@ -72,6 +72,12 @@ choice! {
 }
 
 choice! {
+    /// An evaluation split of a dataset: the one that chooses the best epoch (`val_dataset`, as
+    /// IRRA's key), or the one `ccma test --split` scores.
+    SplitName { Test = "test", Val = "val" }
+}
+
+choice! {
     /// How an epoch orders the training samples.
     SamplerKind { Random = "random", Identity = "identity" }
 }

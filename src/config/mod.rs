@@ -12,7 +12,7 @@ mod merge;
 
 pub use choices::{
     DatasetName, DistBackend, GlobalCaption, LossNames, LossTerm, OptimizerKind, SamplerKind,
-    Scheduler, WarmupMethod,
+    Scheduler, SplitName, WarmupMethod,
 };
 pub use merge::{edit_distance, parse_override, valid_keys};
 
@@ -63,6 +63,9 @@ pub struct RunSection {
 #[serde(default)]
 pub struct DataSection {
     pub dataset_name: DatasetName,
+    /// The split whose t2i R@1 chooses the best epoch (IRRA's key and default, `test`); the test
+    /// metrics are reported at that epoch either way.
+    pub val_dataset: SplitName,
     /// Folder that holds `<dataset_name>/`.
     pub root_dir: PathBuf,
     pub sampler: SamplerKind,
@@ -172,6 +175,7 @@ impl Default for DataSection {
     fn default() -> Self {
         DataSection {
             dataset_name: DatasetName::CuhkPedes,
+            val_dataset: SplitName::Test,
             root_dir: "data".into(),
             sampler: SamplerKind::Random,
             num_instance: 4,
@@ -341,6 +345,12 @@ impl DataSection {
             ("synth_ids", self.synth_ids.1 as f64, 0.0, 1e6),
             ("synth_ids", self.synth_ids.2 as f64, 1.0, 1e6),
         ])?;
+        if self.val_dataset == SplitName::Val && self.dataset_name == DatasetName::IcfgPedes {
+            invalid!(
+                "val_dataset",
+                "val, but ICFG-PEDES has no validation split (expected test for ICFG-PEDES)"
+            );
+        }
         if self.sampler == SamplerKind::Identity
             && (self.num_instance == 0 || !self.batch_size.is_multiple_of(self.num_instance))
         {
@@ -673,6 +683,26 @@ mod tests {
         assert!(err("device: gpu7").contains("invalid value for `device`: \"gpu7\""));
         assert!(err("sampler: pk")
             .contains("invalid value for `sampler`: \"pk\" (expected one of random, identity)"));
+    }
+
+    #[test]
+    fn val_dataset_is_test_or_val_and_icfg_has_no_val() {
+        assert_eq!(Config::default().data.val_dataset, SplitName::Test);
+        let e = err("val_dataset: dev");
+        assert!(
+            e.contains("invalid value for `val_dataset`: \"dev\" (expected one of test, val)"),
+            "{e}"
+        );
+        let e = err("dataset_name: ICFG-PEDES\nval_dataset: val");
+        assert!(
+            e.contains(
+                "invalid value for `val_dataset`: val, but ICFG-PEDES has no validation split"
+            ),
+            "{e}"
+        );
+        let cfg = set(&[("dataset_name", "RSTPReid"), ("val_dataset", "val")]).unwrap();
+        cfg.validate().unwrap();
+        assert_eq!(cfg.data.val_dataset, SplitName::Val);
     }
 
     #[test]

@@ -2,7 +2,7 @@
 //! circulated as `CUHK-PEDES.json`; the authors' `caption_all.json` lacks the split), ICFG-PEDES
 //! (`ICFG-PEDES.json` / `ICFG_PEDES.json`), RSTPReid (`data_captions.json`), and SYNTH-PEDES
 //! (written in CUHK-PEDES's format); where each entry's image is.
-use crate::config::DatasetName;
+use crate::config::{DatasetName, SplitName};
 use anyhow::{bail, Context, Result};
 use rayon::prelude::*;
 use std::path::{Component, Path, PathBuf};
@@ -55,6 +55,14 @@ pub struct Dataset {
 }
 
 impl Dataset {
+    /// The evaluation split `name` (`val`: every entry whose split is neither `train` nor `test`).
+    pub fn eval_split(&self, name: SplitName) -> &EvalSplit {
+        match name {
+            SplitName::Test => &self.test,
+            SplitName::Val => &self.val,
+        }
+    }
+
     /// Refuses a dataset without entries in one of the `needed` splits (`"train"`, `"test"`, or a
     /// validation name), naming the annotation file and the splits it has with their counts.
     pub fn require_splits(&self, needed: &[&str]) -> Result<()> {

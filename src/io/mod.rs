@@ -6,6 +6,7 @@ pub mod output_path;
 pub mod pickle;
 pub mod regular_file;
 pub mod safetensors;
+pub mod text;
 
 pub use atomic::{write_atomic, write_atomic_with};
 pub use regular_file::{read_regular_file, MAX_IMAGE_BYTES};

@@ -1,4 +1,4 @@
-//! `curves.png`: loss terms, learning rate and t2i R@1 per epoch.
+//! `curves.png`: loss terms, learning rate and t2i R@1 per epoch (on each evaluated split).
 use super::canvas::{Canvas, BLACK, GREY, MEDIUM, PALETTE, SMALL};
 use anyhow::{Context, Result};
 use std::path::Path;
@@ -6,12 +6,13 @@ use std::path::Path;
 /// One named series of (x, y) points.
 pub type Series = (String, Vec<(f64, f64)>);
 
-/// The three panels: loss terms (log scale), learning rate, test t2i R@1, each against the epoch.
+/// The three panels: loss terms (log scale), learning rate, t2i R@1 (one series per evaluated
+/// split), each against the epoch.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct Curves {
     pub losses: Vec<Series>,
     pub lr: Series,
-    pub r1: Series,
+    pub r1: Vec<Series>,
 }
 
 /// Draws `curves` and writes them to `path` atomically.
@@ -41,8 +42,8 @@ pub fn write(path: &Path, curves: &Curves) -> Result<()> {
         2 * pw as i32,
         pw,
         ph,
-        "test t2i R@1 (%)",
-        std::slice::from_ref(&curves.r1),
+        "t2i R@1 (%)",
+        &curves.r1,
         false,
     );
     let mut bytes = Vec::new();
@@ -152,10 +153,10 @@ mod tests {
         let curves = Curves {
             losses: vec![("sdm".into(), vec![(1.0, 3.0), (2.0, 1.5), (3.0, 1.0)])],
             lr: ("lr".into(), vec![(1.0, 0.1), (2.0, 0.2), (3.0, 0.3)]),
-            r1: (
-                "t2i R@1".into(),
-                vec![(1.0, 10.0), (2.0, 20.0), (3.0, 30.0)],
-            ),
+            r1: vec![
+                ("test".into(), vec![(1.0, 10.0), (2.0, 20.0), (3.0, 30.0)]),
+                ("val".into(), vec![(1.0, 15.0), (2.0, 25.0), (3.0, 28.0)]),
+            ],
         };
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("curves.png");

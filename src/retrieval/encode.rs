@@ -1,6 +1,6 @@
 //! Batched encoding of images and captions into global features (used by training's evaluation,
 //! `test`, `embed` and `search`), and the scoring of an evaluation split.
-use super::metrics::{evaluate, RetrievalMetrics};
+use super::metrics::{evaluate, score_queries, QueryRecord, RetrievalMetrics};
 use crate::data::annotations::EvalSplit;
 use crate::data::tokenizer::Tokenizer;
 use crate::data::transforms::{load_rgb, ImageTransform};
@@ -189,14 +189,44 @@ pub fn score_split(
         &split.image_pids,
     )?;
     let i2t = if i2t {
-        Some(evaluate(
-            &feats.images,
-            &feats.texts,
-            &split.image_pids,
-            &split.caption_pids,
-        )?)
+        Some(score_i2t(feats, split)?)
     } else {
         None
     };
     Ok((t2i, i2t))
+}
+
+/// Image-to-text metrics of `split` from its features.
+pub fn score_i2t(feats: &SplitFeatures, split: &EvalSplit) -> Result<RetrievalMetrics> {
+    evaluate(
+        &feats.images,
+        &feats.texts,
+        &split.image_pids,
+        &split.caption_pids,
+    )
+}
+
+/// One record per text-to-image query of `split` (its captions, in order) from its features;
+/// a query whose pid has no image is left out (its number skipped).
+pub fn t2i_records(feats: &SplitFeatures, split: &EvalSplit) -> Result<Vec<QueryRecord>> {
+    let scores = score_queries(
+        &feats.texts,
+        &feats.images,
+        &split.caption_pids,
+        &split.image_pids,
+    )?;
+    Ok(scores
+        .into_iter()
+        .enumerate()
+        .filter_map(|(query, s)| {
+            s.map(|s| QueryRecord {
+                query,
+                caption: split.captions[query].clone(),
+                pid: split.caption_pids[query],
+                rank: s.rank,
+                ap: s.ap,
+                inp: s.inp,
+            })
+        })
+        .collect())
 }

@@ -12,10 +12,11 @@
 //! and has exactly the same similarity as a match ranks before it, so a model whose features are
 //! all equal scores the worst, not 100; tied matches take consecutive ranks among themselves.
 use crate::model::layers::l2_normalize;
+use crate::UsageError;
 use anyhow::{bail, Result};
 use rayon::prelude::*;
 use std::collections::HashMap;
-use std::ops::Add;
+use std::path::Path;
 use tch::{Device, Tensor};
 
 /// Protocol results; rates in percent. Written as `{"R1", "R5", "R10", "mAP", "mINP"}` (plus
@@ -47,28 +48,19 @@ fn is_zero(n: &usize) -> bool {
 /// Upper bound on the elements of one similarity block `[chunk, Ng]` (f32: 32 MiB).
 const BLOCK_ELEMENTS: i64 = 1 << 23;
 
-/// Per-query protocol values (fractions, not percent), summed over queries.
-#[derive(Debug, Clone, Copy, Default)]
-struct Sums {
-    r1: f64,
-    r5: f64,
-    r10: f64,
-    ap: f64,
-    inp: f64,
-    queries: usize,
+/// One query's protocol values: the 1-based rank of its first true match and its AP and INP
+/// (fractions, not percent).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct QueryScore {
+    pub rank: u64,
+    pub ap: f64,
+    pub inp: f64,
 }
 
-impl Add for Sums {
-    type Output = Sums;
-    fn add(self, o: Sums) -> Sums {
-        Sums {
-            r1: self.r1 + o.r1,
-            r5: self.r5 + o.r5,
-            r10: self.r10 + o.r10,
-            ap: self.ap + o.ap,
-            inp: self.inp + o.inp,
-            queries: self.queries + o.queries,
-        }
+impl QueryScore {
+    /// Whether a true match is among the first `k` items.
+    pub fn hit(&self, k: u64) -> bool {
+        self.rank <= k
     }
 }
 
@@ -138,7 +130,7 @@ fn count_at_or_above(row: &[f32], s: f32) -> u64 {
 
 /// One query's values from its similarity `row` [Ng] and the gallery positions of its matches
 /// (`matches`, non-empty).
-fn score_row(row: &[f32], matches: &[usize]) -> Sums {
+fn score_row(row: &[f32], matches: &[usize]) -> QueryScore {
     let mut descending: Vec<f32> = matches.iter().map(|&j| row[j]).collect();
     descending.sort_unstable_by(|a, b| b.total_cmp(a));
     let p = descending.len();
@@ -155,26 +147,35 @@ fn score_row(row: &[f32], matches: &[usize]) -> Sums {
         .enumerate()
         .map(|(m, &r)| (m + 1) as f64 / (r + 1) as f64)
         .sum();
-    let hit = |k: u64| (ranks[0] < k) as u8 as f64;
-    Sums {
-        r1: hit(1),
-        r5: hit(5),
-        r10: hit(10),
+    QueryScore {
+        rank: ranks[0] + 1,
         ap: ap / p as f64,
         inp: p as f64 / (ranks[p - 1] + 1) as f64,
-        queries: 1,
     }
 }
 
 /// Scores `queries` [Nq, D] against `gallery` [Ng, D] (f32, any device; both L2-normalised
 /// here). `query_pids` [Nq] and `gallery_pids` [Ng] decide the matches. Queries whose pid is not
-/// in the gallery are excluded and counted (with a warning).
+/// in the gallery are excluded and counted (with a warning). The metrics are the means of
+/// [`score_queries`]'s values, as [`RetrievalMetrics::from_scores`] takes them.
 pub fn evaluate(
     queries: &Tensor,
     gallery: &Tensor,
     query_pids: &[i64],
     gallery_pids: &[i64],
 ) -> Result<RetrievalMetrics> {
+    RetrievalMetrics::from_scores(score_queries(queries, gallery, query_pids, gallery_pids)?)
+}
+
+/// Each query's values, in query order: `queries` [Nq, D] against `gallery` [Ng, D] (f32, any
+/// device; both L2-normalised here), matched by `query_pids` [Nq] and `gallery_pids` [Ng]; `None`
+/// for a query whose pid is not in the gallery.
+pub fn score_queries(
+    queries: &Tensor,
+    gallery: &Tensor,
+    query_pids: &[i64],
+    gallery_pids: &[i64],
+) -> Result<Vec<Option<QueryScore>>> {
     let (nq, ng) = (queries.size()[0], gallery.size()[0]);
     if nq as usize != query_pids.len() || ng as usize != gallery_pids.len() {
         bail!(
@@ -194,7 +195,7 @@ pub fn evaluate(
     let gallery_t = l2_normalize(gallery).tr().contiguous(); // [D, Ng]
     let q = l2_normalize(&queries.to_device(device));
     let chunk = (BLOCK_ELEMENTS / ng).clamp(1, 4096);
-    let mut sums = Sums::default();
+    let mut scores = Vec::with_capacity(nq as usize);
     let (mut product_s, mut ranking_s) = (0f64, 0f64);
     let mut start = 0i64;
     while start < nq {
@@ -213,33 +214,137 @@ pub fn evaluate(
         let pids = &query_pids[start as usize..(start + len) as usize];
         product_s += clock.elapsed().as_secs_f64();
         let clock = std::time::Instant::now();
-        sums = sums
-            + sim
-                .par_chunks(ng as usize)
-                .zip(pids.par_iter())
-                .filter_map(|(row, pid)| positions.get(pid).map(|m| score_row(row, m)))
-                .reduce(Sums::default, Sums::add);
+        let mut block_scores = Vec::with_capacity(len as usize);
+        sim.par_chunks(ng as usize)
+            .zip(pids.par_iter())
+            .map(|(row, pid)| positions.get(pid).map(|m| score_row(row, m)))
+            .collect_into_vec(&mut block_scores);
+        scores.append(&mut block_scores);
         ranking_s += clock.elapsed().as_secs_f64();
         start += len;
     }
     tracing::debug!("{nq} x {ng}: similarity products {product_s:.3} s, ranking {ranking_s:.3} s");
-    let excluded = nq as usize - sums.queries;
-    if excluded > 0 {
-        tracing::warn!("{excluded} of {nq} queries have no match in the gallery (pid absent): excluded from every metric");
+    Ok(scores)
+}
+
+impl RetrievalMetrics {
+    /// The protocol's means (in percent) of per-query `scores`, summed in query order; a `None`
+    /// (a query whose pid is not in the gallery) is excluded and counted, with a warning.
+    pub fn from_scores(scores: impl IntoIterator<Item = Option<QueryScore>>) -> Result<Self> {
+        let (mut hits, mut ap, mut inp) = ([0u64; 3], 0f64, 0f64);
+        let (mut queries, mut excluded) = (0usize, 0usize);
+        for s in scores {
+            let Some(s) = s else {
+                excluded += 1;
+                continue;
+            };
+            for (h, k) in hits.iter_mut().zip([1, 5, 10]) {
+                *h += s.hit(k) as u64;
+            }
+            ap += s.ap;
+            inp += s.inp;
+            queries += 1;
+        }
+        if excluded > 0 {
+            tracing::warn!("{excluded} of {} queries have no match in the gallery (pid absent): excluded from every metric", queries + excluded);
+        }
+        if queries == 0 {
+            bail!(
+                "no query has a match in the gallery: no query pid occurs among the gallery pids"
+            );
+        }
+        let pct = |x: f64| 100.0 * x / queries as f64;
+        Ok(RetrievalMetrics {
+            r1: pct(hits[0] as f64),
+            r5: pct(hits[1] as f64),
+            r10: pct(hits[2] as f64),
+            map: pct(ap),
+            minp: pct(inp),
+            num_queries: queries,
+            excluded,
+        })
     }
-    if sums.queries == 0 {
-        bail!("no query has a match in the gallery: no query pid occurs among the gallery pids");
+}
+
+/// One line of a per-query file (JSON lines): `{"query": 0, "caption": "a man in red", "pid": 7,
+/// "rank": 3, "AP": 0.5, "INP": 0.25}`: the query's 0-based index in its split, its caption and
+/// person id, the 1-based rank of its first true match, its AP and INP (fractions). The metrics
+/// reported with such a file are [`RetrievalMetrics::from_scores`] of its records, in order.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct QueryRecord {
+    pub query: usize,
+    pub caption: String,
+    pub pid: i64,
+    pub rank: u64,
+    #[serde(rename = "AP")]
+    pub ap: f64,
+    #[serde(rename = "INP")]
+    pub inp: f64,
+}
+
+impl QueryRecord {
+    pub fn score(&self) -> QueryScore {
+        QueryScore {
+            rank: self.rank,
+            ap: self.ap,
+            inp: self.inp,
+        }
     }
-    let pct = |x: f64| 100.0 * x / sums.queries as f64;
-    Ok(RetrievalMetrics {
-        r1: pct(sums.r1),
-        r5: pct(sums.r5),
-        r10: pct(sums.r10),
-        map: pct(sums.ap),
-        minp: pct(sums.inp),
-        num_queries: sums.queries,
-        excluded,
-    })
+}
+
+/// The largest per-query file read: 256 MiB, far above a benchmark's (CUHK-PEDES's 6,156 test
+/// queries take under 1 MiB).
+pub const MAX_QUERY_FILE_BYTES: u64 = 256 << 20;
+
+/// Writes `records` to `path` as JSON lines, atomically (floats in their shortest exact form).
+pub fn write_query_records(path: &Path, records: &[QueryRecord]) -> Result<()> {
+    let mut text = String::new();
+    for r in records {
+        text.push_str(&serde_json::to_string(r)?);
+        text.push('\n');
+    }
+    crate::io::write_atomic(path, text.as_bytes())
+}
+
+/// The records of a per-query file, each checked: queries numbered in increasing order, rank at
+/// least 1, AP and INP in (0, 1]. Errors are usage errors naming the file and line.
+pub fn read_query_records(path: &Path) -> Result<Vec<QueryRecord>> {
+    let text = crate::io::text::read_text(path, "per-query file", MAX_QUERY_FILE_BYTES)?;
+    let mut records: Vec<QueryRecord> = Vec::new();
+    for (i, line) in text.lines().enumerate() {
+        let bad = |m: String| UsageError(format!("{} line {}: {m}", path.display(), i + 1));
+        if line.trim().is_empty() {
+            continue;
+        }
+        let r: QueryRecord = serde_json::from_str(line).map_err(|e| {
+            bad(format!(
+                "{e} (expected {{\"query\", \"caption\", \"pid\", \"rank\", \"AP\", \"INP\"}})"
+            ))
+        })?;
+        if records.last().is_some_and(|last| last.query >= r.query) {
+            bail!(bad(format!(
+                "query {} does not follow query {} (expected increasing query numbers)",
+                r.query,
+                records[records.len() - 1].query
+            )));
+        }
+        let unit = |v: f64| v > 0.0 && v <= 1.0;
+        if r.rank == 0 || !unit(r.ap) || !unit(r.inp) {
+            bail!(bad(format!(
+                "rank {}, AP {}, INP {} (expected rank >= 1, AP and INP in (0, 1])",
+                r.rank, r.ap, r.inp
+            )));
+        }
+        records.push(r);
+    }
+    if records.is_empty() {
+        bail!(UsageError(format!(
+            "per-query file {} has no records",
+            path.display()
+        )));
+    }
+    Ok(records)
 }
 
 /// The `task R1 R5 R10 mAP mINP` table, 3 decimals.

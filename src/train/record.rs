@@ -1,11 +1,15 @@
-//! One line of a run's `metrics.jsonl`: an epoch's mean loss terms, learning rate and test metrics.
+//! One line of a run's `metrics.jsonl` (an epoch's mean loss terms, learning rate and t2i
+//! metrics on the test split, and on the validation split when it chooses the best epoch), and
+//! the run's `results.json`.
+use crate::config::SplitName;
 use crate::report::curves::{Curves, Series};
 use crate::retrieval::metrics::RetrievalMetrics;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
-/// `{"epoch": 3, "lr": 1e-3, "loss": {"sdm": 1.2, ...}, "t2i": {"R1": 10.5, ...}}`; `t2i` only
-/// on epochs that were evaluated.
+/// `{"epoch": 3, "lr": 1e-3, "loss": {"sdm": 1.2, ...}, "t2i": {"R1": 10.5, ...}, "val_t2i":
+/// {...}}`: `t2i` (test split) only on epochs that were evaluated, `val_t2i` only where the
+/// validation split was evaluated too.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct EpochRecord {
     pub epoch: usize,
@@ -14,14 +18,99 @@ pub struct EpochRecord {
     pub loss: BTreeMap<String, f64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub t2i: Option<RetrievalMetrics>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub val_t2i: Option<RetrievalMetrics>,
+}
+
+impl EpochRecord {
+    /// The t2i metrics of `split` at this epoch, when it was evaluated there.
+    pub fn on(&self, split: SplitName) -> Option<&RetrievalMetrics> {
+        match split {
+            SplitName::Test => self.t2i.as_ref(),
+            SplitName::Val => self.val_t2i.as_ref(),
+        }
+    }
+}
+
+/// The first of `records` with the highest t2i R@1 on `split` (the rule that keeps the best
+/// checkpoint: a later epoch replaces it only with a strictly higher R@1).
+pub fn best_on(records: &[EpochRecord], split: SplitName) -> Option<&EpochRecord> {
+    let mut best: Option<(&EpochRecord, f64)> = None;
+    for r in records {
+        if let Some(m) = r.on(split) {
+            if best.is_none_or(|(_, r1)| m.r1 > r1) {
+                best = Some((r, m.r1));
+            }
+        }
+    }
+    best.map(|(r, _)| r)
+}
+
+/// `results.json`: the best epoch, the split that chose it (`val_dataset`), and the test t2i
+/// metrics at that epoch; when the validation split chose it, also its val metrics there and the
+/// epoch of the best test R@1, labelled as chosen on test.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Results {
+    pub best_epoch: usize,
+    /// Absent from the `results.json` of earlier versions, which always chose on test.
+    #[serde(default = "chosen_on_test")]
+    pub chosen_on: SplitName,
+    /// Test-split metrics at `best_epoch`.
+    pub t2i: RetrievalMetrics,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub val_t2i: Option<RetrievalMetrics>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub best_test_epoch: Option<ChosenEpoch>,
+}
+
+/// An epoch and its test t2i metrics, with the split that chose it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ChosenEpoch {
+    pub epoch: usize,
+    pub chosen_on: SplitName,
+    pub t2i: RetrievalMetrics,
+}
+
+fn chosen_on_test() -> SplitName {
+    SplitName::Test
+}
+
+impl Results {
+    /// The results of a run whose best epoch `best_epoch` was chosen on `chosen_on`, from its
+    /// epoch records; `None` when no record of `best_epoch` with test metrics is among them.
+    pub fn from_records(
+        records: &[EpochRecord],
+        best_epoch: usize,
+        chosen_on: SplitName,
+    ) -> Option<Results> {
+        let best = records.iter().rev().find(|r| r.epoch == best_epoch)?;
+        let best_test_epoch = match chosen_on {
+            SplitName::Test => None,
+            SplitName::Val => best_on(records, SplitName::Test).map(|r| ChosenEpoch {
+                epoch: r.epoch,
+                chosen_on: SplitName::Test,
+                t2i: r.t2i.clone().expect("best_on found test metrics"),
+            }),
+        };
+        Some(Results {
+            best_epoch,
+            chosen_on,
+            t2i: best.t2i.clone()?,
+            val_t2i: best
+                .on(chosen_on)
+                .filter(|_| chosen_on == SplitName::Val)
+                .cloned(),
+            best_test_epoch,
+        })
+    }
 }
 
 /// The series `curves.png` draws from the records: loss terms, learning rate and t2i R@1 per
-/// epoch.
+/// epoch on the test split, and on the validation split where it was evaluated.
 pub fn curves(records: &[EpochRecord]) -> Curves {
     let mut losses: Vec<Series> = Vec::new();
     let mut lr = ("lr".to_string(), Vec::new());
-    let mut r1 = ("t2i R@1".to_string(), Vec::new());
+    let mut r1: Vec<Series> = vec![("test".to_string(), Vec::new())];
     for rec in records {
         let epoch = rec.epoch as f64;
         for (term, &v) in &rec.loss {
@@ -32,7 +121,13 @@ pub fn curves(records: &[EpochRecord]) -> Curves {
         }
         lr.1.push((epoch, rec.lr));
         if let Some(m) = &rec.t2i {
-            r1.1.push((epoch, m.r1));
+            r1[0].1.push((epoch, m.r1));
+        }
+        if let Some(m) = &rec.val_t2i {
+            match r1.get_mut(1) {
+                Some((_, pts)) => pts.push((epoch, m.r1)),
+                None => r1.push(("val".to_string(), vec![(epoch, m.r1)])),
+            }
         }
     }
     Curves { losses, lr, r1 }
@@ -41,6 +136,60 @@ pub fn curves(records: &[EpochRecord]) -> Curves {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn record(epoch: usize, test_r1: f64, val_r1: Option<f64>) -> EpochRecord {
+        let m = |r1: f64| RetrievalMetrics {
+            r1,
+            r5: r1 + 1.0,
+            r10: r1 + 2.0,
+            map: r1 / 2.0,
+            minp: r1 / 4.0,
+            num_queries: 0,
+            excluded: 0,
+        };
+        EpochRecord {
+            epoch,
+            lr: 0.1,
+            loss: BTreeMap::new(),
+            t2i: Some(m(test_r1)),
+            val_t2i: val_r1.map(m),
+        }
+    }
+
+    #[test]
+    fn results_give_the_chosen_epochs_test_metrics_and_the_best_test_epoch() {
+        // Val peaks at epoch 2 (the first of two equal peaks), test at epoch 3.
+        let recs = vec![
+            record(1, 10.0, Some(20.0)),
+            record(2, 12.0, Some(30.0)),
+            record(3, 15.0, Some(30.0)),
+        ];
+        assert_eq!(best_on(&recs, SplitName::Val).unwrap().epoch, 2);
+        assert_eq!(best_on(&recs, SplitName::Test).unwrap().epoch, 3);
+        let r = Results::from_records(&recs, 2, SplitName::Val).unwrap();
+        assert_eq!((r.best_epoch, r.chosen_on), (2, SplitName::Val));
+        assert_eq!(r.t2i.r1, 12.0);
+        assert_eq!(r.val_t2i.as_ref().unwrap().r1, 30.0);
+        let t = r.best_test_epoch.as_ref().unwrap();
+        assert_eq!((t.epoch, t.chosen_on, t.t2i.r1), (3, SplitName::Test, 15.0));
+        let text = serde_json::to_string(&r).unwrap();
+        assert!(
+            text.contains(r#""chosen_on":"val""#)
+                && text.contains(r#""best_test_epoch":{"epoch":3,"chosen_on":"test""#),
+            "{text}"
+        );
+        assert_eq!(serde_json::from_str::<Results>(&text).unwrap(), r);
+        // Chosen on test: no val metrics, no separate best test epoch.
+        let r = Results::from_records(&recs, 3, SplitName::Test).unwrap();
+        assert!(r.val_t2i.is_none() && r.best_test_epoch.is_none());
+        // An earlier version's results.json chose on test.
+        let old: Results = serde_json::from_str(
+            r#"{"best_epoch":4,"t2i":{"R1":1.0,"R5":2.0,"R10":3.0,"mAP":4.0,"mINP":5.0}}"#,
+        )
+        .unwrap();
+        assert_eq!(old.chosen_on, SplitName::Test);
+        assert!(Results::from_records(&recs, 7, SplitName::Val).is_none());
+    }
 
     #[test]
     fn records_read_back_and_give_the_series() {
@@ -80,6 +229,9 @@ mod tests {
         let sdm = &c.losses.iter().find(|(n, _)| n == "sdm").unwrap().1;
         assert_eq!(sdm, &vec![(1.0, 3.0), (2.0, 1.5), (3.0, 1.0)]);
         assert_eq!(c.lr.1[2], (3.0, 0.30000000000000004));
-        assert_eq!(c.r1.1, vec![(1.0, 10.0), (3.0, 30.0)]);
+        assert_eq!(
+            c.r1,
+            vec![("test".to_string(), vec![(1.0, 10.0), (3.0, 30.0)])]
+        );
     }
 }

@@ -1,8 +1,7 @@
 //! The run folder: `configs.yaml`, `train_log.txt`, `best.safetensors`, `last.safetensors`
 //! (resumable state), `results.json` and `metrics.jsonl`.
-use super::record::EpochRecord;
-use crate::config::Config;
-use crate::retrieval::metrics::RetrievalMetrics;
+use super::record::{EpochRecord, Results};
+use crate::config::{Config, SplitName};
 use anyhow::{bail, Context, Result};
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -209,12 +208,11 @@ impl RunDir {
         self.dir.join("results.json")
     }
 
-    /// `results.json`: the best epoch and its t2i metrics.
-    pub fn write_results(&self, best_epoch: usize, m: &RetrievalMetrics) -> Result<()> {
-        let v = serde_json::json!({ "best_epoch": best_epoch, "t2i": m });
+    /// `results.json`, atomically.
+    pub fn write_results(&self, results: &Results) -> Result<()> {
         crate::io::write_atomic(
             &self.results(),
-            serde_json::to_string_pretty(&v)?.as_bytes(),
+            serde_json::to_string_pretty(results)?.as_bytes(),
         )
     }
 
@@ -244,17 +242,26 @@ impl RunDir {
     }
 }
 
-/// The file `ccma test` writes beside `checkpoint` for one evaluation: `test_results.<checkpoint
-/// stem>.<dataset>.<tag>.json`, where `tag` names the data and settings (so that tests of one
-/// checkpoint on other data or settings keep their own files).
-pub fn test_results_path(checkpoint: &Path, dataset: &str, tag: &str) -> PathBuf {
+/// The file `ccma test` writes beside `checkpoint` for one evaluation of `split`:
+/// `<split>_results.<checkpoint stem>.<dataset>.<tag>.json`, where `tag` names the data and
+/// settings (so that tests of one checkpoint on other data or settings keep their own files).
+pub fn test_results_path(checkpoint: &Path, split: SplitName, dataset: &str, tag: &str) -> PathBuf {
     let stem = checkpoint
         .file_stem()
         .map_or("checkpoint".into(), |s| s.to_string_lossy());
-    checkpoint.with_file_name(format!("test_results.{stem}.{dataset}.{tag}.json"))
+    checkpoint.with_file_name(format!("{split}_results.{stem}.{dataset}.{tag}.json"))
 }
 
-/// Whether `name` is one that [`test_results_path`] makes.
+/// The per-query file beside the results file `results` (`....json` -> `....queries.jsonl`), one
+/// [`crate::retrieval::metrics::QueryRecord`] a line.
+pub fn queries_path(results: &Path) -> PathBuf {
+    results.with_extension("queries.jsonl")
+}
+
+/// Whether `name` is one that [`test_results_path`] or [`queries_path`] makes.
 fn is_test_results_name(name: &str) -> bool {
-    name.starts_with("test_results.") && name.ends_with(".json")
+    ["test_results.", "val_results."]
+        .iter()
+        .any(|p| name.starts_with(p))
+        && (name.ends_with(".json") || name.ends_with(".queries.jsonl"))
 }

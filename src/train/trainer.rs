@@ -2,11 +2,11 @@
 use super::interrupt::{self, Interrupted};
 use super::optimizer::Optimizer;
 use super::parallel::Ranks;
-use super::record::{self, EpochRecord};
+use super::record::{self, EpochRecord, Results};
 use super::run_dir::RunDir;
 use super::schedule::{group_lr, lr_at};
 use super::step::{step, NonFiniteTerm, StepError, StepOutcome};
-use crate::config::{Config, LossTerm};
+use crate::config::{Config, LossTerm, SplitName};
 use crate::data::annotations::Dataset;
 use crate::data::loader::{LoaderOptions, Shard, TrainLoader};
 use crate::dist::Launch;
@@ -216,7 +216,10 @@ impl Trainer {
         let device = ranks.device();
         tch::manual_seed(cfg.run.seed as i64);
         let dataset = crate::data::load_dataset(&cfg)?;
-        dataset.require_splits(&["train", "test"])?;
+        match cfg.data.val_dataset {
+            SplitName::Test => dataset.require_splits(&["train", "test"])?,
+            SplitName::Val => dataset.require_splits(&["train", "test", "val"])?,
+        }
         tracing::info!(
             "{}: {} training pairs, {} identities, {} test images, {} test captions",
             dataset.name,
@@ -315,10 +318,12 @@ impl Trainer {
             .context("cannot write the best checkpoint")
     }
 
-    fn evaluate(&self) -> Result<RetrievalMetrics> {
+    /// t2i metrics on the evaluation split `split`.
+    fn evaluate(&self, split: SplitName) -> Result<RetrievalMetrics> {
         let opts = EncodeOptions::from_config(&self.cfg.data, self.ranks.device());
-        let feats = embed_split(&self.model, &self.dataset.test, &opts)?;
-        Ok(score_split(&feats, &self.dataset.test, false)?.0)
+        let data = self.dataset.eval_split(split);
+        let feats = embed_split(&self.model, data, &opts)?;
+        Ok(score_split(&feats, data, false)?.0)
     }
 
     /// Trains from `progress` to the last epoch.
@@ -342,11 +347,12 @@ impl Trainer {
                     .map(|(k, m)| (k.to_string(), m))
                     .collect::<BTreeMap<_, _>>(),
                 t2i: None,
+                val_t2i: None,
             };
             self.check_ranks_agree(epoch)?;
             if epoch.is_multiple_of(self.cfg.run.eval_period) || epoch == last {
                 if self.ranks.is_main() {
-                    record.t2i = Some(self.evaluate_and_keep_best(epoch, &mut progress)?);
+                    self.evaluate_and_keep_best(&mut record, &mut progress)?;
                 }
                 let best = [progress.best_r1, progress.best_epoch as f64];
                 let agreed = self.ranks.from_main(&best).map_err(|e| self.lost(e))?;
@@ -360,38 +366,59 @@ impl Trainer {
             }
         }
         tracing::info!(
-            "finished in {:.1} min; best t2i R@1 {:.3} at epoch {}",
+            "finished in {:.1} min; best t2i R@1 {:.3} on {} at epoch {}",
             started.elapsed().as_secs_f64() / 60.0,
             progress.best_r1,
+            self.cfg.data.val_dataset,
             progress.best_epoch
         );
         Ok(progress)
     }
 
-    /// Evaluates on the test split and, on a new best R@1, saves `best.safetensors` and
-    /// `results.json` (rank 0).
+    /// Evaluates `record`'s epoch on the test split (and on the validation split when
+    /// `val_dataset` is `val`) into `record`; on a new best t2i R@1 on the `val_dataset` split,
+    /// saves `best.safetensors`; then rewrites `results.json` from the epoch records (rank 0).
     fn evaluate_and_keep_best(
         &self,
-        epoch: usize,
+        record: &mut EpochRecord,
         progress: &mut Progress,
-    ) -> Result<RetrievalMetrics> {
-        let m = self.evaluate()?;
-        tracing::info!(
-            "epoch {epoch} test t2i\n{}",
-            crate::retrieval::metrics::table(&[("t2i", &m)])
-        );
-        if m.r1 > progress.best_r1 {
-            progress.best_r1 = m.r1;
+    ) -> Result<()> {
+        let (epoch, on) = (record.epoch, self.cfg.data.val_dataset);
+        record.t2i = Some(self.evaluate(SplitName::Test)?);
+        if on == SplitName::Val {
+            record.val_t2i = Some(self.evaluate(SplitName::Val)?);
+        }
+        let rows: Vec<(&str, &RetrievalMetrics)> =
+            [("t2i test", &record.t2i), ("t2i val", &record.val_t2i)]
+                .into_iter()
+                .filter_map(|(task, m)| Some((task, m.as_ref()?)))
+                .collect();
+        tracing::info!("epoch {epoch}\n{}", crate::retrieval::metrics::table(&rows));
+        let r1 = record.on(on).expect("evaluated above").r1;
+        if r1 > progress.best_r1 {
+            progress.best_r1 = r1;
             progress.best_epoch = epoch;
             self.save_best()?;
-            self.run.write_results(epoch, &m)?;
             tracing::info!(
-                "best R@1 {:.3} at epoch {epoch}: saved {}",
-                m.r1,
+                "best R@1 {r1:.3} on {on} at epoch {epoch}: saved {}",
                 self.run.best().display()
             );
         }
-        Ok(m)
+        let mut records = match self.run.metrics().is_file() {
+            true => self.run.read_metrics()?,
+            false => Vec::new(),
+        };
+        records.retain(|r| r.epoch < epoch);
+        records.push(record.clone());
+        match Results::from_records(&records, progress.best_epoch, on) {
+            Some(results) => self.run.write_results(&results)?,
+            None => tracing::warn!(
+                "{} has no test metrics of the best epoch {}: results.json is left as it was",
+                self.run.metrics().display(),
+                progress.best_epoch
+            ),
+        }
+        Ok(())
     }
 
     /// In a data-parallel run, checks that every rank holds bit-identical parameters.
@@ -438,7 +465,8 @@ impl Trainer {
             events.scalar(&format!("loss/{term}"), *v as f32, epoch)?;
         }
         events.scalar("lr", record.lr as f32, epoch)?;
-        if let Some(m) = &record.t2i {
+        for (split, m) in [("test", &record.t2i), ("val", &record.val_t2i)] {
+            let Some(m) = m else { continue };
             for (k, v) in [
                 ("R1", m.r1),
                 ("R5", m.r5),
@@ -446,7 +474,7 @@ impl Trainer {
                 ("mAP", m.map),
                 ("mINP", m.minp),
             ] {
-                events.scalar(&format!("test_t2i/{k}"), v as f32, epoch)?;
+                events.scalar(&format!("{split}_t2i/{k}"), v as f32, epoch)?;
             }
         }
         crate::report::curves::write(

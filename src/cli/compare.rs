@@ -1,0 +1,185 @@
+//! `ccma compare A B`: two evaluations of the same queries, metric by metric, with a paired
+//! bootstrap interval for each difference.
+use crate::train::run_dir::queries_path;
+use crate::retrieval::bootstrap::{paired_bootstrap, Difference};
+use crate::retrieval::metrics::{read_query_records, QueryRecord, QueryScore};
+use crate::UsageError;
+use anyhow::{bail, Result};
+use clap::Args;
+use std::path::{Path, PathBuf};
+
+/// Compare two evaluations of the same test split query by query: each metric's difference B - A
+/// with a 95% interval from a paired bootstrap over the queries, and whether it excludes 0.
+#[derive(Args, Debug)]
+pub struct CompareArgs {
+    /// The baseline: a run folder (its best checkpoint's test per-query file), a
+    /// test_results.*.json, or a per-query file (*.queries.jsonl).
+    #[arg(value_name = "A")]
+    pub a: PathBuf,
+    /// The other evaluation, in the same forms.
+    #[arg(value_name = "B")]
+    pub b: PathBuf,
+    /// Bootstrap resamples.
+    #[arg(long, value_name = "N", default_value_t = 1000,
+          value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    pub resamples: u64,
+    /// Seed of the resamples (PCG64, drawn as README's "Reporting results" says).
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub seed: u64,
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// The per-query file that `path` (given as `name`) stands for.
+fn queries_file(name: &str, path: &Path) -> Result<PathBuf> {
+    if path.is_dir() {
+        return best_test_queries(name, path);
+    }
+    if path.extension().is_some_and(|e| e == "json") {
+        let file = queries_path(path);
+        if !file.is_file() {
+            bail!(UsageError(format!(
+                "{name} {}: no per-query file beside it ({} is missing): rerun the `ccma test` that wrote it",
+                path.display(),
+                file.display()
+            )));
+        }
+        return Ok(file);
+    }
+    if !path.exists() {
+        bail!(UsageError(format!(
+            "{name} {}: no such file or folder (expected a run folder, a test_results.*.json or a per-query file)",
+            path.display()
+        )));
+    }
+    Ok(path.to_path_buf())
+}
+
+/// The per-query file of the one `ccma test` of run folder `dir`'s best checkpoint on its test
+/// split (`test_results.best.*.queries.jsonl`); none or several are refused, naming them.
+fn best_test_queries(name: &str, dir: &Path) -> Result<PathBuf> {
+    let mut found: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map_err(|e| UsageError(format!("{name} {}: cannot read the folder ({e})", dir.display())))?
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| {
+            p.file_name().and_then(|n| n.to_str()).is_some_and(|n| {
+                n.starts_with("test_results.best.") && n.ends_with(".queries.jsonl")
+            })
+        })
+        .collect();
+    found.sort();
+    match found.len() {
+        1 => Ok(found.remove(0)),
+        0 => bail!(UsageError(format!(
+            "{name} {}: no per-query results of its best checkpoint (no test_results.best.*.queries.jsonl): run `ccma test --config {}` first",
+            dir.display(),
+            dir.join("configs.yaml").display()
+        ))),
+        n => bail!(UsageError(format!(
+            "{name} {}: {n} tests of its best checkpoint ({}): give the per-query file of the one to compare",
+            dir.display(),
+            found
+                .iter()
+                .filter_map(|p| p.file_name())
+                .map(|n| n.to_string_lossy())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ))),
+    }
+}
+
+/// Refuses two record sets that are not the same queries (number, caption and pid, in order).
+fn same_queries(a: (&Path, &[QueryRecord]), b: (&Path, &[QueryRecord])) -> Result<()> {
+    let ((pa, ra), (pb, rb)) = (a, b);
+    let differ = |what: String| {
+        UsageError(format!(
+            "{} and {} hold different query sets: {what} (compare evaluations of the same split of the same dataset)",
+            pa.display(),
+            pb.display()
+        ))
+    };
+    if ra.len() != rb.len() {
+        bail!(differ(format!("{} vs {} queries", ra.len(), rb.len())));
+    }
+    for (x, y) in ra.iter().zip(rb) {
+        if (x.query, x.pid, &x.caption) != (y.query, y.pid, &y.caption) {
+            bail!(differ(format!(
+                "query {} with pid {} {:?} vs query {} with pid {} {:?}",
+                x.query, x.pid, x.caption, y.query, y.pid, y.caption
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// The one-line verdict on `diffs`.
+fn verdict(diffs: &[Difference], queries: usize, resamples: u64) -> String {
+    let (out, within): (Vec<&Difference>, Vec<&Difference>) =
+        diffs.iter().partition(|d| d.excludes_zero());
+    let names = |ds: &[&Difference]| {
+        ds.iter()
+            .map(|d| match (d.excludes_zero(), d.diff > 0.0) {
+                (true, true) => format!("{} (B higher)", d.metric),
+                (true, false) => format!("{} (B lower)", d.metric),
+                _ => d.metric.to_string(),
+            })
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let over = format!("over {queries} queries, {resamples} paired resamples");
+    match (out.is_empty(), within.is_empty()) {
+        (true, _) => format!("verdict: every 95% interval includes 0 ({over}): no metric differs beyond resampling noise"),
+        (false, true) => format!("verdict: every 95% interval excludes 0 ({over}): {}", names(&out)),
+        (false, false) => format!(
+            "verdict: the 95% interval excludes 0 for {} and includes 0 for {} ({over})",
+            names(&out),
+            names(&within)
+        ),
+    }
+}
+
+pub fn run(a: CompareArgs) -> Result<()> {
+    let (fa, fb) = (queries_file("A", &a.a)?, queries_file("B", &a.b)?);
+    let (ra, rb) = (read_query_records(&fa)?, read_query_records(&fb)?);
+    same_queries((&fa, &ra), (&fb, &rb))?;
+    let scores = |r: &[QueryRecord]| {
+        r.iter()
+            .map(QueryRecord::score)
+            .collect::<Vec<QueryScore>>()
+    };
+    let diffs = paired_bootstrap(&scores(&ra), &scores(&rb), a.resamples as usize, a.seed)?;
+    let line = verdict(&diffs, ra.len(), a.resamples);
+    if a.json {
+        let v = serde_json::json!({
+            "A": fa, "B": fb, "queries": ra.len(), "resamples": a.resamples, "seed": a.seed,
+            "metrics": diffs, "verdict": line,
+        });
+        println!("{v}");
+        return Ok(());
+    }
+    println!("A: {}\nB: {}", fa.display(), fb.display());
+    let mut t = prettytable::Table::new();
+    t.set_titles(prettytable::row![
+        "metric",
+        "A",
+        "B",
+        "B - A",
+        "95% interval",
+        "excludes 0"
+    ]);
+    for d in &diffs {
+        t.add_row(prettytable::row![
+            d.metric,
+            format!("{:.2}", d.a),
+            format!("{:.2}", d.b),
+            format!("{:+.2}", d.diff),
+            format!("[{:+.2}, {:+.2}]", d.low, d.high),
+            if d.excludes_zero() { "yes" } else { "no" }
+        ]);
+    }
+    print!("{t}");
+    println!("{line}");
+    Ok(())
+}
