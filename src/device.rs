@@ -178,18 +178,29 @@ pub fn libtorch_version() -> String {
         .to_string()
 }
 
-/// Memory in use on `device` (total minus free, GiB) as the driver reports it; `None` on the CPU.
-/// libtorch's caching allocator keeps what it reserved, so after a run this is its peak
-/// reservation plus the CUDA context.
-pub fn used_memory_gib(device: Device) -> Option<f64> {
+/// (free, total) bytes of `device`'s memory as the driver reports them; `None` on the CPU.
+fn memory_info(device: Device) -> Option<(usize, usize)> {
     let Device::Cuda(_) = device else { return None };
     type MemGetInfo = unsafe extern "C" fn(*mut usize, *mut usize) -> i32;
     // SAFETY: cuMemGetInfo_v2 has this signature; the calling thread has the CUDA context that
-    // libtorch made current while running the benchmark.
+    // libtorch made current once it ran work on the device.
     unsafe {
         let lib = libloading::Library::new("libcuda.so.1").ok()?;
         let f = lib.get::<MemGetInfo>(b"cuMemGetInfo_v2").ok()?;
         let (mut free, mut total) = (0usize, 0usize);
-        (f(&mut free, &mut total) == 0).then(|| (total - free) as f64 / (1u64 << 30) as f64)
+        (f(&mut free, &mut total) == 0).then_some((free, total))
     }
+}
+
+/// Memory in use on `device` (total minus free, GiB) as the driver reports it; `None` on the CPU.
+/// libtorch's caching allocator keeps what it reserved, so after a run this is its peak
+/// reservation plus the CUDA context.
+pub fn used_memory_gib(device: Device) -> Option<f64> {
+    memory_info(device).map(|(free, total)| (total - free) as f64 / (1u64 << 30) as f64)
+}
+
+/// Free memory of `device` in bytes as the driver reports it (what libtorch's caching allocator
+/// has not reserved); `None` on the CPU.
+pub fn free_memory_bytes(device: Device) -> Option<u64> {
+    memory_info(device).map(|(free, _)| free as u64)
 }

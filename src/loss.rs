@@ -244,41 +244,61 @@ pub fn compute(
     pids: &Tensor,
     share: LocalShare,
 ) -> LossTerms {
-    let p = &spec.params;
-    let scale = 1.0 / p.temperature;
-    let need = |t: &Option<Tensor>, what: &str| -> Tensor {
-        t.as_ref()
-            .unwrap_or_else(|| panic!("the forward did not run the {what} head its loss needs"))
-            .shallow_clone()
-    };
     let terms = spec
         .terms
         .iter()
         .map(|&term| {
-            let value = match term {
-                LossTerm::Sdm => sdm(&batch.f_i, &batch.f_t, &batch.pids, scale),
-                LossTerm::Itc => itc(&batch.f_i, &batch.f_t, scale),
-                LossTerm::Cmpm => cmpm(&batch.f_i, &batch.f_t, &batch.pids),
-                LossTerm::Id => {
-                    id(
-                        &need(&out.id_logits_i, "ID"),
-                        &need(&out.id_logits_t, "ID"),
-                        pids,
-                    ) * (p.id_loss_weight * share.samples)
-                }
-                LossTerm::Mlm => {
-                    mlm(&need(&out.mlm_logits, "MLM"), &need(&out.mlm_labels, "MLM"))
-                        * (p.mlm_loss_weight * share.masked)
-                }
-                LossTerm::Imal => imal(
-                    &need(&batch.g_i, "DCA"),
-                    &need(&batch.g_t, "DCA"),
-                    &batch.pids,
-                    &ImalParams::from_config(p),
-                ),
+            let value = match spans_batch(term) {
+                true => batch_term(term, &spec.params, batch),
+                false => sample_term(term, &spec.params, out, pids, share),
             };
             (term, value)
         })
         .collect();
     LossTerms(terms)
+}
+
+/// A batch-spanning term (SDM, ITC, CMPM, IMAL) on the whole batch's features.
+pub fn batch_term(term: LossTerm, p: &LossSection, batch: &BatchFeatures) -> Tensor {
+    let scale = 1.0 / p.temperature;
+    match term {
+        LossTerm::Sdm => sdm(&batch.f_i, &batch.f_t, &batch.pids, scale),
+        LossTerm::Itc => itc(&batch.f_i, &batch.f_t, scale),
+        LossTerm::Cmpm => cmpm(&batch.f_i, &batch.f_t, &batch.pids),
+        LossTerm::Imal => imal(
+            need(&batch.g_i, "DCA"),
+            need(&batch.g_t, "DCA"),
+            &batch.pids,
+            &ImalParams::from_config(p),
+        ),
+        LossTerm::Id | LossTerm::Mlm => unreachable!("{term} is a per-sample term"),
+    }
+}
+
+/// A per-sample term (ID over samples, MLM over masked tokens), weighted, on this process's
+/// outputs `out` with its `pids`, times its `share` of the whole batch's mean.
+pub fn sample_term(
+    term: LossTerm,
+    p: &LossSection,
+    out: &TrainOutputs,
+    pids: &Tensor,
+    share: LocalShare,
+) -> Tensor {
+    match term {
+        LossTerm::Id => {
+            id(need(&out.id_logits_i, "ID"), need(&out.id_logits_t, "ID"), pids)
+                * (p.id_loss_weight * share.samples)
+        }
+        LossTerm::Mlm => {
+            mlm(need(&out.mlm_logits, "MLM"), need(&out.mlm_labels, "MLM"))
+                * (p.mlm_loss_weight * share.masked)
+        }
+        _ => unreachable!("{term} spans the batch"),
+    }
+}
+
+/// An output the forward ran for `what`'s loss.
+fn need<'a>(t: &'a Option<Tensor>, what: &str) -> &'a Tensor {
+    t.as_ref()
+        .unwrap_or_else(|| panic!("the forward did not run the {what} head its loss needs"))
 }

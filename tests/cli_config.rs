@@ -172,10 +172,10 @@ fn a_set_that_would_have_no_effect_is_refused() {
 }
 
 #[test]
-fn resume_takes_no_config_flags_but_the_number_of_epochs() {
+fn resume_takes_no_config_flags_but_epochs_and_micro_batch() {
     refused(
         &["train", "--resume", "somewhere", "--batch-size", "3"],
-        "--resume continues a run with the configs.yaml in its folder: only --num-epoch may change it",
+        "--resume continues a run with the configs.yaml in its folder: only --num-epoch and --micro-batch may change it",
     );
 }
 

@@ -6,7 +6,7 @@ use ccma::data::batch::TrainBatch;
 use ccma::loss::{sdm, LossSpec};
 use ccma::train::optimizer::Optimizer;
 use ccma::train::parallel::Ranks;
-use ccma::train::step::step;
+use ccma::train::step::{step, StepOptions};
 use tch::Device;
 
 /// A tiny model, the same for every call (same seed), with its optimiser.
@@ -57,7 +57,7 @@ fn global_caption_chooses_what_the_global_features_see() {
         };
         let (model, mut opt) = model(&cfg);
         let ranks = Ranks::single(Device::Cpu);
-        let out = step(&model, &mut opt, &batch, &spec, &ranks, false, false).unwrap();
+        let out = step(&model, &mut opt, &batch, &spec, &ranks, StepOptions::default()).unwrap();
         out.values
             .iter()
             .find(|(t, _)| *t == LossTerm::Sdm)

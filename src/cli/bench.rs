@@ -1,6 +1,6 @@
 //! `ccma bench`.
 use super::args::DeviceArg;
-use crate::config::Config;
+use crate::config::{Config, LossNames, MicroBatch};
 use crate::dist::Launch;
 use crate::train::bench::{self, BenchOptions};
 use crate::train::parallel::Ranks;
@@ -21,6 +21,12 @@ pub struct BenchArgs {
     /// Feed real JPEGs (SYNTH-PEDES under ./data) through the data pipeline instead of random tensors.
     #[arg(long)]
     pub with_loader: bool,
+    /// Samples per pass of a step: N or auto (CUDA), as `micro_batch` in training; default one pass.
+    #[arg(long, value_name = "N|auto")]
+    pub micro_batch: Option<MicroBatch>,
+    /// Loss terms joined by `+` (default `imal`, CCMA's set; `sdm+id+mlm` is IRRA's).
+    #[arg(long, value_name = "NAMES")]
+    pub loss_names: Option<LossNames>,
     /// Print JSON instead of a table.
     #[arg(long)]
     pub json: bool,
@@ -43,6 +49,8 @@ pub fn run(a: BenchArgs) -> Result<()> {
             batch_size: a.batch_size as usize,
             steps: a.steps as usize,
             with_loader: a.with_loader,
+            micro_batch: a.micro_batch,
+            loss_names: a.loss_names.clone(),
             device: ranks.device(),
         },
         &ranks,
@@ -55,20 +63,26 @@ pub fn run(a: BenchArgs) -> Result<()> {
         "device",
         "ranks",
         "batch/rank",
+        "losses",
+        "chunk",
         "ms/step",
         "samples/s",
         "images/s",
         "texts/s",
+        "peak RSS GiB",
         "GPU used GiB"
     ]);
     t.add_row(prettytable::row![
         r.device,
         r.ranks,
         r.batch_size,
+        r.loss_names,
+        r.chunk.map_or("-".into(), |c| c.to_string()),
         format!("{:.1}", r.step_ms),
         format!("{:.1}", r.samples_per_s),
         format!("{:.1}", r.images_per_s),
         format!("{:.1}", r.texts_per_s),
+        r.peak_rss_gib.map_or("-".into(), |p| format!("{p:.2}")),
         r.gpu_used_gib.map_or("-".into(), |p| format!("{p:.2}"))
     ]);
     super::output::print(t)

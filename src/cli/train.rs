@@ -1,6 +1,6 @@
 //! `ccma train`.
 use super::args::{ConfigArgs, DeviceArg};
-use crate::config::{Config, LossNames};
+use crate::config::{Config, LossNames, MicroBatch};
 use crate::dist::Launch;
 use crate::train::parallel::choose_backend;
 use crate::train::run_dir::RunDir;
@@ -38,8 +38,12 @@ pub struct TrainArgs {
     /// Loss terms joined by `+` (sdm, itc, cmpm, id, mlm, imal); `imal` = the CCMA set.
     #[arg(long, value_name = "NAMES")]
     pub loss_names: Option<LossNames>,
+    /// Samples per pass of a step: N (chunks of N, the gradient still the whole batch's) or auto
+    /// (the largest chunk that fits a CUDA card's free memory) (key `micro_batch`).
+    #[arg(long, value_name = "N|auto")]
+    pub micro_batch: Option<MicroBatch>,
     /// Continue a run folder from its last saved step, with its own configs.yaml (--num-epoch may
-    /// change the number of epochs).
+    /// change the number of epochs, --micro-batch the passes of a step).
     #[arg(long, value_name = "RUN_DIR")]
     pub resume: Option<PathBuf>,
     /// Data-parallel on this machine: start N ranks (processes) over the loopback, as torchrun
@@ -49,7 +53,8 @@ pub struct TrainArgs {
 }
 
 impl TrainArgs {
-    /// Whether any flag that changes the config, other than `--num-epoch`, was given.
+    /// Whether any flag that changes the config, other than `--num-epoch` and `--micro-batch`, was
+    /// given.
     fn sets_config(&self) -> bool {
         !self.config.is_empty()
             || self.device.device.is_some()
@@ -119,13 +124,14 @@ pub fn run(a: TrainArgs) -> Result<()> {
     let start = match &a.resume {
         Some(_) if a.sets_config() => {
             return Err(UsageError(
-                "--resume continues a run with the configs.yaml in its folder: only --num-epoch may change it".into(),
+                "--resume continues a run with the configs.yaml in its folder: only --num-epoch and --micro-batch may change it".into(),
             )
             .into())
         }
         Some(dir) => Start::Resume {
             dir: dir.clone(),
             num_epoch: a.num_epoch,
+            micro_batch: a.micro_batch,
         },
         None => Start::New(Box::new(a.config.resolve(None, &a.device, |o| {
             o.flag("--batch-size", "batch_size", a.batch_size, |c, v| c.data.batch_size = v)?;
@@ -134,7 +140,8 @@ pub fn run(a: TrainArgs) -> Result<()> {
             o.flag("--output-dir", "output_dir", a.output_dir.clone(), |c, v| c.run.output_dir = v)?;
             o.flag("--run-dir", "run_dir", a.run_dir.clone(), |c, v| c.run.run_dir = Some(v))?;
             o.flag("--pretrained", "pretrained", a.pretrained.clone(), |c, v| c.model.pretrained = Some(v))?;
-            o.flag("--loss-names", "loss_names", a.loss_names.clone(), |c, v| c.loss.loss_names = v)
+            o.flag("--loss-names", "loss_names", a.loss_names.clone(), |c, v| c.loss.loss_names = v)?;
+            o.flag("--micro-batch", "micro_batch", a.micro_batch, |c, v| c.run.micro_batch = Some(v))
         })?)),
     };
     let launch = match a.nproc_per_node {

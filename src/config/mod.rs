@@ -9,12 +9,14 @@
 //! expected.
 pub mod choices;
 mod merge;
+mod micro_batch;
 
 pub use choices::{
     DatasetName, DistBackend, GlobalCaption, LossNames, LossTerm, OptimizerKind, SamplerKind,
     Scheduler, SplitName, WarmupMethod,
 };
 pub use merge::{edit_distance, parse_override, valid_keys};
+pub use micro_batch::MicroBatch;
 
 use crate::device::DeviceSpec;
 use crate::UsageError;
@@ -56,6 +58,10 @@ pub struct RunSection {
     pub dist_backend: DistBackend,
     /// Seconds a data-parallel collective (and the rendezvous) may wait for the other ranks.
     pub dist_timeout: u64,
+    /// Samples per pass of a training step; none = the whole (rank's) batch in one pass. With
+    /// chunks, the step caches the batch's features and their gradients (the gradient-cache
+    /// technique), so the gradient stays the whole batch's.
+    pub micro_batch: Option<MicroBatch>,
 }
 
 /// The dataset and how samples are fed.
@@ -167,6 +173,7 @@ impl Default for RunSection {
             eval_period: 1,
             dist_backend: DistBackend::Auto,
             dist_timeout: DEFAULT_DIST_TIMEOUT,
+            micro_batch: None,
         }
     }
 }
@@ -321,7 +328,14 @@ impl RunSection {
             ("log_period", self.log_period as f64, 1.0, 1e9),
             ("eval_period", self.eval_period as f64, 1.0, 1e9),
             ("dist_timeout", self.dist_timeout as f64, 1.0, 1e7),
-        ])
+        ])?;
+        if self.micro_batch == Some(MicroBatch::Size(0)) {
+            invalid!(
+                "micro_batch",
+                "0 (expected at least 1 sample per pass, auto, or no micro_batch for one pass)"
+            );
+        }
+        Ok(())
     }
 }
 

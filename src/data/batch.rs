@@ -29,6 +29,24 @@ impl TrainBatch {
         self.len() == 0
     }
 
+    /// Samples `start..start + len` of the batch (views of its tensors).
+    pub fn narrow(&self, start: i64, len: i64) -> TrainBatch {
+        let part = |t: &Tensor| t.narrow(0, start, len);
+        TrainBatch {
+            images: part(&self.images),
+            caption_ids: part(&self.caption_ids),
+            mlm_ids: part(&self.mlm_ids),
+            mlm_labels: part(&self.mlm_labels),
+            pids: part(&self.pids),
+            image_ids: part(&self.image_ids),
+        }
+    }
+
+    /// Caption tokens the MLM masking selected (labels that are not 0).
+    pub fn masked_tokens(&self) -> i64 {
+        self.mlm_labels.ne(0).sum(Kind::Int64).int64_value(&[])
+    }
+
     /// Copies every tensor to `device` (non-blocking where the source is pinned).
     pub fn to_device(&self, device: Device) -> TrainBatch {
         let mv = |t: &Tensor| t.to_device_(device, t.kind(), true, false);

@@ -36,6 +36,20 @@ pub struct TrainOutputs {
     pub mlm_labels: Option<Tensor>,
 }
 
+impl TrainOutputs {
+    /// The global features the batch-spanning terms compare, `[f_i, f_t, g_i, g_t]` (the DCA
+    /// pair when its heads ran), as shallow copies.
+    pub fn globals(&self) -> [Option<Tensor>; 4] {
+        let copy = |t: &Tensor| Some(t.shallow_clone());
+        [
+            copy(&self.f_i),
+            copy(&self.f_t),
+            self.g_i.as_ref().and_then(copy),
+            self.g_t.as_ref().and_then(copy),
+        ]
+    }
+}
+
 #[derive(Debug)]
 pub struct Ccma {
     pub config: ModelConfig,

@@ -1,11 +1,12 @@
 //! Training-step and encoder throughput of the full-size model (ViT-B/16 at 384x128, 12-layer
-//! 512-wide text encoder, cross-modal transformer, DCA, the `imal` loss set with MLM), on random
-//! batches already on the device or, with a loader, on SYNTH-PEDES JPEGs through the data
-//! pipeline. Medians over the timed steps after warm-up.
+//! 512-wide text encoder, cross-modal transformer, DCA; the `imal` loss set with MLM unless told
+//! otherwise), in one pass or in chunks (`micro_batch`), on random batches already on the device
+//! or, with a loader, on SYNTH-PEDES JPEGs through the data pipeline. Medians over the timed
+//! steps after warm-up, and the peak memory of the steps.
 use super::optimizer::Optimizer;
 use super::parallel::Ranks;
-use super::step::step;
-use crate::config::{Config, DatasetName};
+use super::step::{step, StepOptions};
+use crate::config::{Config, DatasetName, LossNames, MicroBatch};
 use crate::data::batch::TrainBatch;
 use crate::data::loader::{LoaderOptions, TrainLoader};
 use crate::loss::LossSpec;
@@ -27,6 +28,10 @@ pub struct BenchOptions {
     pub steps: usize,
     /// Feed SYNTH-PEDES JPEGs through the loader instead of one random batch.
     pub with_loader: bool,
+    /// Samples per pass of a step (none: one pass).
+    pub micro_batch: Option<MicroBatch>,
+    /// The loss terms (none: the `imal` set, CCMA's).
+    pub loss_names: Option<LossNames>,
     pub device: Device,
 }
 
@@ -40,13 +45,32 @@ pub struct BenchResult {
     pub batch_size: usize,
     pub steps: usize,
     pub with_loader: bool,
+    /// The loss terms, joined by `+`.
+    pub loss_names: String,
+    /// Samples per pass of a step (none: one pass).
+    pub chunk: Option<usize>,
     pub step_ms: f64,
     pub samples_per_s: f64,
     pub encoder_batch: i64,
     pub images_per_s: f64,
     pub texts_per_s: f64,
+    /// The process's peak resident memory over the timed steps (GiB; Linux).
+    pub peak_rss_gib: Option<f64>,
     /// Device memory in use after the run (CUDA only).
     pub gpu_used_gib: Option<f64>,
+}
+
+/// Starts a new peak of the process's resident memory (Linux: `/proc/self/clear_refs`).
+fn reset_peak_rss() {
+    let _ = std::fs::write("/proc/self/clear_refs", "5");
+}
+
+/// The process's peak resident memory since the last reset, in GiB (Linux: `VmHWM`).
+fn peak_rss_gib() -> Option<f64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kib: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib / (1u64 << 20) as f64)
 }
 
 /// Waits for the device's queued work (timings must include it).
@@ -80,6 +104,9 @@ pub fn run(opts: &BenchOptions, ranks: &Ranks) -> Result<BenchResult> {
     let device = opts.device;
     let mut cfg = Config::default();
     cfg.data.batch_size = opts.batch_size;
+    if let Some(names) = &opts.loss_names {
+        cfg.loss.loss_names = names.clone();
+    }
     tch::manual_seed(1);
     let (vs, model) = crate::factory::training_model(&cfg, NUM_CLASSES, device)?;
     let mut opt = Optimizer::new(&vs, &cfg.optim);
@@ -103,9 +130,19 @@ pub fn run(opts: &BenchOptions, ranks: &Ranks) -> Result<BenchResult> {
         None
     };
     let fixed = TrainBatch::random(b, size, l, NUM_CLASSES, device);
+    let chunk = super::micro_batch::resolve(opts.micro_batch, opts.batch_size, device, |c| {
+        Ok(super::step::probe(&model, &mut opt, &fixed, &spec, c)?)
+    })?;
     let mut batches = loader.as_ref().map(|l| l.epoch(1, 0));
     let mut times = Vec::new();
+    let how = StepOptions {
+        chunk,
+        ..StepOptions::default()
+    };
     for i in 0..WARMUP_STEPS + opts.steps {
+        if i == WARMUP_STEPS {
+            reset_peak_rss();
+        }
         sync(device);
         let t0 = Instant::now();
         let loaded;
@@ -119,13 +156,14 @@ pub fn run(opts: &BenchOptions, ranks: &Ranks) -> Result<BenchResult> {
             }
             None => &fixed,
         };
-        step(&model, &mut opt, batch, &spec, ranks, false, false)?;
+        step(&model, &mut opt, batch, &spec, ranks, how)?;
         sync(device);
         if i >= WARMUP_STEPS {
             times.push(t0.elapsed().as_secs_f64());
         }
     }
     let step_ms = median(times) * 1e3;
+    let peak_rss_gib = peak_rss_gib();
     // Encoders alone, no grad, at the evaluation batch size.
     let enc_b: i64 = if device.is_cuda() { 512 } else { b };
     let images = Tensor::randn([enc_b, 3, size.0, size.1], (Kind::Float, device));
@@ -144,11 +182,14 @@ pub fn run(opts: &BenchOptions, ranks: &Ranks) -> Result<BenchResult> {
         batch_size: opts.batch_size,
         steps: opts.steps,
         with_loader: opts.with_loader,
+        loss_names: spec.terms.iter().map(|t| t.name()).collect::<Vec<_>>().join("+"),
+        chunk,
         step_ms,
         samples_per_s: (b as usize * ranks.world()) as f64 / step_ms * 1e3,
         encoder_batch: enc_b,
         images_per_s: img_s,
         texts_per_s: txt_s,
+        peak_rss_gib,
         gpu_used_gib: crate::device::used_memory_gib(device),
     })
 }

@@ -1,7 +1,8 @@
-//! Training: the trainer and its one step, the optimiser, the schedule, the run folder with its
+//! Training: the trainer and its one step (in one pass or in chunks), the optimiser, the schedule, the run folder with its
 //! typed epoch records, and the throughput benchmark.
 pub mod bench;
 pub mod interrupt;
+pub mod micro_batch;
 pub mod optimizer;
 pub mod parallel;
 pub mod record;

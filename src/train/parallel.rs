@@ -104,7 +104,7 @@ impl Ranks {
                 samples: n as usize,
             });
         };
-        let masked = batch.mlm_labels.ne(0).sum(Kind::Int64).int64_value(&[]);
+        let masked = batch.masked_tokens();
         // [n, masked, pids padded to cap]
         let mut row = vec![0i64; self.cap as usize + 2];
         row[0] = n;

@@ -1,13 +1,24 @@
 //! One training step, the same for the trainer and the benchmark: forward, losses over the whole
 //! (possibly multi-rank) batch, backward, gradient averaging across ranks, a check that every term
 //! is finite, optimiser update.
+//!
+//! A step runs in one pass, or, with [`StepOptions::chunk`], in chunks of that many samples by
+//! the gradient-cache technique (Gao et al. 2021, "Scaling Deep Contrastive Learning Batch Size
+//! under Memory Limited Setup"): (1) every chunk's global features without activations, (2) the
+//! batch-spanning terms on the whole batch's features and their gradients with respect to those
+//! features, (3) every chunk again with activations, backpropagating the cached feature gradients
+//! together with the chunk's own per-sample terms (ID, MLM). The parameter gradient is the whole
+//! batch's, for one extra forward pass, with activations held for one chunk at a time. Nothing in
+//! the forward draws randomness (augmentation and masking are the loader's, dropout is refused),
+//! so both passes see the same features.
 use super::optimizer::Optimizer;
-use super::parallel::Ranks;
+use super::parallel::{BatchLayout, Ranks};
 use crate::config::LossTerm;
 use crate::data::batch::TrainBatch;
 use crate::dist::group::RankLost;
-use crate::loss::{self, LossSpec};
-use crate::model::Ccma;
+use crate::loss::{self, LocalShare, LossSpec};
+use crate::model::{Ccma, Heads, TrainOutputs};
+use tch::{Kind, Tensor};
 
 /// A loss term that is not finite: the step stops before the update, so the parameters stay as
 /// they were.
@@ -38,10 +49,20 @@ pub struct StepOutcome {
     pub stop: bool,
 }
 
+/// How a step runs.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct StepOptions {
+    /// Samples per pass over this rank's batch; `None`, or at least the batch, is one pass.
+    pub chunk: Option<usize>,
+    /// Replace the first term's value with NaN, to test the non-finite path.
+    pub poison: bool,
+    /// This rank's wish to stop after the step (Ctrl-C), which every rank learns with the
+    /// gradients.
+    pub stop: bool,
+}
+
 /// One step on `batch` (this rank's slice, already on the model's device); the global text
-/// features see the masked captions when the config says so (`global_caption`). `poison`
-/// replaces the first term's value with NaN, to test the non-finite path; `stop` is this rank's
-/// wish to stop after the step (Ctrl-C), which every rank learns with the gradients.
+/// features see the masked captions when the config says so (`global_caption`).
 ///
 /// Rank r backpropagates `world · (Σ batch-spanning terms + Σ its weighted ID and MLM terms)`;
 /// averaging the gradients then gives the gradient of the whole batch's loss, as one process
@@ -52,41 +73,37 @@ pub fn step(
     batch: &TrainBatch,
     spec: &LossSpec,
     ranks: &Ranks,
-    poison: bool,
-    stop: bool,
+    how: StepOptions,
 ) -> Result<StepOutcome, StepError> {
     let layout = ranks.layout(batch)?;
-    let masked = spec.mlm().then_some((&batch.mlm_ids, &batch.mlm_labels));
-    let global_ids = match spec.params.masked_global_captions() {
-        true => &batch.mlm_ids,
-        false => &batch.caption_ids,
+    let pass = Pass {
+        model,
+        batch,
+        spec,
+        ranks,
+        layout: &layout,
     };
-    let out = model.forward_train(&batch.images, global_ids, masked, spec.heads());
-    let features = ranks.batch_features(&out, &layout)?;
-    let terms = loss::compute(spec, &features, &out, &batch.pids, layout.share);
+    opt.zero_grad();
+    let terms = match how.chunk.filter(|&c| (c as i64) < batch.len()) {
+        None => pass.whole()?,
+        Some(chunk) => pass.chunked(chunk as i64)?,
+    };
     let world = ranks.world() as f64;
-    // What this rank adds to each term's value over the whole batch.
+    // What this rank adds to each term's value over the whole batch, then its wish to stop.
     let mut shares: Vec<f64> = terms
-        .0
         .iter()
         .map(|(k, t)| match loss::spans_batch(*k) {
             true => t.double_value(&[]) / world,
             false => t.double_value(&[]),
         })
         .collect();
-    if poison {
+    if how.poison {
         shares[0] = f64::NAN;
     }
-    shares.push(if stop { 1.0 } else { 0.0 });
-    opt.zero_grad();
-    let total = terms.total();
-    match ranks.world() {
-        1 => total.backward(),
-        _ => (total * world).backward(),
-    }
+    shares.push(if how.stop { 1.0 } else { 0.0 });
     let mut summed = ranks.reduce(&opt.variables(), &shares)?;
     let stop = summed.pop().is_some_and(|s| s > 0.0);
-    let values: Vec<(LossTerm, f64)> = terms.0.iter().map(|(k, _)| *k).zip(summed).collect();
+    let values: Vec<(LossTerm, f64)> = terms.iter().map(|(k, _)| *k).zip(summed).collect();
     if let Some(&(term, value)) = values.iter().find(|(_, v)| !v.is_finite()) {
         return Err(NonFiniteTerm { term, value }.into());
     }
@@ -96,4 +113,220 @@ pub fn step(
         samples: layout.samples,
         stop,
     })
+}
+
+/// The passes of a step in chunks of `chunk` samples on `batch`, on this process alone and
+/// without an update (the gradients are zeroed after): what `micro_batch: auto` measures.
+pub fn probe(
+    model: &Ccma,
+    opt: &mut Optimizer,
+    batch: &TrainBatch,
+    spec: &LossSpec,
+    chunk: usize,
+) -> Result<(), RankLost> {
+    let ranks = Ranks::single(batch.images.device());
+    let layout = ranks.layout(batch)?;
+    let pass = Pass {
+        model,
+        batch,
+        spec,
+        ranks: &ranks,
+        layout: &layout,
+    };
+    opt.zero_grad();
+    pass.chunked(chunk as i64)?;
+    opt.zero_grad();
+    Ok(())
+}
+
+/// The forward and backward passes of one step: they leave the parameters' gradients of
+/// `world ·` this rank's part of the loss, and return each term's value on this rank (detached,
+/// in `spec`'s order).
+struct Pass<'a> {
+    model: &'a Ccma,
+    batch: &'a TrainBatch,
+    spec: &'a LossSpec,
+    ranks: &'a Ranks,
+    layout: &'a BatchLayout,
+}
+
+impl Pass<'_> {
+    fn world(&self) -> f64 {
+        self.ranks.world() as f64
+    }
+
+    /// The caption ids [B, L] the global text features see.
+    fn global_ids(&self) -> &Tensor {
+        match self.spec.params.masked_global_captions() {
+            true => &self.batch.mlm_ids,
+            false => &self.batch.caption_ids,
+        }
+    }
+
+    /// The training forward with every head the terms need, on samples `start..start + len`.
+    fn forward(&self, start: i64, len: i64) -> TrainOutputs {
+        let part = self.batch.narrow(start, len);
+        let masked = self
+            .spec
+            .mlm()
+            .then_some((&part.mlm_ids, &part.mlm_labels));
+        let ids = self.global_ids().narrow(0, start, len);
+        self.model
+            .forward_train(&part.images, &ids, masked, self.spec.heads())
+    }
+
+    /// The whole batch in one pass.
+    fn whole(&self) -> Result<Vec<(LossTerm, Tensor)>, RankLost> {
+        let out = self.forward(0, self.batch.len());
+        let features = self.ranks.batch_features(&out, self.layout)?;
+        let terms = loss::compute(
+            self.spec,
+            &features,
+            &out,
+            &self.batch.pids,
+            self.layout.share,
+        );
+        match self.ranks.world() {
+            1 => terms.total().backward(),
+            _ => (terms.total() * self.world()).backward(),
+        }
+        Ok(detached(terms.0))
+    }
+
+    /// The batch in chunks of `chunk` samples (the last one smaller), by the gradient cache.
+    fn chunked(&self, chunk: i64) -> Result<Vec<(LossTerm, Tensor)>, RankLost> {
+        let n = self.batch.len();
+        let chunks: Vec<(i64, i64)> = (0..n)
+            .step_by(chunk as usize)
+            .map(|start| (start, chunk.min(n - start)))
+            .collect();
+        // 1. The global features of every chunk, without activations: leaves [n, D].
+        let heads = Heads {
+            dca: self.spec.heads().dca,
+            id: false,
+        };
+        let parts: Vec<TrainOutputs> = tch::no_grad(|| {
+            chunks
+                .iter()
+                .map(|&(start, len)| {
+                    let images = self.batch.images.narrow(0, start, len);
+                    let ids = self.global_ids().narrow(0, start, len);
+                    self.model.forward_train(&images, &ids, None, heads)
+                })
+                .collect()
+        });
+        let cached = GlobalFeatures::cat(&parts);
+        // 2. The batch-spanning terms on the whole batch, and their gradients w.r.t. the features.
+        let features = self.ranks.batch_features(&cached.outputs(), self.layout)?;
+        let mut values: Vec<(LossTerm, Tensor)> = Vec::new();
+        let mut spanning: Option<Tensor> = None;
+        for &term in &self.spec.terms {
+            if loss::spans_batch(term) {
+                let t = loss::batch_term(term, &self.spec.params, &features);
+                values.push((term, t.detach()));
+                spanning = Some(spanning.map_or_else(|| t.shallow_clone(), |s| s + &t));
+            }
+        }
+        if let Some(total) = spanning {
+            (total * self.world()).backward();
+        }
+        let grads = cached.grads();
+        // 3. Every chunk again with activations: the cached feature gradients and the chunk's
+        // per-sample terms, weighted by the chunk's part of this rank's means.
+        let masked_all = self.batch.masked_tokens().max(1) as f64;
+        let mut sample_values: Vec<(LossTerm, Tensor)> = Vec::new();
+        for &(start, len) in &chunks {
+            let out = self.forward(start, len);
+            let part = self.batch.narrow(start, len);
+            let share = LocalShare {
+                samples: self.layout.share.samples * len as f64 / n as f64,
+                masked: self.layout.share.masked * part.masked_tokens() as f64 / masked_all,
+            };
+            let mut surrogate: Option<Tensor> = None;
+            let mut add = |t: Tensor| {
+                surrogate = Some(surrogate.take().map_or_else(|| t.shallow_clone(), |s| s + &t));
+            };
+            for (feature, grad) in out.globals().into_iter().zip(&grads) {
+                if let (Some(f), Some(g)) = (feature, grad) {
+                    add((f * g.narrow(0, start, len)).sum(Kind::Float));
+                }
+            }
+            for (k, &term) in self
+                .spec
+                .terms
+                .iter()
+                .filter(|t| !loss::spans_batch(**t))
+                .enumerate()
+            {
+                let t = loss::sample_term(term, &self.spec.params, &out, &part.pids, share);
+                match sample_values.get_mut(k) {
+                    Some((_, sum)) => *sum += t.detach(),
+                    None => sample_values.push((term, t.detach())),
+                }
+                add(t * self.world());
+            }
+            if let Some(s) = surrogate {
+                s.backward();
+            }
+        }
+        // In `spec`'s order.
+        let mut sample_values = sample_values.into_iter();
+        Ok(self
+            .spec
+            .terms
+            .iter()
+            .map(|&term| match loss::spans_batch(term) {
+                true => values.remove(0),
+                false => sample_values.next().expect("a value per per-sample term"),
+            })
+            .collect())
+    }
+}
+
+/// Each term's value, detached from the graph.
+fn detached(terms: Vec<(LossTerm, Tensor)>) -> Vec<(LossTerm, Tensor)> {
+    terms.into_iter().map(|(k, t)| (k, t.detach())).collect()
+}
+
+/// The global features of a batch computed without activations, as leaves that collect the
+/// gradients of the batch-spanning terms: `f_i`, `f_t` and, when the DCA heads ran, `g_i`, `g_t`,
+/// each [n, D].
+struct GlobalFeatures([Option<Tensor>; 4]);
+
+impl GlobalFeatures {
+    /// The chunks' features, concatenated in order.
+    fn cat(parts: &[TrainOutputs]) -> GlobalFeatures {
+        let column = |i: usize| -> Option<Tensor> {
+            let pieces: Option<Vec<Tensor>> = parts
+                .iter()
+                .map(|p| p.globals().into_iter().nth(i).flatten())
+                .collect();
+            pieces.map(|p| Tensor::cat(&p, 0).detach().set_requires_grad(true))
+        };
+        GlobalFeatures([column(0), column(1), column(2), column(3)])
+    }
+
+    /// The features as a forward's outputs (no ID or MLM head).
+    fn outputs(&self) -> TrainOutputs {
+        let take = |i: usize| self.0[i].as_ref().map(Tensor::shallow_clone);
+        TrainOutputs {
+            f_i: take(0).expect("f_i"),
+            f_t: take(1).expect("f_t"),
+            g_i: take(2),
+            g_t: take(3),
+            id_logits_i: None,
+            id_logits_t: None,
+            mlm_logits: None,
+            mlm_labels: None,
+        }
+    }
+
+    /// Each feature's gradient, where a batch-spanning term reached it.
+    fn grads(&self) -> [Option<Tensor>; 4] {
+        self.0.each_ref().map(|t| {
+            t.as_ref()
+                .map(Tensor::grad)
+                .filter(Tensor::defined)
+        })
+    }
 }

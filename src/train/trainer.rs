@@ -5,9 +5,10 @@ use super::parallel::Ranks;
 use super::record::{self, EpochRecord, Results};
 use super::run_dir::RunDir;
 use super::schedule::{group_lr, lr_at};
-use super::step::{step, NonFiniteTerm, StepError, StepOutcome};
-use crate::config::{Config, LossTerm, SplitName};
+use super::step::{step, NonFiniteTerm, StepError, StepOptions, StepOutcome};
+use crate::config::{Config, LossTerm, MicroBatch, SplitName};
 use crate::data::annotations::Dataset;
+use crate::data::batch::TrainBatch;
 use crate::data::loader::{LoaderOptions, Shard, TrainLoader};
 use crate::dist::Launch;
 use crate::loss::LossSpec;
@@ -207,6 +208,8 @@ pub struct Trainer {
     opt: Optimizer,
     loader: TrainLoader,
     spec: LossSpec,
+    /// Samples per pass of a step (`micro_batch` resolved); `None`: one pass.
+    chunk: Option<usize>,
     faults: Faults,
     events: Option<EventWriter>,
 }
@@ -249,11 +252,18 @@ impl Trainer {
             )));
         }
         let (vs, model) = crate::factory::training_model(&cfg, dataset.num_classes as i64, device)?;
-        let opt = Optimizer::new(&vs, &cfg.optim);
+        let mut opt = Optimizer::new(&vs, &cfg.optim);
         let spec = LossSpec {
             terms: cfg.losses(),
             params: cfg.loss.clone(),
         };
+        let share = cfg.data.batch_size.div_ceil(ranks.world());
+        let chunk = super::micro_batch::resolve(cfg.run.micro_batch, share, device, |c| {
+            let d = &cfg.data;
+            let classes = dataset.num_classes as i64;
+            let batch = TrainBatch::random(share as i64, d.img_size, d.text_length, classes, device);
+            Ok(super::step::probe(&model, &mut opt, &batch, &spec, c)?)
+        })?;
         let names: Vec<&str> = spec.terms.iter().map(|t| t.name()).collect();
         tracing::info!(
             "device {device:?}, losses {}, {} parameters",
@@ -270,6 +280,7 @@ impl Trainer {
             opt,
             loader,
             spec,
+            chunk,
             faults,
             events: None,
         })
@@ -523,14 +534,18 @@ impl Trainer {
             let poison = self.faults.nan_at_step == Some(progress.global_step);
             let stop = interrupt::requested()
                 || self.faults.interrupt_after_step == Some(progress.global_step + 1);
+            let how = StepOptions {
+                chunk: self.chunk,
+                poison,
+                stop,
+            };
             let outcome = step(
                 &self.model,
                 &mut self.opt,
                 &batch,
                 &self.spec,
                 &self.ranks,
-                poison,
-                stop,
+                how,
             )
             .map_err(|e| {
                 pb.abandon();
@@ -596,6 +611,8 @@ pub enum Start {
     Resume {
         dir: std::path::PathBuf,
         num_epoch: Option<usize>,
+        /// Another `micro_batch`: the same trajectory in other passes.
+        micro_batch: Option<MicroBatch>,
     },
 }
 
@@ -608,20 +625,25 @@ pub enum Start {
 /// ranks meet first, rank 0 opens the run folder and tells the others where it is, and only rank 0
 /// writes there.
 pub fn run(start: Start, faults: Faults, launch: Option<Launch>) -> Result<Progress> {
-    let (mut cfg, resume, num_epoch) = match &start {
-        Start::Resume { dir, num_epoch } => {
+    let (mut cfg, resume, num_epoch, micro_batch) = match &start {
+        Start::Resume {
+            dir,
+            num_epoch,
+            micro_batch,
+        } => {
             let config = RunDir::config_to_resume(dir)?;
-            (Config::from_file(&config)?, true, *num_epoch)
+            (Config::from_file(&config)?, true, *num_epoch, *micro_batch)
         }
         Start::New(cfg) => {
             let cwd = std::env::current_dir().context("cannot read the current folder")?;
-            (cfg.clone().with_absolute_paths(&cwd), false, None)
+            (cfg.clone().with_absolute_paths(&cwd), false, None, None)
         }
     };
     let ranks = match &launch {
         Some(l) => Ranks::connect(l, &cfg)?,
         None => Ranks::single(cfg.run.device.resolve()?),
     };
+    super::micro_batch::check_device(micro_batch.or(cfg.run.micro_batch), ranks.device())?;
     let run = open_run_folder(&start, &cfg, &ranks)?;
     if ranks.is_main() {
         crate::logging::set_log_file(&run.log())
@@ -629,12 +651,18 @@ pub fn run(start: Start, faults: Faults, launch: Option<Launch>) -> Result<Progr
         tracing::info!("run folder {}", run.dir.display());
     }
     interrupt::install_handler()?;
-    let changed = num_epoch.is_some_and(|n| n != cfg.optim.num_epoch);
+    let changed = num_epoch.is_some_and(|n| n != cfg.optim.num_epoch)
+        || micro_batch.is_some_and(|m| Some(m) != cfg.run.micro_batch);
     if let Some(n) = num_epoch {
         tracing::info!("num_epoch {} -> {n}", cfg.optim.num_epoch);
         cfg.optim.num_epoch = n;
-        cfg.validate()?;
     }
+    if let Some(m) = micro_batch {
+        let was = cfg.run.micro_batch.map_or("none".into(), |m| m.to_string());
+        tracing::info!("micro_batch {was} -> {m}");
+        cfg.run.micro_batch = Some(m);
+    }
+    cfg.validate()?;
     let config_path = run.config();
     let mut trainer = Trainer::new(cfg, run, ranks, faults)?;
     let progress = match resume && trainer.run.state().exists() {

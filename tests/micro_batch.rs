@@ -1,0 +1,294 @@
+//! The gradient cache (`micro_batch`): a step in chunks gives the parameter gradients of the
+//! one-pass step, on one process and on 2 ranks (Gloo on the loopback, one thread each), for
+//! CCMA's loss set, IRRA's and ITC alone; training in chunks records the losses of one-pass
+//! training, resumes bit-identically, and a run resumed with another `micro_batch` continues the
+//! same trajectory; the settings that cannot act are refused.
+//!
+//! Chunks change only the order of float sums (a weight's gradient sums over the batch in one
+//! matmul, or chunk by chunk), so gradients agree to [`GRAD_RTOL`] per parameter (relative to the
+//! parameter's gradient norm) and loss records to [`LOSS_RTOL`].
+mod common;
+use ccma::config::Config;
+use ccma::data::batch::TrainBatch;
+use ccma::dist::{Backend, Group, Launch};
+use ccma::loss::LossSpec;
+use ccma::train::optimizer::Optimizer;
+use ccma::train::parallel::Ranks;
+use ccma::train::step::{step, StepOptions};
+use common::*;
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::Mutex;
+use std::time::Duration;
+use tch::{Device, Tensor};
+
+const GRAD_RTOL: f64 = 1e-5;
+const LOSS_RTOL: f64 = 1e-5;
+/// Samples in the global batch of the step tests.
+const BATCH: i64 = 8;
+const CLASSES: i64 = 4;
+
+/// A tiny from-scratch model's config with the loss terms `losses`.
+fn tiny(losses: &str) -> Config {
+    let sets: Vec<(String, String)> = [
+        ("embed_dim", "32"),
+        ("vision_width", "32"),
+        ("vision_layers", "1"),
+        ("vision_heads", "1"),
+        ("transformer_width", "32"),
+        ("transformer_layers", "1"),
+        ("transformer_heads", "1"),
+        ("cmt_depth", "1"),
+        ("dca_heads", "4"),
+        ("img_size", "[32, 16]"),
+        ("text_length", "16"),
+        ("batch_size", "8"),
+        ("loss_names", losses),
+    ]
+    .iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect();
+    Config::default().with_overrides(&sets).unwrap()
+}
+
+/// Models are built one at a time (the seed is global), so every caller gets the same weights.
+static BUILD: Mutex<()> = Mutex::new(());
+
+/// One step of a fresh model (seed 7) on `batch` in chunks of `chunk` as a rank of `ranks`: the
+/// gradient of every parameter that has one, by name (averaged over the ranks).
+fn step_gradients(
+    cfg: &Config,
+    batch: &TrainBatch,
+    ranks: &Ranks,
+    chunk: Option<usize>,
+) -> BTreeMap<String, Tensor> {
+    let (vs, model) = {
+        let _one = BUILD.lock().unwrap();
+        tch::manual_seed(7);
+        ccma::factory::training_model(cfg, CLASSES, Device::Cpu).unwrap()
+    };
+    let mut opt = Optimizer::new(&vs, &cfg.optim);
+    let spec = LossSpec {
+        terms: cfg.losses(),
+        params: cfg.loss.clone(),
+    };
+    let how = StepOptions {
+        chunk,
+        ..StepOptions::default()
+    };
+    step(&model, &mut opt, batch, &spec, ranks, how).unwrap();
+    vs.variables()
+        .into_iter()
+        .filter(|(_, v)| v.grad().defined())
+        .map(|(k, v)| (k, v.grad().copy()))
+        .collect()
+}
+
+/// The step's gradients on 2 ranks (each half of `batch`), as rank 0 holds them.
+fn two_rank_gradients(
+    cfg: &Config,
+    batch: &TrainBatch,
+    chunk: Option<usize>,
+) -> BTreeMap<String, Tensor> {
+    let port: u16 = free_port().parse().unwrap();
+    let half = BATCH / 2;
+    let ranks: Vec<_> = (0..2)
+        .map(|rank| {
+            let (cfg, part) = (cfg.clone(), copy(&batch.narrow(rank * half, half)));
+            std::thread::spawn(move || {
+                let launch = Launch {
+                    world_size: 2,
+                    rank: rank as usize,
+                    local_rank: rank as usize,
+                    master_addr: "127.0.0.1".into(),
+                    master_port: port,
+                    run_id: "micro-batch-test".into(),
+                };
+                let group = Group::connect(&launch, Backend::Gloo, Duration::from_secs(120)).unwrap();
+                let ranks = Ranks::new(group, BATCH as usize, Device::Cpu);
+                step_gradients(&cfg, &part, &ranks, chunk)
+            })
+        })
+        .collect();
+    let mut grads: Vec<_> = ranks.into_iter().map(|t| t.join().unwrap()).collect();
+    grads.swap_remove(0)
+}
+
+/// A batch whose tensors are copies (so that a thread may own it).
+fn copy(b: &TrainBatch) -> TrainBatch {
+    TrainBatch {
+        images: b.images.copy(),
+        caption_ids: b.caption_ids.copy(),
+        mlm_ids: b.mlm_ids.copy(),
+        mlm_labels: b.mlm_labels.copy(),
+        pids: b.pids.copy(),
+        image_ids: b.image_ids.copy(),
+    }
+}
+
+/// Every parameter's gradient in `got` equals the one in `want` to [`GRAD_RTOL`] of its norm.
+fn assert_same_gradients(want: &BTreeMap<String, Tensor>, got: &BTreeMap<String, Tensor>, what: &str) {
+    assert_eq!(
+        want.keys().collect::<Vec<_>>(),
+        got.keys().collect::<Vec<_>>(),
+        "{what}: the same parameters have gradients"
+    );
+    assert!(want.len() > 10, "{what}: {} gradients", want.len());
+    for (name, w) in want {
+        let norm = w.norm().double_value(&[]);
+        let diff = (w - &got[name]).norm().double_value(&[]);
+        assert!(
+            diff <= GRAD_RTOL * norm.max(1e-12),
+            "{what}: {name} differs by {diff} (norm {norm})"
+        );
+    }
+}
+
+#[test]
+fn chunked_steps_give_the_one_pass_gradients_on_one_process_and_on_two_ranks() {
+    tch::manual_seed(3);
+    let batch = TrainBatch::random(BATCH, (32, 16), 16, CLASSES, Device::Cpu);
+    for losses in ["imal", "sdm+id+mlm", "itc"] {
+        let cfg = tiny(losses);
+        let single = Ranks::single(Device::Cpu);
+        let whole = step_gradients(&cfg, &batch, &single, None);
+        for chunk in [1, 3, BATCH as usize] {
+            let got = step_gradients(&cfg, &batch, &single, Some(chunk));
+            assert_same_gradients(&whole, &got, &format!("{losses}, one process, chunks of {chunk}"));
+        }
+        for chunk in [None, Some(1), Some(3)] {
+            let got = two_rank_gradients(&cfg, &batch, chunk);
+            assert_same_gradients(&whole, &got, &format!("{losses}, 2 ranks, chunks of {chunk:?}"));
+        }
+    }
+}
+
+/// Every loss term of every epoch of `b` equals `a`'s to [`LOSS_RTOL`].
+fn assert_same_losses(a: &Path, b: &Path) {
+    let (ma, mb) = (metrics(a), metrics(b));
+    assert_eq!(ma.len(), mb.len());
+    for (ra, rb) in ma.iter().zip(&mb) {
+        let (la, lb) = (ra["loss"].as_object().unwrap(), rb["loss"].as_object().unwrap());
+        assert_eq!(la.len(), 6, "every term of the imal set: {la:?}");
+        for (term, va) in la {
+            let (va, vb) = (va.as_f64().unwrap(), lb[term].as_f64().unwrap());
+            assert!(
+                (va - vb).abs() <= LOSS_RTOL * va.abs(),
+                "epoch {} {term}: {va} vs {vb}",
+                ra["epoch"]
+            );
+        }
+    }
+}
+
+fn trained(out: std::process::Output) -> String {
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(out.status.success(), "{err}");
+    err
+}
+
+#[test]
+fn training_in_chunks_records_the_one_pass_losses_and_resumes_bit_identically() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = synth_config(dir.path(), 2);
+    let run = |name: &str, extra: &[&str], env: &[(&str, &str)]| {
+        let mut cmd = train_command(&cfg, &dir.path().join(name), extra);
+        cmd.envs(env.iter().copied());
+        cmd.output().unwrap()
+    };
+    let (one, chunked) = (dir.path().join("one"), dir.path().join("chunked"));
+    trained(run("one", &[], &[]));
+    let log = trained(run("chunked", &["--micro-batch", "3"], &[]));
+    assert!(
+        log.contains("micro_batch 3: every step passes this rank's 16 samples in 6 chunks"),
+        "{log}"
+    );
+    assert_same_losses(&one, &chunked);
+    // Interrupted after global step 4, resumed with the same chunks: bit-identical.
+    let again = dir.path().join("again");
+    let out = run("again", &["--micro-batch", "3"], &[("CCMA_INTERRUPT_AT_STEP", "4")]);
+    assert_eq!(out.status.code(), Some(130), "{}", String::from_utf8_lossy(&out.stderr));
+    trained(resume(&again, &[]));
+    assert_eq!(metrics(&chunked)[1]["loss"], metrics(&again)[1]["loss"]);
+    assert_eq!(
+        std::fs::read(chunked.join("best.safetensors")).unwrap(),
+        std::fs::read(again.join("best.safetensors")).unwrap()
+    );
+    // A one-pass run interrupted and resumed in chunks of 5 continues the same trajectory.
+    let switched = dir.path().join("switched");
+    let out = run("switched", &[], &[("CCMA_INTERRUPT_AT_STEP", "4")]);
+    assert_eq!(out.status.code(), Some(130));
+    let log = trained(resume(&switched, &["--micro-batch", "5"]));
+    assert!(log.contains("micro_batch none -> 5"), "{log}");
+    assert_same_losses(&one, &switched);
+    let saved = std::fs::read_to_string(switched.join("configs.yaml")).unwrap();
+    assert!(saved.contains("micro_batch: 5"), "{saved}");
+}
+
+/// `ccma train --resume run` with `extra` flags.
+fn resume(run: &Path, extra: &[&str]) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_ccma"))
+        .args(["train", "--resume", run.to_str().unwrap()])
+        .args(extra)
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn micro_batch_settings_that_cannot_act_are_refused_and_a_large_one_is_one_pass() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = synth_config(dir.path(), 1);
+    let refused = |extra: &[&str], needle: &str| {
+        let run = dir.path().join("refused");
+        let out = train_command(&cfg, &run, extra).output().unwrap();
+        assert_eq!(out.status.code(), Some(2), "{extra:?}");
+        assert_one_line_error(&out, needle);
+        assert!(!run.join("configs.yaml").exists(), "nothing written for {extra:?}");
+    };
+    refused(
+        &["--micro-batch", "0"],
+        "invalid value for `micro_batch`: 0 (expected at least 1 sample per pass",
+    );
+    refused(
+        &["--set", "micro_batch=some"],
+        "invalid value for `micro_batch`: \"some\" (expected a number of samples or auto)",
+    );
+    refused(
+        &["--micro-batch", "auto", "--device", "cpu"],
+        "micro_batch auto sizes the chunks to a CUDA card's free memory, but this run is on Cpu",
+    );
+    let out = train_command(&cfg, &dir.path().join("large"), &["--micro-batch", "16"])
+        .output()
+        .unwrap();
+    let log = trained(out);
+    assert!(
+        log.contains("micro_batch 16 is at least this rank's 16 samples: every step is one pass"),
+        "{log}"
+    );
+}
+
+#[test]
+fn bench_runs_the_step_in_chunks_with_the_loss_set_asked_for() {
+    let out = ccma_ok(&[
+        "bench",
+        "--batch-size",
+        "2",
+        "--steps",
+        "1",
+        "--micro-batch",
+        "1",
+        "--loss-names",
+        "sdm+id+mlm",
+        "--device",
+        "cpu",
+        "--json",
+    ]);
+    let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        (&r["chunk"], &r["loss_names"]),
+        (&serde_json::json!(1), &serde_json::json!("sdm+id+mlm")),
+        "{r}"
+    );
+    // The full-size model's parameters and Adam moments alone take over 1 GiB.
+    assert!(r["peak_rss_gib"].as_f64().unwrap() > 1.0, "{r}");
+}
