@@ -81,7 +81,7 @@ fn load(a: &ServeArgs) -> Result<Loaded> {
             crate::config::SplitName::Test,
         )?;
         let feats = split.embed()?;
-        let run = failures::TestRun::new(&split.dataset.test, &feats)?;
+        let run = failures::TestRun::new(&split, &feats)?;
         let (gallery, gallery_source) = match &a.gallery {
             Some(g) => (
                 gallery::open(g, &split.model, &split.opts)?,
@@ -161,10 +161,9 @@ pub fn run(a: ServeArgs) -> Result<()> {
     // A signal, or a server that fails, ends the handlers' loop.
     let (stop_tx, stop_rx) = crossbeam_channel::bounded::<Option<String>>(HANDLERS + 1);
     let signal = stop_tx.clone();
-    ctrlc::set_handler(move || {
+    crate::train::interrupt::listen(move |_| {
         let _ = signal.try_send(None);
-    })
-    .context("cannot install the Ctrl-C / SIGTERM handler")?;
+    })?;
     let server = Arc::new(server);
     let stopping = Arc::new(AtomicBool::new(false));
     let handlers: Vec<std::thread::JoinHandle<()>> = (0..HANDLERS)

@@ -1,7 +1,7 @@
 //! A run's test split query by query, as a failure analysis shows it: each query's caption, the
 //! rank of its first correct image and its top 10 with the correct ones marked, worst first, and
 //! filterable by words of the caption.
-use crate::data::annotations::EvalSplit;
+use crate::cli::test::TestSetup;
 use crate::retrieval::encode::{score_split, SplitFeatures};
 use crate::retrieval::metrics::RetrievalMetrics;
 use crate::retrieval::query_ranks::{query_outcomes, QueryOutcome};
@@ -44,9 +44,10 @@ pub fn words(text: &str) -> Vec<String> {
 }
 
 impl TestRun {
-    /// Scores every query of the `test` split from its features `feats` (and the split's
-    /// metrics, as `ccma test` does).
-    pub fn new(test: &EvalSplit, feats: &SplitFeatures) -> Result<TestRun> {
+    /// Scores every query of the test split of `split` from its features `feats` (and the
+    /// split's metrics, as `ccma test` does).
+    pub fn new(split: &TestSetup, feats: &SplitFeatures) -> Result<TestRun> {
+        let test = &split.dataset.test;
         let (metrics, _) = score_split(feats, test, false)?;
         let outcomes = query_outcomes(
             &feats.texts,
