@@ -244,6 +244,7 @@ fn every_subcommand_lists_only_its_own_flags() {
                 "json",
                 "root-dir",
                 "set",
+                "split",
                 "visualize",
             ],
         ),
