@@ -254,9 +254,13 @@ fn heads_come_from_the_files_beside_or_are_refused() {
         "vision_heads: 2\ntransformer_heads: 2\n",
     )
     .unwrap();
-    assert!(embed("--pretrained", &pth, &run, &out).status.success());
+    let embedded = |out: Output| {
+        let err = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert!(out.status.success(), "{err}");
+    };
+    embedded(embed("--pretrained", &pth, &run, &out));
     let want = dir.path().join("want.safetensors");
-    assert!(embed("--checkpoint", &ck, dir.path(), &want).status.success());
+    embedded(embed("--checkpoint", &ck, dir.path(), &want));
     let (a, b) = (load(&out), load(&want));
     assert!(max_abs_diff(&a["image_features"], &b["image_features"]) < 1e-6);
 }

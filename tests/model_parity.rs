@@ -330,7 +330,7 @@ fn embed_writes_features_in_input_order() {
         "--captions",
         caps.to_str().unwrap(),
         "--out",
-        out_path.to_str().unwrap(),
+        dir.path().join("captions.safetensors").to_str().unwrap(),
     ]);
     assert_one_line_error(&o, "vocabulary has 1000 tokens");
     let b = run(&[&imgs[2], &imgs[0]], &dir.path().join("emb2.safetensors"));

@@ -240,7 +240,7 @@ fn test_results(checkpoint: &Path) -> BTreeMap<String, serde_json::Value> {
         .unwrap()
         .flatten()
         .map(|e| e.file_name().to_string_lossy().into_owned())
-        .filter(|n| n.starts_with("test_results"))
+        .filter(|n| n.starts_with("test_results") && n.ends_with(".json"))
         .map(|n| {
             let text = std::fs::read_to_string(checkpoint.with_file_name(&n)).unwrap();
             (n, serde_json::from_str(&text).unwrap())

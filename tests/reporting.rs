@@ -9,14 +9,14 @@ use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
 /// A small from-scratch model (the one `tests/train_e2e.rs` trains) on 60 / 20 / 20 generated
-/// identities in `<root>/data`, choosing its best epoch on the validation split; `extra` YAML
-/// lines after the rest.
-fn write_config(root: &Path, name: &str, seed: u64, extra: &str) -> PathBuf {
+/// identities in `<root>/data`, choosing its best epoch on the validation split, at learning rate
+/// `lr`; `extra` YAML lines after the rest.
+fn write_config(root: &Path, name: &str, seed: u64, lr: &str, extra: &str) -> PathBuf {
     let cfg = format!(
         "dataset_name: SYNTH-PEDES\npretrain_choice: ''\nroot_dir: {data}\nsynth_ids: [60, 20, 20]\nimg_size: [64, 32]\nembed_dim: 32\n\
          vision_width: 32\nvision_layers: 1\nvision_heads: 1\ntransformer_width: 32\ntransformer_layers: 1\n\
          transformer_heads: 1\ntext_length: 40\ncmt_depth: 1\ndca_heads: 4\nbatch_size: 32\ntest_batch_size: 128\n\
-         lr: 2.0e-3\nlr_factor: 1.0\nbias_lr_factor: 1.0\neps: 1.0e-8\ntemperature: 0.07\n\
+         lr: {lr}\nlr_factor: 1.0\nbias_lr_factor: 1.0\neps: 1.0e-8\ntemperature: 0.07\n\
          warmup_epochs: 1\nwarmup_factor: 0.5\nnum_workers: 1\nglobal_caption: clean\n\
          loss_names: sdm+itc+cmpm+id+mlm\nval_dataset: val\nname: {name}\nseed: {seed}\n{extra}",
         data = root.join("data").display()
@@ -43,8 +43,8 @@ fn runs() -> &'static Runs {
             std::fs::remove_dir_all(&root).unwrap();
         }
         std::fs::create_dir_all(&root).unwrap();
-        let train = |name: &str, seed: u64, extra: &str| {
-            let cfg = write_config(&root, name, seed, extra);
+        let train = |name: &str, seed: u64, lr: &str, extra: &str| {
+            let cfg = write_config(&root, name, seed, lr, extra);
             let run = root.join(name);
             let out = train_command(&cfg, &run, &[]).output().unwrap();
             assert!(
@@ -55,10 +55,10 @@ fn runs() -> &'static Runs {
             run
         };
         let runs = Runs {
-            a: train("a", 3, "num_epoch: 4\n"),
-            b: train("b", 3, "num_epoch: 2\nlr: 5.0e-4\n"),
-            c: train("c", 4, "num_epoch: 4\n"),
-            d: train("d", 5, "num_epoch: 4\n"),
+            a: train("a", 3, "2.0e-3", "num_epoch: 4\n"),
+            b: train("b", 3, "5.0e-4", "num_epoch: 2\n"),
+            c: train("c", 4, "2.0e-3", "num_epoch: 4\n"),
+            d: train("d", 5, "2.0e-3", "num_epoch: 4\n"),
         };
         for run in [&runs.a, &runs.b, &runs.c] {
             ccma_ok(&[

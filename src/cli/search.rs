@@ -55,7 +55,7 @@ pub fn run(a: SearchArgs) -> Result<()> {
     check_out(&inputs)?;
     let device = a.device.resolve()?;
     let (model, opts) = a.weights.load(None, None, device)?;
-    let Gallery { files, features } = gallery::open(&a.gallery, &model, &opts)?;
+    let Gallery { files, features } = gallery::open(&a.gallery, &model.model, &model.path, &model.fingerprint, &opts)?;
     inputs.extend(files.iter().cloned());
     check_out(&inputs)?;
     let hits = best_rows(

@@ -84,7 +84,13 @@ fn load(a: &ServeArgs) -> Result<Loaded> {
         let run = failures::TestRun::new(&split, &feats)?;
         let (gallery, gallery_source) = match &a.gallery {
             Some(g) => (
-                gallery::open(g, &split.model, &split.opts)?,
+                gallery::open(
+                    g,
+                    &split.model.model,
+                    &split.model.path,
+                    &split.model.fingerprint,
+                    &split.opts,
+                )?,
                 g.display().to_string(),
             ),
             None => (
@@ -121,7 +127,7 @@ fn load(a: &ServeArgs) -> Result<Loaded> {
         pretrained: a.pretrained.clone(),
     };
     let (model, opts) = weights.load(None, None, a.device.resolve()?)?;
-    let gallery = gallery::open(path, &model, &opts)?;
+    let gallery = gallery::open(path, &model.model, &model.path, &model.fingerprint, &opts)?;
     Ok(Loaded {
         model,
         opts,

@@ -411,11 +411,18 @@ pub fn from_feature_file(path: &Path) -> Result<Gallery> {
     })
 }
 
-/// The gallery at `path` for `model`: a folder of images (see [`from_dir`]) or a feature file (see [`from_feature_file`]) whose features are as
+/// The gallery at `path` for `model` (read from `weights`, which `model_fingerprint` identifies):
+/// a folder of images (see [`from_dir`]) or a feature file (see [`from_feature_file`]) whose features are as
 /// wide as the model's.
-pub fn open(path: &Path, model: &crate::factory::Inference, opts: &EncodeOptions) -> Result<Gallery> {
+pub fn open(
+    path: &Path,
+    model: &Ccma,
+    weights: &Path,
+    model_fingerprint: &str,
+    opts: &EncodeOptions,
+) -> Result<Gallery> {
     let gallery = if path.is_dir() {
-        from_dir(path, &model.model, &model.path, &model.fingerprint, opts)?
+        from_dir(path, model, weights, model_fingerprint, opts)?
     } else if path.is_file() {
         from_feature_file(path)?
     } else {
@@ -424,7 +431,7 @@ pub fn open(path: &Path, model: &crate::factory::Inference, opts: &EncodeOptions
             path.display()
         )));
     };
-    let width = model.model.config.clip.embed_dim;
+    let width = model.config.clip.embed_dim;
     if gallery.features.size()[1] != width {
         bail!(crate::UsageError(format!(
             "gallery {} has {}-wide features, but the model's are {width}-wide (embed the gallery with this model)",

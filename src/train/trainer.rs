@@ -107,21 +107,19 @@ impl Progress {
     }
 }
 
-/// The state's entry for [`Progress::epoch_loss`]: a JSON object of sums by term name (exact: f64s
-/// are written in their shortest round-trip form).
+/// The state's entry for [`Progress::epoch_loss`]: a JSON array of `[term name, sum]` pairs in the
+/// order of the loss terms (exact: f64s are written in their shortest round-trip form).
 const EPOCH_LOSS_KEY: &str = "epoch_loss_sums";
 
 fn epoch_loss_json(sums: &[(LossTerm, f64)]) -> String {
-    let map: serde_json::Map<String, serde_json::Value> = sums
-        .iter()
-        .map(|(k, v)| (k.to_string(), serde_json::json!(v)))
-        .collect();
-    serde_json::Value::Object(map).to_string()
+    let pairs: Vec<(String, f64)> = sums.iter().map(|(k, v)| (k.to_string(), *v)).collect();
+    serde_json::json!(pairs).to_string()
 }
 
 fn parse_epoch_loss(json: &str) -> Result<Vec<(LossTerm, f64)>> {
-    let map: BTreeMap<String, f64> = serde_json::from_str(json)?;
-    map.into_iter()
+    let pairs: Vec<(String, f64)> = serde_json::from_str(json)?;
+    pairs
+        .into_iter()
         .map(|(k, v)| {
             let term = k
                 .parse()
@@ -167,11 +165,11 @@ impl EpochMeter {
             values, samples, ..
         }: &StepOutcome,
     ) {
-        if self.sums.is_empty() {
-            self.sums = values.iter().map(|(k, _)| (*k, 0.0)).collect();
-        }
-        for ((_, s), (_, v)) in self.sums.iter_mut().zip(values) {
-            *s += v;
+        for (term, v) in values {
+            match self.sums.iter_mut().find(|(k, _)| k == term) {
+                Some((_, s)) => *s += v,
+                None => self.sums.push((*term, *v)),
+            }
         }
         self.steps += 1;
         self.samples += samples;
