@@ -255,6 +255,7 @@ fn every_subcommand_lists_only_its_own_flags() {
                 "captions",
                 "checkpoint",
                 "device",
+                "force",
                 "image-dir",
                 "images",
                 "img-size",
@@ -278,6 +279,7 @@ fn every_subcommand_lists_only_its_own_flags() {
             &[
                 "checkpoint",
                 "device",
+                "force",
                 "gallery",
                 "json",
                 "out",
@@ -303,7 +305,7 @@ fn every_subcommand_lists_only_its_own_flags() {
             "bench",
             &["batch-size", "device", "json", "steps", "with-loader"],
         ),
-        ("export", &["format"]),
+        ("export", &["force", "format"]),
         ("info", &[]),
     ];
     for (cmd, flags) in want {
