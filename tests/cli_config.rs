@@ -256,6 +256,7 @@ fn every_subcommand_lists_only_its_own_flags() {
                 "captions",
                 "checkpoint",
                 "device",
+                "force",
                 "image-dir",
                 "images",
                 "img-size",
@@ -279,6 +280,7 @@ fn every_subcommand_lists_only_its_own_flags() {
             &[
                 "checkpoint",
                 "device",
+                "force",
                 "gallery",
                 "json",
                 "out",
@@ -312,7 +314,7 @@ fn every_subcommand_lists_only_its_own_flags() {
                 "with-loader",
             ],
         ),
-        ("export", &["format"]),
+        ("export", &["force", "format"]),
         ("info", &[]),
     ];
     for (cmd, flags) in want {

@@ -230,8 +230,24 @@ pub fn clip_config(w: &Weights, image_size: (i64, i64), stride: i64) -> Result<C
     })
 }
 
-/// `base` with the sizes that `w` fixes (the CLIP encoders; the cross-modal, DCA depths and the
-/// number of identities when the weights have those modules), validated as the YAML keys are.
+/// DCA's heads when `w` has DCA blocks: the width `embed_dim` over the width of a head, which
+/// each block's λ vectors have (`dca_image.0.lambda_q1` [embed_dim / heads]).
+fn dca_heads(w: &Weights, embed_dim: i64) -> Result<Option<i64>> {
+    const KEY: &str = "dca_image.0.lambda_q1";
+    if !w.tensors.contains_key(KEY) {
+        return Ok(None);
+    }
+    let d = dims(&w.tensors, KEY, 1)?[0];
+    if d <= 0 || embed_dim % d != 0 {
+        bail!(UsageError(format!(
+            "key `{KEY}` has {d} elements: expected a divisor of the width {embed_dim} (the width of one DCA head)"
+        )));
+    }
+    Ok(Some(embed_dim / d))
+}
+
+/// `base` with the sizes that `w` fixes (the CLIP encoders; the cross-modal and DCA depths, DCA's
+/// heads and the number of identities when the weights have those modules), validated as the YAML keys are.
 pub fn model_config(w: &Weights, base: ModelConfig) -> Result<ModelConfig> {
     let clip = clip_config(w, base.clip.image_size, base.clip.stride)?;
     let classes = match w.tensors.contains_key("classifier.weight") {
@@ -243,6 +259,7 @@ pub fn model_config(w: &Weights, base: ModelConfig) -> Result<ModelConfig> {
         cmt_depth: blocks(&w.tensors, "cross_modal_transformer.resblocks.")
             .unwrap_or(base.cmt_depth),
         dca_depth: blocks(&w.tensors, "dca_image.").unwrap_or(base.dca_depth),
+        dca_heads: dca_heads(w, clip.embed_dim)?.unwrap_or(base.dca_heads),
         num_classes: classes,
         ..base
     };
@@ -267,6 +284,7 @@ pub fn check_description(w: &Weights, c: &ModelConfig) -> Result<()> {
         ("transformer_layers", a.text_layers, b.text_layers),
         ("cmt_depth", c.cmt_depth, s.cmt_depth),
         ("dca_depth", c.dca_depth, s.dca_depth),
+        ("dca_heads", c.dca_heads, s.dca_heads),
         ("num_classes", c.num_classes, s.num_classes),
     ];
     match pairs.iter().find(|(_, x, y)| x != y) {
