@@ -2,7 +2,7 @@
 //! full-size random CLIP ViT-B/16 in OpenAI's TorchScript layout (14x14 grid, 12 x 512 text,
 //! fp16), loaded at 384x128 by the paper's config (CUHK-PEDES settings, the IMAL loss set), trained
 //! for one epoch of one or two steps at batch 4 on a tiny generated set, evaluated, then tested from
-//! its checkpoint.
+//! its checkpoint; its resumable state is three times the parameters' size.
 mod common;
 use common::*;
 
@@ -57,4 +57,9 @@ fn paper_config_at_full_size_trains_a_step_and_evaluates() {
         [24 * 8 + 1, 768]
     );
     assert_eq!(ck["base_model.token_embedding.weight"].size(), [49408, 512]);
+    // The resumable state: parameters, two Adam moments and a few numbers (3x the parameters).
+    let state = std::fs::metadata(run.join("last.safetensors")).unwrap().len() as f64;
+    let params: usize = ck.values().map(|t| t.numel() * 4).sum();
+    let ratio = state / params as f64;
+    assert!((3.0..=3.1).contains(&ratio), "last.safetensors is {ratio:.3}x the parameters");
 }

@@ -32,7 +32,7 @@ pub struct TestArgs {
 }
 
 /// The config keys evaluation uses.
-const KEYS: [&str; 8] = [
+const KEYS: [&str; 9] = [
     "dataset_name",
     "root_dir",
     "synth_ids",
@@ -41,6 +41,7 @@ const KEYS: [&str; 8] = [
     "text_length",
     "test_batch_size",
     "device",
+    "matmul_precision",
 ];
 
 pub fn run(a: TestArgs) -> Result<()> {
@@ -58,6 +59,7 @@ pub fn run(a: TestArgs) -> Result<()> {
     a.config.check_sets_act("test", &KEYS)?;
     let cfg = a.config.resolve(fallback, &a.device, |_| Ok(()))?;
     let device = cfg.run.device.resolve()?;
+    crate::model::amp::set_cuda_matmul_precision(cfg.run.matmul_precision.name(), device)?;
     let dataset = crate::data::load_dataset(&cfg)?;
     dataset.require_splits(&["test"])?;
     // Data settings given in a file or with --set decide the input size and caption length;

@@ -1,7 +1,8 @@
 //! Safetensors files: named tensors plus string metadata, written atomically (checkpoints, feature
 //! files, caches).
 use anyhow::{bail, Context, Result};
-use safetensors::tensor::{Dtype, TensorView};
+use safetensors::tensor::{Dtype, View};
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::path::Path;
 use tch::{Kind, Tensor};
@@ -20,44 +21,74 @@ fn dtype_of(kind: Kind) -> Result<Dtype> {
     })
 }
 
-/// Writes `tensors` (any device; copied to the CPU) and `metadata` to `path` atomically: a crash or
-/// a failed write leaves the previous file intact and no partial file behind.
+/// A tensor as safetensors writes it: a contiguous CPU tensor's bytes are borrowed where they
+/// lie; any other tensor is copied to the host when its turn to be written comes, one at a time.
+struct Entry {
+    t: Tensor,
+    dtype: Dtype,
+    shape: Vec<usize>,
+    len: usize,
+}
+
+impl View for &Entry {
+    fn dtype(&self) -> Dtype {
+        self.dtype
+    }
+
+    fn shape(&self) -> &[usize] {
+        &self.shape
+    }
+
+    fn data(&self) -> Cow<'_, [u8]> {
+        let host = |t: &Tensor| t.device() == tch::Device::Cpu && t.is_contiguous();
+        match host(&self.t) {
+            // SAFETY: a contiguous CPU tensor of exactly `len` bytes, alive as long as `self`.
+            true => Cow::Borrowed(unsafe {
+                std::slice::from_raw_parts(self.t.data_ptr() as *const u8, self.len)
+            }),
+            false => {
+                let t = self.t.to_device(tch::Device::Cpu).contiguous();
+                let mut buf = vec![0u8; self.len];
+                t.copy_data_u8(&mut buf, t.numel());
+                Cow::Owned(buf)
+            }
+        }
+    }
+
+    fn data_len(&self) -> usize {
+        self.len
+    }
+}
+
+/// Writes `tensors` (any device) and `metadata` to `path` atomically: a crash or a failed write
+/// leaves the previous file intact and no partial file behind. The data streams to the file:
+/// CPU tensors are not copied, others are copied to the host one at a time.
 pub fn save(
     path: &Path,
     tensors: &[(String, Tensor)],
     metadata: &HashMap<String, String>,
 ) -> Result<()> {
-    let mut host: Vec<(String, Tensor, Dtype)> = Vec::with_capacity(tensors.len());
+    let mut entries: Vec<(String, Entry)> = Vec::with_capacity(tensors.len());
     for (name, t) in tensors {
-        let t = t.detach().to_device(tch::Device::Cpu).contiguous();
-        host.push((
+        let t = t.detach();
+        entries.push((
             name.clone(),
-            t.shallow_clone(),
-            dtype_of(t.kind()).with_context(|| format!("tensor {name}"))?,
+            Entry {
+                dtype: dtype_of(t.kind()).with_context(|| format!("tensor {name}"))?,
+                shape: t.size().iter().map(|&d| d as usize).collect(),
+                len: t.numel() * t.kind().elt_size_in_bytes(),
+                t,
+            },
         ));
     }
-    let bytes: Vec<Vec<u8>> = host
-        .iter()
-        .map(|(_, t, _)| {
-            let n = t.numel() * t.kind().elt_size_in_bytes();
-            let mut buf = vec![0u8; n];
-            // SAFETY: `t` is a contiguous CPU tensor of exactly `n` bytes.
-            unsafe {
-                std::ptr::copy_nonoverlapping(t.data_ptr() as *const u8, buf.as_mut_ptr(), n)
-            };
-            buf
+    let views = entries.iter().map(|(name, e)| (name.as_str(), e));
+    let metadata = Some(metadata.clone());
+    super::atomic::write_atomic_at(path, |tmp| {
+        safetensors::serialize_to_file(views, &metadata, tmp).map_err(|e| match e {
+            safetensors::SafeTensorError::IoError(e) => e.into(),
+            other => anyhow::anyhow!("{other:?}"),
         })
-        .collect();
-    let views: Vec<(String, TensorView)> = host
-        .iter()
-        .zip(&bytes)
-        .map(|((name, t, dtype), b)| {
-            let shape: Vec<usize> = t.size().iter().map(|&d| d as usize).collect();
-            Ok((name.clone(), TensorView::new(*dtype, shape, b)?))
-        })
-        .collect::<Result<_, safetensors::SafeTensorError>>()?;
-    let data = safetensors::serialize(views, &Some(metadata.clone()))?;
-    super::write_atomic(path, &data)
+    })
 }
 
 /// Reads every tensor (on the CPU) and the metadata of a safetensors file.

@@ -237,13 +237,7 @@ impl Trainer {
     /// The full resumable state: model parameters, optimiser state, the model's sizes and
     /// `progress` as metadata.
     fn save_state(&self, progress: &Progress) -> Result<()> {
-        let mut tensors: Vec<(String, Tensor)> = self.vs.variables().into_iter().collect();
-        tensors.extend(
-            self.opt
-                .state_tensors()
-                .into_iter()
-                .map(|(k, t)| (format!("optimizer.{k}"), t)),
-        );
+        let tensors = resumable_tensors(&self.vs, &self.opt);
         let mut meta = self.model.config.to_metadata();
         meta.extend(progress.to_metadata());
         crate::io::safetensors::save(&self.run.state(), &tensors, &meta)
@@ -467,6 +461,7 @@ impl Trainer {
                     }
                     .into(),
                     StepError::RankLost(e) => self.lost(e),
+                    StepError::Update(e) => e,
                 }
             })?;
             progress.step += 1;
@@ -499,6 +494,18 @@ impl Trainer {
         );
         Ok(meter)
     }
+}
+
+/// What a resumable checkpoint holds: every variable under its name, and the optimiser's state
+/// under `optimizer.` (the tensors themselves, not copies).
+pub fn resumable_tensors(vs: &VarStore, opt: &Optimizer) -> Vec<(String, Tensor)> {
+    let mut tensors: Vec<(String, Tensor)> = vs.variables().into_iter().collect();
+    tensors.extend(
+        opt.state_tensors()
+            .into_iter()
+            .map(|(k, t)| (format!("optimizer.{k}"), t)),
+    );
+    tensors
 }
 
 fn count_params(vs: &VarStore) -> i64 {
