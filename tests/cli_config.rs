@@ -213,7 +213,7 @@ fn flags_of(cmd: &str) -> Vec<String> {
 
 #[test]
 fn every_subcommand_lists_only_its_own_flags() {
-    let want: [(&str, &[&str]); 10] = [
+    let want: [(&str, &[&str]); 11] = [
         (
             "train",
             &[
@@ -278,9 +278,22 @@ fn every_subcommand_lists_only_its_own_flags() {
                 "checkpoint",
                 "device",
                 "gallery",
+                "json",
                 "out",
                 "pretrained",
                 "top-k",
+            ],
+        ),
+        (
+            "serve",
+            &[
+                "checkpoint",
+                "device",
+                "gallery",
+                "host",
+                "port",
+                "pretrained",
+                "run",
             ],
         ),
         ("tokenize", &["text-length"]),

@@ -22,6 +22,9 @@ impl DeviceArg {
     }
 }
 
+/// The config keys that name a dataset and where it is (what `stats` and `check` use).
+pub const DATASET_KEYS: [&str; 4] = ["dataset_name", "root_dir", "synth_ids", "seed"];
+
 /// The run configuration of a command that reads a dataset: a YAML file, `--set` overrides and
 /// the dataset flags.
 #[derive(Args, Debug, Clone, Default)]

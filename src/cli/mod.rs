@@ -3,12 +3,14 @@
 //! place that knows flag names.
 mod args;
 mod bench;
+mod check;
 mod embed;
 mod export;
 mod launch;
 mod output;
 mod rank;
 mod search;
+mod serve;
 mod stats;
 mod test;
 mod tokenize;
@@ -42,8 +44,10 @@ pub enum Command {
     Export(export::ExportArgs),
     Rank(rank::RankArgs),
     Search(search::SearchArgs),
+    Serve(serve::ServeArgs),
     Tokenize(tokenize::TokenizeArgs),
     Stats(stats::StatsArgs),
+    Check(check::CheckArgs),
     Bench(bench::BenchArgs),
     /// Print the ccma and libtorch versions and the devices libtorch sees.
     Info,
@@ -58,8 +62,10 @@ pub fn run(command: Command) -> anyhow::Result<()> {
         Command::Export(a) => export::run(a),
         Command::Rank(a) => rank::run(a),
         Command::Search(a) => search::run(a),
+        Command::Serve(a) => serve::run(a),
         Command::Tokenize(a) => tokenize::run(a),
         Command::Stats(a) => stats::run(a),
+        Command::Check(a) => check::run(a),
         Command::Bench(a) => bench::run(a),
         Command::Info => {
             for line in crate::device::info_lines() {

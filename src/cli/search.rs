@@ -1,12 +1,15 @@
 //! `ccma search`: rank a gallery against a sentence, print the top results, draw a contact sheet.
 use super::args::{DeviceArg, WeightsArgs};
+use crate::model::Ccma;
 use crate::report::sheet::{self, SheetItem};
-use crate::retrieval::encode::embed_captions;
+use crate::retrieval::encode::{embed_captions, EncodeOptions};
 use crate::retrieval::gallery::{self, Gallery};
+use crate::retrieval::topk::top_k;
 use crate::UsageError;
 use anyhow::Result;
 use clap::Args;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use tch::Tensor;
 
 /// Search a gallery of images with a sentence.
 #[derive(Args, Debug)]
@@ -19,6 +22,9 @@ pub struct SearchArgs {
     /// How many results to show (at least 1).
     #[arg(long, value_name = "N", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..))]
     pub top_k: u64,
+    /// Print the results as JSON (`{"query", "results": [{"rank", "index", "score", "image"}]}`).
+    #[arg(long)]
+    pub json: bool,
     /// Contact sheet PNG of the top results.
     #[arg(long, value_name = "FILE")]
     pub out: Option<PathBuf>,
@@ -34,43 +40,30 @@ pub fn run(a: SearchArgs) -> Result<()> {
     }
     let device = a.device.resolve()?;
     let (model, opts) = a.weights.load(None, None, device)?;
-    let Gallery { files, features } = if a.gallery.is_dir() {
-        gallery::from_dir(&a.gallery, &model.model, &model.fingerprint, &opts)?
-    } else if a.gallery.is_file() {
-        gallery::from_feature_file(&a.gallery)?
-    } else {
-        return Err(UsageError(format!(
-            "gallery {} is neither a folder nor a file",
-            a.gallery.display()
-        ))
-        .into());
-    };
-    let width = model.model.config.clip.embed_dim;
-    if features.size()[1] != width {
-        return Err(UsageError(format!(
-            "gallery {} has {}-wide features, but the model's are {width}-wide (embed the gallery with this model)",
-            a.gallery.display(),
-            features.size()[1]
-        ))
-        .into());
-    }
-    let query = embed_captions(&model.model, std::slice::from_ref(&a.query), &opts)?;
-    let hits = crate::retrieval::topk::top_k(
+    let Gallery { files, features } =
+        gallery::open(&a.gallery, &model.model, &model.fingerprint, &opts)?;
+    let hits = best_rows(
+        &model.model,
+        &opts,
         &features,
-        &query.to_device(tch::Device::Cpu),
-        a.top_k as usize,
-    );
-    let mut table = prettytable::Table::new();
-    table.set_titles(prettytable::row!["rank", "score", "image"]);
-    for (rank, (i, s)) in hits.iter().enumerate() {
-        table.add_row(prettytable::row![
-            rank + 1,
-            format!("{s:.4}"),
-            files[*i].display()
-        ]);
+        &[(a.query.clone(), a.top_k as usize)],
+    )?
+    .remove(0);
+    if a.json {
+        println!("{}", results_json(&a.query, &hits, &files));
+    } else {
+        let mut table = prettytable::Table::new();
+        table.set_titles(prettytable::row!["rank", "score", "image"]);
+        for (rank, (i, s)) in hits.iter().enumerate() {
+            table.add_row(prettytable::row![
+                rank + 1,
+                format!("{s:.4}"),
+                files[*i].display()
+            ]);
+        }
+        println!("{}", a.query);
+        table.printstd();
     }
-    println!("{}", a.query);
-    table.printstd();
     if let Some(out) = &a.out {
         let items: Vec<SheetItem> = hits
             .iter()
@@ -84,4 +77,43 @@ pub fn run(a: SearchArgs) -> Result<()> {
         tracing::info!("wrote {}", out.display());
     }
     Ok(())
+}
+
+/// The `k` best rows of gallery `features` [N, D] (f32, CPU) for each `(query, k)`, the queries
+/// embedded as one batch: (row, cosine similarity), best first.
+pub(super) fn best_rows(
+    model: &Ccma,
+    opts: &EncodeOptions,
+    features: &Tensor,
+    queries: &[(String, usize)],
+) -> Result<Vec<Vec<(usize, f64)>>> {
+    let texts: Vec<String> = queries.iter().map(|(q, _)| q.clone()).collect();
+    let embedded = embed_captions(model, &texts, opts)?.to_device(tch::Device::Cpu);
+    Ok(queries
+        .iter()
+        .enumerate()
+        .map(|(i, &(_, k))| top_k(features, &embedded.narrow(0, i as i64, 1), k))
+        .collect())
+}
+
+/// A query's results as `--json` prints them (and `ccma serve`'s API answers): `{"query",
+/// "results": [{"rank" (1-based), "index" (gallery row), "score" (cosine), "image"}]}`, best first.
+pub(super) fn results_json(
+    query: &str,
+    hits: &[(usize, f64)],
+    files: &[impl AsRef<Path>],
+) -> serde_json::Value {
+    let results: Vec<serde_json::Value> = hits
+        .iter()
+        .enumerate()
+        .map(|(r, &(i, score))| {
+            serde_json::json!({
+                "rank": r + 1,
+                "index": i,
+                "score": score,
+                "image": files[i].as_ref().display().to_string(),
+            })
+        })
+        .collect();
+    serde_json::json!({ "query": query, "results": results })
 }

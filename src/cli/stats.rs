@@ -1,5 +1,5 @@
 //! `ccma stats`.
-use super::args::{ConfigArgs, DeviceArg};
+use super::args::{ConfigArgs, DeviceArg, DATASET_KEYS};
 use anyhow::Result;
 use clap::Args;
 
@@ -11,8 +11,7 @@ pub struct StatsArgs {
 }
 
 pub fn run(a: StatsArgs) -> Result<()> {
-    let keys = ["dataset_name", "root_dir", "synth_ids", "seed"];
-    a.config.check_sets_act("stats", &keys)?;
+    a.config.check_sets_act("stats", &DATASET_KEYS)?;
     let cfg = a.config.resolve(None, &DeviceArg::default(), |_| Ok(()))?;
     let ds = crate::data::load_dataset(&cfg)?;
     let mut t = prettytable::Table::new();

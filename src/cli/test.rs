@@ -1,13 +1,13 @@
 //! `ccma test`: evaluates a checkpoint on its dataset's test split.
 use super::args::{model_and_options, ConfigArgs, DeviceArg};
-use crate::factory::WeightsSource;
-use crate::retrieval::encode::{embed_split, score_split};
+use crate::factory::{Inference, WeightsSource};
+use crate::retrieval::encode::{embed_split, score_split, EncodeOptions, SplitFeatures};
 use crate::retrieval::features::non_finite;
 use crate::retrieval::sheets::contact_sheets;
 use crate::UsageError;
 use anyhow::{Context, Result};
 use clap::Args;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 /// Evaluate a checkpoint on the test split (t2i, optionally i2t); writes test_results.json beside it.
 #[derive(Args, Debug)]
@@ -44,9 +44,25 @@ const KEYS: [&str; 9] = [
     "matmul_precision",
 ];
 
-pub fn run(a: TestArgs) -> Result<()> {
-    let checkpoint = match (&a.checkpoint, &a.config.config) {
-        (Some(c), _) => c.clone(),
+/// A checkpoint's test split, embedded: what `ccma test` scores (and `ccma serve --run` browses).
+pub(super) struct EmbeddedTestSplit {
+    pub checkpoint: PathBuf,
+    pub dataset: crate::data::annotations::Dataset,
+    pub model: Inference,
+    pub opts: EncodeOptions,
+    pub feats: SplitFeatures,
+}
+
+/// Loads the checkpoint (`checkpoint`, default: best.safetensors beside `--config`) and its
+/// dataset with the data settings of `config` (default: the configs.yaml beside the checkpoint,
+/// else the paper's), and embeds the test split; non-finite features are an error.
+pub(super) fn embed_test_split(
+    config: &ConfigArgs,
+    device: &DeviceArg,
+    checkpoint: Option<&Path>,
+) -> Result<EmbeddedTestSplit> {
+    let checkpoint = match (checkpoint, &config.config) {
+        (Some(c), _) => c.to_path_buf(),
         (None, Some(cfg)) => cfg.with_file_name("best.safetensors"),
         (None, None) => {
             return Err(
@@ -56,15 +72,16 @@ pub fn run(a: TestArgs) -> Result<()> {
     };
     let beside = checkpoint.with_file_name("configs.yaml");
     let fallback = beside.is_file().then_some(beside.as_path());
-    a.config.check_sets_act("test", &KEYS)?;
-    let cfg = a.config.resolve(fallback, &a.device, |_| Ok(()))?;
+    config.check_sets_act("test", &KEYS)?;
+    let cfg = config.resolve(fallback, device, |_| Ok(()))?;
     let device = cfg.run.device.resolve()?;
     crate::model::amp::set_cuda_matmul_precision(cfg.run.matmul_precision.name(), device)?;
+    super::check::require_images(&cfg)?;
     let dataset = crate::data::load_dataset(&cfg)?;
     dataset.require_splits(&["test"])?;
     // Data settings given in a file or with --set decide the input size and caption length;
     // otherwise the checkpoint's own model does.
-    let explicit = fallback.is_some() || a.config.config.is_some() || !a.config.set.is_empty();
+    let explicit = fallback.is_some() || config.config.is_some() || !config.set.is_empty();
     let source = WeightsSource::Checkpoint(checkpoint.clone());
     let (model, opts) = model_and_options(&source, explicit.then_some(&cfg.data), None, device)?;
     let feats = embed_split(&model.model, &dataset.test, &opts)
@@ -78,6 +95,22 @@ pub fn run(a: TestArgs) -> Result<()> {
         ))
         .into());
     }
+    Ok(EmbeddedTestSplit {
+        checkpoint,
+        dataset,
+        model,
+        opts,
+        feats,
+    })
+}
+
+pub fn run(a: TestArgs) -> Result<()> {
+    let EmbeddedTestSplit {
+        checkpoint,
+        dataset,
+        feats,
+        ..
+    } = embed_test_split(&a.config, &a.device, a.checkpoint.as_deref())?;
     let (t2i, i2t) = score_split(&feats, &dataset.test, a.i2t)?;
     let heading = format!("{} test, {}", dataset.name, checkpoint.display());
     let json = super::output::print_metrics(Some(&heading), &t2i, i2t.as_ref(), a.json);

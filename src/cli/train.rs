@@ -146,6 +146,13 @@ pub fn run(a: TrainArgs) -> Result<()> {
             choose_backend(cfg, cfg.run.device.resolve_for_rank(0)?)?;
         }
     }
+    // The images exist before a model is built (and before any rank starts).
+    match &start {
+        Start::New(cfg) => super::check::require_images(cfg)?,
+        Start::Resume { dir, .. } => super::check::require_images(&Config::from_file(
+            &crate::train::run_dir::RunDir::config_to_resume(dir)?,
+        )?)?,
+    }
     if let Some(n) = a.nproc_per_node {
         return super::launch::run(n);
     }

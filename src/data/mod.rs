@@ -1,7 +1,8 @@
-//! Datasets, tokenizer, MLM masking, image transforms, samplers and the parallel loader.
+//! Datasets and their audit, tokenizer, MLM masking, image transforms, samplers and the parallel loader.
 //!
 //! Knows the run configuration ([`crate::config`]) but no model: a batch is plain tensors.
 pub mod annotations;
+pub mod audit;
 pub mod batch;
 pub mod loader;
 pub mod mlm;
@@ -54,15 +55,20 @@ pub fn tokenize_lines(
     Ok(())
 }
 
-/// The dataset a config names: `<root_dir>/<dataset_name>`, or for SYNTH-PEDES the folder of the
-/// generation the config's `synth_ids` and `seed` make (generated first when missing).
-pub fn load_dataset(cfg: &crate::config::Config) -> anyhow::Result<annotations::Dataset> {
+/// The folder of the dataset a config names: `<root_dir>/<dataset_name>`, or for SYNTH-PEDES the
+/// folder of the generation the config's `synth_ids` and `seed` make (generated first when
+/// missing).
+pub fn dataset_dir(cfg: &crate::config::Config) -> anyhow::Result<std::path::PathBuf> {
     let d = &cfg.data;
-    let dir = match d.dataset_name {
+    Ok(match d.dataset_name {
         crate::config::DatasetName::SynthPedes => {
             synthetic::ensure(&d.root_dir, d.synth_ids, cfg.run.seed)?
         }
         name => d.root_dir.join(name.name()),
-    };
-    annotations::load(d.dataset_name, &dir)
+    })
+}
+
+/// The dataset a config names ([`dataset_dir`]), loaded and checked.
+pub fn load_dataset(cfg: &crate::config::Config) -> anyhow::Result<annotations::Dataset> {
+    annotations::load(cfg.data.dataset_name, &dataset_dir(cfg)?)
 }

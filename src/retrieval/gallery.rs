@@ -13,7 +13,8 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use tch::Tensor;
 
-const IMAGE_EXTENSIONS: [&str; 3] = ["jpg", "jpeg", "png"];
+/// The file extensions (lower case) of gallery images.
+pub const IMAGE_EXTENSIONS: [&str; 3] = ["jpg", "jpeg", "png"];
 
 /// Every image file under `dir` (recursively), sorted by path.
 pub fn list_images(dir: &Path) -> Result<Vec<PathBuf>> {
@@ -183,4 +184,34 @@ pub fn from_feature_file(path: &Path) -> Result<Gallery> {
         files: read.paths,
         features: read.set.features,
     })
+}
+
+/// The gallery at `path` for `model` (whose weights `model_fingerprint` identifies): a folder of
+/// images (see [`from_dir`]) or a feature file (see [`from_feature_file`]) whose features are as
+/// wide as the model's.
+pub fn open(
+    path: &Path,
+    model: &Ccma,
+    model_fingerprint: &str,
+    opts: &EncodeOptions,
+) -> Result<Gallery> {
+    let gallery = if path.is_dir() {
+        from_dir(path, model, model_fingerprint, opts)?
+    } else if path.is_file() {
+        from_feature_file(path)?
+    } else {
+        bail!(crate::UsageError(format!(
+            "gallery {} is neither a folder nor a file",
+            path.display()
+        )));
+    };
+    let width = model.config.clip.embed_dim;
+    if gallery.features.size()[1] != width {
+        bail!(crate::UsageError(format!(
+            "gallery {} has {}-wide features, but the model's are {width}-wide (embed the gallery with this model)",
+            path.display(),
+            gallery.features.size()[1]
+        )));
+    }
+    Ok(gallery)
 }

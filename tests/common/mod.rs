@@ -1,6 +1,8 @@
 //! Helpers shared by the integration tests: the binary, the Python references, tensor files,
 //! small annotated datasets.
 #![allow(dead_code)]
+pub mod serve;
+
 use std::path::Path;
 use std::process::{Command, Output};
 

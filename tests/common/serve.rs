@@ -1,0 +1,211 @@
+//! `ccma serve` in tests: a tiny trained run to serve, the server on an ephemeral loopback port,
+//! HTTP requests to it.
+use std::io::{BufRead, BufReader, Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{Arc, Mutex};
+
+/// The folder a generated SYNTH-PEDES of `synth_ids` with seed `seed` lives in, under `root`.
+pub fn synth_dir(root: &Path, ids: (usize, usize, usize), seed: u64) -> PathBuf {
+    root.join(format!("SYNTH-PEDES-{}-{}-{}-s{seed}", ids.0, ids.1, ids.2))
+}
+
+/// Trains a tiny from-scratch model (16-wide, 32x16 images, one epoch) on a generated
+/// SYNTH-PEDES of 24 / 2 / 10 identities under `<dir>/data`; returns the run folder `<dir>/run`.
+pub fn tiny_synth_run(dir: &Path) -> PathBuf {
+    let cfg = dir.join("serve.yaml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "dataset_name: SYNTH-PEDES\npretrain_choice: ''\nroot_dir: {}\nsynth_ids: [24, 2, 10]\nseed: 3\n\
+             img_size: [32, 16]\nembed_dim: 16\nvision_width: 16\nvision_layers: 1\nvision_heads: 1\n\
+             vision_patch_size: 16\ntransformer_width: 16\ntransformer_layers: 1\ntransformer_heads: 1\n\
+             text_length: 40\ncmt_depth: 1\ndca_heads: 2\nbatch_size: 8\nnum_epoch: 1\n\
+             global_caption: clean\nloss_names: sdm+itc+id\n",
+            dir.join("data").display()
+        ),
+    )
+    .unwrap();
+    let run = dir.join("run");
+    let out = super::train_command(&cfg, &run, &[]).output().unwrap();
+    assert!(
+        out.status.success(),
+        "training the tiny model: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    run
+}
+
+/// The test split of the generated set that [`tiny_synth_run`] trains on: its captions with
+/// their person ids, in annotation order (as ccma reads them).
+pub fn tiny_synth_test_captions(dir: &Path) -> Vec<(String, i64)> {
+    let ann = synth_dir(&dir.join("data"), (24, 2, 10), 3).join("reid_raw.json");
+    let entries: Vec<serde_json::Value> =
+        serde_json::from_str(&std::fs::read_to_string(ann).unwrap()).unwrap();
+    entries
+        .iter()
+        .filter(|e| e["split"] == "test")
+        .flat_map(|e| {
+            let pid = e["id"].as_i64().unwrap();
+            e["captions"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(move |c| (c.as_str().unwrap().to_string(), pid))
+        })
+        .collect()
+}
+
+/// A running `ccma serve`; killed when dropped.
+pub struct Server {
+    child: Child,
+    /// `http://127.0.0.1:PORT`
+    pub base: String,
+    stderr: Arc<Mutex<String>>,
+    stderr_thread: Option<std::thread::JoinHandle<()>>,
+    agent: ureq::Agent,
+}
+
+/// An HTTP answer: status, content type, body.
+pub struct Answer {
+    pub status: u16,
+    pub content_type: String,
+    pub body: Vec<u8>,
+}
+
+impl Answer {
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&self.body)))
+    }
+}
+
+impl Server {
+    /// Starts `ccma serve --port 0 <args>` and returns once it has printed the address it
+    /// listens on (after loading everything).
+    pub fn start(args: &[&str]) -> Server {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_ccma"))
+            .arg("serve")
+            .args(args)
+            .args(["--port", "0"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start ccma serve");
+        let stderr = Arc::new(Mutex::new(String::new()));
+        let mut pipe = child.stderr.take().unwrap();
+        let sink = stderr.clone();
+        let stderr_thread = std::thread::spawn(move || {
+            let mut buf = [0u8; 4096];
+            while let Ok(n) = pipe.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                sink.lock()
+                    .unwrap()
+                    .push_str(&String::from_utf8_lossy(&buf[..n]));
+            }
+        });
+        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        let base = loop {
+            match lines.next() {
+                Some(Ok(line)) => {
+                    if let Some(url) = line.strip_prefix("listening on ") {
+                        break url.trim_end_matches('/').to_string();
+                    }
+                }
+                _ => {
+                    let status = child.wait().unwrap();
+                    stderr_thread.join().unwrap();
+                    panic!(
+                        "ccma serve {args:?} ended ({status}) before listening: {}",
+                        stderr.lock().unwrap()
+                    );
+                }
+            }
+        };
+        // Nothing more is expected on stdout; drain it so the server can never block on it.
+        std::thread::spawn(move || lines.for_each(drop));
+        let agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .build()
+            .into();
+        Server {
+            child,
+            base,
+            stderr,
+            stderr_thread: Some(stderr_thread),
+            agent,
+        }
+    }
+
+    /// `GET path` (with its query string, already encoded).
+    pub fn get(&self, path: &str) -> Answer {
+        let mut r = self
+            .agent
+            .get(format!("{}{path}", self.base))
+            .call()
+            .unwrap_or_else(|e| panic!("GET {path}: {e}"));
+        let content_type = r
+            .headers()
+            .get("content-type")
+            .map(|v| v.to_str().unwrap().to_string())
+            .unwrap_or_default();
+        Answer {
+            status: r.status().as_u16(),
+            content_type,
+            body: r.body_mut().read_to_vec().unwrap(),
+        }
+    }
+
+    /// `GET /api/search?q=query&k=k`.
+    pub fn search(&self, query: &str, k: &str) -> Answer {
+        self.get(&format!(
+            "/api/search?{}",
+            form_urlencoded::Serializer::new(String::new())
+                .append_pair("q", query)
+                .append_pair("k", k)
+                .finish()
+        ))
+    }
+
+    /// The status code of `METHOD target` sent as written, on a plain socket (no client that
+    /// could normalise the target).
+    pub fn raw_status(&self, method: &str, target: &str) -> u16 {
+        let addr = self.base.trim_start_matches("http://");
+        let mut s = std::net::TcpStream::connect(addr).unwrap();
+        write!(
+            s,
+            "{method} {target} HTTP/1.1\r\nHost: {addr}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+        )
+        .unwrap();
+        let mut reply = String::new();
+        BufReader::new(s).read_line(&mut reply).unwrap();
+        reply
+            .split(' ')
+            .nth(1)
+            .and_then(|c| c.parse().ok())
+            .unwrap_or_else(|| panic!("status line {reply:?}"))
+    }
+
+    /// What the server has logged so far.
+    pub fn log(&self) -> String {
+        self.stderr.lock().unwrap().clone()
+    }
+
+    /// Sends `signal`, waits for the server to end; its exit status and whole log.
+    pub fn stop(mut self, signal: i32) -> (ExitStatus, String) {
+        // SAFETY: kill only sends a signal to our own child process.
+        assert_eq!(unsafe { libc::kill(self.child.id() as i32, signal) }, 0);
+        let status = self.child.wait().unwrap();
+        self.stderr_thread.take().unwrap().join().unwrap();
+        (status, self.log())
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
