@@ -64,13 +64,15 @@ pub fn autocast<T>(device: Device, f: impl FnOnce() -> T) -> T {
     f()
 }
 
-/// Switches CUDA autocast back on on drop.
-struct Reenable;
+/// Switches CUDA autocast back on on drop where it was on (`.0`).
+struct Restore(bool);
 
-impl Drop for Reenable {
+impl Drop for Restore {
     fn drop(&mut self) {
-        // SAFETY: thread-local state, switched off by `full_precision` on this thread.
-        unsafe { ffi::ccma_autocast_cuda_set_enabled(1) };
+        if self.0 {
+            // SAFETY: thread-local state, switched off by `full_precision` on this thread.
+            unsafe { ffi::ccma_autocast_cuda_set_enabled(1) };
+        }
     }
 }
 
@@ -79,8 +81,7 @@ impl Drop for Reenable {
 /// Outside a region it is `f()`.
 pub fn full_precision<T>(f: impl FnOnce() -> T) -> T {
     // SAFETY: thread-local state; switched back on below where it was on.
-    let was_on = unsafe { ffi::ccma_autocast_cuda_set_enabled(0) } != 0;
-    let _back = was_on.then_some(Reenable);
+    let _back = Restore(unsafe { ffi::ccma_autocast_cuda_set_enabled(0) } != 0);
     f()
 }
 

@@ -93,7 +93,7 @@ pub fn step(
     }
     let device = shares[0].device();
     shares.push(Tensor::full([], f64::from(u8::from(stop)), (Kind::Float, device)));
-    let shares = Tensor::stack(&shares, 0);
+    let shares = Tensor::stack(&shares, 0).to_kind(Kind::Float);
     opt.zero_grad();
     let total = terms.total();
     match ranks.world() {

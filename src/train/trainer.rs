@@ -248,18 +248,7 @@ impl Trainer {
     pub fn load_state(&mut self) -> Result<Progress> {
         let path = self.run.state();
         let (tensors, meta) = crate::io::safetensors::load(&path)?;
-        let mut opt_state = HashMap::new();
-        let mut params = HashMap::new();
-        for (k, t) in tensors {
-            match k.strip_prefix("optimizer.") {
-                Some(rest) => opt_state.insert(rest.to_string(), t),
-                None => params.insert(k, t),
-            };
-        }
-        crate::model::weights::copy_into(&mut self.vs, &params, &[], &[], (0, 0), &path)?;
-        self.opt
-            .load_state(&opt_state)
-            .with_context(|| format!("resume state {}", path.display()))?;
+        restore_resumable(&mut self.vs, &mut self.opt, tensors, &path)?;
         Progress::from_metadata(&meta).with_context(|| format!("resume state {}", path.display()))
     }
 
@@ -506,6 +495,26 @@ pub fn resumable_tensors(vs: &VarStore, opt: &Optimizer) -> Vec<(String, Tensor)
             .map(|(k, t)| (format!("optimizer.{k}"), t)),
     );
     tensors
+}
+
+/// Puts what [`resumable_tensors`] wrote (read from `path`) back into `vs` and `opt`.
+pub fn restore_resumable(
+    vs: &mut VarStore,
+    opt: &mut Optimizer,
+    tensors: Vec<(String, Tensor)>,
+    path: &std::path::Path,
+) -> Result<()> {
+    let mut opt_state = HashMap::new();
+    let mut params = HashMap::new();
+    for (k, t) in tensors {
+        match k.strip_prefix("optimizer.") {
+            Some(rest) => opt_state.insert(rest.to_string(), t),
+            None => params.insert(k, t),
+        };
+    }
+    crate::model::weights::copy_into(vs, &params, &[], &[], (0, 0), path)?;
+    opt.load_state(&opt_state)
+        .with_context(|| format!("resume state {}", path.display()))
 }
 
 fn count_params(vs: &VarStore) -> i64 {
