@@ -11,6 +11,10 @@ use ccma::train::step::step;
 use tch::Device;
 
 /// A tiny model, the same for every call (same seed), with its optimiser.
+/// Held by each test here: they seed libtorch's one global generator, which tests running side
+/// by side would otherwise draw from in turns.
+static SEEDED: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 fn model(cfg: &Config) -> (ccma::model::Ccma, Optimizer) {
     tch::manual_seed(7);
     let (vs, model) = ccma::factory::training_model(cfg, 4, Device::Cpu).unwrap();
@@ -44,6 +48,7 @@ fn tiny(loss_names: &str) -> Config {
 /// loss values, once backward is queued), and reports every term, finite.
 #[test]
 fn a_step_reads_its_device_once() {
+    let _seeded = SEEDED.lock().unwrap_or_else(|e| e.into_inner());
     let cfg = tiny("sdm+itc+cmpm+id+mlm+imal");
     let spec = LossSpec {
         terms: cfg.losses(),
@@ -66,6 +71,7 @@ fn a_step_reads_its_device_once() {
 
 #[test]
 fn global_caption_chooses_what_the_global_features_see() {
+    let _seeded = SEEDED.lock().unwrap_or_else(|e| e.into_inner());
     let base = tiny("sdm+mlm");
     tch::manual_seed(3);
     let batch = TrainBatch::random(6, (32, 16), 16, 4, Device::Cpu);
