@@ -55,12 +55,19 @@ fn main() {
     t.add_row(row!["parameters", format!("{:.2} GiB", params / GIB)]);
     t.add_row(row![
         "file",
-        format!("{:.2} GiB ({:.2}x the parameters)", size / GIB, size / params)
+        format!(
+            "{:.2} GiB ({:.2}x the parameters)",
+            size / GIB,
+            size / params
+        )
     ]);
-    t.add_row(row!["resident before the save", format!("{:.2} GiB", before / GIB)]);
+    t.add_row(row![
+        "resident before the save",
+        format!("{:.2} GiB", before / GIB)
+    ]);
     t.add_row(row![
         "peak while saving",
-        format!("{:.2} GiB (+{:.2} GiB)", peak / GIB, (peak - before) / GIB)
+        format!("{:.2} GiB ({:+.2} GiB)", peak / GIB, (peak - before) / GIB)
     ]);
     t.add_row(row!["save time", format!("{secs:.1} s")]);
     t.printstd();

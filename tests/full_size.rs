@@ -65,8 +65,13 @@ fn paper_config_at_full_size_trains_a_step_and_evaluates() {
     );
     assert_eq!(ck["base_model.token_embedding.weight"].size(), [49408, 512]);
     // The resumable state the trainer wrote: parameters, two Adam moments and a few numbers.
-    let state = std::fs::metadata(run.join("last.safetensors")).unwrap().len() as f64;
-    let params: usize = ck.values().map(|t| t.numel() * t.kind().elt_size_in_bytes()).sum();
+    let state = std::fs::metadata(run.join("last.safetensors"))
+        .unwrap()
+        .len() as f64;
+    let params: usize = ck
+        .values()
+        .map(|t| t.numel() * t.kind().elt_size_in_bytes())
+        .sum();
     let ratio = state / params as f64;
     assert!(
         (3.0..=3.1).contains(&ratio),
@@ -124,7 +129,10 @@ fn full_size_resumable_state_is_three_times_the_parameters_and_resumes_bit_ident
     let want: HashMap<String, Tensor> = {
         let (vs, mut opt) = full_size(&cfg, 7);
         steps(&vs, &mut opt, 3);
-        vs.variables().into_iter().map(|(k, t)| (k, t.copy())).collect()
+        vs.variables()
+            .into_iter()
+            .map(|(k, t)| (k, t.copy()))
+            .collect()
     };
     let state = dir.path().join("last.safetensors");
     let params = {
@@ -148,6 +156,9 @@ fn full_size_resumable_state_is_three_times_the_parameters_and_resumes_bit_ident
     checkpoint_in_earlier_layout(&state, &earlier, &cfg.optim);
     std::fs::remove_file(&state).unwrap();
     let ratio = std::fs::metadata(&earlier).unwrap().len() as f64 / params as f64;
-    assert!(ratio > 4.9, "the earlier layout is {ratio:.3}x the parameters");
+    assert!(
+        ratio > 4.9,
+        "the earlier layout is {ratio:.3}x the parameters"
+    );
     resumes_to(&cfg, &earlier, &want);
 }

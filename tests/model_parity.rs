@@ -66,7 +66,11 @@ fn whole_model_matches_reference() {
     close("f_i", &model.image_features(&io["images"]), &io["f_i"]);
     close("f_t", &model.text_features(&io["ids"]), &io["f_t"]);
     let img = model.encode_image(&io["images"]);
-    close("mlm_logits", &mlm_logits(&model, &img, &io), &io["mlm_logits"]);
+    close(
+        "mlm_logits",
+        &mlm_logits(&model, &img, &io),
+        &io["mlm_logits"],
+    );
     let (g_i, g_t) = model.dca(&img, &model.encode_text(&io["ids"]), &io["ids"]);
     close("g_i", &g_i, &io["g_i"]);
     close("g_t", &g_t, &io["g_t"]);
@@ -118,7 +122,11 @@ fn irra_checkpoint_gives_the_reference_outputs() {
     close("f_i", &model.image_features(&io["images"]), &io["f_i"]);
     close("f_t", &model.text_features(&io["ids"]), &io["f_t"]);
     let img = model.encode_image(&io["images"]);
-    close("mlm_logits", &mlm_logits(&model, &img, &io), &io["mlm_logits"]);
+    close(
+        "mlm_logits",
+        &mlm_logits(model, &img, &io),
+        &io["mlm_logits"],
+    );
     // As pretrained weights: every module it has is loaded, whatever its depth.
     let pth = dir.path().join("irra_best.pth");
     let source = WeightsSource::Pretrained(pth.clone());
@@ -195,7 +203,8 @@ fn weight_file_errors_name_the_key_and_shapes() {
     std::fs::write(&cut, &bytes[..bytes.len() / 2]).unwrap();
     assert!(try_load(&cut).contains("truncated"));
     let mut named: Vec<(String, Tensor)> = Tensor::read_safetensors(&good).unwrap();
-    let edit = |f: &dyn Fn(&mut Vec<(String, Tensor)>), name: &str| {
+    type Named = Vec<(String, Tensor)>;
+    let edit = |f: &dyn Fn(&mut Named), name: &str| {
         let mut n: Vec<(String, Tensor)> = named
             .iter()
             .map(|(k, t)| (k.clone(), t.shallow_clone()))

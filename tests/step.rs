@@ -61,10 +61,18 @@ fn a_step_reads_its_device_once() {
     for _ in 0..2 {
         let before = ccma::device::host_reads();
         let out = step(&model, &mut opt, &batch, &spec, &ranks, false, false).unwrap();
-        assert_eq!(ccma::device::host_reads() - before, 1, "device reads in one step");
+        assert_eq!(
+            ccma::device::host_reads() - before,
+            1,
+            "device reads in one step"
+        );
         let terms: Vec<LossTerm> = out.values.iter().map(|(t, _)| *t).collect();
         assert_eq!(terms, spec.terms);
-        assert!(out.values.iter().all(|(_, v)| v.is_finite()), "{:?}", out.values);
+        assert!(
+            out.values.iter().all(|(_, v)| v.is_finite()),
+            "{:?}",
+            out.values
+        );
         assert_eq!((out.samples, out.stop), (6, false));
     }
 }

@@ -101,7 +101,12 @@ impl TrainBatch {
         Self::random_on_host(b, img_size, text_length, num_classes).to_device(device)
     }
 
-    fn random_on_host(b: i64, img_size: (i64, i64), text_length: i64, num_classes: i64) -> TrainBatch {
+    fn random_on_host(
+        b: i64,
+        img_size: (i64, i64),
+        text_length: i64,
+        num_classes: i64,
+    ) -> TrainBatch {
         let (h, w, l) = (img_size.0, img_size.1, text_length);
         let device = Device::Cpu;
         let opts = (Kind::Int64, device);
@@ -155,7 +160,10 @@ mod tests {
         let m = b.mlm_positions.size()[0];
         assert!(m > 0 && b.slices == RankSlices::whole(6, m));
         let masked = b.mlm_ids.reshape([-1]).index_select(0, &b.mlm_positions);
-        let original = b.caption_ids.reshape([-1]).index_select(0, &b.mlm_positions);
+        let original = b
+            .caption_ids
+            .reshape([-1])
+            .index_select(0, &b.mlm_positions);
         assert!(original.equal(&b.mlm_targets));
         assert_eq!(
             masked.eq(MASK_ID).sum(Kind::Int64).int64_value(&[]),

@@ -208,6 +208,10 @@ impl Drop for EpochBatches {
     }
 }
 
+/// A caption's MLM masking: the masked ids and the labels ([L] each, label 0 where nothing is
+/// masked).
+type Masking = (Vec<i64>, Vec<i64>);
+
 /// The random choices of the sample at position `pos` of batch `batch_no`: its augmentation,
 /// then (with MLM) its masked caption ids and labels ([L] each).
 fn draw(
@@ -217,10 +221,13 @@ fn draw(
     epoch: usize,
     batch_no: usize,
     pos: usize,
-) -> (Augment, Option<(Vec<i64>, Vec<i64>)>) {
+) -> (Augment, Option<Masking>) {
     let mut rng = sample_rng(opts.seed, epoch, batch_no, pos);
     let aug = transform.sample(&mut rng);
-    (aug, opts.mlm.map(|rates| mask_tokens(tokens, rates, &mut rng)))
+    (
+        aug,
+        opts.mlm.map(|rates| mask_tokens(tokens, rates, &mut rng)),
+    )
 }
 
 /// Builds this process's slice of the global batch `idx`: images [B,3,H,W] f32, ids/MLM ids [B,L]

@@ -163,7 +163,10 @@ mod tests {
         let get = |n: &str| &t.iter().find(|(k, _)| k == n).unwrap().1;
         assert!(get("a").equal(&a));
         assert!(get("b").equal(&b));
-        assert_eq!((get("c").kind(), get("c").size()), (Kind::Half, vec![5, 3, 2]));
+        assert_eq!(
+            (get("c").kind(), get("c").size()),
+            (Kind::Half, vec![5, 3, 2])
+        );
         assert!(get("c").equal(&c));
         assert_eq!(get("empty").size(), [0, 4]);
         assert_eq!(m["epoch"], "7");

@@ -137,7 +137,9 @@ impl Ccma {
     }
 
     fn mlm_logits(&self, image_tokens: &Tensor, masked: Masked) -> Tensor {
-        let fused = self.cross.fuse(&self.text.forward(masked.ids), image_tokens);
+        let fused = self
+            .cross
+            .fuse(&self.text.forward(masked.ids), image_tokens);
         let d = fused.size()[2];
         let at = fused.reshape([-1, d]).index_select(0, masked.positions);
         self.cross.mlm_logits(&at).to_kind(Kind::Float)

@@ -29,12 +29,30 @@ use tch::{nn::VarStore, Device, Kind, Tensor};
 
 /// Every parameter group there can be, in the order of the saved rules.
 const GROUPS: [ParamGroup; 6] = [
-    ParamGroup { rate: RateGroup::Base, bias_decay: false },
-    ParamGroup { rate: RateGroup::Base, bias_decay: true },
-    ParamGroup { rate: RateGroup::Bias, bias_decay: false },
-    ParamGroup { rate: RateGroup::Bias, bias_decay: true },
-    ParamGroup { rate: RateGroup::New, bias_decay: false },
-    ParamGroup { rate: RateGroup::New, bias_decay: true },
+    ParamGroup {
+        rate: RateGroup::Base,
+        bias_decay: false,
+    },
+    ParamGroup {
+        rate: RateGroup::Base,
+        bias_decay: true,
+    },
+    ParamGroup {
+        rate: RateGroup::Bias,
+        bias_decay: false,
+    },
+    ParamGroup {
+        rate: RateGroup::Bias,
+        bias_decay: true,
+    },
+    ParamGroup {
+        rate: RateGroup::New,
+        bias_decay: false,
+    },
+    ParamGroup {
+        rate: RateGroup::New,
+        bias_decay: true,
+    },
 ];
 
 /// Learning-rate multiplier and weight decay of a parameter group under `cfg`.
@@ -293,9 +311,7 @@ impl Optimizer {
             }
             Kernel::Libtorch => {
                 let _ = self.step_count.fill_(self.step as f64);
-                self.groups
-                    .iter()
-                    .try_for_each(|g| self.step_libtorch(g))
+                self.groups.iter().try_for_each(|g| self.step_libtorch(g))
             }
         })
     }

@@ -92,7 +92,11 @@ pub fn step(
         shares[0] = shares[0].full_like(f64::NAN);
     }
     let device = shares[0].device();
-    shares.push(Tensor::full([], f64::from(u8::from(stop)), (Kind::Float, device)));
+    shares.push(Tensor::full(
+        [],
+        f64::from(u8::from(stop)),
+        (Kind::Float, device),
+    ));
     let shares = Tensor::stack(&shares, 0).to_kind(Kind::Float);
     opt.zero_grad();
     let total = terms.total();
