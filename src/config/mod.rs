@@ -11,8 +11,8 @@ pub mod choices;
 mod merge;
 
 pub use choices::{
-    DatasetName, DistBackend, GlobalCaption, LossNames, LossTerm, OptimizerKind, SamplerKind,
-    Scheduler, SplitName, WarmupMethod,
+    DatasetName, DistBackend, GlobalCaption, LossNames, LossTerm, MatmulPrecision, OptimizerKind,
+    SamplerKind, Scheduler, SplitName, WarmupMethod,
 };
 pub use merge::{edit_distance, parse_override, valid_keys};
 
@@ -56,6 +56,8 @@ pub struct RunSection {
     pub dist_backend: DistBackend,
     /// Seconds a data-parallel collective (and the rendezvous) may wait for the other ranks.
     pub dist_timeout: u64,
+    /// Float32 matmul precision on CUDA (docs/REPRODUCTION.md); the CPU always computes in fp32.
+    pub matmul_precision: MatmulPrecision,
 }
 
 /// The dataset and how samples are fed.
@@ -167,6 +169,7 @@ impl Default for RunSection {
             eval_period: 1,
             dist_backend: DistBackend::Auto,
             dist_timeout: DEFAULT_DIST_TIMEOUT,
+            matmul_precision: MatmulPrecision::High,
         }
     }
 }
