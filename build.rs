@@ -1,4 +1,5 @@
-//! Links against the libtorch in use and compiles the c10d shim (`csrc/`) against its headers.
+//! Links against the libtorch in use and compiles the shim (`csrc/`: c10d, autocast, pinning, fused
+//! Adam, matmul precision) against its headers.
 //!
 //! - `libtorch_cuda.so` is only reached through static registrars, so the linker's default
 //!   `--as-needed` drops it and CUDA then silently reports as unavailable. Forcing it onto the link
@@ -95,8 +96,10 @@ fn compile_shim(t: &Libtorch, cuda: bool) {
         "csrc/c10d.cpp",
         "csrc/nccl.cpp",
         "csrc/rendezvous.cpp",
+        "csrc/torch_ext.cpp",
         "csrc/backends.hpp",
         "csrc/rendezvous.hpp",
+        "csrc/shim.hpp",
         "csrc/gloo",
     ] {
         println!("cargo:rerun-if-changed={f}");
@@ -105,7 +108,12 @@ fn compile_shim(t: &Libtorch, cuda: bool) {
     build
         .cpp(true)
         .std("c++17")
-        .files(["csrc/c10d.cpp", "csrc/nccl.cpp", "csrc/rendezvous.cpp"])
+        .files([
+            "csrc/c10d.cpp",
+            "csrc/nccl.cpp",
+            "csrc/rendezvous.cpp",
+            "csrc/torch_ext.cpp",
+        ])
         .include("csrc")
         .include(&t.include)
         .include(t.include.join("torch/csrc/api/include"))
@@ -114,7 +122,9 @@ fn compile_shim(t: &Libtorch, cuda: bool) {
         .flag_if_supported("-Wno-unused-parameter")
         .flag_if_supported("-Wno-interference-size")
         .warnings(false);
-    match cuda.then(|| nccl_includes(t)).flatten() {
+    let nccl = cuda.then(|| nccl_includes(t)).flatten();
+    let with_nccl = nccl.is_some();
+    match nccl {
         Some((cuda_inc, nccl_inc)) => {
             build
                 .define("USE_C10D_NCCL", None)
@@ -129,6 +139,12 @@ fn compile_shim(t: &Libtorch, cuda: bool) {
         None => {}
     }
     build.compile("ccma_c10d");
+    if with_nccl {
+        // After the shim on the link line: its `c10::cuda::set_device` binds an NCCL rank to its
+        // card.
+        println!("cargo:rustc-link-search=native={}", t.lib.display());
+        println!("cargo:rustc-link-lib=c10_cuda");
+    }
 }
 
 fn main() {

@@ -174,7 +174,7 @@ fn main() {
         seed: 1,
         num_workers: 0,
         prefetch: 4,
-        pin_memory: false,
+        pin_memory: None,
         shard: ccma::data::loader::Shard::WHOLE,
     };
     let loader = ccma::data::loader::TrainLoader::new(train, opts).expect("loader");

@@ -12,11 +12,13 @@ namespace ccma {
 // Whether this build can create NCCL process groups.
 bool nccl_compiled();
 
-// An NCCL process group of `world` ranks over `store`; throws where NCCL was not compiled in.
+// An NCCL process group of `world` ranks over `store`, with this thread's current CUDA device set
+// to `device` and the group bound to it; throws where NCCL was not compiled in.
 c10::intrusive_ptr<c10d::Backend> make_nccl(
     const c10::intrusive_ptr<c10d::Store>& store,
     int rank,
     int world,
-    std::chrono::milliseconds timeout);
+    std::chrono::milliseconds timeout,
+    int device);
 
 } // namespace ccma

@@ -4,11 +4,14 @@
 // uses for its tensors.
 #include "backends.hpp"
 #include "rendezvous.hpp"
+#include "shim.hpp"
 
 #include <torch/csrc/distributed/c10d/ProcessGroupGloo.hpp>
 
-#include <cstring>
 #include <string>
+
+using ccma::copy_string;
+using ccma::guarded;
 
 namespace {
 
@@ -16,35 +19,18 @@ struct Group {
   c10::intrusive_ptr<c10d::Store> store;
   c10::intrusive_ptr<c10d::Backend> backend;
   std::chrono::milliseconds timeout;
+  bool nccl;
 };
 
-char* copy_string(const std::string& s) {
-  char* out = static_cast<char*>(std::malloc(s.size() + 1));
-  if (out != nullptr) {
-    std::memcpy(out, s.c_str(), s.size() + 1);
-  }
-  return out;
-}
-
-// Runs `body`; on an exception stores its message (without libtorch's backtrace) in `*err` and
-// returns false.
-template <typename F>
-bool guarded(char** err, F body) {
-  try {
-    body();
-    return true;
-  } catch (const c10::Error& e) {
-    *err = copy_string(e.what_without_backtrace());
-  } catch (const std::exception& e) {
-    *err = copy_string(e.what());
-  } catch (...) {
-    *err = copy_string("unknown C++ exception");
-  }
-  return false;
-}
-
+// Gloo's wait blocks this thread until the collective is done, up to the timeout. NCCL's wait
+// without a timeout only makes the current CUDA stream wait for the collective (no CPU polling);
+// its watchdog thread holds the timeout and takes the process down when a collective hangs.
 void wait(Group* g, const c10::intrusive_ptr<c10d::Work>& work) {
-  work->wait(g->timeout);
+  if (g->nccl) {
+    work->wait();
+  } else {
+    work->wait(g->timeout);
+  }
 }
 
 c10::intrusive_ptr<c10d::Backend> make_gloo(
@@ -78,9 +64,11 @@ int ccma_nccl_compiled() {
 }
 
 // Rendezvous at `master_addr:port` as run `run_id` (rank 0 serves the store) and create the
-// process group. `backend` is "gloo" or "nccl"; for Gloo, `interface` or else `hostname` picks the
-// network device (both null: the address this machine's hostname resolves to). Null on failure,
-// with `*refused` set to a `ccma::Refusal` when the rendezvous was refused.
+// process group. `backend` is "gloo" or "nccl"; an NCCL rank is bound to CUDA device `device` (its
+// LOCAL_RANK) before the group is made, and the group to that device. For Gloo, `interface` or
+// else `hostname` picks the network device (both null: the address this machine's hostname
+// resolves to). Null on failure, with `*refused` set to a `ccma::Refusal` when the rendezvous was
+// refused.
 void* ccma_group_new(
     const char* backend,
     const char* master_addr,
@@ -88,6 +76,7 @@ void* ccma_group_new(
     int rank,
     int world,
     int64_t timeout_ms,
+    int device,
     const char* interface,
     const char* hostname,
     const char* run_id,
@@ -104,19 +93,30 @@ void* ccma_group_new(
       *refused = static_cast<int>(e.why);
       throw;
     }
+    bool nccl = std::string(backend) == "nccl";
     c10::intrusive_ptr<c10d::Backend> pg;
-    if (std::string(backend) == "nccl") {
-      pg = ccma::make_nccl(store, rank, world, timeout);
+    if (nccl) {
+      pg = ccma::make_nccl(store, rank, world, timeout, device);
     } else {
       pg = make_gloo(store, rank, world, timeout, interface, hostname);
     }
-    group = new Group{store, pg, timeout};
+    group = new Group{store, pg, timeout, nccl};
   });
   return group;
 }
 
+// Leaves the group: NCCL's communicators are shut down first (a normal exit, as
+// `destroy_process_group` does), then the group is freed.
 void ccma_group_free(void* group) {
-  delete static_cast<Group*>(group);
+  auto* g = static_cast<Group*>(group);
+  if (g->nccl) {
+    try {
+      g->backend->shutdown();
+    } catch (...) {
+      // Leaving anyway: the destructor aborts what is left.
+    }
+  }
+  delete g;
 }
 
 // Sums `t` over all ranks, in place (every rank gets the same result).

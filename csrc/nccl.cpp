@@ -3,6 +3,7 @@
 #include "backends.hpp"
 
 #ifdef CCMA_WITH_NCCL
+#include <c10/cuda/CUDAFunctions.h>
 #include <torch/csrc/distributed/c10d/ProcessGroupNCCL.hpp>
 #endif
 
@@ -20,10 +21,18 @@ c10::intrusive_ptr<c10d::Backend> make_nccl(
     const c10::intrusive_ptr<c10d::Store>& store,
     int rank,
     int world,
-    std::chrono::milliseconds timeout) {
+    std::chrono::milliseconds timeout,
+    int device) {
+  // What `torch.cuda.set_device(LOCAL_RANK)` and `init_process_group(device_id=...)` do: this
+  // rank's work goes to its own card, and the communicator is made for it now.
+  auto bound = c10::Device(c10::kCUDA, static_cast<c10::DeviceIndex>(device));
+  c10::cuda::set_device(bound.index());
   auto options = c10d::ProcessGroupNCCL::Options::create();
   options->timeout = timeout;
-  return c10::make_intrusive<c10d::ProcessGroupNCCL>(store, rank, world, options);
+  auto pg = c10::make_intrusive<c10d::ProcessGroupNCCL>(store, rank, world, options);
+  pg->setBoundDeviceId(bound);
+  pg->eagerConnectSingleDevice(bound);
+  return pg;
 }
 
 #else
@@ -36,7 +45,8 @@ c10::intrusive_ptr<c10d::Backend> make_nccl(
     const c10::intrusive_ptr<c10d::Store>&,
     int,
     int,
-    std::chrono::milliseconds) {
+    std::chrono::milliseconds,
+    int) {
   throw std::runtime_error(
       "this ccma was built against a libtorch without NCCL (a CPU build, or one without the CUDA "
       "and NCCL headers); use dist_backend: gloo");

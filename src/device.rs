@@ -204,3 +204,19 @@ pub fn used_memory_gib(device: Device) -> Option<f64> {
 pub fn free_memory_bytes(device: Device) -> Option<u64> {
     memory_info(device).map(|(free, _)| free as u64)
 }
+
+thread_local! {
+    static HOST_READS: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+}
+
+/// `t` copied to the host: the one way the training step reads a value back from its device (a
+/// read waits for the device's queued work), counted per thread ([`host_reads`]).
+pub fn read_to_host(t: &tch::Tensor) -> tch::Tensor {
+    HOST_READS.with(|n| n.set(n.get() + 1));
+    t.to_device(Device::Cpu)
+}
+
+/// How many [`read_to_host`] calls this thread has made.
+pub fn host_reads() -> usize {
+    HOST_READS.with(std::cell::Cell::get)
+}

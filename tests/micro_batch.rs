@@ -91,10 +91,9 @@ fn two_rank_gradients(
     chunk: Option<usize>,
 ) -> BTreeMap<String, Tensor> {
     let port: u16 = free_port().parse().unwrap();
-    let half = BATCH / 2;
     let ranks: Vec<_> = (0..2)
         .map(|rank| {
-            let (cfg, part) = (cfg.clone(), copy(&batch.narrow(rank * half, half)));
+            let (cfg, part) = (cfg.clone(), rank_slice(batch, rank));
             std::thread::spawn(move || {
                 let launch = Launch {
                     world_size: 2,
@@ -114,15 +113,26 @@ fn two_rank_gradients(
     grads.swap_remove(0)
 }
 
-/// A batch whose tensors are copies (so that a thread may own it).
-fn copy(b: &TrainBatch) -> TrainBatch {
+/// Rank `rank`'s half of `batch` as the loader of a 2-rank run gives it (with both ranks'
+/// sizes, masked counts and pids), its tensors copies (so that a thread may own it).
+fn rank_slice(batch: &TrainBatch, rank: i64) -> TrainBatch {
+    let half = BATCH / 2;
+    let b = batch.narrow(rank * half, half);
+    let masked = (0..2).map(|r| batch.narrow(r * half, half).masked_tokens()).collect();
     TrainBatch {
         images: b.images.copy(),
         caption_ids: b.caption_ids.copy(),
         mlm_ids: b.mlm_ids.copy(),
-        mlm_labels: b.mlm_labels.copy(),
+        mlm_positions: b.mlm_positions.copy(),
+        mlm_targets: b.mlm_targets.copy(),
+        masked_per_sample: b.masked_per_sample.clone(),
         pids: b.pids.copy(),
         image_ids: b.image_ids.copy(),
+        slices: ccma::data::batch::RankSlices {
+            sizes: vec![half, half],
+            masked,
+            all_pids: Some(batch.pids.copy()),
+        },
     }
 }
 

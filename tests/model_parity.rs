@@ -5,7 +5,22 @@
 mod common;
 use ccma::config::Config;
 use common::*;
+use std::collections::HashMap;
 use tch::{Device, Kind, Tensor};
+
+/// The MLM logits of the reference's masked captions (positions taken from its [B, L] labels).
+fn mlm_logits(model: &ccma::model::Ccma, img: &Tensor, io: &HashMap<String, Tensor>) -> Tensor {
+    let labels = Vec::<i64>::try_from(&io["mlm_labels"].reshape([-1])).unwrap();
+    let (positions, targets) = ccma::data::batch::masked_positions(&labels);
+    assert_eq!(positions.len(), 6);
+    let (positions, targets) = (Tensor::from_slice(&positions), Tensor::from_slice(&targets));
+    let masked = ccma::model::Masked {
+        ids: &io["mlm_ids"],
+        positions: &positions,
+        labels: &targets,
+    };
+    model.mlm(img, masked)
+}
 
 fn config(dir: &std::path::Path, pretrained: Option<&str>) -> Config {
     let sizes: serde_json::Value =
@@ -51,9 +66,11 @@ fn whole_model_matches_reference() {
     close("f_i", &model.image_features(&io["images"]), &io["f_i"]);
     close("f_t", &model.text_features(&io["ids"]), &io["f_t"]);
     let img = model.encode_image(&io["images"]);
-    let (logits, labels) = model.mlm(&img, &io["mlm_ids"], &io["mlm_labels"]);
-    assert_eq!(labels.size(), [6]);
-    close("mlm_logits", &logits, &io["mlm_logits"]);
+    close(
+        "mlm_logits",
+        &mlm_logits(&model, &img, &io),
+        &io["mlm_logits"],
+    );
     let (g_i, g_t) = model.dca(&img, &model.encode_text(&io["ids"]), &io["ids"]);
     close("g_i", &g_i, &io["g_i"]);
     close("g_t", &g_t, &io["g_t"]);
@@ -105,8 +122,11 @@ fn irra_checkpoint_gives_the_reference_outputs() {
     close("f_i", &model.image_features(&io["images"]), &io["f_i"]);
     close("f_t", &model.text_features(&io["ids"]), &io["f_t"]);
     let img = model.encode_image(&io["images"]);
-    let (logits, _) = model.mlm(&img, &io["mlm_ids"], &io["mlm_labels"]);
-    close("mlm_logits", &logits, &io["mlm_logits"]);
+    close(
+        "mlm_logits",
+        &mlm_logits(model, &img, &io),
+        &io["mlm_logits"],
+    );
     // As pretrained weights: every module it has is loaded, whatever its depth.
     let pth = dir.path().join("irra_best.pth");
     let source = WeightsSource::Pretrained(pth.clone());
@@ -183,7 +203,8 @@ fn weight_file_errors_name_the_key_and_shapes() {
     std::fs::write(&cut, &bytes[..bytes.len() / 2]).unwrap();
     assert!(try_load(&cut).contains("truncated"));
     let mut named: Vec<(String, Tensor)> = Tensor::read_safetensors(&good).unwrap();
-    let edit = |f: &dyn Fn(&mut Vec<(String, Tensor)>), name: &str| {
+    type Named = Vec<(String, Tensor)>;
+    let edit = |f: &dyn Fn(&mut Named), name: &str| {
         let mut n: Vec<(String, Tensor)> = named
             .iter()
             .map(|(k, t)| (k.clone(), t.shallow_clone()))

@@ -1,9 +1,10 @@
-//! The flat Adam / AdamW (fused CPU step and tensor operations) against torch.optim.Adam / AdamW
-//! with per-parameter groups and a parameter that never gets a gradient, the group rules, and a
-//! save/restore round trip that continues bit-identically.
+//! The flat Adam / AdamW (the host loop and libtorch's fused kernel) against torch.optim.Adam /
+//! AdamW with per-parameter groups and a parameter that never gets a gradient, the group rules, and
+//! save/restore round trips (of this layout and of the earlier per-element one) that continue
+//! bit-identically.
 mod common;
 use ccma::config::{Config, OptimSection};
-use ccma::train::optimizer::{param_rule as param_group, Optimizer};
+use ccma::train::optimizer::{param_rule as param_group, Kernel, Optimizer};
 use common::*;
 use std::collections::HashMap;
 use tch::{nn::VarStore, Device, Kind, Tensor};
@@ -71,20 +72,20 @@ fn run(vs: &VarStore, opt: &mut Optimizer, from: usize, steps: usize) {
             .reduce(|a, b| a + b)
             .unwrap();
         loss.backward();
-        opt.step();
+        opt.step().unwrap();
     }
 }
 
 #[test]
 fn matches_torch_adam_and_adamw_with_per_parameter_groups() {
     for optimizer in ["Adam", "AdamW"] {
-        for fused in [true, false] {
-            matches_torch(optimizer, fused);
+        for kernel in [Kernel::HostLoop, Kernel::Libtorch] {
+            matches_torch(optimizer, kernel);
         }
     }
 }
 
-fn matches_torch(optimizer: &str, fused: bool) {
+fn matches_torch(optimizer: &str, kernel: Kernel) {
     let c = OptimSection {
         optimizer: optimizer.parse().unwrap(),
         ..cfg()
@@ -96,7 +97,7 @@ fn matches_torch(optimizer: &str, fused: bool) {
         .map(|(k, t)| (format!("param.{k}"), t.copy()))
         .collect();
     let mut opt = Optimizer::new(&vs, &c);
-    opt.set_fused(fused).unwrap();
+    opt.set_kernel(kernel).unwrap();
     // A schedule point with an offset, as cosine decay towards a nonzero target_lr gives.
     let rate_of = |base: f64| 0.5 * base + 1e-3;
     opt.set_lr(rate_of);
@@ -141,7 +142,7 @@ fn matches_torch(optimizer: &str, fused: bool) {
         let d = max_abs_diff(&t, &want[&name]);
         assert!(
             d < 1e-6,
-            "{optimizer}, fused {fused}, {name}: max abs diff {d}"
+            "{optimizer}, {kernel:?}, {name}: max abs diff {d}"
         );
     }
     let untouched = values(&[6], NO_GRAD.len() as f64 * 0.37);
@@ -170,30 +171,31 @@ fn group_rules_follow_the_method() {
     }
 }
 
-#[test]
-fn save_and_restore_continues_bit_identically() {
-    let c = cfg();
+/// Runs 5 steps in one go, and 2 steps, a save, a restore into another store (through
+/// `convert`, which may rewrite the saved state) and 3 more; the parameters must end bit-identical.
+fn resumes_bit_identically(c: &OptimSection, convert: impl Fn(&mut HashMap<String, Tensor>)) {
     let vs_a = store(7);
-    let mut a = Optimizer::new(&vs_a, &c);
+    let mut a = Optimizer::new(&vs_a, c);
     a.set_lr(|b| b);
     run(&vs_a, &mut a, 0, 5);
 
     let vs_b = store(7);
-    let mut b = Optimizer::new(&vs_b, &c);
+    let mut b = Optimizer::new(&vs_b, c);
     b.set_lr(|b| b);
     run(&vs_b, &mut b, 0, 2);
-    let saved: HashMap<String, Tensor> = b
+    let mut saved: HashMap<String, Tensor> = b
         .state_tensors()
         .into_iter()
         .map(|(k, t)| (k, t.copy()))
         .collect();
+    convert(&mut saved);
     let params: HashMap<String, Tensor> = vs_b
         .variables()
         .into_iter()
         .map(|(k, t)| (k, t.copy()))
         .collect();
     let mut vs_c = store(99); // different values, overwritten by the restore
-    let mut c_opt = Optimizer::new(&vs_c, &c);
+    let mut c_opt = Optimizer::new(&vs_c, c);
     let source = std::path::Path::new("saved parameters");
     ccma::model::weights::copy_into(&mut vs_c, &params, &[], &[], (0, 0), source).unwrap();
     c_opt.load_state(&saved).unwrap();
@@ -204,6 +206,74 @@ fn save_and_restore_continues_bit_identically() {
             t.equal(&vs_c.variables()[&name]),
             "{name} differs after resuming"
         );
+    }
+}
+
+/// `saved` rewritten into the earlier per-element layout by the rules of `c`.
+fn to_earlier(saved: &mut HashMap<String, Tensor>, c: &OptimSection) {
+    let params: Vec<(String, i64)> = NAMES
+        .iter()
+        .map(|(n, s)| (n.to_string(), s.iter().product()))
+        .collect();
+    to_earlier_layout(saved, "", &params, c);
+}
+
+#[test]
+fn save_and_restore_continues_bit_identically() {
+    let c = cfg();
+    resumes_bit_identically(&c, |_| {});
+    let state: Vec<String> = {
+        let vs = store(1);
+        let mut keys: Vec<String> = Optimizer::new(&vs, &c)
+            .state_tensors()
+            .into_iter()
+            .map(|(k, _)| k)
+            .collect();
+        keys.sort();
+        keys
+    };
+    assert_eq!(state, ["exp_avg", "exp_avg_sq", "group_rules", "step"]);
+}
+
+#[test]
+fn a_state_of_the_earlier_per_element_layout_resumes_bit_identically() {
+    let c = cfg();
+    resumes_bit_identically(&c, |saved| to_earlier(saved, &c));
+}
+
+/// A state saved under other learning-rate multipliers is refused, in either layout; other
+/// weight decays are taken from the config.
+#[test]
+fn a_state_of_other_rate_rules_is_refused() {
+    let c = cfg();
+    let other = OptimSection {
+        lr_factor: c.lr_factor * 2.0,
+        ..c.clone()
+    };
+    let vs = store(3);
+    let saved = |cfg: &OptimSection, earlier: bool| {
+        let mut s: HashMap<String, Tensor> = Optimizer::new(&store(3), cfg)
+            .state_tensors()
+            .into_iter()
+            .collect();
+        if earlier {
+            to_earlier(&mut s, cfg);
+        }
+        s
+    };
+    for earlier in [false, true] {
+        let err = Optimizer::new(&vs, &c)
+            .load_state(&saved(&other, earlier))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("other learning-rate rules"), "{err}");
+        let decay = OptimSection {
+            weight_decay: 0.5,
+            ..c.clone()
+        };
+        Optimizer::new(&vs, &c)
+            .load_state(&saved(&decay, earlier))
+            .unwrap();
     }
 }
 

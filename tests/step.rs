@@ -1,6 +1,7 @@
 //! The training step's reproduction switch `global_caption`: with `masked` (IRRA's and CCMA's
 //! published behaviour) the global text features see the MLM-masked caption, with `clean` the
-//! caption itself; checked against the model run by hand on each.
+//! caption itself; checked against the model run by hand on each. And the step's reads from its
+//! device: one per step.
 use ccma::config::{Config, LossTerm};
 use ccma::data::batch::TrainBatch;
 use ccma::loss::{sdm, LossSpec};
@@ -10,6 +11,10 @@ use ccma::train::step::{step, StepOptions};
 use tch::Device;
 
 /// A tiny model, the same for every call (same seed), with its optimiser.
+/// Held by each test here: they seed libtorch's one global generator, which tests running side
+/// by side would otherwise draw from in turns.
+static SEEDED: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 fn model(cfg: &Config) -> (ccma::model::Ccma, Optimizer) {
     tch::manual_seed(7);
     let (vs, model) = ccma::factory::training_model(cfg, 4, Device::Cpu).unwrap();
@@ -17,8 +22,8 @@ fn model(cfg: &Config) -> (ccma::model::Ccma, Optimizer) {
     (model, opt)
 }
 
-#[test]
-fn global_caption_chooses_what_the_global_features_see() {
+/// The tiny model's settings with `loss_names`.
+fn tiny(loss_names: &str) -> Config {
     let sets: Vec<(String, String)> = [
         ("embed_dim", "32"),
         ("vision_width", "32"),
@@ -31,12 +36,51 @@ fn global_caption_chooses_what_the_global_features_see() {
         ("dca_heads", "4"),
         ("img_size", "[32, 16]"),
         ("text_length", "16"),
-        ("loss_names", "sdm+mlm"),
+        ("loss_names", loss_names),
     ]
     .iter()
     .map(|(k, v)| (k.to_string(), v.to_string()))
     .collect();
-    let base = Config::default().with_overrides(&sets).unwrap();
+    Config::default().with_overrides(&sets).unwrap()
+}
+
+/// Every term of IRRA and CCMA in one step on one process: the step reads its device once (the
+/// loss values, once backward is queued), and reports every term, finite.
+#[test]
+fn a_step_reads_its_device_once() {
+    let _seeded = SEEDED.lock().unwrap_or_else(|e| e.into_inner());
+    let cfg = tiny("sdm+itc+cmpm+id+mlm+imal");
+    let spec = LossSpec {
+        terms: cfg.losses(),
+        params: cfg.loss.clone(),
+    };
+    tch::manual_seed(5);
+    let batch = TrainBatch::random(6, (32, 16), 16, 4, Device::Cpu);
+    let (model, mut opt) = model(&cfg);
+    let ranks = Ranks::single(Device::Cpu);
+    for _ in 0..2 {
+        let before = ccma::device::host_reads();
+        let out = step(&model, &mut opt, &batch, &spec, &ranks, StepOptions::default()).unwrap();
+        assert_eq!(
+            ccma::device::host_reads() - before,
+            1,
+            "device reads in one step"
+        );
+        let terms: Vec<LossTerm> = out.values.iter().map(|(t, _)| *t).collect();
+        assert_eq!(terms, spec.terms);
+        assert!(
+            out.values.iter().all(|(_, v)| v.is_finite()),
+            "{:?}",
+            out.values
+        );
+        assert_eq!((out.samples, out.stop), (6, false));
+    }
+}
+
+#[test]
+fn global_caption_chooses_what_the_global_features_see() {
+    let _seeded = SEEDED.lock().unwrap_or_else(|e| e.into_inner());
+    let base = tiny("sdm+mlm");
     tch::manual_seed(3);
     let batch = TrainBatch::random(6, (32, 16), 16, 4, Device::Cpu);
     assert!(

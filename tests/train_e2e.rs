@@ -366,39 +366,50 @@ fn checkpoint_alone_then_embed_rank_and_search(dir: &Path, run: &Path, best: f64
     assert_eq!(text.matches(".jpg").count(), 3, "{text}");
 }
 
+/// Runs `a` through, `b` interrupted after global step 4 and resumed, and `c` likewise with its
+/// checkpoint rewritten into the earlier layout before resuming: all three end bit-identical.
 #[test]
 fn resume_after_interrupt_continues_bit_identically() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = write_config(dir.path(), 2);
-    let (a, b) = (dir.path().join("a"), dir.path().join("b"));
+    let a = dir.path().join("a");
     assert!(train(&cfg, &a, &[]).status.success());
-    // Interrupted in the middle of epoch 1 (a Ctrl-C after global step 4), then resumed.
-    let out = train(&cfg, &b, &[("CCMA_INTERRUPT_AT_STEP", "4")]);
-    assert_eq!(
-        out.status.code(),
-        Some(130),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert_one_line_error(&out, "interrupted");
-    assert!(String::from_utf8_lossy(&out.stderr).contains("resumable checkpoint written"));
-    let out = resume(&b);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let (ma, mb) = (metrics(&a), metrics(&b));
-    assert_eq!(ma.len(), 2);
-    assert_eq!(
-        ma[1]["loss"], mb[1]["loss"],
-        "epoch 2 losses identical after resuming"
-    );
-    assert_eq!(ma[1]["t2i"], mb[1]["t2i"]);
-    assert_eq!(
-        std::fs::read(a.join("best.safetensors")).unwrap(),
-        std::fs::read(b.join("best.safetensors")).unwrap()
-    );
+    for (name, earlier) in [("b", false), ("c", true)] {
+        let b = dir.path().join(name);
+        // Interrupted in the middle of epoch 1 (a Ctrl-C after global step 4), then resumed.
+        let out = train(&cfg, &b, &[("CCMA_INTERRUPT_AT_STEP", "4")]);
+        assert_eq!(
+            out.status.code(),
+            Some(130),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_one_line_error(&out, "interrupted");
+        assert!(String::from_utf8_lossy(&out.stderr).contains("resumable checkpoint written"));
+        if earlier {
+            let cfg = ccma::config::Config::from_file(&b.join("configs.yaml")).unwrap();
+            let last = b.join("last.safetensors");
+            checkpoint_in_earlier_layout(&last, &last, &cfg.optim);
+        }
+        let out = resume(&b);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let (ma, mb) = (metrics(&a), metrics(&b));
+        assert_eq!(ma.len(), 2);
+        assert_eq!(
+            ma[1]["loss"], mb[1]["loss"],
+            "{name}: epoch 2 losses identical after resuming"
+        );
+        assert_eq!(ma[1]["t2i"], mb[1]["t2i"]);
+        assert_eq!(
+            std::fs::read(a.join("best.safetensors")).unwrap(),
+            std::fs::read(b.join("best.safetensors")).unwrap(),
+            "{name}"
+        );
+    }
 }
 
 #[test]

@@ -43,7 +43,7 @@ pub struct TestArgs {
 }
 
 /// The config keys evaluation uses.
-const KEYS: [&str; 8] = [
+const KEYS: [&str; 9] = [
     "dataset_name",
     "root_dir",
     "synth_ids",
@@ -52,6 +52,7 @@ const KEYS: [&str; 8] = [
     "text_length",
     "test_batch_size",
     "device",
+    "matmul_precision",
 ];
 
 /// A checkpoint and its dataset, loaded with the data settings that decide the numbers.
@@ -88,6 +89,7 @@ pub(super) fn load_test_setup(
     config.check_sets_act("test", &KEYS)?;
     let cfg = config.resolve(fallback, device, |_| Ok(()))?;
     let device = cfg.run.device.resolve()?;
+    crate::model::amp::set_cuda_matmul_precision(cfg.run.matmul_precision.name(), device)?;
     super::check::require_images(&cfg)?;
     let dataset = crate::data::load_dataset(&cfg)?;
     dataset.require_splits(&[split.name()])?;

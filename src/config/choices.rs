@@ -110,6 +110,13 @@ choice! {
 }
 
 choice! {
+    /// The precision of float32 matmuls on CUDA, as `torch.set_float32_matmul_precision`:
+    /// `highest` fp32, `high` TF32 (what PyTorch 1.7-1.11, IRRA's, did by default on Ampere),
+    /// `medium` bf16 passes.
+    MatmulPrecision { Highest = "highest", High = "high", Medium = "medium" }
+}
+
+choice! {
     /// One loss term of `loss_names`.
     LossTerm { Itc = "itc", Sdm = "sdm", Cmpm = "cmpm", Id = "id", Mlm = "mlm", Imal = "imal" }
 }

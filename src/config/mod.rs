@@ -12,8 +12,8 @@ mod merge;
 mod micro_batch;
 
 pub use choices::{
-    DatasetName, DistBackend, GlobalCaption, LossNames, LossTerm, OptimizerKind, SamplerKind,
-    Scheduler, SplitName, WarmupMethod,
+    DatasetName, DistBackend, GlobalCaption, LossNames, LossTerm, MatmulPrecision, OptimizerKind,
+    SamplerKind, Scheduler, SplitName, WarmupMethod,
 };
 pub use merge::{edit_distance, parse_override, valid_keys};
 pub use micro_batch::MicroBatch;
@@ -62,6 +62,8 @@ pub struct RunSection {
     /// chunks, the step caches the batch's features and their gradients (the gradient-cache
     /// technique), so the gradient stays the whole batch's.
     pub micro_batch: Option<MicroBatch>,
+    /// Float32 matmul precision on CUDA (docs/REPRODUCTION.md); the CPU always computes in fp32.
+    pub matmul_precision: MatmulPrecision,
 }
 
 /// The dataset and how samples are fed.
@@ -174,6 +176,7 @@ impl Default for RunSection {
             dist_backend: DistBackend::Auto,
             dist_timeout: DEFAULT_DIST_TIMEOUT,
             micro_batch: None,
+            matmul_precision: MatmulPrecision::High,
         }
     }
 }

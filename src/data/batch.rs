@@ -1,8 +1,10 @@
-//! A training batch as the model consumes it.
+//! A training batch as the model consumes it, with what the step needs to know about it on the
+//! host (so that nothing is read back from the device to learn it).
 use super::tokenizer::{EOT_ID, MASK_ID, SOT_ID};
 use tch::{Device, Kind, Tensor};
 
-/// One training batch. `B` samples, images `H x W`, captions `L = text_length` tokens.
+/// One training batch (this rank's slice of the global batch in a data-parallel run). `B`
+/// samples, images `H x W`, captions `L = text_length` tokens, `M` masked caption tokens.
 #[derive(Debug)]
 pub struct TrainBatch {
     /// [B, 3, H, W] f32, normalised with CLIP's mean and std.
@@ -11,12 +13,60 @@ pub struct TrainBatch {
     pub caption_ids: Tensor,
     /// [B, L] i64 the same captions after MLM masking.
     pub mlm_ids: Tensor,
-    /// [B, L] i64 original ids at masked positions, 0 elsewhere (ignored).
-    pub mlm_labels: Tensor,
+    /// [M] i64 the masked positions, as indices into the B·L tokens in row-major order.
+    pub mlm_positions: Tensor,
+    /// [M] i64 the original ids at `mlm_positions` (what the MLM head predicts).
+    pub mlm_targets: Tensor,
+    /// Masked tokens of each sample, in order (on the host; they sum to M).
+    pub masked_per_sample: Vec<i64>,
     /// [B] i64 person ids (0..num_classes-1).
     pub pids: Tensor,
     /// [B] i64 image ids (image index in annotation order).
     pub image_ids: Tensor,
+    /// Where the global batch's samples are across the ranks.
+    pub slices: RankSlices,
+}
+
+/// How the global batch is split over the ranks, known on the host.
+#[derive(Debug, PartialEq)]
+pub struct RankSlices {
+    /// Samples of each rank's slice, in rank order (one entry in a one-process run).
+    pub sizes: Vec<i64>,
+    /// Masked caption tokens of each rank's slice.
+    pub masked: Vec<i64>,
+    /// [ΣB] i64 every rank's pids in rank order, where there are other ranks.
+    pub all_pids: Option<Tensor>,
+}
+
+impl RankSlices {
+    /// The slices of a one-process batch of `b` samples with `m` masked tokens.
+    pub fn whole(b: i64, m: i64) -> RankSlices {
+        RankSlices {
+            sizes: vec![b],
+            masked: vec![m],
+            all_pids: None,
+        }
+    }
+}
+
+/// The masked positions of MLM labels (`[B·L]` row-major, 0 where nothing is masked): their
+/// indices and the labels there, ([M], [M]).
+pub fn masked_positions(labels: &[i64]) -> (Vec<i64>, Vec<i64>) {
+    labels
+        .iter()
+        .enumerate()
+        .filter(|(_, &l)| l != 0)
+        .map(|(i, &l)| (i as i64, l))
+        .unzip()
+}
+
+/// Masked tokens of each caption of MLM labels (`[B·L]` row-major, 0 where nothing is masked),
+/// captions of `l` tokens.
+pub fn per_sample(labels: &[i64], l: usize) -> Vec<i64> {
+    labels
+        .chunks(l)
+        .map(|c| c.iter().filter(|&&x| x != 0).count() as i64)
+        .collect()
 }
 
 impl TrainBatch {
@@ -29,22 +79,31 @@ impl TrainBatch {
         self.len() == 0
     }
 
-    /// Samples `start..start + len` of the batch (views of its tensors).
+    /// Samples `start..start + len` of the batch, as one process's batch (views of its tensors;
+    /// the masked positions of those samples, counted from the chunk's first token).
     pub fn narrow(&self, start: i64, len: i64) -> TrainBatch {
         let part = |t: &Tensor| t.narrow(0, start, len);
+        let (s, e) = (start as usize, (start + len) as usize);
+        let before: i64 = self.masked_per_sample[..s].iter().sum();
+        let masked_per_sample = self.masked_per_sample[s..e].to_vec();
+        let m: i64 = masked_per_sample.iter().sum();
+        let l = self.caption_ids.size()[1];
         TrainBatch {
             images: part(&self.images),
             caption_ids: part(&self.caption_ids),
             mlm_ids: part(&self.mlm_ids),
-            mlm_labels: part(&self.mlm_labels),
+            mlm_positions: self.mlm_positions.narrow(0, before, m) - start * l,
+            mlm_targets: self.mlm_targets.narrow(0, before, m),
+            masked_per_sample,
             pids: part(&self.pids),
             image_ids: part(&self.image_ids),
+            slices: RankSlices::whole(len, m),
         }
     }
 
-    /// Caption tokens the MLM masking selected (labels that are not 0).
+    /// Caption tokens the MLM masking selected (M).
     pub fn masked_tokens(&self) -> i64 {
-        self.mlm_labels.ne(0).sum(Kind::Int64).int64_value(&[])
+        self.masked_per_sample.iter().sum()
     }
 
     /// Copies every tensor to `device` (non-blocking where the source is pinned).
@@ -54,15 +113,23 @@ impl TrainBatch {
             images: mv(&self.images),
             caption_ids: mv(&self.caption_ids),
             mlm_ids: mv(&self.mlm_ids),
-            mlm_labels: mv(&self.mlm_labels),
+            mlm_positions: mv(&self.mlm_positions),
+            mlm_targets: mv(&self.mlm_targets),
+            masked_per_sample: self.masked_per_sample.clone(),
             pids: mv(&self.pids),
             image_ids: mv(&self.image_ids),
+            slices: RankSlices {
+                sizes: self.slices.sizes.clone(),
+                masked: self.slices.masked.clone(),
+                all_pids: self.slices.all_pids.as_ref().map(mv),
+            },
         }
     }
 
-    /// A random batch shaped like real data: `b` images [b, 3, H, W] of `img_size` (H, W),
-    /// captions of 10-60 BPE tokens between the start and end tokens in `text_length` positions,
-    /// about 15% of caption tokens masked with labels, pids in pairs modulo `num_classes`.
+    /// A random batch shaped like real data, on `device`: `b` images [b, 3, H, W] of `img_size`
+    /// (H, W), captions of 10-60 BPE tokens between the start and end tokens in `text_length`
+    /// positions, about 15% of caption tokens masked with labels, pids in pairs modulo
+    /// `num_classes`; one process's batch.
     pub fn random(
         b: i64,
         img_size: (i64, i64),
@@ -70,7 +137,17 @@ impl TrainBatch {
         num_classes: i64,
         device: Device,
     ) -> TrainBatch {
+        Self::random_on_host(b, img_size, text_length, num_classes).to_device(device)
+    }
+
+    fn random_on_host(
+        b: i64,
+        img_size: (i64, i64),
+        text_length: i64,
+        num_classes: i64,
+    ) -> TrainBatch {
         let (h, w, l) = (img_size.0, img_size.1, text_length);
+        let device = Device::Cpu;
         let opts = (Kind::Int64, device);
         let ids = Tensor::randint_low(1, MASK_ID, [b, l], opts);
         let lens = Tensor::randint_low(10, 60.min(l), [b, 1], opts);
@@ -84,15 +161,21 @@ impl TrainBatch {
             .logical_and(&pos.lt_tensor(&lens));
         let mlm_labels = ids.where_self(&selected, &Tensor::zeros_like(&ids));
         let mlm_ids = ids.where_self(&selected.logical_not(), &Tensor::full_like(&ids, MASK_ID));
+        let labels = Vec::<i64>::try_from(&mlm_labels.reshape([-1])).expect("i64 labels");
+        let (positions, targets) = masked_positions(&labels);
+        let masked_per_sample = per_sample(&labels, l as usize);
         TrainBatch {
             images: Tensor::randn([b, 3, h, w], (Kind::Float, device)),
             caption_ids: ids,
             mlm_ids,
-            mlm_labels,
+            mlm_positions: Tensor::from_slice(&positions),
+            mlm_targets: Tensor::from_slice(&targets),
+            masked_per_sample,
             pids: Tensor::arange(b, opts)
                 .floor_divide_scalar(2)
                 .remainder(num_classes),
             image_ids: Tensor::arange(b, opts),
+            slices: RankSlices::whole(b, positions.len() as i64),
         }
     }
 }
@@ -107,12 +190,52 @@ mod tests {
         for t in [
             &b.caption_ids,
             &b.mlm_ids,
-            &b.mlm_labels,
+            &b.mlm_positions,
+            &b.mlm_targets,
             &b.pids,
             &b.image_ids,
         ] {
             assert_eq!(t.kind(), Kind::Int64);
         }
         assert_eq!(Vec::<i64>::try_from(&b.pids).unwrap(), [0, 0, 1, 1, 0, 0]);
+        let m = b.mlm_positions.size()[0];
+        assert!(m > 0 && b.slices == RankSlices::whole(6, m));
+        let masked = b.mlm_ids.reshape([-1]).index_select(0, &b.mlm_positions);
+        let original = b
+            .caption_ids
+            .reshape([-1])
+            .index_select(0, &b.mlm_positions);
+        assert!(original.equal(&b.mlm_targets));
+        assert_eq!(
+            masked.eq(MASK_ID).sum(Kind::Int64).int64_value(&[]),
+            m,
+            "every selected token is masked"
+        );
+    }
+
+    #[test]
+    fn a_narrowed_batch_has_its_samples_masked_positions() {
+        let b = TrainBatch::random(6, (32, 16), 16, 2, Device::Cpu);
+        let part = b.narrow(2, 3);
+        let m = part.masked_tokens();
+        assert_eq!(part.mlm_positions.size(), [m]);
+        let masked = part.mlm_ids.reshape([-1]).index_select(0, &part.mlm_positions);
+        assert_eq!(masked.eq(MASK_ID).sum(Kind::Int64).int64_value(&[]), m);
+        let original = part
+            .caption_ids
+            .reshape([-1])
+            .index_select(0, &part.mlm_positions);
+        assert!(original.equal(&part.mlm_targets));
+        let whole: i64 = (0..3).map(|s| b.narrow(s * 2, 2).masked_tokens()).sum();
+        assert_eq!(whole, b.masked_tokens());
+    }
+
+    #[test]
+    fn masked_positions_are_the_nonzero_labels_in_order() {
+        assert_eq!(
+            masked_positions(&[0, 7, 0, 0, 9, 3]),
+            (vec![1, 4, 5], vec![7, 9, 3])
+        );
+        assert_eq!(masked_positions(&[0, 0]), (vec![], vec![]));
     }
 }

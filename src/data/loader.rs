@@ -5,14 +5,17 @@
 //! wait in a bounded queue (`prefetch` batches), so memory stays bounded however slow the consumer.
 //! Every sample draws its randomness from its own generator seeded by (seed, epoch, position), so
 //! an epoch's batches are identical whatever the number of threads, and a rank of a data-parallel
-//! run that assembles only its slice of each batch gets exactly those samples of it.
+//! run that assembles only its slice of each batch gets exactly those samples of it. A rank also
+//! draws (without decoding any image) the masks of the other ranks' samples, so that it knows the
+//! whole batch's layout (sizes, pids, masked tokens) on the host.
 use super::annotations::TrainSample;
-use super::batch::TrainBatch;
+use super::batch::{masked_positions, per_sample, RankSlices, TrainBatch};
 use super::mlm::{mask_tokens, MaskRates};
 use super::sampler::Sampler;
 use super::tokenizer::Tokenizer;
-use super::transforms::{load_rgb, ImageTransform};
-use anyhow::{Context, Result};
+use super::transforms::{load_rgb, Augment, ImageTransform};
+use crate::dist::ffi;
+use anyhow::{anyhow, Context, Result};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use rayon::prelude::*;
@@ -35,8 +38,9 @@ pub struct LoaderOptions {
     pub num_workers: usize,
     /// Batches prepared ahead of the consumer.
     pub prefetch: usize,
-    /// Put batches in pinned host memory (for asynchronous copies to a CUDA device).
-    pub pin_memory: bool,
+    /// Put batches in pinned host memory for asynchronous copies to this CUDA device (the rank's
+    /// own).
+    pub pin_memory: Option<usize>,
     /// The slice of every batch this process assembles.
     pub shard: Shard,
 }
@@ -77,7 +81,10 @@ impl LoaderOptions {
             seed: cfg.run.seed,
             num_workers: d.num_workers,
             prefetch: 4,
-            pin_memory: device.is_cuda(),
+            pin_memory: match device {
+                Device::Cuda(i) => Some(i),
+                _ => None,
+            },
             shard: Shard::WHOLE,
         }
     }
@@ -162,11 +169,8 @@ impl TrainLoader {
         );
         let producer = std::thread::spawn(move || {
             for (b, idx) in batches.iter().enumerate() {
-                let slice = opts.shard.range(idx.len());
-                let first = slice.start;
-                let idx = &idx[slice];
-                let batch = pool
-                    .install(|| assemble(&samples, &tokens, idx, first, &opts, epoch, skip + b));
+                let batch =
+                    pool.install(|| assemble(&samples, &tokens, idx, &opts, epoch, skip + b));
                 let failed = batch.is_err();
                 if tx.send(batch).is_err() || failed {
                     return; // consumer gone, or the error was delivered
@@ -204,13 +208,35 @@ impl Drop for EpochBatches {
     }
 }
 
-/// Builds one batch, or the slice of it from position `first` on: images [B,3,H,W] f32, ids/MLM
-/// ids/labels [B,L] i64, pids/image ids [B] i64.
+/// A caption's MLM masking: the masked ids and the labels ([L] each, label 0 where nothing is
+/// masked).
+type Masking = (Vec<i64>, Vec<i64>);
+
+/// The random choices of the sample at position `pos` of batch `batch_no`: its augmentation,
+/// then (with MLM) its masked caption ids and labels ([L] each).
+fn draw(
+    transform: &ImageTransform,
+    tokens: &[i64],
+    opts: &LoaderOptions,
+    epoch: usize,
+    batch_no: usize,
+    pos: usize,
+) -> (Augment, Option<Masking>) {
+    let mut rng = sample_rng(opts.seed, epoch, batch_no, pos);
+    let aug = transform.sample(&mut rng);
+    (
+        aug,
+        opts.mlm.map(|rates| mask_tokens(tokens, rates, &mut rng)),
+    )
+}
+
+/// Builds this process's slice of the global batch `idx`: images [B,3,H,W] f32, ids/MLM ids [B,L]
+/// i64, masked positions and their labels [M] i64, pids/image ids [B] i64, and the layout of
+/// the whole batch over the ranks.
 fn assemble(
     samples: &[TrainSample],
     tokens: &[Vec<i64>],
     idx: &[usize],
-    first: usize,
     opts: &LoaderOptions,
     epoch: usize,
     batch_no: usize,
@@ -219,58 +245,97 @@ fn assemble(
     let l = opts.text_length;
     let per_image = 3 * h * w;
     let transform = ImageTransform::train(opts.img_size, opts.img_aug);
-    let mut images = vec![0f32; idx.len() * per_image];
-    let mut mlm_ids = vec![0i64; idx.len() * l];
-    let mut mlm_labels = vec![0i64; idx.len() * l];
+    let shard = opts.shard;
+    let slice = shard.range(idx.len());
+    let draws: Vec<_> = idx
+        .par_iter()
+        .enumerate()
+        .map(|(pos, &i)| draw(&transform, &tokens[i], opts, epoch, batch_no, pos))
+        .collect();
+    let own = &idx[slice.clone()];
+    let mut images = vec![0f32; own.len() * per_image];
     images
         .par_chunks_mut(per_image)
-        .zip(mlm_ids.par_chunks_mut(l).zip(mlm_labels.par_chunks_mut(l)))
-        .zip(idx.par_iter().enumerate())
-        .try_for_each(
-            |((img_out, (ids_out, labels_out)), (pos, &i))| -> Result<()> {
-                let mut rng = sample_rng(opts.seed, epoch, batch_no, first + pos);
-                let s = &samples[i];
-                let img = load_rgb(&s.image)?;
-                transform.apply(&img, &mut rng, img_out);
-                if let Some(rates) = opts.mlm {
-                    let (ids, labels) = mask_tokens(&tokens[i], rates, &mut rng);
-                    ids_out.copy_from_slice(&ids);
-                    labels_out.copy_from_slice(&labels);
-                }
-                Ok(())
-            },
-        )?;
-    let b = idx.len() as i64;
-    let caption_ids: Vec<i64> = idx
+        .zip(own.par_iter().zip(&draws[slice.clone()]))
+        .try_for_each(|(out, (&i, (aug, _)))| -> Result<()> {
+            transform.apply_with(&load_rgb(&samples[i].image)?, aug, out);
+            Ok(())
+        })?;
+    let b = own.len() as i64;
+    let caption_ids: Vec<i64> = own
         .iter()
         .flat_map(|&i| tokens[i].iter().copied())
         .collect();
-    let pin = |t: Tensor| {
-        if opts.pin_memory {
-            t.pin_memory(Device::Cuda(0))
-        } else {
-            t
+    let masked_of = |range: std::ops::Range<usize>| -> Vec<i64> {
+        draws[range]
+            .iter()
+            .flat_map(|(_, m)| m.as_ref().map_or(&[][..], |(_, labels)| &labels[..]))
+            .copied()
+            .collect()
+    };
+    let own_labels = masked_of(slice.clone());
+    let (positions, targets) = masked_positions(&own_labels);
+    let pin = |t: Tensor| -> Result<Tensor> {
+        match opts.pin_memory {
+            Some(device) => pinned(t, device),
+            None => Ok(t),
         }
     };
     let ids = |v: &[i64]| pin(Tensor::from_slice(v).view([b, l as i64]));
-    let caption_ids = ids(&caption_ids);
-    let (mlm_ids, mlm_labels) = if opts.mlm.is_some() {
-        (ids(&mlm_ids), ids(&mlm_labels))
-    } else {
-        (caption_ids.shallow_clone(), ids(&mlm_labels))
+    let caption_ids = ids(&caption_ids)?;
+    let mlm_ids = match opts.mlm {
+        Some(_) => {
+            let masked: Vec<i64> = draws[slice.clone()]
+                .iter()
+                .flat_map(|(_, m)| m.as_ref().expect("masked with MLM").0.iter().copied())
+                .collect();
+            ids(&masked)?
+        }
+        None => caption_ids.shallow_clone(),
+    };
+    let pids_of = |idx: &[usize]| -> Vec<i64> { idx.iter().map(|&i| samples[i].pid).collect() };
+    let ranks: Vec<std::ops::Range<usize>> = (0..shard.world)
+        .map(|rank| Shard { rank, ..shard }.range(idx.len()))
+        .collect();
+    let slices = RankSlices {
+        sizes: ranks.iter().map(|r| r.len() as i64).collect(),
+        masked: ranks
+            .iter()
+            .map(|r| masked_of(r.clone()).iter().filter(|&&l| l != 0).count() as i64)
+            .collect(),
+        all_pids: match shard.world {
+            1 => None,
+            _ => Some(pin(Tensor::from_slice(&pids_of(idx)))?),
+        },
     };
     Ok(TrainBatch {
-        images: pin(Tensor::from_slice(&images).view([b, 3, h as i64, w as i64])),
+        images: pin(Tensor::from_slice(&images).view([b, 3, h as i64, w as i64]))?,
         caption_ids,
         mlm_ids,
-        mlm_labels,
-        pids: pin(Tensor::from_slice(
-            &idx.iter().map(|&i| samples[i].pid).collect::<Vec<_>>(),
-        )),
+        mlm_positions: pin(Tensor::from_slice(&positions))?,
+        mlm_targets: pin(Tensor::from_slice(&targets))?,
+        masked_per_sample: match own_labels.is_empty() {
+            true => vec![0; own.len()],
+            false => per_sample(&own_labels, l as usize),
+        },
+        pids: pin(Tensor::from_slice(&pids_of(own)))?,
         image_ids: pin(Tensor::from_slice(
-            &idx.iter().map(|&i| samples[i].image_id).collect::<Vec<_>>(),
-        )),
+            &own.iter().map(|&i| samples[i].image_id).collect::<Vec<_>>(),
+        ))?,
+        slices,
     })
+}
+
+/// `t` in pinned host memory, allocated for CUDA device `device` (libtorch's `pin_memory()`
+/// without the deprecated device argument, under a guard for that device on this thread).
+fn pinned(mut t: Tensor, device: usize) -> Result<Tensor> {
+    // SAFETY: `t` is a live tensor; the shim returns a new one.
+    ffi::call(
+        |err| unsafe { ffi::ccma_pin_memory(t.as_mut_ptr().cast(), device as i32, err) },
+        |p| p.is_null(),
+    )
+    .map(ffi::take_tensor)
+    .map_err(|e| anyhow!("cannot pin a batch in host memory for cuda:{device}: {e}"))
 }
 
 /// The generator of one sample: a distinct stream per (seed, epoch, batch, position).

@@ -116,7 +116,7 @@ mod tests {
     fn identity_batches_have_p_ids_times_k() {
         // 30 identities with 1..=7 samples each.
         let pids: Vec<i64> = (0..30)
-            .flat_map(|p| std::iter::repeat(p).take(1 + p as usize % 7))
+            .flat_map(|p| std::iter::repeat_n(p, 1 + p as usize % 7))
             .collect();
         let s = Sampler::Identity { num_instance: 4 };
         let batches = s.batches(&pids, 16, 3, 0);

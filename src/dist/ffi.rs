@@ -1,5 +1,7 @@
-//! The C interface of `csrc/c10d.cpp`. Tensors cross as `tch`'s `at::Tensor` pointers; a failed
-//! call returns null or 0 and leaves a `malloc`ed message in `err`.
+//! The C interface of the shim in `csrc/`: c10d (`c10d.cpp`) and what `tch` does not bind
+//! (`torch_ext.cpp`: CUDA autocast, matmul precision, pinning, fused Adam). Tensors cross as
+//! `tch`'s `at::Tensor` pointers; a failed call returns null or 0 and leaves a `malloc`ed message
+//! in `err`.
 use std::ffi::{c_char, c_int, c_void};
 use tch::Tensor;
 
@@ -16,6 +18,7 @@ extern "C" {
         rank: c_int,
         world: c_int,
         timeout_ms: i64,
+        device: c_int,
         interface: *const c_char,
         hostname: *const c_char,
         run_id: *const c_char,
@@ -55,6 +58,45 @@ extern "C" {
         present: *mut c_int,
         err: *mut *mut c_char,
     ) -> c_int;
+
+    pub fn ccma_autocast_cuda_state() -> c_int;
+    pub fn ccma_autocast_cuda_enter(dtype: c_int) -> c_int;
+    pub fn ccma_autocast_cuda_exit(previous: c_int);
+    pub fn ccma_autocast_cuda_set_enabled(enabled: c_int) -> c_int;
+    pub fn ccma_set_float32_matmul_precision(
+        precision: *const c_char,
+        err: *mut *mut c_char,
+    ) -> c_int;
+    pub fn ccma_float32_matmul_precision() -> c_int;
+    pub fn ccma_pin_memory(t: *mut CTensor, device: c_int, err: *mut *mut c_char) -> *mut CTensor;
+    pub fn ccma_fused_adam(
+        params: *const *mut CTensor,
+        grads: *const *mut CTensor,
+        exp_avgs: *const *mut CTensor,
+        exp_avg_sqs: *const *mut CTensor,
+        n: i64,
+        step: *mut CTensor,
+        lr: f64,
+        beta1: f64,
+        beta2: f64,
+        weight_decay: f64,
+        eps: f64,
+        decoupled: c_int,
+        err: *mut *mut c_char,
+    ) -> c_int;
+}
+
+/// Runs a shim call that reports failure through `err`: its result, or the shim's message.
+pub fn call<T>(
+    f: impl FnOnce(*mut *mut c_char) -> T,
+    failed: impl Fn(&T) -> bool,
+) -> Result<T, String> {
+    let mut err: *mut c_char = std::ptr::null_mut();
+    let out = f(&mut err);
+    match failed(&out) {
+        true => Err(take_string(err).unwrap_or_else(|| "unknown error".into())),
+        false => Ok(out),
+    }
 }
 
 /// `ccma_group_new`'s `refused`: rank 0 cannot serve the store on its port (`ccma::Refusal` in

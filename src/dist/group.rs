@@ -2,7 +2,7 @@
 //! broadcast) and the rendezvous store, which also tells which rank stopped answering when a
 //! collective fails.
 use super::env::Launch;
-use super::ffi::{self, take_string, take_tensor};
+use super::ffi::{self, call, take_string, take_tensor};
 use crate::UsageError;
 use anyhow::Result;
 use std::ffi::{c_char, c_void, CString};
@@ -51,19 +51,6 @@ pub struct Group {
     failed: std::cell::Cell<bool>,
 }
 
-/// Runs a shim call that reports failure through `err`.
-fn call<T>(
-    f: impl FnOnce(*mut *mut c_char) -> T,
-    failed: impl Fn(&T) -> bool,
-) -> Result<T, String> {
-    let mut err: *mut c_char = null_mut();
-    let out = f(&mut err);
-    match failed(&out) {
-        true => Err(take_string(err).unwrap_or_else(|| "unknown error".into())),
-        false => Ok(out),
-    }
-}
-
 fn c_string(s: &str) -> CString {
     CString::new(s.replace('\0', "")).expect("NUL bytes removed")
 }
@@ -79,7 +66,9 @@ fn run_identity(launch: &Launch) -> String {
 
 impl Group {
     /// Meets the other ranks at `launch.master_addr:master_port` (rank 0 serves the store) and
-    /// creates the `backend` group; every collective and the rendezvous give up after `timeout`.
+    /// creates the `backend` group; every collective and the rendezvous give up after `timeout`
+    /// (NCCL's watchdog holds it for the collectives, which do not block this thread). An NCCL
+    /// rank is bound to `cuda:LOCAL_RANK` (the current device of this thread, and the group's).
     /// Gloo uses the interface in `GLOO_SOCKET_IFNAME` when set, the loopback when every rank is
     /// local, else the address this machine's hostname resolves to. A port rank 0 cannot serve,
     /// and a store that another run's rank 0 serves (another [`Launch::run_id`] or number of
@@ -111,6 +100,10 @@ impl Group {
                     launch.rank as i32,
                     launch.world_size as i32,
                     timeout.as_millis() as i64,
+                    match backend {
+                        Backend::Nccl => launch.local_rank as i32,
+                        Backend::Gloo => -1,
+                    },
                     as_ptr(&interface),
                     as_ptr(&hostname),
                     run_id.as_ptr(),
@@ -275,7 +268,8 @@ impl Group {
 impl Drop for Group {
     fn drop(&mut self) {
         if !self.failed.get() {
-            // SAFETY: `ptr` came from `ccma_group_new` and is freed once.
+            // SAFETY: `ptr` came from `ccma_group_new` and is freed once (an NCCL group is shut
+            // down first).
             unsafe { ffi::ccma_group_free(self.ptr) }
         }
     }

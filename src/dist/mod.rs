@@ -2,7 +2,7 @@
 //! process group that connects the ranks ([`group`], libtorch's own c10d engine: its TCP store for
 //! rendezvous, Gloo for CPU tensors, NCCL for CUDA tensors, reached through `csrc/`).
 pub mod env;
-mod ffi;
+pub(crate) mod ffi;
 pub mod group;
 
 pub use env::Launch;

@@ -15,6 +15,15 @@ pub fn write_atomic_with(
     path: &Path,
     fill: impl FnOnce(&mut std::fs::File) -> Result<()>,
 ) -> Result<()> {
+    write_atomic_at(path, |tmp| {
+        let mut f = std::fs::OpenOptions::new().write(true).open(tmp)?;
+        fill(&mut f)
+    })
+}
+
+/// Like [`write_atomic`], with the content written by `fill` to the temporary file's path (for
+/// writers that open the file themselves); the file exists, empty, when `fill` is called.
+pub fn write_atomic_at(path: &Path, fill: impl FnOnce(&Path) -> Result<()>) -> Result<()> {
     let dir = path
         .parent()
         .filter(|p| !p.as_os_str().is_empty())
@@ -24,10 +33,10 @@ pub fn write_atomic_with(
         .with_context(|| format!("{} is not a file path", path.display()))?;
     let tmp = dir.join(temporary_name(&name.to_string_lossy()));
     let result = (|| -> Result<()> {
-        let mut f = std::fs::File::create(&tmp)
-            .with_context(|| format!("cannot create {}", tmp.display()))?;
-        fill(&mut f).with_context(|| format!("cannot write {}", tmp.display()))?;
-        f.sync_all()
+        std::fs::File::create(&tmp).with_context(|| format!("cannot create {}", tmp.display()))?;
+        fill(&tmp).with_context(|| format!("cannot write {}", tmp.display()))?;
+        std::fs::File::open(&tmp)
+            .and_then(|f| f.sync_all())
             .with_context(|| format!("cannot write {}", tmp.display()))?;
         std::fs::rename(&tmp, path)
             .with_context(|| format!("cannot move {} to {}", tmp.display(), path.display()))

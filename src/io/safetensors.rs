@@ -1,7 +1,8 @@
 //! Safetensors files: named tensors plus string metadata, written atomically (checkpoints, feature
 //! files, caches).
 use anyhow::{bail, Context, Result};
-use safetensors::tensor::{Dtype, TensorView};
+use safetensors::tensor::{Dtype, View};
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::path::Path;
 use tch::{Kind, Tensor};
@@ -20,50 +21,110 @@ fn dtype_of(kind: Kind) -> Result<Dtype> {
     })
 }
 
-/// Writes `tensors` (any device; copied to the CPU) and `metadata` to `path` atomically: a crash or
-/// a failed write leaves the previous file intact and no partial file behind.
+/// A tensor as safetensors writes it: a contiguous CPU tensor's bytes are borrowed where they
+/// lie; any other tensor is copied to the host (once) when its turn to be written comes, one at a
+/// time.
+struct Entry {
+    t: Tensor,
+    dtype: Dtype,
+    shape: Vec<usize>,
+    len: usize,
+}
+
+impl View for &Entry {
+    fn dtype(&self) -> Dtype {
+        self.dtype
+    }
+
+    fn shape(&self) -> &[usize] {
+        &self.shape
+    }
+
+    fn data(&self) -> Cow<'_, [u8]> {
+        if self.len == 0 {
+            return Cow::Borrowed(&[]); // an empty tensor may have no data pointer
+        }
+        let host = |t: &Tensor| t.device() == tch::Device::Cpu && t.is_contiguous();
+        match host(&self.t) {
+            // SAFETY: a contiguous CPU tensor of exactly `len` (> 0) bytes, alive as long as
+            // `self`.
+            true => Cow::Borrowed(unsafe {
+                std::slice::from_raw_parts(self.t.data_ptr() as *const u8, self.len)
+            }),
+            false => {
+                // One host copy: the tensor is copied straight into the buffer written.
+                let mut buf = vec![0u8; self.len];
+                let size = self.t.size();
+                // SAFETY: `buf` holds exactly `len` bytes, a contiguous tensor of this size and
+                // kind; the tensor over it is dropped before `buf` is returned.
+                let mut host = unsafe {
+                    Tensor::from_blob(
+                        buf.as_mut_ptr(),
+                        &size,
+                        &contiguous_strides(&size),
+                        self.t.kind(),
+                        tch::Device::Cpu,
+                    )
+                };
+                host.copy_(&self.t);
+                drop(host);
+                Cow::Owned(buf)
+            }
+        }
+    }
+
+    fn data_len(&self) -> usize {
+        self.len
+    }
+}
+
+/// Row-major strides of a tensor of `size`.
+fn contiguous_strides(size: &[i64]) -> Vec<i64> {
+    let mut strides = vec![1i64; size.len()];
+    for i in (0..size.len().saturating_sub(1)).rev() {
+        strides[i] = strides[i + 1] * size[i + 1].max(1);
+    }
+    strides
+}
+
+/// Writes `tensors` (any device) and `metadata` to `path` atomically: a crash or a failed write
+/// leaves the previous file intact and no partial file behind. The data streams to the file:
+/// CPU tensors are not copied, others are copied to the host one at a time.
 pub fn save(
     path: &Path,
     tensors: &[(String, Tensor)],
     metadata: &HashMap<String, String>,
 ) -> Result<()> {
-    let mut host: Vec<(String, Tensor, Dtype)> = Vec::with_capacity(tensors.len());
+    let mut entries: Vec<(String, Entry)> = Vec::with_capacity(tensors.len());
     for (name, t) in tensors {
-        let t = t.detach().to_device(tch::Device::Cpu).contiguous();
-        host.push((
+        let t = t.detach();
+        entries.push((
             name.clone(),
-            t.shallow_clone(),
-            dtype_of(t.kind()).with_context(|| format!("tensor {name}"))?,
+            Entry {
+                dtype: dtype_of(t.kind()).with_context(|| format!("tensor {name}"))?,
+                shape: t.size().iter().map(|&d| d as usize).collect(),
+                len: t.numel() * t.kind().elt_size_in_bytes(),
+                t,
+            },
         ));
     }
-    let bytes: Vec<Vec<u8>> = host
-        .iter()
-        .map(|(_, t, _)| {
-            let n = t.numel() * t.kind().elt_size_in_bytes();
-            let mut buf = vec![0u8; n];
-            // SAFETY: `t` is a contiguous CPU tensor of exactly `n` bytes.
-            unsafe {
-                std::ptr::copy_nonoverlapping(t.data_ptr() as *const u8, buf.as_mut_ptr(), n)
-            };
-            buf
+    let views = entries.iter().map(|(name, e)| (name.as_str(), e));
+    let metadata = Some(metadata.clone());
+    super::atomic::write_atomic_at(path, |tmp| {
+        safetensors::serialize_to_file(views, &metadata, tmp).map_err(|e| match e {
+            safetensors::SafeTensorError::IoError(e) => e.into(),
+            other => anyhow::anyhow!("{other:?}"),
         })
-        .collect();
-    let views: Vec<(String, TensorView)> = host
-        .iter()
-        .zip(&bytes)
-        .map(|((name, t, dtype), b)| {
-            let shape: Vec<usize> = t.size().iter().map(|&d| d as usize).collect();
-            Ok((name.clone(), TensorView::new(*dtype, shape, b)?))
-        })
-        .collect::<Result<_, safetensors::SafeTensorError>>()?;
-    let data = safetensors::serialize(views, &Some(metadata.clone()))?;
-    super::write_atomic(path, &data)
+    })
 }
+
+/// A safetensors file's content: named tensors and string metadata.
+pub type Contents = (Vec<(String, Tensor)>, HashMap<String, String>);
 
 /// One tensor's entry in a safetensors header.
 #[derive(serde::Deserialize)]
 #[serde(deny_unknown_fields)]
-struct Entry {
+struct HeaderEntry {
     dtype: String,
     shape: Vec<u64>,
     data_offsets: (u64, u64),
@@ -93,7 +154,7 @@ const MAX_HEADER: u64 = 100_000_000;
 /// before any tensor is made, and a failure says which check: the header's length, its JSON, a
 /// tensor's dtype, its shape against its bytes, its offsets against the data (which the tensors
 /// must cover exactly, as the format requires). Errors are usage errors naming the file.
-pub fn load(path: &Path) -> Result<(Vec<(String, Tensor)>, HashMap<String, String>)> {
+pub fn load(path: &Path) -> Result<Contents> {
     let fail = |what: String| -> anyhow::Error {
         crate::UsageError(format!("{}: {what}", path.display())).into()
     };
@@ -143,7 +204,7 @@ fn parse(bytes: &[u8]) -> std::result::Result<(Vec<Parsed>, HashMap<String, Stri
                 .map_err(|e| format!("header `__metadata__` is not a map of strings ({e})"))?;
             continue;
         }
-        let e: Entry = serde_json::from_value(v).map_err(|e| {
+        let e: HeaderEntry = serde_json::from_value(v).map_err(|e| {
             format!("tensor `{name}`: header entry is not {{dtype, shape, data_offsets}} ({e})")
         })?;
         let kind = kind_of(&e.dtype)
@@ -202,12 +263,17 @@ mod tests {
         let p = dir.path().join("c.safetensors");
         let a = Tensor::randn([3, 4], (Kind::Float, tch::Device::Cpu));
         let b = Tensor::from_slice(&[1i64, -2, 3]);
+        // Not contiguous: copied to the host rather than borrowed.
+        let c = Tensor::randn([2, 3, 5], (Kind::Half, tch::Device::Cpu)).transpose(0, 2);
+        let empty = Tensor::zeros([0, 4], (Kind::Float, tch::Device::Cpu));
         let meta = HashMap::from([("epoch".to_string(), "7".to_string())]);
         save(
             &p,
             &[
                 ("a".into(), a.shallow_clone()),
                 ("b".into(), b.shallow_clone()),
+                ("c".into(), c.shallow_clone()),
+                ("empty".into(), empty.shallow_clone()),
             ],
             &meta,
         )
@@ -216,6 +282,12 @@ mod tests {
         let get = |n: &str| &t.iter().find(|(k, _)| k == n).unwrap().1;
         assert!(get("a").equal(&a));
         assert!(get("b").equal(&b));
+        assert_eq!(
+            (get("c").kind(), get("c").size()),
+            (Kind::Half, vec![5, 3, 2])
+        );
+        assert!(get("c").equal(&c));
+        assert_eq!(get("empty").size(), [0, 4]);
         assert_eq!(m["epoch"], "7");
         let bytes = std::fs::read(&p).unwrap();
         std::fs::write(&p, &bytes[..40]).unwrap();

@@ -1,75 +1,88 @@
-//! Mixed precision: the forward pass under CUDA autocast in bf16, fp32 master weights.
+//! Mixed precision: the training forward under CUDA autocast in bf16 with fp32 master weights,
+//! and the float32 matmul precision on CUDA.
 //!
-//! `tch::autocast` switches CUDA autocast on but leaves its lower-precision type at libtorch's
-//! default, fp16, which needs loss scaling. libtorch's `at::autocast::set_autocast_dtype` is
-//! not bound by `tch`; it is a plain exported function of `libtorch_cpu`, looked up here in the
-//! running process. The autocast type is thread-local state, so it is set on every entry and
-//! restored on exit.
+//! Autocast is switched through libtorch's device-typed functions
+//! (`at::autocast::set_autocast_enabled(kCUDA, ..)`, `set_autocast_dtype(kCUDA, ..)`) in the shim:
+//! `tch::autocast` calls the device-less `is_enabled` / `set_enabled`, deprecated in libtorch
+//! 2.11 and warning on every call, and leaves the type at libtorch's default, fp16, which needs
+//! loss scaling. Autocast state is thread-local; a region restores what it found.
+use crate::dist::ffi;
+use anyhow::{anyhow, Result};
+use std::ffi::{c_int, CString};
 use std::sync::OnceLock;
 use tch::{Device, Kind, Tensor};
 
-// `c10::DeviceType` and `c10::ScalarType` are `enum class : int8_t`.
-type SetDtype = unsafe extern "C" fn(i8, i8);
-type GetDtype = unsafe extern "C" fn(i8) -> i8;
-const DEVICE_CUDA: i8 = 1;
 /// `c10::ScalarType` codes of the autocast candidates.
-const SCALAR_TYPES: [(Kind, i8); 3] = [(Kind::Half, 5), (Kind::Float, 6), (Kind::BFloat16, 15)];
-const SET_SYMBOL: &[u8] =
-    b"_ZN2at8autocast18set_autocast_dtypeEN3c1010DeviceTypeENS1_10ScalarTypeE\0";
-const GET_SYMBOL: &[u8] = b"_ZN2at8autocast18get_autocast_dtypeEN3c1010DeviceTypeE\0";
+const SCALAR_TYPES: [(Kind, c_int); 3] = [(Kind::Half, 5), (Kind::Float, 6), (Kind::BFloat16, 15)];
 
-struct DtypeFns {
-    set: SetDtype,
-    get: GetDtype,
-}
-
-fn dtype_fns() -> Option<&'static DtypeFns> {
-    static FNS: OnceLock<Option<DtypeFns>> = OnceLock::new();
-    FNS.get_or_init(|| {
-        // SAFETY: the process's own symbol table is searched; the two functions have the C ABI
-        // signatures above (one-byte enums by value) in libtorch 2.x, which `tch =0.24` pins.
-        unsafe {
-            let this = libloading::os::unix::Library::this();
-            let set = *this.get::<SetDtype>(SET_SYMBOL).ok()?;
-            let get = *this.get::<GetDtype>(GET_SYMBOL).ok()?;
-            std::mem::forget(this);
-            Some(DtypeFns { set, get })
-        }
-    })
-    .as_ref()
-}
-
-/// CUDA autocast's lower-precision type on this thread, as a `tch::Kind` (None if unknown).
-pub fn cuda_autocast_kind() -> Option<Kind> {
-    let fns = dtype_fns()?;
-    // SAFETY: see `dtype_fns`.
-    let code = unsafe { (fns.get)(DEVICE_CUDA) };
+fn scalar_type(kind: Kind) -> c_int {
     SCALAR_TYPES
         .iter()
-        .find(|(_, c)| *c == code)
-        .map(|(k, _)| *k)
+        .find(|(k, _)| *k == kind)
+        .map(|(_, c)| *c)
+        .expect("an autocast candidate type")
 }
 
-/// Sets CUDA autocast's lower-precision type on this thread; false when libtorch lacks the hook.
-fn set_cuda_autocast_kind(kind: Kind) -> bool {
-    let code = SCALAR_TYPES
+/// CUDA autocast on this thread: whether it is on, and its lower-precision type (None if not
+/// one of the candidates).
+pub fn cuda_autocast() -> (bool, Option<Kind>) {
+    // SAFETY: reads thread-local state.
+    let state = unsafe { ffi::ccma_autocast_cuda_state() };
+    let code = state >> 8;
+    let kind = SCALAR_TYPES
         .iter()
-        .find(|(k, _)| *k == kind)
-        .map(|(_, c)| *c);
-    match (dtype_fns(), code) {
-        // SAFETY: see `dtype_fns`.
-        (Some(fns), Some(code)) => unsafe {
-            (fns.set)(DEVICE_CUDA, code);
-            true
-        },
-        _ => false,
+        .find(|(_, c)| *c == code)
+        .map(|(k, _)| *k);
+    (state & 1 != 0, kind)
+}
+
+/// Closes an autocast region on drop (so a panic inside it restores the thread's state too).
+struct Region(c_int);
+
+impl Drop for Region {
+    fn drop(&mut self) {
+        // SAFETY: `self.0` is what `ccma_autocast_cuda_enter` returned on this thread.
+        unsafe { ffi::ccma_autocast_cuda_exit(self.0) }
+    }
+}
+
+/// Runs `f` under bf16 autocast when `device` is CUDA, plainly (fp32) otherwise: one region per
+/// call, so a training forward opens one. If libtorch refuses bf16, `f` runs in fp32 (and a
+/// warning is logged once).
+pub fn autocast<T>(device: Device, f: impl FnOnce() -> T) -> T {
+    if !device.is_cuda() {
+        return f();
+    }
+    // SAFETY: changes thread-local autocast state, restored by `Region`.
+    let previous = unsafe { ffi::ccma_autocast_cuda_enter(scalar_type(Kind::BFloat16)) };
+    if previous < 0 {
+        static WARNED: OnceLock<()> = OnceLock::new();
+        WARNED.get_or_init(|| tracing::warn!("libtorch refuses bf16 autocast: running in fp32"));
+        return f();
+    }
+    let _region = Region(previous);
+    f()
+}
+
+/// Switches CUDA autocast back on on drop where it was on (`.0`).
+struct Restore(bool);
+
+impl Drop for Restore {
+    fn drop(&mut self) {
+        if self.0 {
+            // SAFETY: thread-local state, switched off by `full_precision` on this thread.
+            unsafe { ffi::ccma_autocast_cuda_set_enabled(1) };
+        }
     }
 }
 
 /// Runs `f` with autocast off: what must stay in fp32 inside an autocast region (the retrieval
 /// projections, DCA's difference of attention maps) casts its inputs to f32 and runs in here.
+/// Outside a region it is `f()`.
 pub fn full_precision<T>(f: impl FnOnce() -> T) -> T {
-    tch::autocast(false, f)
+    // SAFETY: thread-local state; switched back on below where it was on.
+    let _back = Restore(unsafe { ffi::ccma_autocast_cuda_set_enabled(0) } != 0);
+    f()
 }
 
 /// `t` in f32 when it is in a 16-bit float type, as it is otherwise (f32, f64).
@@ -80,25 +93,42 @@ pub fn at_least_f32(t: &Tensor) -> Tensor {
     }
 }
 
-/// Runs `f` under bf16 autocast when `device` is CUDA, plainly (fp32) otherwise.
-/// If libtorch offers no way to pick bf16, `f` runs in fp32 (and a warning is logged once).
-pub fn autocast<T>(device: Device, f: impl FnOnce() -> T) -> T {
+/// Sets the float32 matmul precision of every CUDA matmul in this process, as
+/// `torch.set_float32_matmul_precision(precision)`: `highest` (fp32), `high` (TF32) or `medium`
+/// (bf16 passes). The CPU is left as it is (oneDNN would take the setting too).
+pub fn set_cuda_matmul_precision(precision: &str, device: Device) -> Result<()> {
     if !device.is_cuda() {
-        return f();
+        return Ok(());
     }
-    let previous = cuda_autocast_kind();
-    if !set_cuda_autocast_kind(Kind::BFloat16) {
-        static WARNED: OnceLock<()> = OnceLock::new();
-        WARNED.get_or_init(|| {
-            tracing::warn!("libtorch does not expose the autocast type: running in fp32")
-        });
-        return f();
+    set_float32_matmul_precision(precision)
+}
+
+/// libtorch's float32 matmul precision: `highest`, `high` or `medium`.
+pub fn float32_matmul_precision() -> &'static str {
+    // SAFETY: reads a process-wide setting.
+    match unsafe { ffi::ccma_float32_matmul_precision() } {
+        0 => "highest",
+        1 => "high",
+        _ => "medium",
     }
-    let out = tch::autocast(true, f);
-    if let Some(prev) = previous {
-        set_cuda_autocast_kind(prev);
+}
+
+/// Sets libtorch's float32 matmul precision and reads it back (libtorch ignores a name it does
+/// not know, with a warning).
+fn set_float32_matmul_precision(precision: &str) -> Result<()> {
+    let p = CString::new(precision).map_err(|_| anyhow!("matmul precision {precision:?}"))?;
+    // SAFETY: a valid C string for the duration of the call.
+    ffi::call(
+        |err| unsafe { ffi::ccma_set_float32_matmul_precision(p.as_ptr(), err) },
+        |ok| *ok == 0,
+    )
+    .map_err(|e| anyhow!("matmul precision {precision:?}: {e}"))?;
+    match float32_matmul_precision() == precision {
+        true => Ok(()),
+        false => Err(anyhow!(
+            "libtorch did not take the matmul precision {precision:?} (expected highest, high or medium)"
+        )),
     }
-    out
 }
 
 #[cfg(test)]
@@ -106,16 +136,41 @@ mod tests {
     use super::*;
 
     #[test]
-    fn autocast_type_can_be_set_and_read_back() {
-        let before = cuda_autocast_kind().expect("libtorch exports the autocast type functions");
+    fn a_cuda_region_is_bf16_has_fp32_islands_and_restores_the_thread() {
         assert_eq!(
-            before,
-            Kind::Half,
-            "libtorch's default, which `tch::autocast` alone would use"
+            cuda_autocast(),
+            (false, Some(Kind::Half)),
+            "libtorch's default"
         );
-        assert!(set_cuda_autocast_kind(Kind::BFloat16));
-        assert_eq!(cuda_autocast_kind(), Some(Kind::BFloat16));
-        assert!(set_cuda_autocast_kind(before));
-        assert_eq!(cuda_autocast_kind(), Some(before));
+        let inside = autocast(Device::Cuda(0), || {
+            let island = full_precision(cuda_autocast);
+            let nested = autocast(Device::Cuda(0), cuda_autocast);
+            (cuda_autocast(), island, nested, cuda_autocast())
+        });
+        let on = (true, Some(Kind::BFloat16));
+        assert_eq!(inside, (on, (false, Some(Kind::BFloat16)), on, on));
+        assert_eq!(cuda_autocast(), (false, Some(Kind::Half)), "restored");
+        assert_eq!(full_precision(cuda_autocast), (false, Some(Kind::Half)));
+        assert_eq!(cuda_autocast(), (false, Some(Kind::Half)), "still off");
+        autocast(Device::Cpu, || assert!(!cuda_autocast().0));
+    }
+
+    /// Only `highest` is set here: the other values would reach oneDNN's CPU matmuls of the tests
+    /// running beside this one.
+    #[test]
+    fn the_matmul_precision_is_set_on_cuda_only() {
+        assert_eq!(float32_matmul_precision(), "highest", "libtorch's default");
+        set_cuda_matmul_precision("medium", Device::Cpu).unwrap();
+        assert_eq!(
+            float32_matmul_precision(),
+            "highest",
+            "the CPU is left alone"
+        );
+        set_float32_matmul_precision("highest").unwrap();
+        let err = set_float32_matmul_precision("fastest")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("\"fastest\""), "{err}");
+        assert_eq!(float32_matmul_precision(), "highest");
     }
 }

@@ -50,6 +50,15 @@ impl TrainOutputs {
     }
 }
 
+/// The MLM branch's input: masked caption ids [B, L] i64, the masked positions [M] i64 (indices
+/// into the B·L tokens, row-major) and the original ids there [M] i64.
+#[derive(Debug, Clone, Copy)]
+pub struct Masked<'a> {
+    pub ids: &'a Tensor,
+    pub positions: &'a Tensor,
+    pub labels: &'a Tensor,
+}
+
 #[derive(Debug)]
 pub struct Ccma {
     pub config: ModelConfig,
@@ -106,7 +115,8 @@ impl Ccma {
         }
     }
 
-    /// Runs `f` under bf16 autocast on CUDA (fp32 master weights), plainly on the CPU.
+    /// Runs `f` under bf16 autocast on CUDA (fp32 master weights), plainly on the CPU. Each public
+    /// entry point opens one region (a training forward one in all).
     fn amp<T>(&self, f: impl FnOnce() -> T) -> T {
         super::amp::autocast(self.device, f)
     }
@@ -134,23 +144,19 @@ impl Ccma {
         gather_rows(&self.text.forward(ids), &eot_index(ids)).to_kind(Kind::Float)
     }
 
-    /// MLM logits at the masked positions of `mlm_ids` given image tokens: ([M, V], labels [M]).
-    pub fn mlm(
-        &self,
-        image_tokens: &Tensor,
-        mlm_ids: &Tensor,
-        mlm_labels: &Tensor,
-    ) -> (Tensor, Tensor) {
-        self.amp(|| {
-            let fused = self.cross.fuse(&self.text.forward(mlm_ids), image_tokens);
-            let d = fused.size()[2];
-            let labels = mlm_labels.reshape([-1]);
-            let at = labels.nonzero().squeeze_dim(1);
-            let logits = self
-                .cross
-                .mlm_logits(&fused.reshape([-1, d]).index_select(0, &at));
-            (logits.to_kind(Kind::Float), labels.index_select(0, &at))
-        })
+    /// MLM logits [M, V] f32 at the masked positions of `masked` given image tokens
+    /// [B, 1 + patches, D].
+    pub fn mlm(&self, image_tokens: &Tensor, masked: Masked) -> Tensor {
+        self.amp(|| self.mlm_logits(image_tokens, masked))
+    }
+
+    fn mlm_logits(&self, image_tokens: &Tensor, masked: Masked) -> Tensor {
+        let fused = self
+            .cross
+            .fuse(&self.text.forward(masked.ids), image_tokens);
+        let d = fused.size()[2];
+        let at = fused.reshape([-1, d]).index_select(0, masked.positions);
+        self.cross.mlm_logits(&at).to_kind(Kind::Float)
     }
 
     /// DCA-pooled features (g_i, g_t), each [B, D] f32, from image tokens [B, Ni, D], text
@@ -161,40 +167,57 @@ impl Ccma {
         text_tokens: &Tensor,
         ids: &Tensor,
     ) -> (Tensor, Tensor) {
-        self.amp(|| {
-            let mask = text_padding_mask(ids);
-            let g_i = self
-                .dca_image
-                .forward(image_tokens, text_tokens, Some(&mask))
-                .select(1, 0);
-            let g_t = gather_rows(
-                &self.dca_text.forward(text_tokens, image_tokens, None),
-                &eot_index(ids),
-            );
-            (g_i.to_kind(Kind::Float), g_t.to_kind(Kind::Float))
-        })
+        self.amp(|| self.dca_features(image_tokens, text_tokens, ids))
     }
 
-    /// ID logits [B, C] f32 of features [B, D].
+    fn dca_features(
+        &self,
+        image_tokens: &Tensor,
+        text_tokens: &Tensor,
+        ids: &Tensor,
+    ) -> (Tensor, Tensor) {
+        let mask = text_padding_mask(ids);
+        let g_i = self
+            .dca_image
+            .forward(image_tokens, text_tokens, Some(&mask))
+            .select(1, 0);
+        let g_t = gather_rows(
+            &self.dca_text.forward(text_tokens, image_tokens, None),
+            &eot_index(ids),
+        );
+        (g_i.to_kind(Kind::Float), g_t.to_kind(Kind::Float))
+    }
+
+    /// ID logits [B, C] f32 of features [B, D], in fp32 inside an autocast region too.
     pub fn classify(&self, f: &Tensor) -> Tensor {
-        f.to_kind(Kind::Float).apply(&self.classifier)
+        super::amp::full_precision(|| f.to_kind(Kind::Float).apply(&self.classifier))
     }
 
-    /// The training forward: images [B, 3, H, W] f32 and caption ids [B, L] i64; `masked` is the
-    /// MLM-masked ids and their labels (each [B, L] i64) when the MLM branch runs.
+    /// The training forward, in one autocast region: images [B, 3, H, W] f32 and caption ids
+    /// [B, L] i64; `masked` is the MLM branch's input when it runs.
     pub fn forward_train(
         &self,
         images: &Tensor,
         ids: &Tensor,
-        masked: Option<(&Tensor, &Tensor)>,
+        masked: Option<Masked>,
         heads: Heads,
     ) -> TrainOutputs {
-        let img = self.encode_image(images);
-        let txt = self.encode_text(ids);
+        self.amp(|| self.forward_train_region(images, ids, masked, heads))
+    }
+
+    fn forward_train_region(
+        &self,
+        images: &Tensor,
+        ids: &Tensor,
+        masked: Option<Masked>,
+        heads: Heads,
+    ) -> TrainOutputs {
+        let img = self.visual.forward(images);
+        let txt = self.text.forward(ids);
         let f_i = img.select(1, 0).to_kind(Kind::Float);
         let f_t = gather_rows(&txt, &eot_index(ids)).to_kind(Kind::Float);
         let (g_i, g_t) = if heads.dca {
-            let (a, b) = self.dca(&img, &txt, ids);
+            let (a, b) = self.dca_features(&img, &txt, ids);
             (Some(a), Some(b))
         } else {
             (None, None)
@@ -205,10 +228,10 @@ impl Ccma {
             (None, None)
         };
         let (mlm_logits, mlm_labels) = match masked {
-            Some((mlm_ids, labels)) => {
-                let (l, y) = self.mlm(&img, mlm_ids, labels);
-                (Some(l), Some(y))
-            }
+            Some(m) => (
+                Some(self.mlm_logits(&img, m)),
+                Some(m.labels.shallow_clone()),
+            ),
             None => (None, None),
         };
         TrainOutputs {

@@ -13,5 +13,5 @@ pub mod layers;
 pub mod param_groups;
 pub mod weights;
 
-pub use ccma::{Ccma, Heads, TrainOutputs};
+pub use ccma::{Ccma, Heads, Masked, TrainOutputs};
 pub use config::ModelConfig;

@@ -1,26 +1,62 @@
-//! Adam (or AdamW) over one flat parameter buffer with per-element learning rates and weight
-//! decays.
+//! Adam (or AdamW) over one flat parameter buffer, with one learning-rate multiplier and one
+//! weight decay per parameter group.
 //!
 //! Every trainable variable is re-pointed (`set_data`) at a slice of one contiguous fp32 buffer;
-//! the moments live in two flat buffers. The per-parameter rules of METHOD.md section 5 become two
-//! per-element vectors (learning-rate multiplier and weight decay). The arithmetic follows
-//! `torch.optim.Adam` (L2 decay added to the gradient) and `AdamW` operation for operation. On the
-//! CPU a step is one fused pass in Rust over the buffers (parallel chunks), several times faster
-//! than tensor operations there; elsewhere it is about ten tensor operations on the flat buffers,
-//! whatever the number of parameters. A parameter that has no gradient (one no selected loss has
-//! reached yet) is skipped, as PyTorch skips a `None` gradient; [`Optimizer::zero_grad`] zeroes
-//! gradients in place, as PyTorch's `zero_grad(set_to_none=False)`.
+//! the moments live in two flat buffers of the same layout. The per-parameter rules of METHOD.md
+//! section 5 put each parameter in one of at most six groups (rate group x bias decay), each
+//! with its multiplier and weight decay. The arithmetic follows `torch.optim.Adam` (L2 decay
+//! added to the gradient) and `AdamW`. Two kernels do the update:
+//! - [`Kernel::HostLoop`] (the default on the CPU): one fused pass in Rust over the buffers
+//!   (parallel chunks), several times faster than tensor operations there;
+//! - [`Kernel::Libtorch`] (the default elsewhere, and on the CPU on request): libtorch's fused
+//!   Adam (`_fused_adam_` / `_fused_adamw_`, what `torch.optim.Adam(fused=True)` runs), one call
+//!   per group over the list of its parameters.
+//!
+//! A parameter that has no gradient (one no selected loss has reached yet) is skipped, as PyTorch
+//! skips a `None` gradient; [`Optimizer::zero_grad`] zeroes gradients in place, as PyTorch's
+//! `zero_grad(set_to_none=False)`.
+//!
+//! The saved state is the two moments, the step count and the groups' rules
+//! ([`Optimizer::state_tensors`]); a state of the earlier layout, with a learning-rate multiplier
+//! and weight decay per element, still loads.
 use crate::config::{OptimSection, OptimizerKind};
-use crate::model::param_groups::{param_group, RateGroup};
-use anyhow::{bail, Result};
+use crate::dist::ffi;
+use crate::model::param_groups::{param_group, ParamGroup, RateGroup};
+use anyhow::{anyhow, bail, Result};
 use rayon::prelude::*;
 use std::collections::HashMap;
 use tch::{nn::VarStore, Device, Kind, Tensor};
 
-/// Learning-rate multiplier and weight decay of a parameter, by name (the rule is the model's:
-/// [`param_group`]).
-pub fn param_rule(name: &str, cfg: &OptimSection) -> (f64, f64) {
-    let g = param_group(name);
+/// Every parameter group there can be, in the order of the saved rules.
+const GROUPS: [ParamGroup; 6] = [
+    ParamGroup {
+        rate: RateGroup::Base,
+        bias_decay: false,
+    },
+    ParamGroup {
+        rate: RateGroup::Base,
+        bias_decay: true,
+    },
+    ParamGroup {
+        rate: RateGroup::Bias,
+        bias_decay: false,
+    },
+    ParamGroup {
+        rate: RateGroup::Bias,
+        bias_decay: true,
+    },
+    ParamGroup {
+        rate: RateGroup::New,
+        bias_decay: false,
+    },
+    ParamGroup {
+        rate: RateGroup::New,
+        bias_decay: true,
+    },
+];
+
+/// Learning-rate multiplier and weight decay of a parameter group under `cfg`.
+fn group_rule(g: ParamGroup, cfg: &OptimSection) -> (f64, f64) {
     let mult = match g.rate {
         RateGroup::Base => 1.0,
         RateGroup::Bias => cfg.bias_lr_factor,
@@ -34,6 +70,21 @@ pub fn param_rule(name: &str, cfg: &OptimSection) -> (f64, f64) {
     (mult, wd)
 }
 
+/// Learning-rate multiplier and weight decay of a parameter, by name (the rule is the model's:
+/// [`param_group`]).
+pub fn param_rule(name: &str, cfg: &OptimSection) -> (f64, f64) {
+    group_rule(param_group(name), cfg)
+}
+
+/// Which kernel updates the parameters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kernel {
+    /// One fused pass in Rust over the CPU buffers.
+    HostLoop,
+    /// libtorch's fused Adam over tensor lists (any device).
+    Libtorch,
+}
+
 /// A trainable variable and the slice of the flat buffer it views.
 struct Param {
     var: Tensor,
@@ -41,12 +92,23 @@ struct Param {
     numel: i64,
 }
 
+/// The parameters that share one rule.
+struct Group {
+    /// Learning-rate multiplier: a parameter's base rate is `lr` x `mult`.
+    mult: f64,
+    weight_decay: f64,
+    /// Indices into `Optimizer::params`, in name order.
+    members: Vec<usize>,
+}
+
 pub struct Optimizer {
     /// Trainable variables in name order, each a view into `flat`.
     params: Vec<Param>,
+    /// The groups that have members, in the order of [`GROUPS`].
+    groups: Vec<Group>,
+    /// [6, 2] f64: (multiplier, weight decay) of every group of [`GROUPS`], as saved.
+    rules: Tensor,
     flat: Tensor,
-    lr_mult: Tensor,
-    weight_decay: Tensor,
     /// `lr`: a parameter's base rate is `lr` × its multiplier.
     lr: f64,
     /// The current rate of a parameter with base rate `b` is `lr_slope * b + lr_intercept`.
@@ -55,12 +117,13 @@ pub struct Optimizer {
     exp_avg: Tensor,
     exp_avg_sq: Tensor,
     step: i64,
+    /// [] f32 on the parameters' device: the step number, for libtorch's kernel.
+    step_count: Tensor,
     beta1: f64,
     beta2: f64,
     eps: f64,
     decoupled: bool,
-    /// Step with one fused pass in Rust (CPU buffers) instead of tensor operations.
-    fused: bool,
+    kernel: Kernel,
 }
 
 /// Elements per parallel task of the fused CPU step.
@@ -86,26 +149,19 @@ struct StepScalars {
 }
 
 impl StepScalars {
-    /// Updates the parameters `p`, moments `m`, `v` in place from the gradients `g` with per-element
-    /// learning-rate multipliers `mult` and weight decays `wd` (all the same length), in the order of
-    /// `torch.optim.Adam` / `AdamW`'s single-tensor step.
-    fn apply(
-        &self,
-        p: &mut [f32],
-        m: &mut [f32],
-        v: &mut [f32],
-        g: &[f32],
-        mult: &[f32],
-        wd: &[f32],
-    ) {
+    /// Updates the parameters `p`, moments `m`, `v` in place from the gradients `g` (all the same
+    /// length) with learning-rate multiplier `mult` and weight decay `wd`, in the order of
+    /// `torch.optim.Adam` / `AdamW`'s single-tensor step. The rules enter as f32, as the
+    /// per-element buffers of the earlier layout held them.
+    fn apply(&self, p: &mut [f32], m: &mut [f32], v: &mut [f32], g: &[f32], mult: f32, wd: f32) {
         let s = *self;
+        let lr = (mult as f64 * s.lr) * s.lr_slope + s.lr_intercept;
         for i in 0..p.len() {
-            let lr = (mult[i] as f64 * s.lr) * s.lr_slope + s.lr_intercept;
             let mut grad = g[i];
             if s.decoupled {
-                p[i] *= (1.0 - lr * wd[i] as f64) as f32;
+                p[i] *= (1.0 - lr * wd as f64) as f32;
             } else {
-                grad += wd[i] * p[i];
+                grad += wd * p[i];
             }
             m[i] += s.one_minus_beta1 * (grad - m[i]);
             v[i] = v[i] * s.beta2 + s.one_minus_beta2 * grad * grad;
@@ -139,34 +195,59 @@ impl Optimizer {
                 0,
             )
         });
-        let (mut mults, mut wds, mut params) = (Vec::new(), Vec::new(), Vec::new());
+        let mut groups: Vec<(ParamGroup, Group)> = Vec::new();
+        let mut params = Vec::new();
         let mut offset = 0;
-        for (name, mut var) in vars {
+        for (i, (name, mut var)) in vars.into_iter().enumerate() {
             let numel = var.numel() as i64;
-            let (m, wd) = param_rule(&name, cfg);
-            mults.push(Tensor::full([numel], m, (Kind::Float, device)));
-            wds.push(Tensor::full([numel], wd, (Kind::Float, device)));
+            let key = param_group(&name);
+            match groups.iter_mut().find(|(k, _)| *k == key) {
+                Some((_, g)) => g.members.push(i),
+                None => {
+                    let (mult, weight_decay) = group_rule(key, cfg);
+                    groups.push((
+                        key,
+                        Group {
+                            mult,
+                            weight_decay,
+                            members: vec![i],
+                        },
+                    ));
+                }
+            }
             var.set_data(&flat.narrow(0, offset, numel).view(var.size().as_slice()));
             params.push(Param { var, offset, numel });
             offset += numel;
         }
+        groups.sort_by_key(|(k, _)| GROUPS.iter().position(|g| g == k));
+        let rules: Vec<f64> = GROUPS
+            .iter()
+            .flat_map(|g| {
+                let (m, wd) = group_rule(*g, cfg);
+                [m, wd]
+            })
+            .collect();
         let flat = flat.set_requires_grad(false);
         Optimizer {
             params,
-            lr_mult: Tensor::cat(&mults, 0),
-            weight_decay: Tensor::cat(&wds, 0),
+            groups: groups.into_iter().map(|(_, g)| g).collect(),
+            rules: Tensor::from_slice(&rules).view([GROUPS.len() as i64, 2]),
             lr: cfg.lr,
             lr_slope: 0.0,
             lr_intercept: 0.0,
             exp_avg: flat.zeros_like(),
             exp_avg_sq: flat.zeros_like(),
+            step_count: Tensor::zeros([], (Kind::Float, device)),
             flat,
             step: 0,
             beta1: cfg.alpha,
             beta2: cfg.beta,
             eps: cfg.eps(),
             decoupled,
-            fused: device == Device::Cpu,
+            kernel: match device {
+                Device::Cpu => Kernel::HostLoop,
+                _ => Kernel::Libtorch,
+            },
         }
     }
 
@@ -178,12 +259,12 @@ impl Optimizer {
         self.lr_slope = rate_of(1.0) - self.lr_intercept;
     }
 
-    /// Chooses the fused CPU step (the default on the CPU) or tensor operations (any device).
-    pub fn set_fused(&mut self, fused: bool) -> Result<()> {
-        if fused && self.flat.device() != Device::Cpu {
-            bail!("the fused optimiser step runs on the CPU only");
+    /// Chooses the kernel (the host loop runs on the CPU only).
+    pub fn set_kernel(&mut self, kernel: Kernel) -> Result<()> {
+        if kernel == Kernel::HostLoop && self.flat.device() != Device::Cpu {
+            bail!("the host-loop optimiser step runs on the CPU only");
         }
-        self.fused = fused;
+        self.kernel = kernel;
         Ok(())
     }
 
@@ -201,7 +282,7 @@ impl Optimizer {
 
     /// One Adam step over the parameters that have a gradient (like `torch.optim.Adam`, a
     /// parameter without one is left as it is, moments included).
-    pub fn step(&mut self) {
+    pub fn step(&mut self) -> Result<()> {
         self.step += 1;
         let s = StepScalars {
             lr: self.lr,
@@ -215,130 +296,148 @@ impl Optimizer {
             eps: self.eps as f32,
             decoupled: self.decoupled,
         };
-        tch::no_grad(|| {
-            if self.fused {
-                for p in &self.params {
-                    let g = p.var.grad();
-                    if g.defined() {
-                        self.step_fused(&s, p.offset, &g);
+        tch::no_grad(|| match self.kernel {
+            Kernel::HostLoop => {
+                for g in &self.groups {
+                    for &i in &g.members {
+                        let p = &self.params[i];
+                        let grad = p.var.grad();
+                        if grad.defined() {
+                            self.step_host_loop(&s, g, p, &grad);
+                        }
                     }
                 }
-            } else {
-                for (offset, grads) in self.runs_with_gradients() {
-                    self.step_tensor_ops(&s, offset, &grads);
-                }
+                Ok(())
             }
-        });
+            Kernel::Libtorch => {
+                let _ = self.step_count.fill_(self.step as f64);
+                self.groups.iter().try_for_each(|g| self.step_libtorch(g))
+            }
+        })
     }
 
-    /// Maximal runs of consecutive parameters that have a gradient: (offset in `flat`, their
-    /// gradients flattened, f32), so that the tensor-operation step is a few operations per run.
-    fn runs_with_gradients(&self) -> Vec<(i64, Vec<Tensor>)> {
-        let mut runs: Vec<(i64, Vec<Tensor>)> = Vec::new();
-        let mut end = -1;
-        for p in &self.params {
-            let g = p.var.grad();
-            if !g.defined() {
-                continue;
-            }
-            let g = g.to_kind(Kind::Float).contiguous().reshape([-1]);
-            match runs.last_mut() {
-                Some((_, grads)) if end == p.offset => grads.push(g),
-                _ => runs.push((p.offset, vec![g])),
-            }
-            end = p.offset + p.numel;
-        }
-        runs
-    }
-
-    /// The step over one parameter (at `offset` in `flat`, gradient `grad`) in a single pass over
-    /// its elements, in parallel chunks.
-    fn step_fused(&self, s: &StepScalars, offset: i64, grad: &Tensor) {
+    /// The step over one parameter `p` of group `g` (gradient `grad`) in a single pass over its
+    /// elements, in parallel chunks.
+    fn step_host_loop(&self, s: &StepScalars, g: &Group, p: &Param, grad: &Tensor) {
         let grad = grad.to_kind(Kind::Float).contiguous();
-        let len = grad.numel() as i64;
-        // SAFETY: `flat`, the moments, the per-element rules and `grad` are distinct contiguous
-        // f32 CPU buffers (`fused` is only set on the CPU) of at least `offset + len` (resp. `len`)
-        // elements; nothing else touches them during the step.
-        let len = len as usize;
-        let (p, m, v, mult, wd, g) = unsafe {
+        let len = grad.numel();
+        // SAFETY: `flat`, the moments and `grad` are distinct contiguous f32 CPU buffers (the host
+        // loop is only chosen on the CPU) of at least `p.offset + len` (resp. `len`) elements;
+        // nothing else touches them during the step.
+        let (pv, m, v, gv) = unsafe {
             use std::slice::{from_raw_parts, from_raw_parts_mut};
             (
-                from_raw_parts_mut(f32_ptr(&self.flat, offset), len),
-                from_raw_parts_mut(f32_ptr(&self.exp_avg, offset), len),
-                from_raw_parts_mut(f32_ptr(&self.exp_avg_sq, offset), len),
-                from_raw_parts(f32_ptr(&self.lr_mult, offset), len),
-                from_raw_parts(f32_ptr(&self.weight_decay, offset), len),
+                from_raw_parts_mut(f32_ptr(&self.flat, p.offset), len),
+                from_raw_parts_mut(f32_ptr(&self.exp_avg, p.offset), len),
+                from_raw_parts_mut(f32_ptr(&self.exp_avg_sq, p.offset), len),
                 from_raw_parts(f32_ptr(&grad, 0), len),
             )
         };
-        p.par_chunks_mut(FUSED_CHUNK)
+        let (mult, wd) = (g.mult as f32, g.weight_decay as f32);
+        pv.par_chunks_mut(FUSED_CHUNK)
             .zip(m.par_chunks_mut(FUSED_CHUNK))
             .zip(v.par_chunks_mut(FUSED_CHUNK))
-            .zip(g.par_chunks(FUSED_CHUNK))
-            .zip(mult.par_chunks(FUSED_CHUNK).zip(wd.par_chunks(FUSED_CHUNK)))
-            .for_each(|((((p, m), v), g), (mult, wd))| s.apply(p, m, v, g, mult, wd));
+            .zip(gv.par_chunks(FUSED_CHUNK))
+            .for_each(|(((p, m), v), g)| s.apply(p, m, v, g, mult, wd));
     }
 
-    /// The step over one run as whole-tensor operations (any device).
-    fn step_tensor_ops(&self, s: &StepScalars, offset: i64, grads: &[Tensor]) {
-        let mut g = Tensor::cat(grads, 0);
-        let len = g.numel() as i64;
-        let mut p = self.flat.narrow(0, offset, len);
-        let mut m = self.exp_avg.narrow(0, offset, len);
-        let mut v = self.exp_avg_sq.narrow(0, offset, len);
-        let lr = self.lr_mult.narrow(0, offset, len) * (self.lr * s.lr_slope) + s.lr_intercept;
-        let wd = self.weight_decay.narrow(0, offset, len);
-        if s.decoupled {
-            let _ = p.g_mul_(&(1.0 - &lr * &wd));
-        } else {
-            g = g.addcmul(&p, &wd);
+    /// The step over the members of group `g` that have a gradient: one call of libtorch's fused
+    /// Adam over their lists of parameters, gradients and moments (flattened f32 views).
+    fn step_libtorch(&self, g: &Group) -> Result<()> {
+        let mut lists: [Vec<Tensor>; 4] = Default::default();
+        for &i in &g.members {
+            let p = &self.params[i];
+            let grad = p.var.grad();
+            if !grad.defined() {
+                continue;
+            }
+            lists[0].push(self.flat.narrow(0, p.offset, p.numel));
+            lists[1].push(grad.to_kind(Kind::Float).reshape([-1]));
+            lists[2].push(self.exp_avg.narrow(0, p.offset, p.numel));
+            lists[3].push(self.exp_avg_sq.narrow(0, p.offset, p.numel));
         }
-        let _ = m.lerp_(&g, 1.0 - self.beta1);
-        let _ = v
-            .g_mul_scalar_(self.beta2)
-            .g_add_(&(g.square() * (1.0 - self.beta2)));
-        let denom = (v.sqrt() / s.bc2_sqrt as f64) + self.eps;
-        let _ = p.addcmul_(&(&m / denom), &(lr * (-1.0 / s.bc1)));
+        if lists[0].is_empty() {
+            return Ok(());
+        }
+        let mut ptrs: Vec<Vec<*mut std::ffi::c_void>> = lists
+            .iter_mut()
+            .map(|l| l.iter_mut().map(|t| t.as_mut_ptr().cast()).collect())
+            .collect();
+        let lr = (g.mult * self.lr) * self.lr_slope + self.lr_intercept;
+        let n = ptrs[0].len() as i64;
+        let mut step_count = self.step_count.shallow_clone();
+        let step = step_count.as_mut_ptr().cast();
+        // SAFETY: four lists of `n` live tensors and one step tensor, all alive until the call
+        // returns; the shim only borrows them.
+        ffi::call(
+            |err| unsafe {
+                ffi::ccma_fused_adam(
+                    ptrs[0].as_mut_ptr(),
+                    ptrs[1].as_mut_ptr(),
+                    ptrs[2].as_mut_ptr(),
+                    ptrs[3].as_mut_ptr(),
+                    n,
+                    step,
+                    lr,
+                    self.beta1,
+                    self.beta2,
+                    g.weight_decay,
+                    self.eps,
+                    i32::from(self.decoupled),
+                    err,
+                )
+            },
+            |ok| *ok == 0,
+        )
+        .map(|_| ())
+        .map_err(|e| anyhow!("the fused Adam step failed: {e}"))
     }
 
-    /// The state to save: moments, step count and the hyper-parameters that must match.
+    /// The state to save: the moments (flat, in name order), the step count and the groups'
+    /// rules ([6, 2] f64, multiplier and weight decay of each possible group).
     pub fn state_tensors(&self) -> Vec<(String, Tensor)> {
         vec![
             ("exp_avg".into(), self.exp_avg.shallow_clone()),
             ("exp_avg_sq".into(), self.exp_avg_sq.shallow_clone()),
             ("step".into(), Tensor::from_slice(&[self.step])),
-            ("lr_mult".into(), self.lr_mult.shallow_clone()),
-            ("weight_decay".into(), self.weight_decay.shallow_clone()),
+            ("group_rules".into(), self.rules.shallow_clone()),
         ]
     }
 
-    /// Restores a state written by [`Optimizer::state_tensors`] for the same model. The weight
-    /// decays stay those of the config this optimiser was built with (an edited
-    /// `weight_decay` acts from the resumed step on, and is logged).
+    /// Restores a state written by [`Optimizer::state_tensors`] for the same model, or by the
+    /// earlier layout (per-element `lr_mult` and `weight_decay`). The weight decays stay those of
+    /// the config this optimiser was built with (an edited `weight_decay` acts from the resumed
+    /// step on, and is logged); other learning-rate rules are refused.
     pub fn load_state(&mut self, named: &HashMap<String, Tensor>) -> Result<()> {
         let get = |k: &str| {
             named
                 .get(k)
-                .ok_or_else(|| anyhow::anyhow!("missing optimizer state `{k}`"))
+                .ok_or_else(|| anyhow!("missing optimizer state `{k}`"))
         };
-        for (k, own) in [
-            ("exp_avg", &self.exp_avg),
-            ("lr_mult", &self.lr_mult),
-            ("weight_decay", &self.weight_decay),
-        ] {
-            if get(k)?.size() != own.size() {
+        for k in ["exp_avg", "exp_avg_sq"] {
+            if get(k)?.size() != self.exp_avg.size() {
                 bail!(
                     "optimizer state `{k}` has shape {:?}, this model needs {:?}",
                     get(k)?.size(),
-                    own.size()
+                    self.exp_avg.size()
                 );
             }
         }
-        if !get("lr_mult")?
-            .to_device(self.lr_mult.device())
-            .equal(&self.lr_mult)
-        {
+        let (same_rates, same_decays) = match named.get("group_rules") {
+            Some(rules) => self.compare_rules(rules)?,
+            None => self.compare_per_element(get("lr_mult")?, get("weight_decay")?)?,
+        };
+        if !same_rates {
             bail!("optimizer state was written with other learning-rate rules (lr_factor / bias_lr_factor)");
+        }
+        if !same_decays {
+            tracing::warn!(
+                "weight decay differs from the resumed state's: the config's applies from here on"
+            );
+        }
+        let step = get("step")?;
+        if step.kind() != Kind::Int64 || step.size() != [1] {
+            bail!("optimizer state `step` is not one i64");
         }
         tch::no_grad(|| {
             self.exp_avg
@@ -347,13 +446,48 @@ impl Optimizer {
                 .copy_(&get("exp_avg_sq")?.to_device(self.exp_avg.device()));
             Ok::<_, anyhow::Error>(())
         })?;
-        let saved_wd = get("weight_decay")?.to_device(self.weight_decay.device());
-        if !saved_wd.equal(&self.weight_decay) {
-            tracing::warn!(
-                "weight decay differs from the resumed state's: the config's applies from here on"
+        self.step = step.int64_value(&[0]);
+        Ok(())
+    }
+
+    /// (Same multipliers, same weight decays) of saved `group_rules` and this optimiser's.
+    fn compare_rules(&self, saved: &Tensor) -> Result<(bool, bool)> {
+        if saved.size() != self.rules.size() || saved.kind() != Kind::Double {
+            bail!(
+                "optimizer state `group_rules` is {:?} {:?}, expected [6, 2] f64",
+                saved.kind(),
+                saved.size()
             );
         }
-        self.step = get("step")?.int64_value(&[0]);
-        Ok(())
+        let same = |col: i64| saved.select(1, col).equal(&self.rules.select(1, col));
+        Ok((same(0), same(1)))
+    }
+
+    /// (Same multipliers, same weight decays) of the earlier layout's per-element buffers (f32,
+    /// one entry per parameter element in name order) and this optimiser's groups.
+    fn compare_per_element(&self, lr_mult: &Tensor, wd: &Tensor) -> Result<(bool, bool)> {
+        for (k, t) in [("lr_mult", lr_mult), ("weight_decay", wd)] {
+            if t.size() != self.exp_avg.size() || t.kind() != Kind::Float {
+                bail!(
+                    "optimizer state `{k}` is {:?} {:?}, this model needs Float {:?}",
+                    t.kind(),
+                    t.size(),
+                    self.exp_avg.size()
+                );
+            }
+        }
+        let (mut rates, mut decays) = (true, true);
+        for g in &self.groups {
+            for &i in &g.members {
+                let p = &self.params[i];
+                let all_are = |t: &Tensor, v: f64| {
+                    let slice = t.narrow(0, p.offset, p.numel);
+                    slice.eq(v as f32 as f64).all().int64_value(&[]) != 0
+                };
+                rates &= all_are(lr_mult, g.mult);
+                decays &= all_are(wd, g.weight_decay);
+            }
+        }
+        Ok((rates, decays))
     }
 }

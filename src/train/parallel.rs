@@ -1,10 +1,12 @@
 //! The ranks of a data-parallel run as the trainer sees them. Each rank holds a slice of the
-//! global batch; per step it gathers everyone's pids and features (so the batch-spanning losses
+//! global batch and knows, from its loader, every rank's pids and counts; per step it gathers
+//! everyone's features (so the batch-spanning losses
 //! see the whole batch, with gradients to its own rows) and averages the gradients with one
 //! all-reduce of a flat buffer that also carries the loss values and the stop flag. One process is
 //! the world of one: every operation is then the identity and nothing is communicated.
 use crate::config::{Config, DistBackend};
 use crate::data::batch::TrainBatch;
+use crate::device::read_to_host;
 use crate::dist::group::RankLost;
 use crate::dist::{Backend, Group, Launch};
 use crate::loss::{BatchFeatures, LocalShare};
@@ -93,43 +95,27 @@ impl Ranks {
         self.group.as_ref()
     }
 
-    /// Gathers every rank's sample count, masked-token count and pids.
-    pub fn layout(&self, batch: &TrainBatch) -> Result<BatchLayout, RankLost> {
-        let n = batch.len();
-        let Some(g) = &self.group else {
-            return Ok(BatchLayout {
-                pids: batch.pids.shallow_clone(),
-                sizes: vec![n],
-                share: LocalShare::WHOLE,
-                samples: n as usize,
-            });
+    /// Where the step's samples are, from what the loader knows on the host (no exchange, no
+    /// read from the device): every rank's sample count, masked-token count and pids.
+    pub fn layout(&self, batch: &TrainBatch) -> BatchLayout {
+        let s = &batch.slices;
+        let samples: i64 = s.sizes.iter().sum();
+        let share = match self.group {
+            None => LocalShare::WHOLE,
+            Some(_) => {
+                let masked_all: i64 = s.masked.iter().sum();
+                LocalShare {
+                    samples: batch.len() as f64 / samples as f64,
+                    masked: s.masked[self.rank()] as f64 / masked_all.max(1) as f64,
+                }
+            }
         };
-        let masked = batch.masked_tokens();
-        // [n, masked, pids padded to cap]
-        let mut row = vec![0i64; self.cap as usize + 2];
-        row[0] = n;
-        row[1] = masked;
-        let pids = Vec::<i64>::try_from(&batch.pids.to_device(Device::Cpu)).expect("i64 pids");
-        row[2..2 + pids.len()].copy_from_slice(&pids);
-        let all = g.all_gather(&Tensor::from_slice(&row).to_device(self.device))?;
-        let all = Vec::<i64>::try_from(&all.to_device(Device::Cpu)).expect("i64 rows");
-        let rows: Vec<&[i64]> = all.chunks(row.len()).collect();
-        let sizes: Vec<i64> = rows.iter().map(|r| r[0]).collect();
-        let samples: i64 = sizes.iter().sum();
-        let masked_all: i64 = rows.iter().map(|r| r[1]).sum();
-        let pids: Vec<i64> = rows
-            .iter()
-            .flat_map(|r| r[2..2 + r[0] as usize].iter().copied())
-            .collect();
-        Ok(BatchLayout {
-            pids: Tensor::from_slice(&pids).to_device(self.device),
-            sizes,
-            share: LocalShare {
-                samples: n as f64 / samples as f64,
-                masked: masked as f64 / masked_all.max(1) as f64,
-            },
+        BatchLayout {
+            pids: s.all_pids.as_ref().unwrap_or(&batch.pids).shallow_clone(),
+            sizes: s.sizes.clone(),
+            share,
             samples: samples as usize,
-        })
+        }
     }
 
     /// The features of the whole batch: every rank's, gathered, with this rank's rows replaced by
@@ -176,12 +162,12 @@ impl Ranks {
         })
     }
 
-    /// Averages the gradients of `vars` over the ranks and sums `values`, with one all-reduce of
-    /// a flat buffer; returns the summed values. Every rank has the same graph, so the same
-    /// parameters have gradients everywhere.
-    pub fn reduce(&self, vars: &[Tensor], values: &[f64]) -> Result<Vec<f64>, RankLost> {
+    /// Averages the gradients of `vars` over the ranks and sums `values` ([K] f32, on the
+    /// device), with one all-reduce of a flat buffer; returns the summed values ([K] f32, on the
+    /// device). Every rank has the same graph, so the same parameters have gradients everywhere.
+    pub fn reduce(&self, vars: &[Tensor], values: &Tensor) -> Result<Tensor, RankLost> {
         let Some(g) = &self.group else {
-            return Ok(values.to_vec());
+            return Ok(values.shallow_clone());
         };
         tch::no_grad(|| {
             let mut grads: Vec<Tensor> = vars
@@ -189,12 +175,11 @@ impl Ranks {
                 .map(Tensor::grad)
                 .filter(Tensor::defined)
                 .collect();
-            let tail: Vec<f32> = values.iter().map(|&v| v as f32).collect();
             let mut pieces: Vec<Tensor> = grads
                 .iter()
                 .map(|t| t.to_kind(Kind::Float).flatten(0, -1))
                 .collect();
-            pieces.push(Tensor::from_slice(&tail).to_device(self.device));
+            pieces.push(values.to_kind(Kind::Float));
             let mut flat = Tensor::cat(&pieces, 0);
             g.all_reduce_sum(&mut flat)?;
             let world = g.world() as f64;
@@ -205,14 +190,7 @@ impl Ranks {
                 grad.copy_(&mean);
                 offset += n;
             }
-            let summed = flat
-                .narrow(0, offset, tail.len() as i64)
-                .to_device(Device::Cpu);
-            Ok(Vec::<f32>::try_from(&summed)
-                .expect("f32 values")
-                .into_iter()
-                .map(f64::from)
-                .collect())
+            Ok(flat.narrow(0, offset, values.numel() as i64))
         })
     }
 
@@ -238,7 +216,7 @@ impl Ranks {
         };
         let mut t = Tensor::from_slice(values).to_device(self.device);
         g.broadcast(&mut t, 0)?;
-        Ok(Vec::<f64>::try_from(&t.to_device(Device::Cpu)).expect("f64 values"))
+        Ok(Vec::<f64>::try_from(&read_to_host(&t)).expect("f64 values"))
     }
 
     /// Every rank's parameter digest ([`digest`]), in rank order.
@@ -248,7 +226,7 @@ impl Ranks {
             return Ok(vec![own]);
         };
         let all = g.all_gather(&Tensor::from_slice(&[own as i64]).to_device(self.device))?;
-        let all = Vec::<i64>::try_from(&all.to_device(Device::Cpu)).expect("i64 digests");
+        let all = Vec::<i64>::try_from(&read_to_host(&all)).expect("i64 digests");
         Ok(all.into_iter().map(|d| d as u64).collect())
     }
 }

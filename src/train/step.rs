@@ -11,13 +11,18 @@
 //! batch's, for one extra forward pass, with activations held for one chunk at a time. Nothing in
 //! the forward draws randomness (augmentation and masking are the loader's, dropout is refused),
 //! so both passes see the same features.
+//!
+//! The step reads one value back from its device: the loss terms (and the ranks' stop flag), as
+//! one tensor, once backward is queued and before the update. Everything else it needs about the
+//! batch (masked positions and counts, the ranks' layout) comes from the loader on the host.
 use super::optimizer::Optimizer;
 use super::parallel::{BatchLayout, Ranks};
 use crate::config::LossTerm;
 use crate::data::batch::TrainBatch;
+use crate::device::read_to_host;
 use crate::dist::group::RankLost;
 use crate::loss::{self, LocalShare, LossSpec};
-use crate::model::{Ccma, Heads, TrainOutputs};
+use crate::model::{Ccma, Heads, Masked, TrainOutputs};
 use tch::{Kind, Tensor};
 
 /// A loss term that is not finite: the step stops before the update, so the parameters stay as
@@ -36,6 +41,9 @@ pub enum StepError {
     NonFinite(#[from] NonFiniteTerm),
     #[error(transparent)]
     RankLost(#[from] RankLost),
+    /// The optimiser's kernel failed.
+    #[error(transparent)]
+    Update(#[from] anyhow::Error),
 }
 
 /// What a step reports.
@@ -75,7 +83,7 @@ pub fn step(
     ranks: &Ranks,
     how: StepOptions,
 ) -> Result<StepOutcome, StepError> {
-    let layout = ranks.layout(batch)?;
+    let layout = ranks.layout(batch);
     let pass = Pass {
         model,
         batch,
@@ -89,25 +97,34 @@ pub fn step(
         Some(chunk) => pass.chunked(chunk as i64)?,
     };
     let world = ranks.world() as f64;
-    // What this rank adds to each term's value over the whole batch, then its wish to stop.
-    let mut shares: Vec<f64> = terms
+    // What this rank adds to each term's value over the whole batch, then its wish to stop:
+    // [terms + 1] f32 on the device.
+    let mut shares: Vec<Tensor> = terms
         .iter()
         .map(|(k, t)| match loss::spans_batch(*k) {
-            true => t.double_value(&[]) / world,
-            false => t.double_value(&[]),
+            true => t / world,
+            false => t.shallow_clone(),
         })
         .collect();
     if how.poison {
-        shares[0] = f64::NAN;
+        shares[0] = shares[0].full_like(f64::NAN);
     }
-    shares.push(if how.stop { 1.0 } else { 0.0 });
-    let mut summed = ranks.reduce(&opt.variables(), &shares)?;
+    let device = shares[0].device();
+    let stop = f64::from(u8::from(how.stop));
+    shares.push(Tensor::full([], stop, (Kind::Float, device)));
+    let shares = Tensor::stack(&shares, 0).to_kind(Kind::Float);
+    let summed = ranks.reduce(&opt.variables(), &shares)?;
+    let mut summed: Vec<f64> = Vec::<f32>::try_from(&read_to_host(&summed))
+        .expect("f32 loss values")
+        .into_iter()
+        .map(f64::from)
+        .collect();
     let stop = summed.pop().is_some_and(|s| s > 0.0);
     let values: Vec<(LossTerm, f64)> = terms.iter().map(|(k, _)| *k).zip(summed).collect();
     if let Some(&(term, value)) = values.iter().find(|(_, v)| !v.is_finite()) {
         return Err(NonFiniteTerm { term, value }.into());
     }
-    opt.step();
+    opt.step()?;
     Ok(StepOutcome {
         values,
         samples: layout.samples,
@@ -125,7 +142,7 @@ pub fn probe(
     chunk: usize,
 ) -> Result<(), RankLost> {
     let ranks = Ranks::single(batch.images.device());
-    let layout = ranks.layout(batch)?;
+    let layout = ranks.layout(batch);
     let pass = Pass {
         model,
         batch,
@@ -165,11 +182,20 @@ impl Pass<'_> {
 
     /// The training forward with every head the terms need, on samples `start..start + len`.
     fn forward(&self, start: i64, len: i64) -> TrainOutputs {
-        let part = self.batch.narrow(start, len);
-        let masked = self
-            .spec
-            .mlm()
-            .then_some((&part.mlm_ids, &part.mlm_labels));
+        let whole = start == 0 && len == self.batch.len();
+        let narrowed;
+        let part = match whole {
+            true => self.batch,
+            false => {
+                narrowed = self.batch.narrow(start, len);
+                &narrowed
+            }
+        };
+        let masked = self.spec.mlm().then_some(Masked {
+            ids: &part.mlm_ids,
+            positions: &part.mlm_positions,
+            labels: &part.mlm_targets,
+        });
         let ids = self.global_ids().narrow(0, start, len);
         self.model
             .forward_train(&part.images, &ids, masked, self.spec.heads())

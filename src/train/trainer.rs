@@ -287,13 +287,7 @@ impl Trainer {
     /// The full resumable state: model parameters, optimiser state, the model's sizes and
     /// `progress` as metadata.
     fn save_state(&self, progress: &Progress) -> Result<()> {
-        let mut tensors: Vec<(String, Tensor)> = self.vs.variables().into_iter().collect();
-        tensors.extend(
-            self.opt
-                .state_tensors()
-                .into_iter()
-                .map(|(k, t)| (format!("optimizer.{k}"), t)),
-        );
+        let tensors = resumable_tensors(&self.vs, &self.opt);
         let mut meta = self.model.config.to_metadata();
         meta.extend(progress.to_metadata());
         crate::io::safetensors::save(&self.run.state(), &tensors, &meta)
@@ -304,19 +298,8 @@ impl Trainer {
     pub fn load_state(&mut self) -> Result<Progress> {
         let path = self.run.state();
         let (tensors, meta) = crate::io::safetensors::load(&path)?;
-        let mut opt_state = HashMap::new();
-        let mut params = HashMap::new();
-        for (k, t) in tensors {
-            match k.strip_prefix("optimizer.") {
-                Some(rest) => opt_state.insert(rest.to_string(), t),
-                None => params.insert(k, t),
-            };
-        }
         let grid = self.model.config.clip.grid();
-        crate::model::weights::copy_into(&mut self.vs, &params, &[], &[], grid, &path)?;
-        self.opt
-            .load_state(&opt_state)
-            .with_context(|| format!("resume state {}", path.display()))?;
+        restore_resumable(&mut self.vs, &mut self.opt, tensors, grid, &path)?;
         Progress::from_metadata(&meta).with_context(|| format!("resume state {}", path.display()))
     }
 
@@ -557,6 +540,7 @@ impl Trainer {
                     }
                     .into(),
                     StepError::RankLost(e) => self.lost(e),
+                    StepError::Update(e) => e,
                 }
             })?;
             progress.step += 1;
@@ -590,6 +574,40 @@ impl Trainer {
         );
         Ok(meter)
     }
+}
+
+/// What a resumable checkpoint holds: every variable under its name, and the optimiser's state
+/// under `optimizer.` (the tensors themselves, not copies).
+pub fn resumable_tensors(vs: &VarStore, opt: &Optimizer) -> Vec<(String, Tensor)> {
+    let mut tensors: Vec<(String, Tensor)> = vs.variables().into_iter().collect();
+    tensors.extend(
+        opt.state_tensors()
+            .into_iter()
+            .map(|(k, t)| (format!("optimizer.{k}"), t)),
+    );
+    tensors
+}
+
+/// Puts what [`resumable_tensors`] wrote (read from `path`) back into `vs` and `opt`, the model's
+/// positional grid being `grid` (patches high, wide).
+pub fn restore_resumable(
+    vs: &mut VarStore,
+    opt: &mut Optimizer,
+    tensors: Vec<(String, Tensor)>,
+    grid: (i64, i64),
+    path: &std::path::Path,
+) -> Result<()> {
+    let mut opt_state = HashMap::new();
+    let mut params = HashMap::new();
+    for (k, t) in tensors {
+        match k.strip_prefix("optimizer.") {
+            Some(rest) => opt_state.insert(rest.to_string(), t),
+            None => params.insert(k, t),
+        };
+    }
+    crate::model::weights::copy_into(vs, &params, &[], &[], grid, path)?;
+    opt.load_state(&opt_state)
+        .with_context(|| format!("resume state {}", path.display()))
 }
 
 fn count_params(vs: &VarStore) -> i64 {

@@ -90,6 +90,53 @@ pub fn load(path: &Path) -> std::collections::HashMap<String, tch::Tensor> {
         .collect()
 }
 
+/// Rewrites an optimiser state (`state`: the names `Optimizer::state_tensors` gives, each under
+/// `prefix`) into the earlier checkpoint layout: in place of `group_rules`, a learning-rate
+/// multiplier and a weight decay per parameter element ([N] f32 each, over `params`, (name,
+/// numel) pairs, in name order), by the rules of `cfg`.
+pub fn to_earlier_layout(
+    state: &mut std::collections::HashMap<String, tch::Tensor>,
+    prefix: &str,
+    params: &[(String, i64)],
+    cfg: &ccma::config::OptimSection,
+) {
+    let mut params = params.to_vec();
+    params.sort();
+    let per_element = |pick: fn((f64, f64)) -> f64| {
+        let parts: Vec<tch::Tensor> = params
+            .iter()
+            .map(|(name, numel)| {
+                let rule = ccma::train::optimizer::param_rule(name, cfg);
+                tch::Tensor::full([*numel], pick(rule), (tch::Kind::Float, tch::Device::Cpu))
+            })
+            .collect();
+        tch::Tensor::cat(&parts, 0)
+    };
+    assert!(
+        state.remove(&format!("{prefix}group_rules")).is_some(),
+        "the state has group rules"
+    );
+    let lr_mult = per_element(|r| r.0);
+    assert_eq!(lr_mult.size(), state[&format!("{prefix}exp_avg")].size());
+    state.insert(format!("{prefix}lr_mult"), lr_mult);
+    state.insert(format!("{prefix}weight_decay"), per_element(|r| r.1));
+}
+
+/// Writes the resumable checkpoint `from` to `to` in the earlier per-element layout
+/// ([`to_earlier_layout`]), by the rules of `cfg`.
+pub fn checkpoint_in_earlier_layout(from: &Path, to: &Path, cfg: &ccma::config::OptimSection) {
+    let (tensors, meta) = ccma::io::safetensors::load(from).unwrap();
+    let params: Vec<(String, i64)> = tensors
+        .iter()
+        .filter(|(k, _)| !k.starts_with("optimizer."))
+        .map(|(k, t)| (k.clone(), t.numel() as i64))
+        .collect();
+    let mut state: std::collections::HashMap<String, tch::Tensor> = tensors.into_iter().collect();
+    to_earlier_layout(&mut state, "optimizer.", &params, cfg);
+    let out: Vec<(String, tch::Tensor)> = state.into_iter().collect();
+    ccma::io::safetensors::save(to, &out, &meta).unwrap();
+}
+
 /// Largest absolute difference between two tensors (as f64).
 pub fn max_abs_diff(a: &tch::Tensor, b: &tch::Tensor) -> f64 {
     assert_eq!(a.size(), b.size(), "shapes");

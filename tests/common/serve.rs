@@ -3,7 +3,7 @@
 use std::io::{BufRead, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
 
 /// The folder a generated SYNTH-PEDES of `synth_ids` with seed `seed` lives in, under `root`.
 pub fn synth_dir(root: &Path, ids: (usize, usize, usize), seed: u64) -> PathBuf {
@@ -61,7 +61,8 @@ pub struct Server {
     child: Child,
     /// `http://127.0.0.1:PORT`
     pub base: String,
-    stderr: Arc<Mutex<String>>,
+    /// The log read so far and whether it has ended, and a signal for each piece read.
+    stderr: Arc<(Mutex<(String, bool)>, Condvar)>,
     stderr_thread: Option<std::thread::JoinHandle<()>>,
     agent: ureq::Agent,
 }
@@ -82,7 +83,8 @@ impl Answer {
 
 impl Server {
     /// Starts `ccma serve --port 0 <args>` and returns once it has printed the address it
-    /// listens on (after loading everything).
+    /// listens on (after loading everything) and its log holds the line that precedes that
+    /// (`bound to ...`: stdout and stderr are separate pipes).
     pub fn start(args: &[&str]) -> Server {
         let mut child = Command::new(env!("CARGO_BIN_EXE_ccma"))
             .arg("serve")
@@ -92,18 +94,26 @@ impl Server {
             .stderr(Stdio::piped())
             .spawn()
             .expect("start ccma serve");
-        let stderr = Arc::new(Mutex::new(String::new()));
+        let stderr = Arc::new((Mutex::new((String::new(), false)), Condvar::new()));
         let mut pipe = child.stderr.take().unwrap();
         let sink = stderr.clone();
         let stderr_thread = std::thread::spawn(move || {
             let mut buf = [0u8; 4096];
-            while let Ok(n) = pipe.read(&mut buf) {
-                if n == 0 {
-                    break;
+            let (text, read) = &*sink;
+            loop {
+                match pipe.read(&mut buf) {
+                    Ok(n) if n > 0 => text
+                        .lock()
+                        .unwrap()
+                        .0
+                        .push_str(&String::from_utf8_lossy(&buf[..n])),
+                    _ => {
+                        text.lock().unwrap().1 = true;
+                        read.notify_all();
+                        return;
+                    }
                 }
-                sink.lock()
-                    .unwrap()
-                    .push_str(&String::from_utf8_lossy(&buf[..n]));
+                read.notify_all();
             }
         });
         let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
@@ -119,13 +129,19 @@ impl Server {
                     stderr_thread.join().unwrap();
                     panic!(
                         "ccma serve {args:?} ended ({status}) before listening: {}",
-                        stderr.lock().unwrap()
+                        stderr.0.lock().unwrap().0
                     );
                 }
             }
         };
         // Nothing more is expected on stdout; drain it so the server can never block on it.
         std::thread::spawn(move || lines.for_each(drop));
+        let (text, read) = &*stderr;
+        let logged = read
+            .wait_while(text.lock().unwrap(), |(t, ended)| !t.contains("bound to") && !*ended)
+            .unwrap();
+        assert!(logged.0.contains("bound to"), "no `bound to` line: {}", logged.0);
+        drop(logged);
         let agent = ureq::Agent::config_builder()
             .http_status_as_error(false)
             .build()
@@ -190,7 +206,7 @@ impl Server {
 
     /// What the server has logged so far.
     pub fn log(&self) -> String {
-        self.stderr.lock().unwrap().clone()
+        self.stderr.0.lock().unwrap().0.clone()
     }
 
     /// Sends `signal`, waits for the server to end; its exit status and whole log.
