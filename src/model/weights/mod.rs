@@ -250,6 +250,7 @@ fn dca_heads(w: &Weights, embed_dim: i64) -> Result<Option<i64>> {
 /// heads and the number of identities when the weights have those modules), validated as the YAML keys are.
 pub fn model_config(w: &Weights, base: ModelConfig) -> Result<ModelConfig> {
     let clip = clip_config(w, base.clip.image_size, base.clip.stride)?;
+    let dca_heads = dca_heads(w, clip.embed_dim)?.unwrap_or(base.dca_heads);
     let classes = match w.tensors.contains_key("classifier.weight") {
         true => dims(&w.tensors, "classifier.weight", 2)?[0],
         false => base.num_classes,
@@ -259,7 +260,7 @@ pub fn model_config(w: &Weights, base: ModelConfig) -> Result<ModelConfig> {
         cmt_depth: blocks(&w.tensors, "cross_modal_transformer.resblocks.")
             .unwrap_or(base.cmt_depth),
         dca_depth: blocks(&w.tensors, "dca_image.").unwrap_or(base.dca_depth),
-        dca_heads: dca_heads(w, clip.embed_dim)?.unwrap_or(base.dca_heads),
+        dca_heads,
         num_classes: classes,
         ..base
     };
