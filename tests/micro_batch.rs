@@ -5,8 +5,8 @@
 //! same trajectory; the settings that cannot act are refused.
 //!
 //! Chunks change only the order of float sums (a weight's gradient sums over the batch in one
-//! matmul, or chunk by chunk), so gradients agree to [`GRAD_RTOL`] per parameter (relative to the
-//! parameter's gradient norm) and loss records to [`LOSS_RTOL`].
+//! matmul, or chunk by chunk), so gradients agree to [`GRAD_RTOL`] as a whole and [`PARAM_RTOL`]
+//! per parameter, and loss records to [`LOSS_RTOL`].
 mod common;
 use ccma::config::Config;
 use ccma::data::batch::TrainBatch;
@@ -23,6 +23,8 @@ use std::time::Duration;
 use tch::{Device, Tensor};
 
 const GRAD_RTOL: f64 = 1e-5;
+const PARAM_RTOL: f64 = 1e-4;
+const PARAM_ATOL: f64 = 1e-7;
 const LOSS_RTOL: f64 = 1e-5;
 /// Samples in the global batch of the step tests.
 const BATCH: i64 = 8;
@@ -136,7 +138,11 @@ fn rank_slice(batch: &TrainBatch, rank: i64) -> TrainBatch {
     }
 }
 
-/// Every parameter's gradient in `got` equals the one in `want` to [`GRAD_RTOL`] of its norm.
+/// `got` equals `want` as a whole to [`GRAD_RTOL`] (the norm of the difference of all gradients
+/// over the norm of all gradients), and every parameter's gradient to [`PARAM_RTOL`] of its own
+/// norm plus [`PARAM_ATOL`] (a gradient that is a small sum of cancelling terms, such as the
+/// classifier bias's, carries the rounding of those terms, and one that is zero in exact
+/// arithmetic, such as an attention's key bias, is that rounding alone).
 fn assert_same_gradients(want: &BTreeMap<String, Tensor>, got: &BTreeMap<String, Tensor>, what: &str) {
     assert_eq!(
         want.keys().collect::<Vec<_>>(),
@@ -144,14 +150,19 @@ fn assert_same_gradients(want: &BTreeMap<String, Tensor>, got: &BTreeMap<String,
         "{what}: the same parameters have gradients"
     );
     assert!(want.len() > 10, "{what}: {} gradients", want.len());
+    let (mut diff2, mut norm2) = (0.0, 0.0);
     for (name, w) in want {
         let norm = w.norm().double_value(&[]);
         let diff = (w - &got[name]).norm().double_value(&[]);
         assert!(
-            diff <= GRAD_RTOL * norm.max(1e-12),
+            diff <= PARAM_RTOL * norm + PARAM_ATOL,
             "{what}: {name} differs by {diff} (norm {norm})"
         );
+        diff2 += diff * diff;
+        norm2 += norm * norm;
     }
+    let rel = (diff2 / norm2).sqrt();
+    assert!(rel <= GRAD_RTOL, "{what}: the gradients differ by {rel} relative");
 }
 
 #[test]
