@@ -286,8 +286,11 @@ pub fn sample_term(
 ) -> Tensor {
     match term {
         LossTerm::Id => {
-            id(need(&out.id_logits_i, "ID"), need(&out.id_logits_t, "ID"), pids)
-                * (p.id_loss_weight * share.samples)
+            id(
+                need(&out.id_logits_i, "ID"),
+                need(&out.id_logits_t, "ID"),
+                pids,
+            ) * (p.id_loss_weight * share.samples)
         }
         LossTerm::Mlm => {
             mlm(need(&out.mlm_logits, "MLM"), need(&out.mlm_labels, "MLM"))

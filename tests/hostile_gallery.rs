@@ -507,9 +507,11 @@ fn a_text_length_beyond_the_model_positions_is_a_usage_error() {
         ),
     );
     assert_eq!(out.status.code(), Some(2));
-    assert!(!std::fs::read_dir(dir.path())
+    assert!(!std::fs::read_dir(dir.path()).unwrap().any(|e| e
         .unwrap()
-        .any(|e| e.unwrap().file_name().to_string_lossy().contains("_results.")));
+        .file_name()
+        .to_string_lossy()
+        .contains("_results.")));
 }
 
 /// 16-bit PNGs (grey, grey with tRNS, grey + alpha, RGB, RGB with tRNS, RGBA) embed exactly as

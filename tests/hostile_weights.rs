@@ -87,7 +87,9 @@ fn checkpoint(path: &Path, heads: i64, edit: impl Fn(&mut serde_json::Value)) {
         ("transformer_heads".to_string(), heads.to_string()),
     ])
     .collect();
-    let cfg = ccma::config::Config::default().with_overrides(&set).unwrap();
+    let cfg = ccma::config::Config::default()
+        .with_overrides(&set)
+        .unwrap();
     let (vs, model) = ccma::factory::training_model(&cfg, 2, Device::Cpu).unwrap();
     let mut meta = model.config.to_metadata();
     let key = ccma::model::config::METADATA_KEY;
@@ -138,12 +140,23 @@ fn embed(flag: &str, weights: &Path, dir: &Path, out: &Path) -> Output {
 fn torchscript_archives_run_no_code() {
     let dir = hostile();
     let (out, written) = export(&dir.path().join("archive.pt"), dir.path());
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let (got, want) = (load(&written), load(&dir.path().join("archive_state.safetensors")));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let (got, want) = (
+        load(&written),
+        load(&dir.path().join("archive_state.safetensors")),
+    );
     assert_eq!(got.len(), want.len());
     for (k, t) in &want {
         let g = &got[&format!("base_model.{k}")];
-        let kind = if t.is_floating_point() { Kind::Float } else { t.kind() };
+        let kind = if t.is_floating_point() {
+            Kind::Float
+        } else {
+            t.kind()
+        };
         assert_eq!(g.kind(), kind, "{k}");
         assert!(g.equal(&t.to_kind(kind)), "{k}");
     }
@@ -156,7 +169,10 @@ fn torchscript_archives_run_no_code() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(!all.contains(MARKER), "the archive's code ran: {all}");
-    refused(&out, "restoring it would run the class's own code, which is never run");
+    refused(
+        &out,
+        "restoring it would run the class's own code, which is never run",
+    );
     assert!(!dir.path().join("test_results.json").exists());
 }
 
@@ -167,9 +183,15 @@ fn torchscript_archives_run_no_code() {
 fn torch_save_files_are_bounded_by_their_size() {
     let dir = hostile();
     for (file, needle) in [
-        ("short.pth", "entry tmp/data/0 holds 8 bytes but declares 4096"),
+        (
+            "short.pth",
+            "entry tmp/data/0 holds 8 bytes but declares 4096",
+        ),
         ("bomb.pth", "entry tmp/data/0 would take 67108864 bytes"),
-        ("stride0.pth", "stride [0, 0], offset 0 would take 4398046511104 bytes"),
+        (
+            "stride0.pth",
+            "stride [0, 0], offset 0 would take 4398046511104 bytes",
+        ),
         ("deep.pth", "values nest deeper than 100 levels"),
         ("memo.pth", "the pickle's values would take"),
     ] {
@@ -284,7 +306,12 @@ fn hugging_face_sizes_are_validated() {
     );
     std::fs::remove_file(&cfg).unwrap();
     refused(
-        &embed("--pretrained", &hf.join("model.safetensors"), dir.path(), &out),
+        &embed(
+            "--pretrained",
+            &hf.join("model.safetensors"),
+            dir.path(),
+            &out,
+        ),
         "put the model's config.json beside it",
     );
     assert!(!out.exists());
@@ -299,7 +326,11 @@ fn a_training_state_is_evaluated_as_its_model() {
     let cfg = tiny_cuhk_config(dir.path(), root.path());
     let run = dir.path().join("run");
     let out = train_command(&cfg, &run, &[]).output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let score = |name: &str| {
         let o = limited(&["test", "--checkpoint", s(&run.join(name)), "--json"]);
         assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
@@ -313,7 +344,10 @@ fn a_training_state_is_evaluated_as_its_model() {
 fn safetensors_failures_name_the_check() {
     let dir = tempfile::tempdir().unwrap();
     let good = dir.path().join("good.safetensors");
-    save(&good, &[("a", &Tensor::ones([3, 4], (Kind::Float, Device::Cpu)))]);
+    save(
+        &good,
+        &[("a", &Tensor::ones([3, 4], (Kind::Float, Device::Cpu)))],
+    );
     let bytes = std::fs::read(&good).unwrap();
     let n = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
     let header = std::str::from_utf8(&bytes[8..8 + n]).unwrap().to_string();
@@ -328,11 +362,26 @@ fn safetensors_failures_name_the_check() {
     long[..8].copy_from_slice(&(1u64 << 40).to_le_bytes());
     let cases: Vec<(Vec<u8>, &str)> = vec![
         (long, "its header length field says 1099511627776 bytes"),
-        (with_header(&header.replacen(':', ";", 1), data), "its header is not a JSON object"),
-        (with_header(&header.replace("F32", "F8_E4M3"), data), "dtype \"F8_E4M3\" is not one ccma reads"),
-        (with_header(&header.replace("[3,4]", "[3,5]"), data), "shape [3, 5] of F32 needs 60 bytes"),
-        (bytes[..bytes.len() - 4].to_vec(), "lie outside the 44 bytes of data (truncated or corrupt)"),
-        (b"not weights at all".to_vec(), "is not a weights file (expected a ccma or Hugging Face safetensors file"),
+        (
+            with_header(&header.replacen(':', ";", 1), data),
+            "its header is not a JSON object",
+        ),
+        (
+            with_header(&header.replace("F32", "F8_E4M3"), data),
+            "dtype \"F8_E4M3\" is not one ccma reads",
+        ),
+        (
+            with_header(&header.replace("[3,4]", "[3,5]"), data),
+            "shape [3, 5] of F32 needs 60 bytes",
+        ),
+        (
+            bytes[..bytes.len() - 4].to_vec(),
+            "lie outside the 44 bytes of data (truncated or corrupt)",
+        ),
+        (
+            b"not weights at all".to_vec(),
+            "is not a weights file (expected a ccma or Hugging Face safetensors file",
+        ),
     ];
     let out = dir.path().join("emb.safetensors");
     for (i, (b, needle)) in cases.into_iter().enumerate() {

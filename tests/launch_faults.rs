@@ -71,7 +71,12 @@ fn parked_launcher(cfg: &Path, run: &Path, park: usize) -> (Child, Stderr) {
 fn parked_pids(stderr: &mut Stderr, step: usize) -> Vec<i32> {
     let mut pids = vec![0; 2];
     for line in stderr.until(&format!("parked before global step {step}"), 2) {
-        let (rank, rest) = line.split_once("rank ").unwrap().1.split_once(" (pid ").unwrap();
+        let (rank, rest) = line
+            .split_once("rank ")
+            .unwrap()
+            .1
+            .split_once(" (pid ")
+            .unwrap();
         pids[rank.parse::<usize>().unwrap()] = rest.split_once(')').unwrap().0.parse().unwrap();
     }
     pids
@@ -271,7 +276,10 @@ fn epochs_resumed_mid_way_and_after_their_last_batch_record_the_loss_of_all_thei
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(!run.join("metrics.jsonl").exists(), "epoch 1 not recorded yet");
+    assert!(
+        !run.join("metrics.jsonl").exists(),
+        "epoch 1 not recorded yet"
+    );
     ccma_ok(&["train", "--resume", run_s]);
     succeeded(
         &train_command(&cfg, &whole, &[]).output().unwrap(),
@@ -295,12 +303,21 @@ fn a_resume_state_that_does_not_fit_the_runs_grid_is_named_with_the_grid() {
     let tensors: Vec<(String, tch::Tensor)> = tensors
         .into_iter()
         .map(|(k, t)| match k == key {
-            true => (k, tch::Tensor::zeros([4, 16], (tch::Kind::Float, tch::Device::Cpu))),
+            true => (
+                k,
+                tch::Tensor::zeros([4, 16], (tch::Kind::Float, tch::Device::Cpu)),
+            ),
             false => (k, t),
         })
         .collect();
     ccma::io::safetensors::save(&state, &tensors, &meta).unwrap();
-    let out = ccma(&["train", "--resume", run.to_str().unwrap(), "--num-epoch", "2"]);
+    let out = ccma(&[
+        "train",
+        "--resume",
+        run.to_str().unwrap(),
+        "--num-epoch",
+        "2",
+    ]);
     assert_one_line_error(&out, "the model's 2x1 grid needs 3 positions");
     assert_one_line_error(&out, key);
 }

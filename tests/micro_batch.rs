@@ -105,7 +105,8 @@ fn two_rank_gradients(
                     master_port: port,
                     run_id: "micro-batch-test".into(),
                 };
-                let group = Group::connect(&launch, Backend::Gloo, Duration::from_secs(120)).unwrap();
+                let group =
+                    Group::connect(&launch, Backend::Gloo, Duration::from_secs(120)).unwrap();
                 let ranks = Ranks::new(group, BATCH as usize, Device::Cpu);
                 step_gradients(&cfg, &part, &ranks, chunk)
             })
@@ -120,7 +121,9 @@ fn two_rank_gradients(
 fn rank_slice(batch: &TrainBatch, rank: i64) -> TrainBatch {
     let half = BATCH / 2;
     let b = batch.narrow(rank * half, half);
-    let masked = (0..2).map(|r| batch.narrow(r * half, half).masked_tokens()).collect();
+    let masked = (0..2)
+        .map(|r| batch.narrow(r * half, half).masked_tokens())
+        .collect();
     TrainBatch {
         images: b.images.copy(),
         caption_ids: b.caption_ids.copy(),
@@ -143,7 +146,11 @@ fn rank_slice(batch: &TrainBatch, rank: i64) -> TrainBatch {
 /// norm plus [`PARAM_ATOL`] (a gradient that is a small sum of cancelling terms, such as the
 /// classifier bias's, carries the rounding of those terms, and one that is zero in exact
 /// arithmetic, such as an attention's key bias, is that rounding alone).
-fn assert_same_gradients(want: &BTreeMap<String, Tensor>, got: &BTreeMap<String, Tensor>, what: &str) {
+fn assert_same_gradients(
+    want: &BTreeMap<String, Tensor>,
+    got: &BTreeMap<String, Tensor>,
+    what: &str,
+) {
     assert_eq!(
         want.keys().collect::<Vec<_>>(),
         got.keys().collect::<Vec<_>>(),
@@ -162,7 +169,10 @@ fn assert_same_gradients(want: &BTreeMap<String, Tensor>, got: &BTreeMap<String,
         norm2 += norm * norm;
     }
     let rel = (diff2 / norm2).sqrt();
-    assert!(rel <= GRAD_RTOL, "{what}: the gradients differ by {rel} relative");
+    assert!(
+        rel <= GRAD_RTOL,
+        "{what}: the gradients differ by {rel} relative"
+    );
 }
 
 #[test]
@@ -175,11 +185,19 @@ fn chunked_steps_give_the_one_pass_gradients_on_one_process_and_on_two_ranks() {
         let whole = step_gradients(&cfg, &batch, &single, None);
         for chunk in [1, 3, BATCH as usize] {
             let got = step_gradients(&cfg, &batch, &single, Some(chunk));
-            assert_same_gradients(&whole, &got, &format!("{losses}, one process, chunks of {chunk}"));
+            assert_same_gradients(
+                &whole,
+                &got,
+                &format!("{losses}, one process, chunks of {chunk}"),
+            );
         }
         for chunk in [None, Some(1), Some(3)] {
             let got = two_rank_gradients(&cfg, &batch, chunk);
-            assert_same_gradients(&whole, &got, &format!("{losses}, 2 ranks, chunks of {chunk:?}"));
+            assert_same_gradients(
+                &whole,
+                &got,
+                &format!("{losses}, 2 ranks, chunks of {chunk:?}"),
+            );
         }
     }
 }
@@ -189,7 +207,10 @@ fn assert_same_losses(a: &Path, b: &Path) {
     let (ma, mb) = (metrics(a), metrics(b));
     assert_eq!(ma.len(), mb.len());
     for (ra, rb) in ma.iter().zip(&mb) {
-        let (la, lb) = (ra["loss"].as_object().unwrap(), rb["loss"].as_object().unwrap());
+        let (la, lb) = (
+            ra["loss"].as_object().unwrap(),
+            rb["loss"].as_object().unwrap(),
+        );
         assert_eq!(la.len(), 6, "every term of the imal set: {la:?}");
         for (term, va) in la {
             let (va, vb) = (va.as_f64().unwrap(), lb[term].as_f64().unwrap());
@@ -227,8 +248,17 @@ fn training_in_chunks_records_the_one_pass_losses_and_resumes_bit_identically() 
     assert_same_losses(&one, &chunked);
     // Interrupted after global step 4, resumed with the same chunks: bit-identical.
     let again = dir.path().join("again");
-    let out = run("again", &["--micro-batch", "3"], &[("CCMA_INTERRUPT_AT_STEP", "4")]);
-    assert_eq!(out.status.code(), Some(130), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = run(
+        "again",
+        &["--micro-batch", "3"],
+        &[("CCMA_INTERRUPT_AT_STEP", "4")],
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(130),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     trained(resume(&again, &[]));
     assert_eq!(metrics(&chunked)[1]["loss"], metrics(&again)[1]["loss"]);
     assert_eq!(
@@ -264,7 +294,10 @@ fn micro_batch_settings_that_cannot_act_are_refused_and_a_large_one_is_one_pass(
         let out = train_command(&cfg, &run, extra).output().unwrap();
         assert_eq!(out.status.code(), Some(2), "{extra:?}");
         assert_one_line_error(&out, needle);
-        assert!(!run.join("configs.yaml").exists(), "nothing written for {extra:?}");
+        assert!(
+            !run.join("configs.yaml").exists(),
+            "nothing written for {extra:?}"
+        );
     };
     refused(
         &["--micro-batch", "0"],

@@ -498,9 +498,7 @@ fn a_hugging_face_width_that_overflows_is_refused_naming_the_key() {
             &Tensor::zeros([16], (Kind::Float, Device::Cpu)),
         )],
     );
-    let tower = |width: i64| {
-        serde_json::json!({"hidden_size": width, "intermediate_size": 0, "num_attention_heads": 1})
-    };
+    let tower = |width: i64| serde_json::json!({"hidden_size": width, "intermediate_size": 0, "num_attention_heads": 1});
     let config = serde_json::json!({"vision_config": tower(1 << 62), "text_config": tower(16)});
     std::fs::write(hf.join("config.json"), config.to_string()).unwrap();
     let out = train_command(

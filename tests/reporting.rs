@@ -87,7 +87,12 @@ fn results_file(run: &Path, split: &str, ending: &str) -> PathBuf {
             n.starts_with(&prefix) && n.ends_with(ending)
         })
         .collect();
-    assert_eq!(found.len(), 1, "{split} {ending} in {}: {found:?}", run.display());
+    assert_eq!(
+        found.len(),
+        1,
+        "{split} {ending} in {}: {found:?}",
+        run.display()
+    );
     found.into_iter().next().unwrap()
 }
 

@@ -60,7 +60,15 @@ fn a_step_reads_its_device_once() {
     let ranks = Ranks::single(Device::Cpu);
     for _ in 0..2 {
         let before = ccma::device::host_reads();
-        let out = step(&model, &mut opt, &batch, &spec, &ranks, StepOptions::default()).unwrap();
+        let out = step(
+            &model,
+            &mut opt,
+            &batch,
+            &spec,
+            &ranks,
+            StepOptions::default(),
+        )
+        .unwrap();
         assert_eq!(
             ccma::device::host_reads() - before,
             1,
@@ -101,7 +109,15 @@ fn global_caption_chooses_what_the_global_features_see() {
         };
         let (model, mut opt) = model(&cfg);
         let ranks = Ranks::single(Device::Cpu);
-        let out = step(&model, &mut opt, &batch, &spec, &ranks, StepOptions::default()).unwrap();
+        let out = step(
+            &model,
+            &mut opt,
+            &batch,
+            &spec,
+            &ranks,
+            StepOptions::default(),
+        )
+        .unwrap();
         out.values
             .iter()
             .find(|(t, _)| *t == LossTerm::Sdm)

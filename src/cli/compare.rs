@@ -1,8 +1,8 @@
 //! `ccma compare A B`: two evaluations of the same queries, metric by metric, with a paired
 //! bootstrap interval for each difference.
-use crate::train::run_dir::queries_path;
 use crate::retrieval::bootstrap::{paired_bootstrap, Difference};
 use crate::retrieval::metrics::{read_query_records, QueryRecord, QueryScore};
+use crate::train::run_dir::queries_path;
 use crate::UsageError;
 use anyhow::{bail, Result};
 use clap::Args;
@@ -60,7 +60,12 @@ fn queries_file(name: &str, path: &Path) -> Result<PathBuf> {
 /// split (`test_results.best.*.queries.jsonl`); none or several are refused, naming them.
 fn best_test_queries(name: &str, dir: &Path) -> Result<PathBuf> {
     let mut found: Vec<PathBuf> = std::fs::read_dir(dir)
-        .map_err(|e| UsageError(format!("{name} {}: cannot read the folder ({e})", dir.display())))?
+        .map_err(|e| {
+            UsageError(format!(
+                "{name} {}: cannot read the folder ({e})",
+                dir.display()
+            ))
+        })?
         .flatten()
         .map(|e| e.path())
         .filter(|p| {

@@ -1,8 +1,8 @@
 //! `ccma search`: rank a gallery against a sentence, print the top results, draw a contact sheet.
 use super::args::{DeviceArg, WeightsArgs};
+use crate::factory::Inference;
 use crate::io::output_path::{self, Existing};
 use crate::report::sheet::{self, SheetItem};
-use crate::factory::Inference;
 use crate::retrieval::encode::{embed_captions, EncodeOptions};
 use crate::retrieval::features::require_finite_output;
 use crate::retrieval::gallery::{self, Gallery};
@@ -55,7 +55,13 @@ pub fn run(a: SearchArgs) -> Result<()> {
     check_out(&inputs)?;
     let device = a.device.resolve()?;
     let (model, opts) = a.weights.load(None, None, device)?;
-    let Gallery { files, features } = gallery::open(&a.gallery, &model.model, &model.path, &model.fingerprint, &opts)?;
+    let Gallery { files, features } = gallery::open(
+        &a.gallery,
+        &model.model,
+        &model.path,
+        &model.fingerprint,
+        &opts,
+    )?;
     inputs.extend(files.iter().cloned());
     check_out(&inputs)?;
     let hits = best_rows(

@@ -219,7 +219,10 @@ mod tests {
         let part = b.narrow(2, 3);
         let m = part.masked_tokens();
         assert_eq!(part.mlm_positions.size(), [m]);
-        let masked = part.mlm_ids.reshape([-1]).index_select(0, &part.mlm_positions);
+        let masked = part
+            .mlm_ids
+            .reshape([-1])
+            .index_select(0, &part.mlm_positions);
         assert_eq!(masked.eq(MASK_ID).sum(Kind::Int64).int64_value(&[]), m);
         let original = part
             .caption_ids

@@ -132,7 +132,9 @@ struct Budget {
 
 impl Budget {
     fn for_file(len: u64) -> Budget {
-        let total = len.saturating_mul(BUDGET_PER_BYTE).saturating_add(BUDGET_BASE);
+        let total = len
+            .saturating_mul(BUDGET_PER_BYTE)
+            .saturating_add(BUDGET_BASE);
         Budget { left: total, total }
     }
 
@@ -381,8 +383,7 @@ impl Machine<'_> {
             [Obj::Str(tag), Obj::Global(Global::StorageType(kind)), Obj::Str(key), _location, numel]
                 if &**tag == "storage" =>
             {
-                if key.is_empty() || !key.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
-                {
+                if key.is_empty() || !key.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
                     bail!("storage key {key:?} is not a plain name");
                 }
                 let numel = numel.as_int("storage size")?;
@@ -567,7 +568,10 @@ impl Machine<'_> {
                 }
                 b'a' => {
                     let v = self.pop()?;
-                    self.top_node(Shape::List, "APPEND")?.borrow_mut().items.push(v)
+                    self.top_node(Shape::List, "APPEND")?
+                        .borrow_mut()
+                        .items
+                        .push(v)
                 }
                 b'e' => {
                     let items = self.pop_mark()?;

@@ -178,12 +178,19 @@ pub fn load(path: &Path) -> Result<Contents> {
 type Parsed = (String, Kind, Vec<i64>, (u64, u64));
 
 /// The checked header of a safetensors file and its data section.
-fn parse(bytes: &[u8]) -> std::result::Result<(Vec<Parsed>, HashMap<String, String>, &[u8]), String> {
+fn parse(
+    bytes: &[u8],
+) -> std::result::Result<(Vec<Parsed>, HashMap<String, String>, &[u8]), String> {
     let not = "not a safetensors file (";
     let len_bytes: [u8; 8] = bytes
         .get(..8)
         .and_then(|b| b.try_into().ok())
-        .ok_or_else(|| format!("{not}{} bytes, shorter than the 8-byte header length)", bytes.len()))?;
+        .ok_or_else(|| {
+            format!(
+                "{not}{} bytes, shorter than the 8-byte header length)",
+                bytes.len()
+            )
+        })?;
     let n = u64::from_le_bytes(len_bytes);
     let rest = bytes.len() as u64 - 8;
     if n > MAX_HEADER || n > rest {
@@ -299,7 +306,11 @@ mod tests {
             ("\"F32\"", "\"F9\"", "dtype \"F9\" is not one ccma reads"),
             ("[3,4]", "[3,5]", "shape [3, 5] of F32 needs 60 bytes"),
             ("[3,4]", "[0,4]", "shape [0, 4] of F32 needs 0 bytes"),
-            ("\"dtype\"", "\"dtyp\"", "is not {dtype, shape, data_offsets}"),
+            (
+                "\"dtype\"",
+                "\"dtyp\"",
+                "is not {dtype, shape, data_offsets}",
+            ),
             ("{", "[", "header is not a JSON object"),
         ] {
             let edited = header.replacen(from, to, 1);

@@ -182,7 +182,12 @@ pub fn run(opts: &BenchOptions, ranks: &Ranks) -> Result<BenchResult> {
         batch_size: opts.batch_size,
         steps: opts.steps,
         with_loader: opts.with_loader,
-        loss_names: spec.terms.iter().map(|t| t.name()).collect::<Vec<_>>().join("+"),
+        loss_names: spec
+            .terms
+            .iter()
+            .map(|t| t.name())
+            .collect::<Vec<_>>()
+            .join("+"),
         chunk,
         step_ms,
         samples_per_s: (b as usize * ranks.world()) as f64 / step_ms * 1e3,

@@ -270,7 +270,11 @@ impl Pass<'_> {
             };
             let mut surrogate: Option<Tensor> = None;
             let mut add = |t: Tensor| {
-                surrogate = Some(surrogate.take().map_or_else(|| t.shallow_clone(), |s| s + &t));
+                surrogate = Some(
+                    surrogate
+                        .take()
+                        .map_or_else(|| t.shallow_clone(), |s| s + &t),
+                );
             };
             for (feature, grad) in out.globals().into_iter().zip(&grads) {
                 if let (Some(f), Some(g)) = (feature, grad) {
@@ -349,10 +353,8 @@ impl GlobalFeatures {
 
     /// Each feature's gradient, where a batch-spanning term reached it.
     fn grads(&self) -> [Option<Tensor>; 4] {
-        self.0.each_ref().map(|t| {
-            t.as_ref()
-                .map(Tensor::grad)
-                .filter(Tensor::defined)
-        })
+        self.0
+            .each_ref()
+            .map(|t| t.as_ref().map(Tensor::grad).filter(Tensor::defined))
     }
 }

@@ -259,7 +259,8 @@ impl Trainer {
         let chunk = super::micro_batch::resolve(cfg.run.micro_batch, share, device, |c| {
             let d = &cfg.data;
             let classes = dataset.num_classes as i64;
-            let batch = TrainBatch::random(share as i64, d.img_size, d.text_length, classes, device);
+            let batch =
+                TrainBatch::random(share as i64, d.img_size, d.text_length, classes, device);
             Ok(super::step::probe(&model, &mut opt, &batch, &spec, c)?)
         })?;
         let names: Vec<&str> = spec.terms.iter().map(|t| t.name()).collect();

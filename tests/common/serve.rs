@@ -138,9 +138,15 @@ impl Server {
         std::thread::spawn(move || lines.for_each(drop));
         let (text, read) = &*stderr;
         let logged = read
-            .wait_while(text.lock().unwrap(), |(t, ended)| !t.contains("bound to") && !*ended)
+            .wait_while(text.lock().unwrap(), |(t, ended)| {
+                !t.contains("bound to") && !*ended
+            })
             .unwrap();
-        assert!(logged.0.contains("bound to"), "no `bound to` line: {}", logged.0);
+        assert!(
+            logged.0.contains("bound to"),
+            "no `bound to` line: {}",
+            logged.0
+        );
         drop(logged);
         let agent = ureq::Agent::config_builder()
             .http_status_as_error(false)

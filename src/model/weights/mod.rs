@@ -150,9 +150,16 @@ fn heads_beside(path: &Path) -> Result<Option<(i64, i64)>> {
     }
     let text = std::fs::read_to_string(&yaml)
         .with_context(|| format!("cannot read {}", yaml.display()))?;
-    let v: serde_yaml::Value = serde_yaml::from_str(&text)
-        .with_context(|| format!("{} is not YAML", yaml.display()))?;
-    let get = |k: &str| v.get(k).map(|x| x.as_i64().with_context(|| format!("{}: `{k}` is not an integer", yaml.display()))).transpose();
+    let v: serde_yaml::Value =
+        serde_yaml::from_str(&text).with_context(|| format!("{} is not YAML", yaml.display()))?;
+    let get = |k: &str| {
+        v.get(k)
+            .map(|x| {
+                x.as_i64()
+                    .with_context(|| format!("{}: `{k}` is not an integer", yaml.display()))
+            })
+            .transpose()
+    };
     match (get("vision_heads")?, get("transformer_heads")?) {
         (Some(v), Some(t)) => Ok(Some((v, t))),
         (None, None) => Ok(None),
@@ -182,7 +189,13 @@ fn dims(named: &Named, key: &str, rank: usize) -> Result<Vec<i64>> {
 fn blocks(named: &Named, prefix: &str) -> Option<i64> {
     named
         .keys()
-        .filter_map(|k| k.strip_prefix(prefix)?.split('.').next()?.parse::<i64>().ok())
+        .filter_map(|k| {
+            k.strip_prefix(prefix)?
+                .split('.')
+                .next()?
+                .parse::<i64>()
+                .ok()
+        })
         .max()
         .map(|m| m.saturating_add(1))
 }

@@ -48,7 +48,10 @@ pub fn from_value(saved: Value, path: &Path) -> Result<Weights> {
             )
         };
         let name = k.strip_prefix("module.").unwrap_or(k);
-        if tensors.insert(name.to_string(), t.shallow_clone()).is_some() {
+        if tensors
+            .insert(name.to_string(), t.shallow_clone())
+            .is_some()
+        {
             bail!("{}: the state dict has `{name}` twice", path.display());
         }
     }
