@@ -56,6 +56,16 @@ pub fn init(filter: &str, log_file: Option<&Path>) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Writes `line` and its newline to stderr in one `write`, so that the lines of ranks sharing
+/// the launcher's stderr never interleave mid-line (pipes keep writes under 4 KiB whole).
+pub fn stderr_line(line: &str) {
+    let mut bytes = Vec::with_capacity(line.len() + 1);
+    bytes.extend_from_slice(line.as_bytes());
+    bytes.push(b'\n');
+    // Nothing is left to tell the user when stderr itself is gone.
+    let _ = std::io::stderr().lock().write_all(&bytes);
+}
+
 /// Appends `line` to the current run's log file, if one is open (for the final error line, which
 /// goes to stderr directly rather than through the log).
 pub fn append_to_log_file(line: &str) {

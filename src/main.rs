@@ -52,7 +52,7 @@ fn main() -> std::process::ExitCode {
                 Some(r) => format!("error: [rank {r}] {err:#}"),
                 None => format!("error: {err:#}"),
             };
-            eprintln!("{line}");
+            ccma::logging::stderr_line(&line);
             ccma::logging::append_to_log_file(&line);
             std::process::ExitCode::from(exit_code(&err))
         }

@@ -73,7 +73,9 @@ pub fn install_handler() -> Result<()> {
                 s.ctrl_c
             };
             if presses > 1 {
-                eprintln!("\nCtrl-C again: stopping now, without a checkpoint (the last one saved is whole)");
+                crate::logging::stderr_line(
+                    "\nCtrl-C again: stopping now, without a checkpoint (the last one saved is whole)",
+                );
                 // SAFETY: ends the process at once, running nothing of it (no destructors, no
                 // exit handlers) while its other threads are mid-step.
                 unsafe { libc::_exit(130) };
@@ -125,7 +127,9 @@ fn request(why: &str) {
     let mut s = state();
     if !s.requested {
         s.requested = true;
-        eprintln!("\n{why}: finishing the current step, then writing a resumable checkpoint (Ctrl-C again to stop at once)");
+        crate::logging::stderr_line(&format!(
+            "\n{why}: finishing the current step, then writing a resumable checkpoint (Ctrl-C again to stop at once)"
+        ));
         REQUESTED.notify_all();
     }
 }
