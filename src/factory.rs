@@ -3,23 +3,11 @@
 //! from pretrained weights).
 use crate::config::Config;
 use crate::model::weights::{self, Format, Weights};
-use crate::model::{Ccma, ModelConfig};
+use crate::model::{Ccma, ModelConfig, Module};
 use crate::UsageError;
 use anyhow::{bail, Context, Result};
 use std::path::{Path, PathBuf};
 use tch::{nn::VarStore, Device};
-
-/// The modules CCMA adds to CLIP: randomly initialised when training starts from CLIP weights.
-const NEW_MODULES: [&str; 8] = [
-    "cross_attn",
-    "cross_modal_transformer",
-    "ln_pre_t",
-    "ln_pre_i",
-    "ln_post",
-    "mlm_head",
-    "classifier",
-    "dca_",
-];
 
 /// The from-scratch model a run config describes, with `num_classes` identities.
 pub fn model_config(cfg: &Config, num_classes: i64) -> ModelConfig {
@@ -78,14 +66,18 @@ pub fn training_model(cfg: &Config, num_classes: i64, device: Device) -> Result<
 
 /// A checkpoint trained on other identities has a classifier of another size: it is not used.
 fn drop_other_classifier(w: &mut Weights, num_classes: i64, path: &Path) {
-    let rows = w.tensors.get("classifier.weight").map(|t| t.size()[0]); // rank checked by sized_by
+    let prefix = Module::Classifier.prefix();
+    let rows = w
+        .tensors
+        .get(&format!("{prefix}weight"))
+        .map(|t| t.size()[0]); // rank checked by sized_by
     if rows.is_some_and(|r| r != num_classes) {
         tracing::info!(
             "{}: its classifier has {} identities, this dataset {num_classes}: the classifier starts fresh",
             path.display(),
             rows.unwrap_or_default()
         );
-        w.tensors.retain(|k, _| !k.starts_with("classifier."));
+        w.tensors.retain(|k, _| !k.starts_with(&prefix));
     }
 }
 
@@ -94,13 +86,18 @@ fn sized_by(w: &Weights, base: ModelConfig, path: &Path) -> Result<ModelConfig> 
     weights::model_config(w, base).with_context(|| format!("weights {}", path.display()))
 }
 
-/// Copies `w` into `vs`, the modules CCMA adds to CLIP allowed to be missing (they keep their
-/// random initialisation, and are named in the log).
+/// Copies `w` into `vs`, the modules CLIP's weights do not hold allowed to be missing (they keep
+/// their random initialisation, and are named in the log).
 fn load_partial(vs: &mut VarStore, w: &Weights, mcfg: &ModelConfig, path: &Path) -> Result<()> {
-    let fresh: Vec<&str> = NEW_MODULES
+    let added: Vec<String> = Module::ALL
+        .into_iter()
+        .filter(|m| !m.from_clip())
+        .map(Module::prefix)
+        .collect();
+    let fresh: Vec<&str> = added
         .iter()
-        .copied()
-        .filter(|m| !w.tensors.keys().any(|k| k.starts_with(m)))
+        .filter(|p| !w.tensors.keys().any(|k| k.starts_with(p.as_str())))
+        .map(|p| p.trim_end_matches('.'))
         .collect();
     if !fresh.is_empty() {
         tracing::info!(
@@ -112,7 +109,7 @@ fn load_partial(vs: &mut VarStore, w: &Weights, mcfg: &ModelConfig, path: &Path)
     weights::copy_into(
         vs,
         &w.tensors,
-        &NEW_MODULES,
+        &added.iter().map(String::as_str).collect::<Vec<_>>(),
         &["base_model.logit_scale"],
         mcfg.clip.grid(),
         path,

@@ -1,6 +1,5 @@
 //! `ccma` binary: parse the command line, set up logging, run the command once, report an error
 //! on one line with its exit code.
-use clap::Parser;
 
 /// Keeps freed large blocks in the heap for reuse instead of handing each one back to the kernel.
 /// libtorch on the CPU allocates and frees tens of MB per training step; with glibc's defaults
@@ -32,7 +31,13 @@ fn exit_code(err: &anyhow::Error) -> u8 {
 fn main() -> std::process::ExitCode {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     keep_large_allocations();
-    let cli = ccma::cli::Cli::parse();
+    let cli = match ccma::cli::parse(std::env::args_os().collect()) {
+        Ok(cli) => cli,
+        Err(err) => {
+            ccma::logging::stderr_line(&format!("error: {err}"));
+            return std::process::ExitCode::from(2);
+        }
+    };
     // The other ranks of a data-parallel run (torchrun's RANK) report warnings and errors only.
     let rank = std::env::var("RANK").ok().filter(|r| r != "0");
     let level = match (&cli.log, &rank) {

@@ -1,11 +1,10 @@
-//! Config errors through the binary: one line on stderr naming the key or file, exit code 2.
-use std::process::Command;
+//! Config errors through the binary: one line on stderr naming the key or file, exit code 2; and
+//! IRRA's and CCMA's README command lines, run as written.
+mod common;
 
+/// `ccma args`: its exit code, stdout and stderr.
 fn ccma(args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_ccma"))
-        .args(args)
-        .output()
-        .expect("run ccma");
+    let out = common::ccma(args);
     (
         out.status.code().unwrap_or(-1),
         String::from_utf8_lossy(&out.stdout).into_owned(),
@@ -431,4 +430,67 @@ fn out_of_range_values_are_refused_by_name() {
         assert_eq!(code, 2, "{args:?}: {err}");
         assert!(err.contains(needle), "{args:?}: {err}");
     }
+}
+
+/// CCMA's README commands, `python train.py` / `python test.py` replaced by `ccma train` /
+/// `ccma test`, on SYNTH-PEDES at the demo's sizes (one epoch, 40 identities).
+#[test]
+fn ccmas_readme_commands_run_as_written() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let (data, logs) = (dir.path().join("data"), dir.path().join("logs"));
+    let (code, _, err) = ccma(&[
+        "train",
+        "--config",
+        root.join("configs/demo.yaml").to_str().unwrap(),
+        "--set",
+        "synth_ids=[40,10,20]",
+        "--output_dir",
+        logs.to_str().unwrap(),
+        // CCMA's README line, with the generated set and one epoch.
+        "--name",
+        "ccma",
+        "--img_aug",
+        "--batch_size",
+        "64",
+        "--MLM",
+        "--loss_names",
+        "imal",
+        "--dataset_name",
+        "SYNTH-PEDES",
+        "--root_dir",
+        data.to_str().unwrap(),
+        "--num_epoch",
+        "1",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let runs: Vec<_> = std::fs::read_dir(logs.join("SYNTH-PEDES"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert_eq!(runs.len(), 1, "{runs:?}");
+    assert!(runs[0].to_string_lossy().ends_with("_ccma"), "{runs:?}");
+    let config = runs[0].join("configs.yaml");
+    let saved = ccma::config::Config::from_file(&config).unwrap();
+    assert!(saved.data.img_aug && saved.loss.MLM);
+    assert_eq!(saved.data.batch_size, 64);
+    assert_eq!(saved.loss.loss_names.to_string(), "imal");
+    assert_eq!(saved.optim.num_epoch, 1);
+    let (code, out, err) = ccma(&["test", "--config_file", config.to_str().unwrap(), "--json"]);
+    assert_eq!(code, 0, "{err}");
+    let metrics: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert!(metrics["t2i"]["R1"].as_f64().is_some(), "{metrics}");
+}
+
+#[test]
+fn irras_flags_that_would_not_act_are_refused_with_what_to_use() {
+    refused(
+        &["train", "--momentum", "0.9"],
+        "ccma's optimizers are Adam and AdamW",
+    );
+    refused(
+        &["train", "--resume_ckpt_file", "last.pth"],
+        "ccma train --resume RUN_DIR",
+    );
+    refused(&["train", "--lr"], "--lr (IRRA's flag) expects a value");
 }

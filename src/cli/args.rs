@@ -30,6 +30,7 @@ pub const DATASET_KEYS: [&str; 4] = ["dataset_name", "root_dir", "synth_ids", "s
 #[derive(Args, Debug, Clone, Default)]
 pub struct ConfigArgs {
     /// YAML config file (keys as in configs/*.yaml); defaults are the paper's CUHK-PEDES settings.
+    /// `ccma test` also takes it as IRRA's `--config_file`.
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
     /// Dataset: CUHK-PEDES, ICFG-PEDES, RSTPReid or SYNTH-PEDES (key `dataset_name`).
@@ -136,10 +137,12 @@ impl ConfigArgs {
 #[derive(Args, Debug, Clone)]
 #[group(required = true, multiple = false)]
 pub struct WeightsArgs {
-    /// A ccma checkpoint (safetensors); its run's configs.yaml beside it supplies data settings.
+    /// A ccma checkpoint, or an IRRA or CCMA best.pth; a run's configs.yaml beside it supplies
+    /// data settings.
     #[arg(long, value_name = "FILE")]
     pub checkpoint: Option<PathBuf>,
-    /// Pretrained CLIP weights: OpenAI's ViT-B-16.pt (TorchScript) or safetensors.
+    /// Pretrained CLIP weights: OpenAI's ViT-B-16.pt, a Hugging Face CLIP folder (or its
+    /// model.safetensors).
     #[arg(long, value_name = "FILE")]
     pub pretrained: Option<PathBuf>,
 }

@@ -7,6 +7,7 @@ mod check;
 mod compare;
 mod embed;
 mod export;
+mod irra_flags;
 mod launch;
 mod output;
 mod rank;
@@ -20,7 +21,9 @@ mod train;
 
 pub use output::StdoutClosed;
 
+use crate::UsageError;
 use clap::{Parser, Subcommand};
+use std::ffi::OsString;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -57,6 +60,13 @@ pub enum Command {
     Bench(bench::BenchArgs),
     /// Print the ccma and libtorch versions and the devices libtorch sees.
     Info,
+}
+
+/// The command line `args` (the program name first), IRRA's spellings of its flags taken
+/// ([`irra_flags`]). Clap's own errors, `--help` and `--version` end the process as clap does.
+pub fn parse(args: Vec<OsString>) -> Result<Cli, UsageError> {
+    let args = irra_flags::rewrite(args).map_err(UsageError)?;
+    Ok(Cli::parse_from(args))
 }
 
 /// Runs one parsed command.

@@ -25,7 +25,8 @@ pub struct TestArgs {
     pub config: ConfigArgs,
     #[command(flatten)]
     pub device: DeviceArg,
-    /// Model weights (a ccma checkpoint; default: best.safetensors beside --config).
+    /// Model weights: a ccma checkpoint, or an IRRA or CCMA best.pth (default: best.safetensors
+    /// beside --config).
     #[arg(long, value_name = "FILE")]
     pub checkpoint: Option<PathBuf>,
     /// Also report image-to-text retrieval.

@@ -10,7 +10,8 @@ use anyhow::Result;
 use clap::Args;
 use std::path::PathBuf;
 
-/// Train a model; writes a run folder with configs.yaml, checkpoints, logs and results.
+/// Train a model; writes a run folder with configs.yaml, checkpoints, logs and results. IRRA's
+/// spellings of its train.py flags are taken too (`--batch_size 64 --MLM --img_aug --lr 1e-5`).
 #[derive(Args, Debug)]
 pub struct TrainArgs {
     #[command(flatten)]
@@ -32,7 +33,8 @@ pub struct TrainArgs {
     /// Use this run folder instead of a generated one (key `run_dir`).
     #[arg(long, value_name = "DIR")]
     pub run_dir: Option<PathBuf>,
-    /// Pretrained CLIP weights: OpenAI's ViT-B-16.pt (TorchScript) or safetensors (key `pretrained`).
+    /// Weights to start from: OpenAI's ViT-B-16.pt, a Hugging Face CLIP folder (or its
+    /// model.safetensors), an IRRA or CCMA best.pth, or a ccma checkpoint (key `pretrained`).
     #[arg(long, value_name = "FILE")]
     pub pretrained: Option<PathBuf>,
     /// Loss terms joined by `+` (sdm, itc, cmpm, id, mlm, imal); `imal` = the CCMA set.

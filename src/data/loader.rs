@@ -316,7 +316,7 @@ fn assemble(
         mlm_targets: pin(Tensor::from_slice(&targets))?,
         masked_per_sample: match own_labels.is_empty() {
             true => vec![0; own.len()],
-            false => per_sample(&own_labels, l as usize),
+            false => per_sample(&own_labels, l),
         },
         pids: pin(Tensor::from_slice(&pids_of(own)))?,
         image_ids: pin(Tensor::from_slice(

@@ -177,10 +177,11 @@ pub fn load(path: &Path) -> Result<Contents> {
 /// A tensor of a header: name, kind, shape, byte range in the data.
 type Parsed = (String, Kind, Vec<i64>, (u64, u64));
 
+/// A file's tensors, its string metadata and its data section.
+type Header<'a> = (Vec<Parsed>, HashMap<String, String>, &'a [u8]);
+
 /// The checked header of a safetensors file and its data section.
-fn parse(
-    bytes: &[u8],
-) -> std::result::Result<(Vec<Parsed>, HashMap<String, String>, &[u8]), String> {
+fn parse(bytes: &[u8]) -> std::result::Result<Header<'_>, String> {
     let not = "not a safetensors file (";
     let len_bytes: [u8; 8] = bytes
         .get(..8)

@@ -5,6 +5,7 @@ use super::config::ModelConfig;
 use super::cross_modal::CrossModal;
 use super::dca::{text_padding_mask, DcaStack};
 use super::layers::{eot_index, gather_rows};
+use super::Module;
 use tch::nn;
 use tch::{Kind, Tensor};
 
@@ -72,14 +73,14 @@ pub struct Ccma {
 }
 
 impl Ccma {
-    /// Creates every parameter under `vs` with the shared names (`base_model.*`, `cross_attn.*`,
-    /// `mlm_head.*`, `classifier.*`, `dca_image.*`, `dca_text.*`, ...).
+    /// Creates every parameter under `vs`, each module under its [`Module::name`] (the names of
+    /// IRRA's and CCMA's state dicts).
     pub fn new(vs: &nn::Path, cfg: &ModelConfig) -> Ccma {
         let c = &cfg.clip;
-        let base = vs / "base_model";
+        let base = vs / Module::Backbone.name();
         let d = c.embed_dim;
         let classifier = nn::linear(
-            vs / "classifier",
+            vs / Module::Classifier.name(),
             d,
             cfg.num_classes,
             nn::LinearConfig {
@@ -98,14 +99,14 @@ impl Ccma {
             cross: CrossModal::new(vs, d, cfg.cmt_depth, c.vocab_size),
             classifier,
             dca_image: DcaStack::new(
-                vs / "dca_image",
+                vs / Module::DcaImage.name(),
                 d,
                 cfg.dca_heads,
                 cfg.dca_depth,
                 cfg.lambda_init,
             ),
             dca_text: DcaStack::new(
-                vs / "dca_text",
+                vs / Module::DcaText.name(),
                 d,
                 cfg.dca_heads,
                 cfg.dca_depth,

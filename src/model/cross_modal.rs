@@ -1,6 +1,7 @@
 //! IRRA's cross-modal branch (Jiang & Ye, CVPR 2023): masked caption tokens attend to the image
 //! tokens, pass `cmt_depth` residual blocks, and an MLM head predicts the masked words.
 use super::layers::{linear, quick_gelu, Attention, BiasInit, Transformer};
+use super::Module;
 use tch::nn;
 use tch::Tensor;
 
@@ -24,29 +25,39 @@ impl CrossModal {
         let scale = (width as f64).powf(-0.5);
         let proj_std = scale * ((2 * depth) as f64).powf(-0.5);
         let fc_std = ((2 * width) as f64).powf(-0.5);
-        let ln = |name: &str| nn::layer_norm(vs / name, vec![width], Default::default());
+        let ln = |m: Module| nn::layer_norm(vs / m.name(), vec![width], Default::default());
         CrossModal {
-            cross_attn: Attention::new(vs / "cross_attn", width, heads, scale, proj_std),
+            cross_attn: Attention::new(
+                vs / Module::CrossAttn.name(),
+                width,
+                heads,
+                scale,
+                proj_std,
+            ),
             transformer: Transformer::new(
-                vs / "cross_modal_transformer",
+                vs / Module::CrossModalTransformer.name(),
                 width,
                 depth,
                 heads,
                 BiasInit::Torch,
             ),
-            ln_pre_t: ln("ln_pre_t"),
-            ln_pre_i: ln("ln_pre_i"),
-            ln_post: ln("ln_post"),
+            ln_pre_t: ln(Module::LnPreT),
+            ln_pre_i: ln(Module::LnPreI),
+            ln_post: ln(Module::LnPost),
             dense: linear(
-                vs / "mlm_head" / "dense",
+                vs / Module::MlmHead.name() / "dense",
                 width,
                 width,
                 fc_std,
                 BiasInit::Torch,
             ),
-            ln: nn::layer_norm(vs / "mlm_head" / "ln", vec![width], Default::default()),
+            ln: nn::layer_norm(
+                vs / Module::MlmHead.name() / "ln",
+                vec![width],
+                Default::default(),
+            ),
             fc: linear(
-                vs / "mlm_head" / "fc",
+                vs / Module::MlmHead.name() / "fc",
                 width,
                 vocab,
                 proj_std,

@@ -1,5 +1,6 @@
-//! How the optimiser treats each parameter (METHOD.md section 5), decided from the parameter names
-//! this module's siblings create.
+//! How the optimiser treats each parameter (METHOD.md section 5), decided from the module it
+//! belongs to ([`Module`]) and whether it is a bias.
+use super::module::Module;
 
 /// The learning-rate multiplier a parameter takes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -20,15 +21,16 @@ pub struct ParamGroup {
 }
 
 /// In METHOD.md's order of precedence: the heads (`classifier`, `mlm_head`) take `lr_factor`
-/// even for their biases; otherwise any bias takes `bias_lr_factor`; otherwise the new modules
-/// (`cross*`, `dca_*`) take `lr_factor`. Every bias takes the bias weight decay.
+/// even for their biases; otherwise any bias takes `bias_lr_factor`; otherwise the modules that
+/// [`Module::takes_lr_factor`] take `lr_factor`. Every bias takes the bias weight decay.
 pub fn param_group(name: &str) -> ParamGroup {
     let bias = name.contains("bias");
-    let rate = if name.contains("classifier") || name.contains("mlm_head") {
+    let module = Module::of(name);
+    let rate = if module.is_some_and(Module::is_head) {
         RateGroup::New
     } else if bias {
         RateGroup::Bias
-    } else if name.contains("cross") || name.starts_with("dca_") {
+    } else if module.is_some_and(Module::takes_lr_factor) {
         RateGroup::New
     } else {
         RateGroup::Base
@@ -53,6 +55,11 @@ mod tests {
         assert_eq!(g("dca_image.0.q_proj.weight"), RateGroup::New);
         assert_eq!(g("classifier.bias"), RateGroup::New);
         assert_eq!(g("mlm_head.fc.weight"), RateGroup::New);
+        assert_eq!(
+            g("cross_modal_transformer.resblocks.0.attn.out_proj.weight"),
+            RateGroup::New
+        );
+        assert_eq!(g("ln_pre_t.weight"), RateGroup::Base);
         assert!(param_group("classifier.bias").bias_decay);
         assert!(!param_group("classifier.weight").bias_decay);
     }

@@ -14,10 +14,13 @@ use rand::RngCore;
 use statrs::statistics::{Data, OrderStatistics};
 
 /// The stream `Pcg64::new` is given (PCG's default stream, as `rand_pcg` documents it).
-pub const STREAM: u128 = 0xa02b_dbf7_bb3c_0a7a_c28f_a16a_64ab_f96;
+pub const STREAM: u128 = 0x0a02_bdbf_7bb3_c0a7_ac28_fa16_a64a_bf96;
+
+/// A metric's name and its value for one query.
+pub type Metric = (&'static str, fn(&QueryScore) -> f64);
 
 /// The metrics, each with its per-query value in percent (R@k: 100 for a hit, else 0).
-pub const METRICS: [(&str, fn(&QueryScore) -> f64); 5] = [
+pub const METRICS: [Metric; 5] = [
     ("R1", |q| 100.0 * q.hit(1) as u8 as f64),
     ("R5", |q| 100.0 * q.hit(5) as u8 as f64),
     ("R10", |q| 100.0 * q.hit(10) as u8 as f64),

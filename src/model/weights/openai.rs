@@ -6,7 +6,7 @@
 //! the archive's `code/` is never read, let alone run.
 use super::{Format, Named, Weights};
 use crate::io::pickle::Value;
-use anyhow::{bail, Result};
+use anyhow::{ensure, Result};
 use std::collections::HashMap;
 use std::path::Path;
 
@@ -27,11 +27,11 @@ pub fn from_module(module: Value, path: &Path) -> Result<Weights> {
 /// (`name.attribute`) recursively; other attributes (`training`, hooks) carry no weights.
 fn collect(name: &str, value: Value, out: &mut Named, path: &Path) -> Result<()> {
     match value {
-        Value::Tensor(t) => {
-            if out.insert(name.to_string(), t).is_some() {
-                bail!("{}: the tensor `{name}` appears twice", path.display());
-            }
-        }
+        Value::Tensor(t) => ensure!(
+            out.insert(name.to_string(), t).is_none(),
+            "{}: the tensor `{name}` appears twice",
+            path.display()
+        ),
         Value::Object { attributes, .. } => {
             for (k, v) in attributes {
                 collect(&format!("{name}.{k}"), v, out, path)?;

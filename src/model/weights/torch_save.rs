@@ -10,6 +10,7 @@
 //! fp32 there; they are read as saved and turned to f32.
 use super::{Format, Weights};
 use crate::io::pickle::Value;
+use crate::model::Module;
 use anyhow::{bail, Result};
 use std::collections::HashMap;
 use std::path::Path;
@@ -81,6 +82,6 @@ pub fn from_value(saved: Value, path: &Path) -> Result<Weights> {
 pub fn irra_state(named: Vec<(String, tch::Tensor)>) -> Vec<(String, tch::Tensor)> {
     named
         .into_iter()
-        .filter(|(k, _)| !k.starts_with("dca_"))
+        .filter(|(k, _)| Module::of(k).is_none_or(Module::in_irra))
         .collect()
 }
