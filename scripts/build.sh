@@ -4,4 +4,4 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/env.sh
 cargo build --release "$@"
-echo "built target/release/ccma (run it with scripts/ccma or with LD_LIBRARY_PATH=$LD_LIBRARY_PATH)"
+echo "built target/release/ccma (run it after: source scripts/env.sh)"
