@@ -203,7 +203,7 @@ fn checkpoint_model_config(path: &Path, w: &weights::Weights) -> Result<ModelCon
     {
         return Ok(c);
     }
-    let beside = path.with_file_name("configs.yaml");
+    let beside = path.with_file_name(crate::io::run_files::CONFIG);
     if !beside.is_file() {
         bail!(UsageError(format!(
             "checkpoint {} does not describe its model (no `{}` metadata) and has no configs.yaml beside it",

@@ -30,27 +30,10 @@ const LOSS_RTOL: f64 = 1e-5;
 const BATCH: i64 = 8;
 const CLASSES: i64 = 4;
 
-/// A tiny from-scratch model's config with the loss terms `losses`.
+/// A tiny from-scratch model's config with the loss terms `losses`, its batch the tests' `BATCH`.
 fn tiny(losses: &str) -> Config {
-    let sets: Vec<(String, String)> = [
-        ("embed_dim", "32"),
-        ("vision_width", "32"),
-        ("vision_layers", "1"),
-        ("vision_heads", "1"),
-        ("transformer_width", "32"),
-        ("transformer_layers", "1"),
-        ("transformer_heads", "1"),
-        ("cmt_depth", "1"),
-        ("dca_heads", "4"),
-        ("img_size", "[32, 16]"),
-        ("text_length", "16"),
-        ("batch_size", "8"),
-        ("loss_names", losses),
-    ]
-    .iter()
-    .map(|(k, v)| (k.to_string(), v.to_string()))
-    .collect();
-    Config::default().with_overrides(&sets).unwrap()
+    let batch = [("batch_size".to_string(), BATCH.to_string())];
+    tiny_config(losses).with_overrides(&batch).unwrap()
 }
 
 /// Models are built one at a time (the seed is global), so every caller gets the same weights.

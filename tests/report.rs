@@ -1,9 +1,7 @@
 //! Report files read back by independent tools: TensorBoard event files by the `tensorboard` package.
+mod common;
+use common::python;
 use std::process::Command;
-
-fn python() -> String {
-    std::env::var("CCMA_PYTHON").unwrap_or_else(|_| "python3".into())
-}
 
 #[test]
 fn tensorboard_reads_our_event_files() {

@@ -13,12 +13,9 @@ use std::sync::OnceLock;
 /// `lr`; `extra` YAML lines after the rest.
 fn write_config(root: &Path, name: &str, seed: u64, lr: &str, extra: &str) -> PathBuf {
     let cfg = format!(
-        "dataset_name: SYNTH-PEDES\npretrain_choice: ''\nroot_dir: {data}\nsynth_ids: [60, 20, 20]\nimg_size: [64, 32]\nembed_dim: 32\n\
-         vision_width: 32\nvision_layers: 1\nvision_heads: 1\ntransformer_width: 32\ntransformer_layers: 1\n\
-         transformer_heads: 1\ntext_length: 40\ncmt_depth: 1\ndca_heads: 4\nbatch_size: 32\ntest_batch_size: 128\n\
-         lr: {lr}\nlr_factor: 1.0\nbias_lr_factor: 1.0\neps: 1.0e-8\ntemperature: 0.07\n\
-         warmup_epochs: 1\nwarmup_factor: 0.5\nnum_workers: 1\nglobal_caption: clean\n\
-         loss_names: sdm+itc+cmpm+id+mlm\nval_dataset: val\nname: {name}\nseed: {seed}\n{extra}",
+        "dataset_name: SYNTH-PEDES\nroot_dir: {data}\nsynth_ids: [60, 20, 20]\n{MODEL_32}\
+         batch_size: 32\ntest_batch_size: 128\nlr: {lr}\n{SCRATCH_RECIPE}\
+         val_dataset: val\nname: {name}\nseed: {seed}\n{extra}",
         data = root.join("data").display()
     );
     let path = root.join(format!("{name}.yaml"));

@@ -2,12 +2,14 @@
 //! published behaviour) the global text features see the MLM-masked caption, with `clean` the
 //! caption itself; checked against the model run by hand on each. And the step's reads from its
 //! device: one per step.
+mod common;
 use ccma::config::{Config, LossTerm};
 use ccma::data::batch::TrainBatch;
 use ccma::loss::{sdm, LossSpec};
 use ccma::train::optimizer::Optimizer;
 use ccma::train::parallel::Ranks;
 use ccma::train::step::{step, StepOptions};
+use common::tiny_config;
 use tch::Device;
 
 /// A tiny model, the same for every call (same seed), with its optimiser.
@@ -22,34 +24,12 @@ fn model(cfg: &Config) -> (ccma::model::Ccma, Optimizer) {
     (model, opt)
 }
 
-/// The tiny model's settings with `loss_names`.
-fn tiny(loss_names: &str) -> Config {
-    let sets: Vec<(String, String)> = [
-        ("embed_dim", "32"),
-        ("vision_width", "32"),
-        ("vision_layers", "1"),
-        ("vision_heads", "1"),
-        ("transformer_width", "32"),
-        ("transformer_layers", "1"),
-        ("transformer_heads", "1"),
-        ("cmt_depth", "1"),
-        ("dca_heads", "4"),
-        ("img_size", "[32, 16]"),
-        ("text_length", "16"),
-        ("loss_names", loss_names),
-    ]
-    .iter()
-    .map(|(k, v)| (k.to_string(), v.to_string()))
-    .collect();
-    Config::default().with_overrides(&sets).unwrap()
-}
-
 /// Every term of IRRA and CCMA in one step on one process: the step reads its device once (the
 /// loss values, once backward is queued), and reports every term, finite.
 #[test]
 fn a_step_reads_its_device_once() {
     let _seeded = SEEDED.lock().unwrap_or_else(|e| e.into_inner());
-    let cfg = tiny("sdm+itc+cmpm+id+mlm+imal");
+    let cfg = tiny_config("sdm+itc+cmpm+id+mlm+imal");
     let spec = LossSpec {
         terms: cfg.losses(),
         params: cfg.loss.clone(),
@@ -88,7 +68,7 @@ fn a_step_reads_its_device_once() {
 #[test]
 fn global_caption_chooses_what_the_global_features_see() {
     let _seeded = SEEDED.lock().unwrap_or_else(|e| e.into_inner());
-    let base = tiny("sdm+mlm");
+    let base = tiny_config("sdm+mlm");
     tch::manual_seed(3);
     let batch = TrainBatch::random(6, (32, 16), 16, 4, Device::Cpu);
     assert!(

@@ -4,7 +4,9 @@
 //! HTML entities (also double-escaped), mojibake, full-width forms, ligatures, control
 //! characters, tabs and newlines, captions longer than 77 tokens, "jekyll".
 //! Tolerance: none, every id must be equal.
+mod common;
 use ccma::data::tokenizer::{Tokenizer, EOT_ID, MASK_ID, SOT_ID};
+use common::python;
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -12,10 +14,6 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 const TEXT_LENGTH: usize = 77;
-
-fn python() -> String {
-    std::env::var("CCMA_PYTHON").unwrap_or_else(|_| "python3".to_string())
-}
 
 /// OpenAI's vocabulary file as the `instant-clip-tokenizer` crate ships it, when its source is
 /// in the local cargo registry.

@@ -12,12 +12,8 @@ use std::process::Command;
 /// initialisation, and IMAL at full size is run by `tests/full_size.rs` (and the demo).
 fn write_config(dir: &Path, epochs: usize) -> PathBuf {
     let cfg = format!(
-        "dataset_name: SYNTH-PEDES\npretrain_choice: ''\nroot_dir: {root}\nsynth_ids: [120, 10, 30]\nimg_size: [64, 32]\nembed_dim: 32\n\
-         vision_width: 32\nvision_layers: 1\nvision_heads: 1\ntransformer_width: 32\ntransformer_layers: 1\n\
-         transformer_heads: 1\ntext_length: 40\ncmt_depth: 1\ndca_heads: 4\nbatch_size: 32\ntest_batch_size: 128\n\
-         num_epoch: {epochs}\nlr: 2.0e-3\nlr_factor: 1.0\nbias_lr_factor: 1.0\neps: 1.0e-8\ntemperature: 0.07\n\
-         warmup_epochs: 1\nwarmup_factor: 0.5\nnum_workers: 1\nseed: 3\nglobal_caption: clean\n\
-         loss_names: sdm+itc+cmpm+id+mlm\n",
+        "dataset_name: SYNTH-PEDES\nroot_dir: {root}\nsynth_ids: [120, 10, 30]\n{MODEL_32}\
+         batch_size: 32\ntest_batch_size: 128\nnum_epoch: {epochs}\nlr: 2.0e-3\n{SCRATCH_RECIPE}seed: 3\n",
         root = dir.join("data").display()
     );
     let path = dir.join("cfg.yaml");

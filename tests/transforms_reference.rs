@@ -3,17 +3,15 @@
 //! normalise and erasing), on photo-like test images (smooth gradients, noise, hard edges).
 //! Tolerances: resize and decode 0 (Pillow's integer arithmetic is reproduced exactly; the
 //! requirement is 1/255), normalised values 0 (same float32 operations).
+mod common;
 use ccma::data::transforms::{load_rgb, resize_bilinear, Augment, Erase, ImageTransform};
+use common::python;
 use image::{Rgb, RgbImage};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use safetensors::SafeTensors;
 use std::path::Path;
 use std::process::Command;
-
-fn python() -> String {
-    std::env::var("CCMA_PYTHON").unwrap_or_else(|_| "python3".to_string())
-}
 
 /// Gradient + noise + sharp edges and a diagonal line: what a person crop looks like to a filter.
 fn photo_like(width: u32, height: u32, seed: u64) -> RgbImage {

@@ -2,6 +2,7 @@
 use crate::config::{Config, DataSection, DatasetName};
 use crate::device::DeviceSpec;
 use crate::factory::{Inference, WeightsSource};
+use crate::io::run_files;
 use crate::retrieval::encode::EncodeOptions;
 use crate::UsageError;
 use anyhow::Result;
@@ -152,7 +153,7 @@ impl WeightsArgs {
     /// beside it, or the pretrained weights (a file with the `config.json` beside it, or a folder).
     pub fn inputs(&self) -> Vec<PathBuf> {
         match (&self.checkpoint, &self.pretrained) {
-            (Some(c), _) => vec![c.clone(), c.with_file_name("configs.yaml")],
+            (Some(c), _) => vec![c.clone(), c.with_file_name(run_files::CONFIG)],
             (None, Some(p)) if p.is_file() => vec![p.clone(), p.with_file_name("config.json")],
             (None, Some(p)) => vec![p.clone()],
             (None, None) => Vec::new(),
@@ -171,7 +172,7 @@ impl WeightsArgs {
         let (source, beside) = match (&self.checkpoint, &self.pretrained) {
             (Some(c), _) => (
                 WeightsSource::Checkpoint(c.clone()),
-                Some(c.with_file_name("configs.yaml")).filter(|p| p.is_file()),
+                Some(c.with_file_name(run_files::CONFIG)).filter(|p| p.is_file()),
             ),
             (None, Some(p)) => (WeightsSource::Pretrained(p.clone()), None),
             (None, None) => unreachable!("clap requires one of --checkpoint and --pretrained"),

@@ -80,7 +80,7 @@ fn best_test_queries(name: &str, dir: &Path) -> Result<PathBuf> {
         0 => bail!(UsageError(format!(
             "{name} {}: no per-query results of its best checkpoint (no test_results.best.*.queries.jsonl): run `ccma test --config {}` first",
             dir.display(),
-            dir.join("configs.yaml").display()
+            dir.join(crate::io::run_files::CONFIG).display()
         ))),
         n => bail!(UsageError(format!(
             "{name} {}: {n} tests of its best checkpoint ({}): give the per-query file of the one to compare",

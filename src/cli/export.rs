@@ -29,8 +29,9 @@ pub struct ExportArgs {
 }
 
 pub fn run(a: ExportArgs) -> Result<()> {
-    let path = match a.source.is_dir() && a.source.join("best.safetensors").is_file() {
-        true => a.source.join("best.safetensors"),
+    let best = a.source.join(crate::io::run_files::BEST);
+    let path = match a.source.is_dir() && best.is_file() {
+        true => best,
         false => a.source.clone(),
     };
     if !path.exists() {

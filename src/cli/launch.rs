@@ -43,13 +43,6 @@ fn without_launch_flag(args: impl Iterator<Item = OsString>) -> Vec<OsString> {
     out
 }
 
-/// A port on the loopback that was free a moment ago.
-fn free_port() -> Result<u16> {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0")
-        .context("cannot find a free port on the loopback for the rendezvous")?;
-    Ok(listener.local_addr()?.port())
-}
-
 /// How a rank ended, in words.
 fn describe(status: ExitStatus) -> String {
     match (status.code(), status.signal()) {
@@ -138,7 +131,7 @@ pub fn run(nproc: usize) -> Result<()> {
     let args = without_launch_flag(std::env::args_os().skip(1));
     let port = match std::env::var("MASTER_PORT") {
         Ok(p) => p,
-        Err(_) => free_port()?.to_string(),
+        Err(_) => crate::dist::free_port()?.to_string(),
     };
     let run_id = format!("{:016x}", rand::random::<u64>());
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());

@@ -62,7 +62,7 @@ struct Loaded {
 
 fn load(a: &ServeArgs) -> Result<Loaded> {
     if let Some(dir) = &a.run {
-        let config = dir.join("configs.yaml");
+        let config = dir.join(crate::io::run_files::CONFIG);
         if !config.is_file() {
             return Err(UsageError(format!(
                 "--run {}: no configs.yaml in it (expected a run folder that `ccma train` wrote)",

@@ -69,7 +69,7 @@ impl Run {
                 dir.display()
             )));
         }
-        let config = Config::from_file(&dir.join("configs.yaml"))?;
+        let config = Config::from_file(&dir.join(crate::io::run_files::CONFIG))?;
         let path = dir.join("results.json");
         let text = crate::io::text::read_text(&path, "results file", MAX_RESULTS_BYTES)
             .with_context(|| {

@@ -4,6 +4,7 @@ use crate::config::{Config, DatasetName, SplitName};
 use crate::data::annotations::EvalSplit;
 use crate::factory::{Inference, WeightsSource};
 use crate::io::output_path::{self, Existing};
+use crate::io::run_files;
 use crate::retrieval::encode::{embed_split, score_i2t, t2i_records, EncodeOptions, SplitFeatures};
 use crate::retrieval::features::require_finite_output;
 use crate::retrieval::metrics::{write_query_records, RetrievalMetrics};
@@ -78,14 +79,14 @@ pub(super) fn load_test_setup(
 ) -> Result<TestSetup> {
     let checkpoint = match (checkpoint, &config.config) {
         (Some(c), _) => c.to_path_buf(),
-        (None, Some(cfg)) => cfg.with_file_name("best.safetensors"),
+        (None, Some(cfg)) => cfg.with_file_name(run_files::BEST),
         (None, None) => {
             return Err(
                 UsageError("give --checkpoint FILE or --config RUN/configs.yaml".into()).into(),
             )
         }
     };
-    let beside = checkpoint.with_file_name("configs.yaml");
+    let beside = checkpoint.with_file_name(run_files::CONFIG);
     let fallback = beside.is_file().then_some(beside.as_path());
     config.check_sets_act("test", &KEYS)?;
     let cfg = config.resolve(fallback, device, |_| Ok(()))?;

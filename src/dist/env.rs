@@ -1,7 +1,7 @@
 //! Which rank this process is, from the variables `torchrun` (and SLURM or MPI wrappers that
 //! mimic it) set: `WORLD_SIZE`, `RANK`, `LOCAL_RANK`, `MASTER_ADDR`, `MASTER_PORT`.
 use crate::UsageError;
-use anyhow::Result;
+use anyhow::{Context, Result};
 
 /// This process's place in a data-parallel run.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -92,6 +92,13 @@ impl Launch {
     pub fn is_loopback(&self) -> bool {
         matches!(self.master_addr.as_str(), "127.0.0.1" | "localhost" | "::1")
     }
+}
+
+/// A port on the loopback that was free a moment ago (for a rendezvous on this machine).
+pub fn free_port() -> Result<u16> {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0")
+        .context("cannot find a free port on the loopback for the rendezvous")?;
+    Ok(listener.local_addr()?.port())
 }
 
 #[cfg(test)]

@@ -280,13 +280,8 @@ mod tests {
     use super::*;
     use tch::Kind;
 
-    /// A free loopback port.
     fn port() -> u16 {
-        std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port()
+        crate::dist::free_port().unwrap()
     }
 
     #[test]

@@ -5,5 +5,5 @@ pub mod env;
 pub(crate) mod ffi;
 pub mod group;
 
-pub use env::Launch;
+pub use env::{free_port, Launch};
 pub use group::{Backend, Group};

@@ -1,10 +1,12 @@
 //! Files: atomic writes, the rule for output paths, safetensors with string metadata,
-//! fingerprints of files for cache keys, bounded reads of regular files.
+//! fingerprints of files for cache keys, bounded reads of regular files, the names of a run
+//! folder's files.
 pub mod atomic;
 pub mod fingerprint;
 pub mod output_path;
 pub mod pickle;
 pub mod regular_file;
+pub mod run_files;
 pub mod safetensors;
 pub mod text;
 

@@ -2,6 +2,7 @@
 //! (resumable state), `results.json` and `metrics.jsonl`.
 use super::record::{EpochRecord, Results};
 use crate::config::{Config, SplitName};
+use crate::io::run_files;
 use anyhow::{bail, Context, Result};
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -23,11 +24,11 @@ const LOCK: &str = ".ccma.lock";
 /// The files `ccma` writes into a run folder through atomic writes (and `test_results.*.json`):
 /// the only temporary files it removes there are these files' (`.<name>.tmp<pid>`).
 const WRITTEN_ATOMICALLY: [&str; 5] = [
-    "configs.yaml",
-    "best.safetensors",
-    "last.safetensors",
-    "results.json",
-    "curves.png",
+    run_files::CONFIG,
+    run_files::BEST,
+    run_files::LAST,
+    run_files::RESULTS,
+    run_files::CURVES,
 ];
 
 impl RunDir {
@@ -98,7 +99,7 @@ impl RunDir {
 
     /// The `configs.yaml` of the run folder `dir`, which a resume needs.
     pub fn config_to_resume(dir: &Path) -> Result<PathBuf> {
-        let config = dir.join("configs.yaml");
+        let config = dir.join(run_files::CONFIG);
         if !config.is_file() {
             bail!(crate::UsageError(format!(
                 "cannot resume {}: it has no configs.yaml (is it a run folder?)",
@@ -187,25 +188,25 @@ impl RunDir {
     }
 
     pub fn config(&self) -> PathBuf {
-        self.dir.join("configs.yaml")
+        self.dir.join(run_files::CONFIG)
     }
     pub fn log(&self) -> PathBuf {
-        self.dir.join("train_log.txt")
+        self.dir.join(run_files::LOG)
     }
     pub fn best(&self) -> PathBuf {
-        self.dir.join("best.safetensors")
+        self.dir.join(run_files::BEST)
     }
-    pub fn state(&self) -> PathBuf {
-        self.dir.join("last.safetensors")
+    pub fn last(&self) -> PathBuf {
+        self.dir.join(run_files::LAST)
     }
     pub fn metrics(&self) -> PathBuf {
-        self.dir.join("metrics.jsonl")
+        self.dir.join(run_files::METRICS)
     }
     pub fn curves(&self) -> PathBuf {
-        self.dir.join("curves.png")
+        self.dir.join(run_files::CURVES)
     }
     pub fn results(&self) -> PathBuf {
-        self.dir.join("results.json")
+        self.dir.join(run_files::RESULTS)
     }
 
     /// `results.json`, atomically.

@@ -291,13 +291,13 @@ impl Trainer {
         let tensors = resumable_tensors(&self.vs, &self.opt);
         let mut meta = self.model.config.to_metadata();
         meta.extend(progress.to_metadata());
-        crate::io::safetensors::save(&self.run.state(), &tensors, &meta)
+        crate::io::safetensors::save(&self.run.last(), &tensors, &meta)
             .context("cannot write the resumable checkpoint")
     }
 
     /// Restores a state written by [`Trainer::save_state`].
     pub fn load_state(&mut self) -> Result<Progress> {
-        let path = self.run.state();
+        let path = self.run.last();
         let (tensors, meta) = crate::io::safetensors::load(&path)?;
         let grid = self.model.config.clip.grid();
         restore_resumable(&mut self.vs, &mut self.opt, tensors, grid, &path)?;
@@ -437,7 +437,7 @@ impl Trainer {
 
     /// The error for a rank that stopped answering: the run stops; the state on disk is whole.
     fn lost(&self, e: crate::dist::group::RankLost) -> anyhow::Error {
-        let saved = match self.run.state().is_file() {
+        let saved = match self.run.last().is_file() {
             true => "its last checkpoint is whole",
             false => "no checkpoint was written yet, so it resumes from its start",
         };
@@ -682,7 +682,7 @@ pub fn run(start: Start, faults: Faults, launch: Option<Launch>) -> Result<Progr
     cfg.validate()?;
     let config_path = run.config();
     let mut trainer = Trainer::new(cfg, run, ranks, faults)?;
-    let progress = match resume && trainer.run.state().exists() {
+    let progress = match resume && trainer.run.last().exists() {
         true => {
             let p = trainer.load_state()?;
             tracing::info!(

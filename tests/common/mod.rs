@@ -201,12 +201,51 @@ pub fn cuhk_fixture() -> tempfile::TempDir {
     root
 }
 
+/// The 32-wide from-scratch model of the training tests: 64x32 images, one block per encoder.
+pub const MODEL_32: &str = "pretrain_choice: ''\nimg_size: [64, 32]\nembed_dim: 32\nvision_width: 32\n\
+    vision_layers: 1\nvision_heads: 1\ntransformer_width: 32\ntransformer_layers: 1\ntransformer_heads: 1\n\
+    text_length: 40\ncmt_depth: 1\ndca_heads: 4\n";
+
+/// The from-scratch recipe under which [`MODEL_32`] learns in a few epochs: no per-group rates,
+/// CLIP's temperature, a one-epoch warm-up, clean global captions, every loss term but IMAL.
+pub const SCRATCH_RECIPE: &str = "lr_factor: 1.0\nbias_lr_factor: 1.0\neps: 1.0e-8\ntemperature: 0.07\n\
+    warmup_epochs: 1\nwarmup_factor: 0.5\nnum_workers: 1\nglobal_caption: clean\nloss_names: sdm+itc+cmpm+id+mlm\n";
+
+/// The 16-wide model of the tests that need a model but not its learning: 32x16 images.
+pub const MODEL_16: &str = "pretrain_choice: ''\nimg_size: [32, 16]\nembed_dim: 16\nvision_width: 16\n\
+    vision_layers: 1\nvision_heads: 1\nvision_patch_size: 16\ntransformer_width: 16\ntransformer_layers: 1\n\
+    transformer_heads: 1\ncmt_depth: 1\ndca_heads: 2\n";
+
+/// The 32-wide model at 32x16 with 16 tokens and the loss terms `losses`: the step tests' config.
+pub fn tiny_config(losses: &str) -> ccma::config::Config {
+    let sets: Vec<(String, String)> = [
+        ("embed_dim", "32"),
+        ("vision_width", "32"),
+        ("vision_layers", "1"),
+        ("vision_heads", "1"),
+        ("transformer_width", "32"),
+        ("transformer_layers", "1"),
+        ("transformer_heads", "1"),
+        ("cmt_depth", "1"),
+        ("dca_heads", "4"),
+        ("img_size", "[32, 16]"),
+        ("text_length", "16"),
+        ("loss_names", losses),
+    ]
+    .iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect();
+    ccma::config::Config::default()
+        .with_overrides(&sets)
+        .unwrap()
+}
+
 /// A config for a tiny from-scratch model on `<root>/CUHK-PEDES` (32x16 images, one epoch), written
 /// to `<dir>/c.yaml`.
 pub fn tiny_cuhk_config(dir: &Path, root: &Path) -> PathBuf {
     let cfg = dir.join("c.yaml");
     std::fs::write(&cfg, format!(
-        "dataset_name: CUHK-PEDES\npretrain_choice: ''\nroot_dir: {}\nimg_size: [32, 16]\nembed_dim: 16\nvision_width: 16\nvision_layers: 1\nvision_heads: 1\nvision_patch_size: 16\ntransformer_width: 16\ntransformer_layers: 1\ntransformer_heads: 1\ntext_length: 16\ncmt_depth: 1\ndca_heads: 2\nbatch_size: 4\nnum_epoch: 1\n",
+        "dataset_name: CUHK-PEDES\nroot_dir: {}\n{MODEL_16}text_length: 16\nbatch_size: 4\nnum_epoch: 1\n",
         root.display()
     )).unwrap();
     cfg
@@ -258,9 +297,7 @@ pub fn synth_config(dir: &Path, epochs: usize) -> PathBuf {
 /// [`synth_config`] with more YAML lines.
 pub fn synth_config_with(dir: &Path, epochs: usize, extra: &str) -> PathBuf {
     let cfg = format!(
-        "dataset_name: SYNTH-PEDES\npretrain_choice: ''\nroot_dir: {root}\nsynth_ids: [40, 10, 20]\nimg_size: [64, 32]\n\
-         embed_dim: 32\nvision_width: 32\nvision_layers: 1\nvision_heads: 1\ntransformer_width: 32\ntransformer_layers: 1\n\
-         transformer_heads: 1\ntext_length: 40\ncmt_depth: 1\ndca_heads: 4\nbatch_size: 16\ntest_batch_size: 128\n\
+        "dataset_name: SYNTH-PEDES\nroot_dir: {root}\nsynth_ids: [40, 10, 20]\n{MODEL_32}batch_size: 16\ntest_batch_size: 128\n\
          num_epoch: {epochs}\nlr: 2.0e-3\nwarmup_epochs: 1\nnum_workers: 1\nseed: 3\nloss_names: imal\n{extra}",
         root = dir.join("data").display()
     );
@@ -271,8 +308,7 @@ pub fn synth_config_with(dir: &Path, epochs: usize, extra: &str) -> PathBuf {
 
 /// A free port on the loopback for a rendezvous.
 pub fn free_port() -> String {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    l.local_addr().unwrap().port().to_string()
+    ccma::dist::free_port().unwrap().to_string()
 }
 
 /// Rank `rank` of 2 started with torchrun's variables, its stderr piped.

@@ -17,12 +17,11 @@ pub fn tiny_synth_run(dir: &Path) -> PathBuf {
     std::fs::write(
         &cfg,
         format!(
-            "dataset_name: SYNTH-PEDES\npretrain_choice: ''\nroot_dir: {}\nsynth_ids: [24, 2, 10]\nseed: 3\n\
-             img_size: [32, 16]\nembed_dim: 16\nvision_width: 16\nvision_layers: 1\nvision_heads: 1\n\
-             vision_patch_size: 16\ntransformer_width: 16\ntransformer_layers: 1\ntransformer_heads: 1\n\
-             text_length: 40\ncmt_depth: 1\ndca_heads: 2\nbatch_size: 8\nnum_epoch: 1\n\
+            "dataset_name: SYNTH-PEDES\nroot_dir: {}\nsynth_ids: [24, 2, 10]\nseed: 3\n{}\
+             text_length: 40\nbatch_size: 8\nnum_epoch: 1\n\
              global_caption: clean\nloss_names: sdm+itc+id\n",
-            dir.join("data").display()
+            dir.join("data").display(),
+            super::MODEL_16
         ),
     )
     .unwrap();

@@ -144,7 +144,7 @@ pub const OPTIMIZER_PREFIX: &str = "optimizer.";
 /// (vision, text) heads from the `configs.yaml` beside `path` (a run folder's), when it names
 /// both `vision_heads` and `transformer_heads`.
 fn heads_beside(path: &Path) -> Result<Option<(i64, i64)>> {
-    let yaml = path.with_file_name("configs.yaml");
+    let yaml = path.with_file_name(crate::io::run_files::CONFIG);
     if path.is_dir() || !yaml.is_file() {
         return Ok(None);
     }

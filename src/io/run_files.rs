@@ -1,0 +1,17 @@
+//! The names of the files of a run folder, for every floor that reads them (the run folder itself
+//! is `train::run_dir::RunDir`).
+
+/// The run's resolved configuration.
+pub const CONFIG: &str = "configs.yaml";
+/// The weights of the best evaluated epoch.
+pub const BEST: &str = "best.safetensors";
+/// The last saved step: weights, optimiser and progress, what a resume continues from.
+pub const LAST: &str = "last.safetensors";
+/// The run's log.
+pub const LOG: &str = "train_log.txt";
+/// One line per epoch: losses, rates and evaluation.
+pub const METRICS: &str = "metrics.jsonl";
+/// The training curves.
+pub const CURVES: &str = "curves.png";
+/// The final report: the best epoch and its metrics.
+pub const RESULTS: &str = "results.json";
