@@ -178,6 +178,14 @@ fn resume_takes_no_config_flags_but_epochs_and_micro_batch() {
     );
 }
 
+/// `ccma train` with no config trains the paper's CUHK-PEDES run, as the README says.
+#[test]
+fn the_defaults_are_the_papers_cuhk_pedes_config() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let shipped = ccma::config::Config::from_file(&root.join("configs/cuhk-pedes.yaml")).unwrap();
+    assert_eq!(shipped, ccma::config::Config::default());
+}
+
 #[test]
 fn shipped_configs_load_and_saved_config_round_trips() {
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
@@ -462,8 +470,28 @@ fn ccmas_readme_commands_run_as_written() {
         data.to_str().unwrap(),
         "--num_epoch",
         "1",
+        "--log_period",
+        "2",
     ]);
     assert_eq!(code, 0, "{err}");
+    // Every second step of the epoch is logged, and only those.
+    let logged: Vec<&str> = err
+        .lines()
+        .filter(|l| l.contains("epoch 1 step "))
+        .collect();
+    assert!(!logged.is_empty(), "{err}");
+    for line in logged {
+        let step: usize = line
+            .split("epoch 1 step ")
+            .nth(1)
+            .unwrap()
+            .split('/')
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert_eq!(step % 2, 0, "{line}");
+    }
     let runs: Vec<_> = std::fs::read_dir(logs.join("SYNTH-PEDES"))
         .unwrap()
         .map(|e| e.unwrap().path())

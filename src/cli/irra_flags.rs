@@ -21,8 +21,20 @@ enum Spelling {
 
 use Spelling::{Flag, Key, List, Refused, Switch};
 
-/// The flags of IRRA's `train.py`, in `utils/options.py`'s order. (`--resume`, IRRA's switch to
-/// resume from `--resume_ckpt_file`, is `ccma`'s own flag: `--resume RUN_DIR`.)
+/// How `ccma` resumes, for IRRA's `--resume` switch and `--resume_ckpt_file`.
+const RESUME: &str =
+    "ccma resumes a run folder it wrote, from its last saved step: ccma train --resume RUN_DIR";
+
+/// IRRA's `--resume` given as a switch (no folder after it).
+const RESUME_SWITCH: &str = "--resume takes the run folder to continue (IRRA's switch with --resume_ckpt_file is not taken): ccma train --resume RUN_DIR";
+
+/// Whether the argument after a flag, `next`, leaves the flag without a value.
+fn bare_switch(next: Option<&&OsString>) -> bool {
+    next.is_none_or(|v| v.to_string_lossy().starts_with("--"))
+}
+
+/// The flags of IRRA's `train.py`, in `utils/options.py`'s order, but `--resume`: IRRA's switch
+/// to resume from `--resume_ckpt_file`, and `ccma`'s own flag `--resume RUN_DIR`.
 const TRAIN: [(&str, Spelling); 47] = [
     ("local_rank", Refused("ccma takes each rank from torchrun's environment, or starts the ranks itself with --nproc-per-node N")),
     ("name", Flag("--name")),
@@ -30,7 +42,7 @@ const TRAIN: [(&str, Spelling); 47] = [
     ("log_period", Key),
     ("eval_period", Key),
     ("val_dataset", Key),
-    ("resume_ckpt_file", Refused("ccma resumes a run folder it wrote, from its last saved step: ccma train --resume RUN_DIR")),
+    ("resume_ckpt_file", Refused(RESUME)),
     ("pretrain_choice", Key),
     ("temperature", Key),
     ("img_aug", Switch),
@@ -91,7 +103,8 @@ pub fn rewrite(args: Vec<OsString>) -> Result<Vec<OsString>, String> {
     let Some(at) = subcommand_at(&args) else {
         return Ok(args);
     };
-    let flags = table(args[at].to_str().unwrap_or_default());
+    let command = args[at].to_str().unwrap_or_default();
+    let flags = table(command);
     let mut out: Vec<OsString> = args[..=at].to_vec();
     let mut rest = args[at + 1..].iter().peekable();
     while let Some(arg) = rest.next() {
@@ -106,6 +119,9 @@ pub fn rewrite(args: Vec<OsString>) -> Result<Vec<OsString>, String> {
             Some(None) => (&text[2..], None),
             None => ("", None),
         };
+        if command == "train" && flag == "resume" && inline.is_none() && bare_switch(rest.peek()) {
+            return Err(RESUME_SWITCH.to_string());
+        }
         let Some(&(name, spelling)) = flags.iter().find(|(n, _)| *n == flag) else {
             out.push(arg.clone());
             continue;

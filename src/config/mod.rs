@@ -51,6 +51,7 @@ pub struct RunSection {
     pub run_dir: Option<PathBuf>,
     pub device: DeviceSpec,
     pub seed: u64,
+    /// Log the epoch's running losses every this many steps of an epoch.
     pub log_period: usize,
     /// Evaluate on the test split every this many epochs (and after the last).
     pub eval_period: usize,

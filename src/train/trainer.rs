@@ -553,6 +553,17 @@ impl Trainer {
                 meter.samples_per_s()
             ));
             pb.inc(1);
+            if self.ranks.is_main() && progress.step.is_multiple_of(self.cfg.run.log_period) {
+                // Formatted before the bar is suspended: the bar is locked while it is.
+                let line = format!(
+                    "epoch {epoch} step {}/{}: {} lr {lr:.3e} {:.1} samples/s",
+                    progress.step,
+                    pb.length().unwrap_or_default(),
+                    meter.summary(4),
+                    meter.samples_per_s()
+                );
+                pb.suspend(|| tracing::info!("{line}"));
+            }
             if outcome.stop {
                 pb.abandon();
                 progress.epoch_loss = meter.sums.clone();
