@@ -34,6 +34,23 @@ def rust_str(s: str) -> str:
     return '"' + "".join(out) + '"'
 
 
+def rust_char(ch: str) -> str:
+    o = ord(ch)
+    if ch == "'":
+        return "'\\''"
+    if ch == "\\":
+        return "'\\\\'"
+    if 0x20 <= o < 0x7F:
+        return f"'{ch}'"
+    return f"'\\u{{{o:x}}}'"
+
+
+def rust_table(table: str) -> str:
+    """A 256-character decoding table as a Rust array of chars."""
+    assert len(table) == 256
+    return "[" + ", ".join(rust_char(ch) for ch in table) + "]"
+
+
 def class_fragment(s: str) -> str:
     """A Python regex character-class body as a Rust regex class body: every character is
     written as an escape, '-' stays the range operator (no category begins or ends with one)."""
@@ -64,13 +81,12 @@ def main() -> None:
         w(f"    ({rust_str(k)}, {rust_str(v)}),\n")
     w("];\n\n")
 
-    w("/// Decoding tables (byte -> char, 256 chars each) of ftfy's single-byte encodings, in the\n")
+    w("/// Decoding tables (byte -> char) of ftfy's single-byte encodings, in the\n")
     w("/// order ftfy tries them.\n")
-    w("pub static CHARMAPS: &[(&str, &str)] = &[\n")
+    w("pub static CHARMAPS: &[(&str, [char; 256])] = &[\n")
     for enc in chardata.CHARMAP_ENCODINGS:
         table = bytes(range(256)).decode(enc)
-        assert len(table) == 256
-        w(f"    ({rust_str(enc)}, {rust_str(table)}),\n")
+        w(f"    ({rust_str(enc)}, {rust_table(table)}),\n")
     w("];\n\n")
 
     strict = []
@@ -81,7 +97,7 @@ def main() -> None:
             strict.append("\ufffd")
     assert "\ufffd" not in bytes(range(256)).decode("windows-1252", errors="ignore")
     w("/// Strict windows-1252 (byte -> char); U+FFFD marks the five undefined bytes.\n")
-    w(f"pub static WINDOWS_1252_STRICT: &str = {rust_str(''.join(strict))};\n\n")
+    w(f"pub static WINDOWS_1252_STRICT: [char; 256] = {rust_table(''.join(strict))};\n\n")
 
     w("/// ftfy's full-width/half-width map (char -> replacement), sorted.\n")
     w("pub static WIDTH_MAP: &[(char, &str)] = &[\n")

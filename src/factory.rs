@@ -227,3 +227,19 @@ fn checkpoint_model_config(path: &Path, w: &weights::Weights) -> Result<ModelCon
         .unwrap_or(0);
     Ok(model_config(&cfg, classes))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The paper's sizes are written twice, as the config's defaults and as the `vit_b16` preset
+    /// of the model (which weights without sizes are read at): they agree.
+    #[test]
+    fn the_default_config_builds_the_vit_b16_preset() {
+        let cfg = Config::default();
+        assert_eq!(
+            model_config(&cfg, 11_003),
+            ModelConfig::vit_b16(cfg.data.img_size, 11_003)
+        );
+    }
+}

@@ -9,11 +9,11 @@
 //! |---|---|---|
 //! | 10 | `main.rs` | parse, set up logging, dispatch once, exit codes |
 //! | 9 | `cli` | flags, one file per command, printed output |
-//! | 8 | [`train`] | the trainer, its one step, optimiser, schedule, run folder, benchmark |
+//! | 8 | [`train`] | the trainer, its one step, how ranks exchange gradients (`parallel::Ranks::average_gradients`), optimiser, schedule, run folder, benchmark |
 //! | 7 | [`factory`] | where run config, weight files and device meet to make a model |
 //! | 6 | [`retrieval`] | batched encoding, metrics protocol, top-k, galleries, feature files |
 //! | 5 | [`loss`] | the loss terms on the model's outputs |
-//! | 4 | [`model`] | `ModelConfig`, the layers, weight readers, parameter groups |
+//! | 4 | [`model`] | `ModelConfig`, the layers, the top-level modules (`Module`), weight readers, parameter groups |
 //! | 3 | [`data`] | datasets, tokenizer, transforms, MLM masking, samplers, loader |
 //! | 2 | [`config`] | the run config: typed sections, YAML and `--set` merging, validation |
 //! | 1 | [`report`], [`device`], [`dist`], [`logging`] | pictures and progress, devices, the ranks of a data-parallel run and their c10d process group, log set-up |

@@ -158,6 +158,14 @@ pub struct LossSpec {
 }
 
 impl LossSpec {
+    /// The terms `cfg` trains ([`crate::config::Config::losses`]) with its loss constants.
+    pub fn of(cfg: &crate::config::Config) -> LossSpec {
+        LossSpec {
+            terms: cfg.losses(),
+            params: cfg.loss.clone(),
+        }
+    }
+
     /// The model heads these terms need.
     pub fn heads(&self) -> Heads {
         Heads {

@@ -2,26 +2,44 @@
 //! nothing below the command line knows clap or a flag name. Read from the sources as text.
 use std::path::{Path, PathBuf};
 
-/// Floors, top to bottom, as `src/lib.rs` lists them (`main.rs` stands on the command line).
-const FLOORS: [(&str, u32); 14] = [
-    ("main", 10),
-    ("cli", 9),
-    ("train", 8),
-    ("factory", 7),
-    ("retrieval", 6),
-    ("loss", 5),
-    ("model", 4),
-    ("data", 3),
-    ("config", 2),
-    ("report", 1),
-    ("device", 1),
-    ("dist", 1),
-    ("logging", 1),
-    ("io", 0),
-];
+/// The names in backticks of a table cell, each as a module: `src/` and a trailing `/` or `.rs`
+/// left off (`src/main.rs` and `main.rs` are `main`).
+fn cell_modules(cell: &str) -> Vec<String> {
+    cell.split('`')
+        .skip(1)
+        .step_by(2)
+        .map(|name| {
+            let name = name.trim_start_matches("src/").trim_end_matches('/');
+            name.trim_end_matches(".rs").to_string()
+        })
+        .collect()
+}
 
-fn floor(module: &str) -> Option<u32> {
-    FLOORS.iter().find(|(m, _)| *m == module).map(|(_, f)| *f)
+/// The modules of the floor table in `src/lib.rs`'s doc comment, top to bottom, with their floors
+/// (`main.rs` stands on the command line): the one list of floors.
+fn floors() -> Vec<(String, u32)> {
+    let lib =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("src/lib.rs")).unwrap();
+    let floors: Vec<(String, u32)> = lib
+        .lines()
+        .filter_map(|l| l.strip_prefix("//! | "))
+        .filter_map(|row| {
+            let mut cells = row.split(" | ");
+            let floor: u32 = cells.next()?.trim().parse().ok()?;
+            Some(
+                cell_modules(cells.next()?)
+                    .into_iter()
+                    .map(move |m| (m, floor)),
+            )
+        })
+        .flatten()
+        .collect();
+    assert!(floors.len() > 10, "src/lib.rs's floor table: {floors:?}");
+    floors
+}
+
+fn floor(floors: &[(String, u32)], module: &str) -> Option<u32> {
+    floors.iter().find(|(m, _)| m == module).map(|(_, f)| *f)
 }
 
 fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
@@ -78,12 +96,14 @@ fn sources() -> (PathBuf, Vec<PathBuf>) {
 #[test]
 fn every_module_imports_only_from_lower_floors() {
     let (src, files) = sources();
+    let floors = floors();
     let mut violations = Vec::new();
     for file in &files {
         let Some(module) = module_of(&src, file) else {
             continue;
         };
-        let own = floor(&module).unwrap_or_else(|| panic!("{module} is not in the floor list"));
+        let own =
+            floor(&floors, &module).unwrap_or_else(|| panic!("{module} is not in the floor list"));
         let prefix = if module == "main" {
             "ccma::"
         } else {
@@ -95,7 +115,7 @@ fn every_module_imports_only_from_lower_floors() {
                 if used == module || used == "UsageError" {
                     continue;
                 }
-                match floor(&used) {
+                match floor(&floors, &used) {
                     Some(f) if f < own => {}
                     _ => violations.push(format!(
                         "{}:{n}: {module} (floor {own}) uses {used}",
@@ -203,4 +223,26 @@ fn the_checker_sees_a_violation() {
     assert!(crate_paths("my_crate::train", "crate::").is_empty());
     let (line, _) = ("x // crate::train", 0);
     assert!(code_lines(line).all(|(_, l)| crate_paths(l, "crate::").is_empty()));
+}
+
+/// CONTRIBUTING.md's table of the code's layout names the floors of `src/lib.rs`, in its order.
+#[test]
+fn the_layout_table_of_contributing_is_lib_rs_floor_table() {
+    let text =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("CONTRIBUTING.md"))
+            .unwrap();
+    let section = text
+        .split("## How the code is laid out")
+        .nth(1)
+        .expect("CONTRIBUTING.md has the section")
+        .split("\n## ")
+        .next()
+        .unwrap();
+    let listed: Vec<String> = section
+        .lines()
+        .filter_map(|l| l.strip_prefix("| `src/"))
+        .flat_map(|row| cell_modules(&format!("`src/{}", row.split(" | ").next().unwrap())))
+        .collect();
+    let modules: Vec<String> = floors().into_iter().map(|(m, _)| m).collect();
+    assert_eq!(listed, modules);
 }

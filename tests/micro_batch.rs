@@ -53,10 +53,7 @@ fn step_gradients(
         ccma::factory::training_model(cfg, CLASSES, Device::Cpu).unwrap()
     };
     let mut opt = Optimizer::new(&vs, &cfg.optim);
-    let spec = LossSpec {
-        terms: cfg.losses(),
-        params: cfg.loss.clone(),
-    };
+    let spec = LossSpec::of(cfg);
     let how = StepOptions {
         chunk,
         ..StepOptions::default()
@@ -115,7 +112,6 @@ fn rank_slice(batch: &TrainBatch, rank: i64) -> TrainBatch {
         mlm_targets: b.mlm_targets.copy(),
         masked_per_sample: b.masked_per_sample.clone(),
         pids: b.pids.copy(),
-        image_ids: b.image_ids.copy(),
         slices: ccma::data::batch::RankSlices {
             sizes: vec![half, half],
             masked,

@@ -30,10 +30,7 @@ fn model(cfg: &Config) -> (ccma::model::Ccma, Optimizer) {
 fn a_step_reads_its_device_once() {
     let _seeded = SEEDED.lock().unwrap_or_else(|e| e.into_inner());
     let cfg = tiny_config("sdm+itc+cmpm+id+mlm+imal");
-    let spec = LossSpec {
-        terms: cfg.losses(),
-        params: cfg.loss.clone(),
-    };
+    let spec = LossSpec::of(&cfg);
     tch::manual_seed(5);
     let batch = TrainBatch::random(6, (32, 16), 16, 4, Device::Cpu);
     let (model, mut opt) = model(&cfg);
@@ -83,10 +80,7 @@ fn global_caption_chooses_what_the_global_features_see() {
             },
             ..base.clone()
         };
-        let spec = LossSpec {
-            terms: cfg.losses(),
-            params: cfg.loss.clone(),
-        };
+        let spec = LossSpec::of(&cfg);
         let (model, mut opt) = model(&cfg);
         let ranks = Ranks::single(Device::Cpu);
         let out = step(

@@ -5,12 +5,12 @@ use crate::factory::{Inference, WeightsSource};
 use crate::io::run_files;
 use crate::retrieval::encode::EncodeOptions;
 use crate::UsageError;
-use anyhow::Result;
+use anyhow::{bail, Result};
 use clap::Args;
 use std::path::{Path, PathBuf};
 
 /// `--device`.
-#[derive(Args, Debug, Clone, Default)]
+#[derive(Args, Debug, Clone, Default, PartialEq)]
 pub struct DeviceArg {
     /// auto (CUDA when present), cpu, cuda or cuda:N.
     #[arg(long, value_name = "DEVICE")]
@@ -23,12 +23,9 @@ impl DeviceArg {
     }
 }
 
-/// The config keys that name a dataset and where it is (what `stats` and `check` use).
-pub const DATASET_KEYS: [&str; 4] = ["dataset_name", "root_dir", "synth_ids", "seed"];
-
 /// The run configuration of a command that reads a dataset: a YAML file, `--set` overrides and
 /// the dataset flags.
-#[derive(Args, Debug, Clone, Default)]
+#[derive(Args, Debug, Clone, Default, PartialEq)]
 pub struct ConfigArgs {
     /// YAML config file (keys as in configs/*.yaml); defaults are the paper's CUHK-PEDES settings.
     /// `ccma test` also takes it as IRRA's `--config_file`.
@@ -63,10 +60,9 @@ impl Overrides<'_> {
     ) -> Result<()> {
         let Some(v) = value else { return Ok(()) };
         if self.sets.iter().any(|(k, _)| k == key) {
-            return Err(UsageError(format!(
+            bail!(UsageError(format!(
                 "{flag} and --set {key}=... both set `{key}`: give one of them"
-            ))
-            .into());
+            )));
         }
         put(&mut self.cfg, v);
         Ok(())
@@ -74,25 +70,16 @@ impl Overrides<'_> {
 }
 
 impl ConfigArgs {
-    /// Whether any of these flags was given.
-    pub fn is_empty(&self) -> bool {
-        self.config.is_none()
-            && self.dataset.is_none()
-            && self.root_dir.is_none()
-            && self.set.is_empty()
-    }
-
     /// Refuses a `--set` of a (valid) key that `command` does not use, rather than accepting it
     /// with no effect; `keys` are the ones it uses.
     pub fn check_sets_act(&self, command: &str, keys: &[&str]) -> Result<()> {
         let valid = crate::config::valid_keys();
         for (k, _) in &self.set {
             if valid.contains(k) && !keys.contains(&k.as_str()) {
-                return Err(UsageError(format!(
+                bail!(UsageError(format!(
                     "--set {k}: `ccma {command}` does not use `{k}` (it uses {})",
                     keys.join(", ")
-                ))
-                .into());
+                )));
             }
         }
         Ok(())

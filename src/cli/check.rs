@@ -1,10 +1,11 @@
 //! `ccma check`, and the cheap part of it that `train` and `test` run before building a model.
-use super::args::{ConfigArgs, DeviceArg, DATASET_KEYS};
+use super::args::{ConfigArgs, DeviceArg};
 use crate::config::{Config, DatasetName};
 use crate::data::annotations::Annotations;
 use crate::data::audit::{self, Audit, Fault, REPORT_HEADER, SPLITS};
+use crate::data::DATASET_KEYS;
 use crate::UsageError;
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
 use clap::Args;
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -79,11 +80,10 @@ fn check_replaceable(report: &Path) -> Result<()> {
             .is_ok()
         && head == REPORT_HEADER.as_bytes();
     if !ours {
-        return Err(UsageError(format!(
+        bail!(UsageError(format!(
             "--report {}: the file exists and was not written by `ccma check`; give another --report FILE",
             report.display()
-        ))
-        .into());
+        )));
     }
     Ok(())
 }
@@ -196,7 +196,7 @@ pub fn require_images(cfg: &Config) -> Result<()> {
             cfg.run.seed
         ));
     }
-    Err(UsageError(format!(
+    bail!(UsageError(format!(
         "{}: {n} of {} images are missing, outside imgs/ or not regular files (train {}, val {}, test {}), e.g. {}; `{command}` reports every problem",
         ann.file.display(),
         ann.entries.len(),
@@ -204,6 +204,5 @@ pub fn require_images(cfg: &Config) -> Result<()> {
         bad[1],
         bad[2],
         named.join(", ")
-    ))
-    .into())
+    )))
 }

@@ -4,7 +4,7 @@ use crate::io::output_path::{self, Existing};
 use crate::retrieval::encode::{embed_captions, embed_images};
 use crate::retrieval::features::{require_finite_output, FeatureFile, FeatureSet};
 use crate::UsageError;
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
 use clap::Args;
 use std::path::PathBuf;
 
@@ -53,10 +53,9 @@ pub fn run(a: EmbedArgs) -> Result<()> {
         None => Vec::new(),
     };
     if images.is_empty() && captions.is_empty() {
-        return Err(UsageError(
+        bail!(UsageError(
             "nothing to embed: give --images, --image-dir or --captions".into(),
-        )
-        .into());
+        ));
     }
     let mut inputs = a.weights.inputs();
     inputs.extend(images.iter().cloned());

@@ -2,7 +2,7 @@
 use crate::io::output_path::{self, Existing};
 use crate::model::weights::{self, torch_save::irra_state};
 use crate::UsageError;
-use anyhow::Result;
+use anyhow::{bail, Result};
 use clap::{Args, ValueEnum};
 use std::path::PathBuf;
 
@@ -35,7 +35,7 @@ pub fn run(a: ExportArgs) -> Result<()> {
         false => a.source.clone(),
     };
     if !path.exists() {
-        return Err(UsageError(format!("{} does not exist", path.display())).into());
+        bail!(UsageError(format!("{} does not exist", path.display())));
     }
     output_path::check(
         &a.out,

@@ -8,7 +8,7 @@ use crate::dist::env::RUN_ID_VAR;
 use crate::train::interrupt::{self, Signal, LIFELINE_VAR};
 use crate::train::Interrupted;
 use crate::UsageError;
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
 use std::ffi::OsString;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::process::{CommandExt, ExitStatusExt};
@@ -85,10 +85,9 @@ pub fn check_nproc(nproc: usize, device: Device) -> Result<()> {
         ),
     };
     if nproc == 0 || nproc > have {
-        return Err(UsageError(format!(
+        bail!(UsageError(format!(
             "--nproc-per-node {nproc}: expected 1 to {have} (at most one rank per {what}; this machine has {have})"
-        ))
-        .into());
+        )));
     }
     Ok(())
 }
@@ -115,10 +114,9 @@ fn inode(fd: &OwnedFd) -> Result<u64> {
 /// Refuses `--nproc-per-node` in a process a launcher already started as a rank.
 pub fn check_not_nested() -> Result<()> {
     if std::env::var_os("WORLD_SIZE").is_some() {
-        return Err(UsageError(
+        bail!(UsageError(
             "--nproc-per-node starts its own ranks, but WORLD_SIZE is already set (a launcher such as torchrun started this one): use one or the other".into(),
-        )
-        .into());
+        ));
     }
     Ok(())
 }
@@ -224,10 +222,10 @@ fn supervise(mut children: Vec<(Child, Option<ExitStatus>)>) -> Result<()> {
             "rank {rank} (pid {pid}) {}; the other ranks were stopped",
             describe(status)
         );
-        return match status.code() {
-            Some(2) => Err(UsageError(line).into()),
-            _ => Err(anyhow::anyhow!(line)),
-        };
+        match status.code() {
+            Some(2) => bail!(UsageError(line)),
+            _ => bail!(line),
+        }
     }
     if children
         .iter()

@@ -3,7 +3,7 @@ use super::output::print_metrics;
 use crate::retrieval::features::{read_pids_file, FeatureFile, FeatureSet, Side};
 use crate::retrieval::metrics::evaluate;
 use crate::UsageError;
-use anyhow::Result;
+use anyhow::{bail, Result};
 use clap::Args;
 use std::path::{Path, PathBuf};
 
@@ -42,22 +42,18 @@ fn read(
     let pids = match (pids_file, &read.set.pids) {
         (Some(f), _) => read_pids_file(f)?,
         (None, Some(p)) => p.clone(),
-        (None, None) => {
-            return Err(UsageError(format!(
-                "{}: missing tensor `{}` (or give {flag} FILE)",
-                path.display(),
-                read.pids_key
-            ))
-            .into())
-        }
+        (None, None) => bail!(UsageError(format!(
+            "{}: missing tensor `{}` (or give {flag} FILE)",
+            path.display(),
+            read.pids_key
+        ))),
     };
     if pids.len() != rows {
-        return Err(UsageError(format!(
+        bail!(UsageError(format!(
             "{}: {} person ids for {rows} feature rows",
             pids_file.unwrap_or(path).display(),
             pids.len()
-        ))
-        .into());
+        )));
     }
     Ok((read.set, pids))
 }
@@ -77,12 +73,11 @@ pub fn run(a: RankArgs) -> Result<()> {
     )?;
     let (dq, dg) = (q.features.size()[1], g.features.size()[1]);
     if dq != dg {
-        return Err(UsageError(format!(
+        bail!(UsageError(format!(
             "feature widths differ: {} has D = {dq}, {} has D = {dg}",
             a.queries.display(),
             a.gallery.display()
-        ))
-        .into());
+        )));
     }
     let t2i = evaluate(&q.features, &g.features, &qp, &gp)?;
     let i2t = match a.i2t {

@@ -8,7 +8,7 @@ use crate::retrieval::features::require_finite_output;
 use crate::retrieval::gallery::{self, Gallery};
 use crate::retrieval::topk::top_k;
 use crate::UsageError;
-use anyhow::Result;
+use anyhow::{bail, Result};
 use clap::Args;
 use std::path::{Path, PathBuf};
 use tch::Tensor;
@@ -42,7 +42,9 @@ pub struct SearchArgs {
 
 pub fn run(a: SearchArgs) -> Result<()> {
     if a.query.trim().is_empty() {
-        return Err(UsageError("the query is empty: give a sentence to search for".into()).into());
+        bail!(UsageError(
+            "the query is empty: give a sentence to search for".into()
+        ));
     }
     // --out is checked against the inputs known before any work, then against the images a
     // feature file names.

@@ -13,7 +13,7 @@ use crate::factory::Inference;
 use crate::retrieval::encode::EncodeOptions;
 use crate::retrieval::gallery::{self, Gallery};
 use crate::UsageError;
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
 use clap::Args;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -64,11 +64,10 @@ fn load(a: &ServeArgs) -> Result<Loaded> {
     if let Some(dir) = &a.run {
         let config = dir.join(crate::io::run_files::CONFIG);
         if !config.is_file() {
-            return Err(UsageError(format!(
+            bail!(UsageError(format!(
                 "--run {}: no configs.yaml in it (expected a run folder that `ccma train` wrote)",
                 dir.display()
-            ))
-            .into());
+            )));
         }
         let config = ConfigArgs {
             config: Some(config),
@@ -110,17 +109,15 @@ fn load(a: &ServeArgs) -> Result<Loaded> {
         });
     }
     let Some(path) = &a.gallery else {
-        return Err(UsageError(
+        bail!(UsageError(
             "give --gallery DIR|FILE to search (or --run RUN_DIR to browse a run's test split)"
                 .into(),
-        )
-        .into());
+        ));
     };
     if a.checkpoint.is_none() && a.pretrained.is_none() {
-        return Err(UsageError(
+        bail!(UsageError(
             "give --checkpoint FILE or --pretrained FILE (or --run RUN_DIR)".into(),
-        )
-        .into());
+        ));
     }
     let weights = WeightsArgs {
         checkpoint: a.checkpoint.clone(),

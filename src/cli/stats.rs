@@ -1,5 +1,6 @@
 //! `ccma stats`.
-use super::args::{ConfigArgs, DeviceArg, DATASET_KEYS};
+use super::args::{ConfigArgs, DeviceArg};
+use crate::data::DATASET_KEYS;
 use anyhow::Result;
 use clap::Args;
 

@@ -44,12 +44,8 @@ pub struct TestArgs {
     pub visualize: usize,
 }
 
-/// The config keys evaluation uses.
-const KEYS: [&str; 9] = [
-    "dataset_name",
-    "root_dir",
-    "synth_ids",
-    "seed",
+/// The config keys evaluation uses besides the dataset's ([`crate::data::DATASET_KEYS`]).
+const EVAL_KEYS: [&str; 5] = [
     "img_size",
     "text_length",
     "test_batch_size",
@@ -88,7 +84,10 @@ pub(super) fn load_test_setup(
     };
     let beside = checkpoint.with_file_name(run_files::CONFIG);
     let fallback = beside.is_file().then_some(beside.as_path());
-    config.check_sets_act("test", &KEYS)?;
+    config.check_sets_act(
+        "test",
+        &[&crate::data::DATASET_KEYS[..], &EVAL_KEYS].concat(),
+    )?;
     let cfg = config.resolve(fallback, device, |_| Ok(()))?;
     let device = cfg.run.device.resolve()?;
     crate::model::amp::set_cuda_matmul_precision(cfg.run.matmul_precision.name(), device)?;

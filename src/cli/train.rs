@@ -6,7 +6,7 @@ use crate::train::parallel::choose_backend;
 use crate::train::run_dir::RunDir;
 use crate::train::{Faults, RankFault, Start};
 use crate::UsageError;
-use anyhow::Result;
+use anyhow::{bail, Result};
 use clap::Args;
 use std::path::PathBuf;
 
@@ -18,12 +18,31 @@ pub struct TrainArgs {
     pub config: ConfigArgs,
     #[command(flatten)]
     pub device: DeviceArg,
-    /// Training batch size (key `batch_size`).
-    #[arg(long, value_name = "N")]
-    pub batch_size: Option<usize>,
+    #[command(flatten)]
+    pub new_run: NewRunArgs,
     /// Epochs (key `num_epoch`).
     #[arg(long, value_name = "N")]
     pub num_epoch: Option<usize>,
+    /// Samples per pass of a step: N (chunks of N, the gradient still the whole batch's) or auto
+    /// (the largest chunk that fits a CUDA card's free memory) (key `micro_batch`).
+    #[arg(long, value_name = "N|auto")]
+    pub micro_batch: Option<MicroBatch>,
+    /// Continue a run folder from its last saved step, with its own configs.yaml (--num-epoch may
+    /// change the number of epochs, --micro-batch the passes of a step).
+    #[arg(long, value_name = "RUN_DIR")]
+    pub resume: Option<PathBuf>,
+    /// Data-parallel on this machine: start N ranks (processes) over the loopback, as torchrun
+    /// --nproc-per-node does; `batch_size` stays the global batch.
+    #[arg(long, value_name = "N")]
+    pub nproc_per_node: Option<usize>,
+}
+
+/// The flags that set a new run's config (a resumed run keeps its own).
+#[derive(Args, Debug, Default, PartialEq)]
+pub struct NewRunArgs {
+    /// Training batch size (key `batch_size`).
+    #[arg(long, value_name = "N")]
+    pub batch_size: Option<usize>,
     /// Experiment name, the suffix of the run folder (key `name`).
     #[arg(long)]
     pub name: Option<String>,
@@ -40,32 +59,15 @@ pub struct TrainArgs {
     /// Loss terms joined by `+` (sdm, itc, cmpm, id, mlm, imal); `imal` = the CCMA set.
     #[arg(long, value_name = "NAMES")]
     pub loss_names: Option<LossNames>,
-    /// Samples per pass of a step: N (chunks of N, the gradient still the whole batch's) or auto
-    /// (the largest chunk that fits a CUDA card's free memory) (key `micro_batch`).
-    #[arg(long, value_name = "N|auto")]
-    pub micro_batch: Option<MicroBatch>,
-    /// Continue a run folder from its last saved step, with its own configs.yaml (--num-epoch may
-    /// change the number of epochs, --micro-batch the passes of a step).
-    #[arg(long, value_name = "RUN_DIR")]
-    pub resume: Option<PathBuf>,
-    /// Data-parallel on this machine: start N ranks (processes) over the loopback, as torchrun
-    /// --nproc-per-node does; `batch_size` stays the global batch.
-    #[arg(long, value_name = "N")]
-    pub nproc_per_node: Option<usize>,
 }
 
 impl TrainArgs {
     /// Whether any flag that changes the config, other than `--num-epoch` and `--micro-batch`, was
     /// given.
     fn sets_config(&self) -> bool {
-        !self.config.is_empty()
-            || self.device.device.is_some()
-            || self.batch_size.is_some()
-            || self.name.is_some()
-            || self.output_dir.is_some()
-            || self.run_dir.is_some()
-            || self.pretrained.is_some()
-            || self.loss_names.is_some()
+        self.config != ConfigArgs::default()
+            || self.device != DeviceArg::default()
+            || self.new_run != NewRunArgs::default()
     }
 }
 
@@ -100,11 +102,10 @@ fn faults_from_env() -> Faults {
 /// The data-parallel keys act only when ranks communicate; a new one-process run refuses them.
 fn check_dist_keys(cfg: &Config, launched: bool) -> Result<()> {
     if !launched && !cfg.run.dist_defaults() {
-        return Err(UsageError(format!(
+        bail!(UsageError(format!(
             "dist_backend {} / dist_timeout {} apply to data-parallel runs; this is one process: launch with --nproc-per-node N or torchrun, or drop them",
             cfg.run.dist_backend, cfg.run.dist_timeout
-        ))
-        .into());
+        )));
     }
     Ok(())
 }
@@ -114,35 +115,32 @@ fn check_dist_keys(cfg: &Config, launched: bool) -> Result<()> {
 fn check_pretrained(cfg: &Config) -> Result<()> {
     let choice = &cfg.model.pretrain_choice;
     if !choice.is_empty() && cfg.model.pretrained.is_none() {
-        return Err(UsageError(format!(
+        bail!(UsageError(format!(
             "`pretrain_choice` is {choice:?} but no weights were given: pass --pretrained FILE (OpenAI's ViT-B-16.pt, a Hugging Face CLIP folder or an IRRA best.pth), or set `pretrain_choice: ''` to train from scratch on purpose"
-        ))
-        .into());
+        )));
     }
     Ok(())
 }
 
 pub fn run(a: TrainArgs) -> Result<()> {
     let start = match &a.resume {
-        Some(_) if a.sets_config() => {
-            return Err(UsageError(
-                "--resume continues a run with the configs.yaml in its folder: only --num-epoch and --micro-batch may change it".into(),
-            )
-            .into())
-        }
+        Some(_) if a.sets_config() => bail!(UsageError(
+            "--resume continues a run with the configs.yaml in its folder: only --num-epoch and --micro-batch may change it".into(),
+        )),
         Some(dir) => Start::Resume {
             dir: dir.clone(),
             num_epoch: a.num_epoch,
             micro_batch: a.micro_batch,
         },
         None => Start::New(Box::new(a.config.resolve(None, &a.device, |o| {
-            o.flag("--batch-size", "batch_size", a.batch_size, |c, v| c.data.batch_size = v)?;
+            let n = &a.new_run;
+            o.flag("--batch-size", "batch_size", n.batch_size, |c, v| c.data.batch_size = v)?;
             o.flag("--num-epoch", "num_epoch", a.num_epoch, |c, v| c.optim.num_epoch = v)?;
-            o.flag("--name", "name", a.name.clone(), |c, v| c.run.name = v)?;
-            o.flag("--output-dir", "output_dir", a.output_dir.clone(), |c, v| c.run.output_dir = v)?;
-            o.flag("--run-dir", "run_dir", a.run_dir.clone(), |c, v| c.run.run_dir = Some(v))?;
-            o.flag("--pretrained", "pretrained", a.pretrained.clone(), |c, v| c.model.pretrained = Some(v))?;
-            o.flag("--loss-names", "loss_names", a.loss_names.clone(), |c, v| c.loss.loss_names = v)?;
+            o.flag("--name", "name", n.name.clone(), |c, v| c.run.name = v)?;
+            o.flag("--output-dir", "output_dir", n.output_dir.clone(), |c, v| c.run.output_dir = v)?;
+            o.flag("--run-dir", "run_dir", n.run_dir.clone(), |c, v| c.run.run_dir = Some(v))?;
+            o.flag("--pretrained", "pretrained", n.pretrained.clone(), |c, v| c.model.pretrained = Some(v))?;
+            o.flag("--loss-names", "loss_names", n.loss_names.clone(), |c, v| c.loss.loss_names = v)?;
             o.flag("--micro-batch", "micro_batch", a.micro_batch, |c, v| c.run.micro_batch = Some(v))
         })?)),
     };

@@ -21,8 +21,6 @@ pub struct TrainBatch {
     pub masked_per_sample: Vec<i64>,
     /// [B] i64 person ids (0..num_classes-1).
     pub pids: Tensor,
-    /// [B] i64 image ids (image index in annotation order).
-    pub image_ids: Tensor,
     /// Where the global batch's samples are across the ranks.
     pub slices: RankSlices,
 }
@@ -96,7 +94,6 @@ impl TrainBatch {
             mlm_targets: self.mlm_targets.narrow(0, before, m),
             masked_per_sample,
             pids: part(&self.pids),
-            image_ids: part(&self.image_ids),
             slices: RankSlices::whole(len, m),
         }
     }
@@ -117,7 +114,6 @@ impl TrainBatch {
             mlm_targets: mv(&self.mlm_targets),
             masked_per_sample: self.masked_per_sample.clone(),
             pids: mv(&self.pids),
-            image_ids: mv(&self.image_ids),
             slices: RankSlices {
                 sizes: self.slices.sizes.clone(),
                 masked: self.slices.masked.clone(),
@@ -174,7 +170,6 @@ impl TrainBatch {
             pids: Tensor::arange(b, opts)
                 .floor_divide_scalar(2)
                 .remainder(num_classes),
-            image_ids: Tensor::arange(b, opts),
             slices: RankSlices::whole(b, positions.len() as i64),
         }
     }
@@ -193,7 +188,6 @@ mod tests {
             &b.mlm_positions,
             &b.mlm_targets,
             &b.pids,
-            &b.image_ids,
         ] {
             assert_eq!(t.kind(), Kind::Int64);
         }

@@ -319,9 +319,6 @@ fn assemble(
             false => per_sample(&own_labels, l),
         },
         pids: pin(Tensor::from_slice(&pids_of(own)))?,
-        image_ids: pin(Tensor::from_slice(
-            &own.iter().map(|&i| samples[i].image_id).collect::<Vec<_>>(),
-        ))?,
         slices,
     })
 }

@@ -55,6 +55,9 @@ pub fn tokenize_lines(
     Ok(())
 }
 
+/// The config keys that decide which dataset [`dataset_dir`] reads.
+pub const DATASET_KEYS: [&str; 4] = ["dataset_name", "root_dir", "synth_ids", "seed"];
+
 /// The folder of the dataset a config names: `<root_dir>/<dataset_name>`, or for SYNTH-PEDES the
 /// folder of the generation the config's `synth_ids` and `seed` make (generated first when
 /// missing).
@@ -71,4 +74,15 @@ pub fn dataset_dir(cfg: &crate::config::Config) -> anyhow::Result<std::path::Pat
 /// The dataset a config names ([`dataset_dir`]), loaded and checked.
 pub fn load_dataset(cfg: &crate::config::Config) -> anyhow::Result<annotations::Dataset> {
     annotations::load(cfg.data.dataset_name, &dataset_dir(cfg)?)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_dataset_keys_are_config_keys() {
+        let valid = crate::config::valid_keys();
+        for key in super::DATASET_KEYS {
+            assert!(valid.iter().any(|k| k == key), "{key}");
+        }
+    }
 }

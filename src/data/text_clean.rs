@@ -110,7 +110,7 @@ fn parse_saturating(digits: &str, radix: u32) -> u64 {
 }
 
 fn numeric_charref(num: u64) -> String {
-    let windows_1252 = |b: u64| tables::WINDOWS_1252_STRICT.chars().nth(b as usize);
+    let windows_1252 = |b: u64| tables::WINDOWS_1252_STRICT.get(b as usize).copied();
     match num {
         0x00 => "\u{fffd}".into(),
         0x0d => "\r".into(),
@@ -291,11 +291,9 @@ fn charmaps() -> &'static [Charmap] {
     MAPS.get_or_init(|| {
         tables::CHARMAPS
             .iter()
-            .map(|&(name, table)| {
-                let mut decode = ['\0'; 256];
+            .map(|&(name, decode)| {
                 let mut encode = HashMap::new();
-                for (b, c) in table.chars().enumerate() {
-                    decode[b] = c;
+                for (b, &c) in decode.iter().enumerate() {
                     encode.entry(c).or_insert(b as u8);
                 }
                 Charmap {
@@ -357,7 +355,7 @@ fn fix_encoding_step(text: &str) -> Option<String> {
     if latin1_possible {
         // Latin-1 characters outside windows-1252 are C1 controls: read them as windows-1252
         // (strictly; an undefined byte leaves the text to the next rule).
-        let strict: Vec<char> = tables::WINDOWS_1252_STRICT.chars().collect();
+        let strict = &tables::WINDOWS_1252_STRICT;
         let fixed: Option<String> = text
             .chars()
             .map(|c| {

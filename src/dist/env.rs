@@ -1,7 +1,7 @@
 //! Which rank this process is, from the variables `torchrun` (and SLURM or MPI wrappers that
 //! mimic it) set: `WORLD_SIZE`, `RANK`, `LOCAL_RANK`, `MASTER_ADDR`, `MASTER_PORT`.
 use crate::UsageError;
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
 
 /// This process's place in a data-parallel run.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -50,22 +50,22 @@ impl Launch {
         };
         let world_size = number("WORLD_SIZE", &world, "a whole number of ranks")?;
         if world_size == 0 {
-            return Err(UsageError("WORLD_SIZE=0: a run needs at least one rank".into()).into());
+            bail!(UsageError(
+                "WORLD_SIZE=0: a run needs at least one rank".into()
+            ));
         }
         let rank = number("RANK", &get("RANK")?, "a rank number")?;
         if rank >= world_size {
-            return Err(UsageError(format!(
+            bail!(UsageError(format!(
                 "RANK={rank} is not below WORLD_SIZE={world_size} (ranks are 0..WORLD_SIZE-1)"
-            ))
-            .into());
+            )));
         }
         let local_rank = number("LOCAL_RANK", &get("LOCAL_RANK")?, "a rank number")?;
         let master_addr = get("MASTER_ADDR")?.trim().to_string();
         if master_addr.is_empty() {
-            return Err(UsageError(
+            bail!(UsageError(
                 "MASTER_ADDR is empty: expected rank 0's host name or address".into(),
-            )
-            .into());
+            ));
         }
         let port = get("MASTER_PORT")?;
         let master_port = port

@@ -4,7 +4,7 @@
 use super::env::Launch;
 use super::ffi::{self, call, take_string, take_tensor};
 use crate::UsageError;
-use anyhow::Result;
+use anyhow::{bail, Result};
 use std::ffi::{c_char, c_void, CString};
 use std::ptr::null_mut;
 use std::time::{Duration, Instant};
@@ -75,10 +75,9 @@ impl Group {
     /// ranks), are refused before this rank counts as one of the run's.
     pub fn connect(launch: &Launch, backend: Backend, timeout: Duration) -> Result<Group> {
         if backend == Backend::Nccl && !Backend::nccl_compiled() {
-            return Err(UsageError(
+            bail!(UsageError(
                 "dist_backend nccl: this ccma was built against a libtorch without NCCL (a CPU build, or the CUDA and NCCL headers were missing); use dist_backend: gloo".into(),
-            )
-            .into());
+            ));
         }
         let interface = std::env::var("GLOO_SOCKET_IFNAME")
             .ok()
@@ -191,7 +190,7 @@ impl Group {
     }
 
     /// Publishes `value` under `key` in the rendezvous store.
-    pub fn publish(&self, key: &str, value: &str) -> Result<(), String> {
+    pub fn publish(&self, key: &str, value: &str) -> Result<(), RankLost> {
         let (k, v) = (c_string(key), c_string(value));
         // SAFETY: valid C strings for the duration of the call.
         call(
@@ -199,10 +198,11 @@ impl Group {
             |ok| *ok == 0,
         )
         .map(|_| ())
+        .map_err(RankLost)
     }
 
     /// The value published under `key`, waiting up to `timeout` for it; `None` if it never came.
-    pub fn fetch(&self, key: &str, timeout: Duration) -> Result<Option<String>, String> {
+    pub fn fetch(&self, key: &str, timeout: Duration) -> Result<Option<String>, RankLost> {
         let k = c_string(key);
         let mut value: *mut c_char = null_mut();
         // SAFETY: valid C string; the shim allocates `value`, taken below.
@@ -217,19 +217,21 @@ impl Group {
                 )
             },
             |ok| *ok == 0,
-        )?;
+        )
+        .map_err(RankLost)?;
         Ok(take_string(value))
     }
 
     /// Whether a value is published under `key` now.
-    pub fn published(&self, key: &str) -> Result<bool, String> {
+    pub fn published(&self, key: &str) -> Result<bool, RankLost> {
         let k = c_string(key);
         let mut present = 0;
         // SAFETY: valid C string and out-pointer for the duration of the call.
         call(
             |err| unsafe { ffi::ccma_store_check(self.ptr, k.as_ptr(), &mut present, err) },
             |ok| *ok == 0,
-        )?;
+        )
+        .map_err(RankLost)?;
         Ok(present != 0)
     }
 

@@ -2,7 +2,7 @@
 //! folder it reads, and an existing file only when the user says so (`--force`) or when the name
 //! is one `ccma` chose itself.
 use crate::UsageError;
-use anyhow::Result;
+use anyhow::{bail, Result};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
@@ -39,37 +39,33 @@ pub fn check(out: &Path, inputs: &[PathBuf], existing: Existing) -> Result<()> {
         if meta.is_dir() {
             let dir = std::fs::canonicalize(input).unwrap_or_else(|_| input.clone());
             if resolved.starts_with(&dir) {
-                return Err(UsageError(format!(
+                bail!(UsageError(format!(
                     "{} is inside {}, a folder this command reads: write it outside that folder",
                     out.display(),
                     input.display()
-                ))
-                .into());
+                )));
             }
         } else if target
             .as_ref()
             .is_some_and(|t| (t.dev(), t.ino()) == (meta.dev(), meta.ino()))
         {
-            return Err(UsageError(format!(
+            bail!(UsageError(format!(
                 "{} is {}, an input of this command: choose another output path",
                 out.display(),
                 input.display()
-            ))
-            .into());
+            )));
         }
     }
     match target {
-        Some(t) if t.is_dir() => Err(UsageError(format!(
+        Some(t) if t.is_dir() => bail!(UsageError(format!(
             "{} is a folder: give a file path to write",
             out.display()
-        ))
-        .into()),
+        ))),
         Some(_) => match existing {
-            Existing::Refuse { allow } => Err(UsageError(format!(
+            Existing::Refuse { allow } => bail!(UsageError(format!(
                 "{} already exists: pass {allow} to replace it, or choose another path",
                 out.display()
-            ))
-            .into()),
+            ))),
             Existing::Replace => Ok(()),
         },
         None => Ok(()),

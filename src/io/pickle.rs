@@ -463,40 +463,40 @@ impl Machine<'_> {
 
     fn run(&mut self) -> Result<Obj> {
         loop {
-            let op = self.u8()?;
-            match op {
-                0x80 => drop(self.u8()?),  // PROTO
-                0x95 => drop(self.u64()?), // FRAME
-                b'.' => return self.pop(), // STOP
-                b'(' => self.marks.push(self.stack.len()),
-                b'}' => {
+            let code = self.u8()?;
+            match code {
+                op::PROTO => drop(self.u8()?),
+                op::FRAME => drop(self.u64()?),
+                op::STOP => return self.pop(),
+                op::MARK => self.marks.push(self.stack.len()),
+                op::EMPTY_DICT => {
                     let d = self.node(Shape::Dict, None, Vec::new());
                     self.push(d)
                 }
-                b']' => {
+                op::EMPTY_LIST => {
                     let l = self.node(Shape::List, None, Vec::new());
                     self.push(l)
                 }
-                b')' => {
+                op::EMPTY_TUPLE => {
                     let t = self.node(Shape::Tuple, None, Vec::new());
                     self.push(t)
                 }
-                b'N' => self.push(Obj::None),
-                0x88 => self.push(Obj::Bool(true)),
-                0x89 => self.push(Obj::Bool(false)),
-                b'J' => {
+                op::NONE => self.push(Obj::None),
+                op::NEWTRUE => self.push(Obj::Bool(true)),
+                op::NEWFALSE => self.push(Obj::Bool(false)),
+                op::BININT => {
                     let v = i32::from_le_bytes(self.array()?);
                     self.push(Obj::Int(v as i64))
                 }
-                b'K' => {
+                op::BININT1 => {
                     let v = self.u8()?;
                     self.push(Obj::Int(v as i64))
                 }
-                b'M' => {
+                op::BININT2 => {
                     let v = u16::from_le_bytes(self.array()?);
                     self.push(Obj::Int(v as i64))
                 }
-                0x8a => {
+                op::LONG1 => {
                     // LONG1: little-endian two's complement of n bytes.
                     let n = self.u8()? as usize;
                     if n > 8 {
@@ -512,53 +512,53 @@ impl Machine<'_> {
                     }
                     self.push(Obj::Int(v))
                 }
-                b'G' => {
+                op::BINFLOAT => {
                     let v = f64::from_be_bytes(self.array()?);
                     self.push(Obj::Float(v))
                 }
-                b'X' => {
+                op::BINUNICODE => {
                     let n = self.u32()? as u64;
                     let s = self.string(n)?;
                     self.push(s)
                 }
-                0x8c => {
+                op::SHORT_BINUNICODE => {
                     let n = self.u8()? as u64;
                     let s = self.string(n)?;
                     self.push(s)
                 }
-                0x8d => {
+                op::BINUNICODE8 => {
                     let n = self.u64()?;
                     let s = self.string(n)?;
                     self.push(s)
                 }
-                b'C' => {
+                op::SHORT_BINBYTES => {
                     let n = self.u8()? as usize;
                     let b = self.bytes(n)?;
                     self.push(b)
                 }
-                b'B' => {
+                op::BINBYTES => {
                     let n = self.u32()? as usize;
                     let b = self.bytes(n)?;
                     self.push(b)
                 }
-                b't' => {
+                op::TUPLE => {
                     let items = self.pop_mark()?;
                     let t = self.node(Shape::Tuple, None, items);
                     self.push(t)
                 }
-                0x85..=0x87 => {
-                    let n = (op - 0x84) as usize;
+                op::TUPLE1..=op::TUPLE3 => {
+                    let n = (code - op::TUPLE1 + 1) as usize;
                     let mut items = (0..n).map(|_| self.pop()).collect::<Result<Vec<_>>>()?;
                     items.reverse();
                     let t = self.node(Shape::Tuple, None, items);
                     self.push(t)
                 }
-                b'l' => {
+                op::LIST => {
                     let items = self.pop_mark()?;
                     let l = self.node(Shape::List, None, items);
                     self.push(l)
                 }
-                b'd' => {
+                op::DICT => {
                     let items = self.pop_mark()?;
                     if !items.len().is_multiple_of(2) {
                         bail!("odd number of dict items");
@@ -566,25 +566,25 @@ impl Machine<'_> {
                     let d = self.node(Shape::Dict, None, items);
                     self.push(d)
                 }
-                b'a' => {
+                op::APPEND => {
                     let v = self.pop()?;
                     self.top_node(Shape::List, "APPEND")?
                         .borrow_mut()
                         .items
                         .push(v)
                 }
-                b'e' => {
+                op::APPENDS => {
                     let items = self.pop_mark()?;
                     let list = self.top_node(Shape::List, "APPENDS")?;
                     list.borrow_mut().items.extend(items);
                 }
-                b's' => {
+                op::SETITEM => {
                     let v = self.pop()?;
                     let k = self.pop()?;
                     let dict = self.top_node(Shape::Dict, "SETITEM")?;
                     dict.borrow_mut().items.extend([k, v]);
                 }
-                b'u' => {
+                op::SETITEMS => {
                     let items = self.pop_mark()?;
                     if !items.len().is_multiple_of(2) {
                         bail!("odd number of dict items");
@@ -592,32 +592,32 @@ impl Machine<'_> {
                     let dict = self.top_node(Shape::Dict, "SETITEMS")?;
                     dict.borrow_mut().items.extend(items);
                 }
-                b'q' => {
+                op::BINPUT => {
                     let i = self.u8()? as u32;
                     self.memo_put(i)?
                 }
-                b'r' => {
+                op::LONG_BINPUT => {
                     let i = self.u32()?;
                     self.memo_put(i)?
                 }
-                0x94 => {
+                op::MEMOIZE => {
                     let i = self.memo.len() as u32;
                     self.memo_put(i)?
                 }
-                b'h' => {
+                op::BINGET => {
                     let i = self.u8()? as u32;
                     self.memo_get(i)?
                 }
-                b'j' => {
+                op::LONG_BINGET => {
                     let i = self.u32()?;
                     self.memo_get(i)?
                 }
-                b'c' => {
+                op::GLOBAL => {
                     let module = self.line()?;
                     let name = self.line()?;
                     self.global(&module, &name)?
                 }
-                0x93 => {
+                op::STACK_GLOBAL => {
                     let name = self.pop()?;
                     let module = self.pop()?;
                     match (module, name) {
@@ -625,24 +625,24 @@ impl Machine<'_> {
                         _ => bail!("STACK_GLOBAL with names that are not strings"),
                     }
                 }
-                b'Q' => {
+                op::BINPERSID => {
                     let pid = self.pop()?;
                     let v = self.persistent_load(pid)?;
                     self.push(v)
                 }
-                b'R' => {
+                op::REDUCE => {
                     let args = self.pop()?;
                     let callable = self.pop()?;
                     let v = self.reduce(callable, args)?;
                     self.push(v)
                 }
-                0x81 => {
+                op::NEWOBJ => {
                     let args = self.pop()?;
                     let class = self.pop()?;
                     let v = self.new_object(class, args)?;
                     self.push(v)
                 }
-                b'b' => {
+                op::BUILD => {
                     let state = self.pop()?;
                     self.build(state)?
                 }
@@ -653,6 +653,51 @@ impl Machine<'_> {
             }
         }
     }
+}
+
+/// The opcodes read, named as Python's `pickle.py` names them (TUPLE2, 0x86, lies between TUPLE1
+/// and TUPLE3).
+mod op {
+    pub const PROTO: u8 = 0x80;
+    pub const FRAME: u8 = 0x95;
+    pub const STOP: u8 = b'.';
+    pub const MARK: u8 = b'(';
+    pub const EMPTY_DICT: u8 = b'}';
+    pub const EMPTY_LIST: u8 = b']';
+    pub const EMPTY_TUPLE: u8 = b')';
+    pub const NONE: u8 = b'N';
+    pub const NEWTRUE: u8 = 0x88;
+    pub const NEWFALSE: u8 = 0x89;
+    pub const BININT: u8 = b'J';
+    pub const BININT1: u8 = b'K';
+    pub const BININT2: u8 = b'M';
+    pub const LONG1: u8 = 0x8a;
+    pub const BINFLOAT: u8 = b'G';
+    pub const BINUNICODE: u8 = b'X';
+    pub const SHORT_BINUNICODE: u8 = 0x8c;
+    pub const BINUNICODE8: u8 = 0x8d;
+    pub const SHORT_BINBYTES: u8 = b'C';
+    pub const BINBYTES: u8 = b'B';
+    pub const TUPLE: u8 = b't';
+    pub const TUPLE1: u8 = 0x85;
+    pub const TUPLE3: u8 = 0x87;
+    pub const LIST: u8 = b'l';
+    pub const DICT: u8 = b'd';
+    pub const APPEND: u8 = b'a';
+    pub const APPENDS: u8 = b'e';
+    pub const SETITEM: u8 = b's';
+    pub const SETITEMS: u8 = b'u';
+    pub const BINPUT: u8 = b'q';
+    pub const LONG_BINPUT: u8 = b'r';
+    pub const MEMOIZE: u8 = 0x94;
+    pub const BINGET: u8 = b'h';
+    pub const LONG_BINGET: u8 = b'j';
+    pub const GLOBAL: u8 = b'c';
+    pub const STACK_GLOBAL: u8 = 0x93;
+    pub const BINPERSID: u8 = b'Q';
+    pub const REDUCE: u8 = b'R';
+    pub const NEWOBJ: u8 = 0x81;
+    pub const BUILD: u8 = b'b';
 }
 
 /// `obj` as a [`Value`] tree: `depth` levels deep at most, each value charged to `budget` (a

@@ -167,6 +167,77 @@ pub fn evaluate(
     RetrievalMetrics::from_scores(score_queries(queries, gallery, query_pids, gallery_pids)?)
 }
 
+/// One block of whole rows of a query-by-gallery similarity matrix.
+pub struct SimilarityBlock<'a> {
+    /// The block [len, Ng] (CPU, f32, contiguous).
+    pub tensor: &'a Tensor,
+    /// Its `len * Ng` cosine similarities, row after row.
+    pub values: &'a [f32],
+    /// The pids of its queries [len].
+    pub pids: &'a [i64],
+}
+
+/// The gallery positions of each pid.
+pub type Positions = HashMap<i64, Vec<usize>>;
+
+/// Walks the cosine similarities of `queries` [Nq, D] to `gallery` [Ng, D] (f32, any device; both
+/// L2-normalised here) in blocks of whole rows (32 MiB, 4,096 rows at most), in query order,
+/// handing `visit` each block with the gallery positions of every pid of `gallery_pids` [Ng]
+/// (its error ends the walk).
+/// `query_pids` [Nq] and `gallery_pids` must fit the rows; an empty gallery is refused.
+pub fn similarity_blocks(
+    queries: &Tensor,
+    gallery: &Tensor,
+    query_pids: &[i64],
+    gallery_pids: &[i64],
+    mut visit: impl FnMut(SimilarityBlock, &Positions) -> Result<()>,
+) -> Result<()> {
+    let (nq, ng) = (queries.size()[0], gallery.size()[0]);
+    if nq as usize != query_pids.len() || ng as usize != gallery_pids.len() {
+        bail!(
+            "{nq} queries with {} pids, {ng} gallery items with {} pids",
+            query_pids.len(),
+            gallery_pids.len()
+        );
+    }
+    if ng == 0 {
+        bail!("an empty gallery: nothing to rank");
+    }
+    let mut positions = Positions::new();
+    for (j, &pid) in gallery_pids.iter().enumerate() {
+        positions.entry(pid).or_default().push(j);
+    }
+    let device = gallery.device();
+    let gallery_t = l2_normalize(gallery).tr().contiguous(); // [D, Ng]
+    let q = l2_normalize(&queries.to_device(device));
+    let chunk = (BLOCK_ELEMENTS / ng).clamp(1, 4096);
+    let mut start = 0i64;
+    while start < nq {
+        let len = chunk.min(nq - start);
+        let block = q
+            .narrow(0, start, len)
+            .mm(&gallery_t)
+            .to_device(Device::Cpu)
+            .contiguous(); // [len, Ng]
+                           // SAFETY: `block` is a contiguous CPU f32 tensor of len * ng elements that outlives this
+                           // borrow and is not written while it is read.
+        let values = unsafe {
+            std::slice::from_raw_parts(block.data_ptr() as *const f32, (len * ng) as usize)
+        };
+        let pids = &query_pids[start as usize..(start + len) as usize];
+        visit(
+            SimilarityBlock {
+                tensor: &block,
+                values,
+                pids,
+            },
+            &positions,
+        )?;
+        start += len;
+    }
+    Ok(())
+}
+
 /// Each query's values, in query order: `queries` [Nq, D] against `gallery` [Ng, D] (f32, any
 /// device; both L2-normalised here), matched by `query_pids` [Nq] and `gallery_pids` [Ng]; `None`
 /// for a query whose pid is not in the gallery.
@@ -177,52 +248,32 @@ pub fn score_queries(
     gallery_pids: &[i64],
 ) -> Result<Vec<Option<QueryScore>>> {
     let (nq, ng) = (queries.size()[0], gallery.size()[0]);
-    if nq as usize != query_pids.len() || ng as usize != gallery_pids.len() {
-        bail!(
-            "{nq} queries with {} pids, {ng} gallery items with {} pids",
-            query_pids.len(),
-            gallery_pids.len()
-        );
-    }
     if nq == 0 || ng == 0 {
         bail!("nothing to evaluate: {nq} queries, {ng} gallery items");
     }
-    let mut positions: HashMap<i64, Vec<usize>> = HashMap::new();
-    for (j, &pid) in gallery_pids.iter().enumerate() {
-        positions.entry(pid).or_default().push(j);
-    }
-    let device = gallery.device();
-    let gallery_t = l2_normalize(gallery).tr().contiguous(); // [D, Ng]
-    let q = l2_normalize(&queries.to_device(device));
-    let chunk = (BLOCK_ELEMENTS / ng).clamp(1, 4096);
     let mut scores = Vec::with_capacity(nq as usize);
-    let (mut product_s, mut ranking_s) = (0f64, 0f64);
-    let mut start = 0i64;
-    while start < nq {
-        let len = chunk.min(nq - start);
-        let clock = std::time::Instant::now();
-        let block = q
-            .narrow(0, start, len)
-            .mm(&gallery_t)
-            .to_device(Device::Cpu)
-            .contiguous(); // [len, Ng]
-                           // SAFETY: `block` is a contiguous CPU f32 tensor of len * ng elements that outlives
-                           // this borrow and is not written while it is read.
-        let sim = unsafe {
-            std::slice::from_raw_parts(block.data_ptr() as *const f32, (len * ng) as usize)
-        };
-        let pids = &query_pids[start as usize..(start + len) as usize];
-        product_s += clock.elapsed().as_secs_f64();
-        let clock = std::time::Instant::now();
-        let mut block_scores = Vec::with_capacity(len as usize);
-        sim.par_chunks(ng as usize)
-            .zip(pids.par_iter())
-            .map(|(row, pid)| positions.get(pid).map(|m| score_row(row, m)))
-            .collect_into_vec(&mut block_scores);
-        scores.append(&mut block_scores);
-        ranking_s += clock.elapsed().as_secs_f64();
-        start += len;
-    }
+    let clock = std::time::Instant::now();
+    let mut ranking_s = 0f64;
+    similarity_blocks(
+        queries,
+        gallery,
+        query_pids,
+        gallery_pids,
+        |block, positions| {
+            let ranking = std::time::Instant::now();
+            let mut block_scores = Vec::with_capacity(block.pids.len());
+            block
+                .values
+                .par_chunks(ng as usize)
+                .zip(block.pids.par_iter())
+                .map(|(row, pid)| positions.get(pid).map(|m| score_row(row, m)))
+                .collect_into_vec(&mut block_scores);
+            scores.append(&mut block_scores);
+            ranking_s += ranking.elapsed().as_secs_f64();
+            Ok(())
+        },
+    )?;
+    let product_s = clock.elapsed().as_secs_f64() - ranking_s;
     tracing::debug!("{nq} x {ng}: similarity products {product_s:.3} s, ranking {ranking_s:.3} s");
     Ok(scores)
 }

@@ -2,11 +2,10 @@
 //! best gallery items, what a failure analysis shows query by query. Ranks follow the tie rule of
 //! [`super::metrics`]: a non-match with the same similarity as a match ranks before it, so the
 //! share of queries whose first match has rank 1 (5, 10) is that module's R@1 (R@5, R@10).
-use crate::model::layers::l2_normalize;
-use anyhow::{bail, Result};
+use super::metrics::similarity_blocks;
+use anyhow::Result;
 use rayon::prelude::*;
-use std::collections::HashMap;
-use tch::{Device, Kind, Tensor};
+use tch::{Kind, Tensor};
 
 /// One query's outcome.
 #[derive(Debug, Clone, PartialEq)]
@@ -16,9 +15,6 @@ pub struct QueryOutcome {
     /// Its best gallery rows, best first: (row, cosine similarity).
     pub top: Vec<(usize, f64)>,
 }
-
-/// Upper bound on the elements of one similarity block `[chunk, Ng]` (f32: 32 MiB).
-const BLOCK_ELEMENTS: i64 = 1 << 23;
 
 /// The outcome of every query of `queries` [Nq, D] against `gallery` [Ng, D] (f32, any device;
 /// both L2-normalised here), with its `top` best rows; `query_pids` [Nq] and `gallery_pids` [Ng]
@@ -30,64 +26,44 @@ pub fn query_outcomes(
     gallery_pids: &[i64],
     top: usize,
 ) -> Result<Vec<Option<QueryOutcome>>> {
-    let (nq, ng) = (queries.size()[0], gallery.size()[0]);
-    if nq as usize != query_pids.len() || ng as usize != gallery_pids.len() {
-        bail!(
-            "{nq} queries with {} pids, {ng} gallery items with {} pids",
-            query_pids.len(),
-            gallery_pids.len()
-        );
-    }
-    if ng == 0 {
-        bail!("an empty gallery: nothing to rank");
-    }
-    let mut positions: HashMap<i64, Vec<usize>> = HashMap::new();
-    for (j, &pid) in gallery_pids.iter().enumerate() {
-        positions.entry(pid).or_default().push(j);
-    }
-    let device = gallery.device();
-    let gallery_t = l2_normalize(gallery).tr().contiguous(); // [D, Ng]
-    let q = l2_normalize(&queries.to_device(device));
-    let k = top.min(ng as usize) as i64;
-    let chunk = (BLOCK_ELEMENTS / ng).max(1);
-    let mut out = Vec::with_capacity(nq as usize);
-    let mut start = 0i64;
-    while start < nq {
-        let len = chunk.min(nq - start);
-        let block = q
-            .narrow(0, start, len)
-            .mm(&gallery_t)
-            .to_device(Device::Cpu)
-            .contiguous(); // [len, Ng]
-        let (values, indices) = block.topk(k, 1, true, true);
-        let values = Vec::<f64>::try_from(values.to_kind(Kind::Double).reshape([-1]))?;
-        let indices = Vec::<i64>::try_from(indices.reshape([-1]))?;
-        let sim = Vec::<f32>::try_from(block.reshape([-1]))?;
-        let pids = &query_pids[start as usize..(start + len) as usize];
-        let k = k as usize;
-        out.par_extend(
-            sim.par_chunks(ng as usize)
-                .zip(pids.par_iter())
-                .enumerate()
-                .map(|(r, (row, pid))| {
-                    let matches = positions.get(pid)?;
-                    let best = matches
-                        .iter()
-                        .map(|&j| row[j])
-                        .fold(f32::NEG_INFINITY, f32::max);
-                    let at_or_above = row.iter().filter(|&&x| x >= best).count();
-                    let tied_matches = matches.iter().filter(|&&j| row[j] == best).count();
-                    let top = (0..k)
-                        .map(|c| (indices[r * k + c] as usize, values[r * k + c]))
-                        .collect();
-                    Some(QueryOutcome {
-                        first_match: at_or_above - tied_matches + 1,
-                        top,
-                    })
-                }),
-        );
-        start += len;
-    }
+    let ng = gallery_pids.len();
+    let k = top.min(ng);
+    let mut out = Vec::with_capacity(query_pids.len());
+    similarity_blocks(
+        queries,
+        gallery,
+        query_pids,
+        gallery_pids,
+        |block, positions| {
+            let (values, indices) = block.tensor.topk(k as i64, 1, true, true);
+            let values = Vec::<f64>::try_from(values.to_kind(Kind::Double).reshape([-1]))?;
+            let indices = Vec::<i64>::try_from(indices.reshape([-1]))?;
+            out.par_extend(
+                block
+                    .values
+                    .par_chunks(ng)
+                    .zip(block.pids.par_iter())
+                    .enumerate()
+                    .map(|(r, (row, pid))| {
+                        let matches = positions.get(pid)?;
+                        let best = matches
+                            .iter()
+                            .map(|&j| row[j])
+                            .fold(f32::NEG_INFINITY, f32::max);
+                        let at_or_above = row.iter().filter(|&&x| x >= best).count();
+                        let tied_matches = matches.iter().filter(|&&j| row[j] == best).count();
+                        let top = (0..k)
+                            .map(|c| (indices[r * k + c] as usize, values[r * k + c]))
+                            .collect();
+                        Some(QueryOutcome {
+                            first_match: at_or_above - tied_matches + 1,
+                            top,
+                        })
+                    }),
+            );
+            Ok(())
+        },
+    )?;
     Ok(out)
 }
 
@@ -95,6 +71,7 @@ pub fn query_outcomes(
 mod tests {
     use super::*;
     use crate::retrieval::metrics::evaluate;
+    use tch::Device;
 
     #[test]
     fn shares_of_first_ranks_are_the_protocol_recalls() {

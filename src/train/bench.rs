@@ -111,10 +111,7 @@ pub fn run(opts: &BenchOptions, ranks: &Ranks) -> Result<BenchResult> {
     let (vs, model) = crate::factory::training_model(&cfg, NUM_CLASSES, device)?;
     let mut opt = Optimizer::new(&vs, &cfg.optim);
     opt.set_lr(|base| base);
-    let spec = LossSpec {
-        terms: cfg.losses(),
-        params: cfg.loss.clone(),
-    };
+    let spec = LossSpec::of(&cfg);
     let b = opts.batch_size as i64;
     let (size, l) = (cfg.data.img_size, cfg.data.text_length);
     let loader = if opts.with_loader {

@@ -176,6 +176,38 @@ fn f32_ptr(t: &Tensor, offset: i64) -> *mut f32 {
     (t.data_ptr() as *mut f32).wrapping_add(offset as usize)
 }
 
+/// The step over one parameter `p` of group `g` (gradient `grad`) in a single pass over its
+/// elements, in parallel chunks, in the optimiser's flat buffers: the parameters and the two
+/// moments.
+fn step_host_loop(
+    s: &StepScalars,
+    g: &Group,
+    p: &Param,
+    grad: &Tensor,
+    [flat, exp_avg, exp_avg_sq]: [&mut Tensor; 3],
+) {
+    let grad = grad.to_kind(Kind::Float).contiguous();
+    let len = grad.numel();
+    // SAFETY: `flat`, the moments and `grad` are distinct contiguous f32 CPU buffers (the host
+    // loop is only chosen on the CPU) of at least `p.offset + len` (resp. `len`) elements, the
+    // first three borrowed mutably here and nothing else touching them.
+    let (pv, m, v, gv) = unsafe {
+        use std::slice::{from_raw_parts, from_raw_parts_mut};
+        (
+            from_raw_parts_mut(f32_ptr(flat, p.offset), len),
+            from_raw_parts_mut(f32_ptr(exp_avg, p.offset), len),
+            from_raw_parts_mut(f32_ptr(exp_avg_sq, p.offset), len),
+            from_raw_parts(f32_ptr(&grad, 0), len),
+        )
+    };
+    let (mult, wd) = (g.mult as f32, g.weight_decay as f32);
+    pv.par_chunks_mut(FUSED_CHUNK)
+        .zip(m.par_chunks_mut(FUSED_CHUNK))
+        .zip(v.par_chunks_mut(FUSED_CHUNK))
+        .zip(gv.par_chunks(FUSED_CHUNK))
+        .for_each(|(((p, m), v), g)| s.apply(p, m, v, g, mult, wd));
+}
+
 impl Optimizer {
     pub fn new(vs: &VarStore, cfg: &OptimSection) -> Optimizer {
         let decoupled = cfg.optimizer == OptimizerKind::AdamW;
@@ -296,14 +328,24 @@ impl Optimizer {
             eps: self.eps as f32,
             decoupled: self.decoupled,
         };
-        tch::no_grad(|| match self.kernel {
+        let kernel = self.kernel;
+        tch::no_grad(|| match kernel {
             Kernel::HostLoop => {
-                for g in &self.groups {
+                let Optimizer {
+                    groups,
+                    params,
+                    flat,
+                    exp_avg,
+                    exp_avg_sq,
+                    ..
+                } = self;
+                for g in groups.iter() {
                     for &i in &g.members {
-                        let p = &self.params[i];
+                        let p = &params[i];
                         let grad = p.var.grad();
                         if grad.defined() {
-                            self.step_host_loop(&s, g, p, &grad);
+                            let buffers = [&mut *flat, &mut *exp_avg, &mut *exp_avg_sq];
+                            step_host_loop(&s, g, p, &grad, buffers);
                         }
                     }
                 }
@@ -314,31 +356,6 @@ impl Optimizer {
                 self.groups.iter().try_for_each(|g| self.step_libtorch(g))
             }
         })
-    }
-
-    /// The step over one parameter `p` of group `g` (gradient `grad`) in a single pass over its
-    /// elements, in parallel chunks.
-    fn step_host_loop(&self, s: &StepScalars, g: &Group, p: &Param, grad: &Tensor) {
-        let grad = grad.to_kind(Kind::Float).contiguous();
-        let len = grad.numel();
-        // SAFETY: `flat`, the moments and `grad` are distinct contiguous f32 CPU buffers (the host
-        // loop is only chosen on the CPU) of at least `p.offset + len` (resp. `len`) elements;
-        // nothing else touches them during the step.
-        let (pv, m, v, gv) = unsafe {
-            use std::slice::{from_raw_parts, from_raw_parts_mut};
-            (
-                from_raw_parts_mut(f32_ptr(&self.flat, p.offset), len),
-                from_raw_parts_mut(f32_ptr(&self.exp_avg, p.offset), len),
-                from_raw_parts_mut(f32_ptr(&self.exp_avg_sq, p.offset), len),
-                from_raw_parts(f32_ptr(&grad, 0), len),
-            )
-        };
-        let (mult, wd) = (g.mult as f32, g.weight_decay as f32);
-        pv.par_chunks_mut(FUSED_CHUNK)
-            .zip(m.par_chunks_mut(FUSED_CHUNK))
-            .zip(v.par_chunks_mut(FUSED_CHUNK))
-            .zip(gv.par_chunks(FUSED_CHUNK))
-            .for_each(|(((p, m), v), g)| s.apply(p, m, v, g, mult, wd));
     }
 
     /// The step over the members of group `g` that have a gradient: one call of libtorch's fused

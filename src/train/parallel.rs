@@ -165,7 +165,7 @@ impl Ranks {
     /// Averages the gradients of `vars` over the ranks and sums `values` ([K] f32, on the
     /// device), with one all-reduce of a flat buffer; returns the summed values ([K] f32, on the
     /// device). Every rank has the same graph, so the same parameters have gradients everywhere.
-    pub fn reduce(&self, vars: &[Tensor], values: &Tensor) -> Result<Tensor, RankLost> {
+    pub fn average_gradients(&self, vars: &[Tensor], values: &Tensor) -> Result<Tensor, RankLost> {
         let Some(g) = &self.group else {
             return Ok(values.shallow_clone());
         };

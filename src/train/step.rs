@@ -113,7 +113,7 @@ pub fn step(
     let stop = f64::from(u8::from(how.stop));
     shares.push(Tensor::full([], stop, (Kind::Float, device)));
     let shares = Tensor::stack(&shares, 0).to_kind(Kind::Float);
-    let summed = ranks.reduce(&opt.variables(), &shares)?;
+    let summed = ranks.average_gradients(&opt.variables(), &shares)?;
     let mut summed: Vec<f64> = Vec::<f32>::try_from(&read_to_host(&summed))
         .expect("f32 loss values")
         .into_iter()

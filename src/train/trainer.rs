@@ -18,6 +18,7 @@ use crate::retrieval::encode::{embed_split, score_split, EncodeOptions};
 use crate::retrieval::metrics::RetrievalMetrics;
 use anyhow::{bail, Context, Result};
 use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 use tch::{nn::VarStore, Tensor};
 
@@ -32,6 +33,38 @@ pub struct Faults {
     pub park_at_step: Option<usize>,
     /// One rank fails before a global step (0-based).
     pub rank_fault: Option<RankFault>,
+}
+
+impl Faults {
+    /// What the faults do before global step `global_step` of rank `rank`: the rank fault (kill
+    /// or hang) and the park; then the step's options, the NaN and the interrupt among them.
+    fn before_step(&self, rank: usize, global_step: usize, chunk: Option<usize>) -> StepOptions {
+        if let Some(f) = self.rank_fault {
+            if (f.rank, f.step) == (rank, global_step) {
+                match f.kill {
+                    // SAFETY: raising a signal on this process.
+                    true => unsafe {
+                        libc::raise(libc::SIGKILL);
+                    },
+                    false => loop {
+                        std::thread::park();
+                    },
+                }
+            }
+        }
+        if self.park_at_step == Some(global_step) {
+            tracing::warn!(
+                "rank {rank} (pid {}) parked before global step {global_step} until interrupted",
+                std::process::id(),
+            );
+            interrupt::wait_for_request();
+        }
+        StepOptions {
+            chunk,
+            poison: self.nan_at_step == Some(global_step),
+            stop: interrupt::requested() || self.interrupt_after_step == Some(global_step + 1),
+        }
+    }
 }
 
 /// A rank that dies or hangs, for tests of how the other ranks stop.
@@ -251,10 +284,7 @@ impl Trainer {
         }
         let (vs, model) = crate::factory::training_model(&cfg, dataset.num_classes as i64, device)?;
         let mut opt = Optimizer::new(&vs, &cfg.optim);
-        let spec = LossSpec {
-            terms: cfg.losses(),
-            params: cfg.loss.clone(),
-        };
+        let spec = LossSpec::of(&cfg);
         let share = cfg.data.batch_size.div_ceil(ranks.world());
         let chunk = super::micro_batch::resolve(cfg.run.micro_batch, share, device, |c| {
             let d = &cfg.data;
@@ -491,36 +521,9 @@ impl Trainer {
         let mut meter = EpochMeter::resume(progress);
         for batch in self.loader.epoch(epoch, progress.step) {
             let batch = batch?.to_device(self.ranks.device());
-            if let Some(f) = self.faults.rank_fault {
-                if (f.rank, f.step) == (self.ranks.rank(), progress.global_step) {
-                    match f.kill {
-                        // SAFETY: raising a signal on this process.
-                        true => unsafe {
-                            libc::raise(libc::SIGKILL);
-                        },
-                        false => loop {
-                            std::thread::park();
-                        },
-                    }
-                }
-            }
-            if self.faults.park_at_step == Some(progress.global_step) {
-                tracing::warn!(
-                    "rank {} (pid {}) parked before global step {} until interrupted",
-                    self.ranks.rank(),
-                    std::process::id(),
-                    progress.global_step
-                );
-                interrupt::wait_for_request();
-            }
-            let poison = self.faults.nan_at_step == Some(progress.global_step);
-            let stop = interrupt::requested()
-                || self.faults.interrupt_after_step == Some(progress.global_step + 1);
-            let how = StepOptions {
-                chunk: self.chunk,
-                poison,
-                stop,
-            };
+            let how = self
+                .faults
+                .before_step(self.ranks.rank(), progress.global_step, self.chunk);
             let outcome = step(
                 &self.model,
                 &mut self.opt,
@@ -607,7 +610,7 @@ pub fn restore_resumable(
     opt: &mut Optimizer,
     tensors: Vec<(String, Tensor)>,
     grid: (i64, i64),
-    path: &std::path::Path,
+    path: &Path,
 ) -> Result<()> {
     let mut opt_state = HashMap::new();
     let mut params = HashMap::new();
@@ -637,7 +640,7 @@ pub enum Start {
     /// Continue the run in `dir` from its last saved step, with its own `configs.yaml`; only the
     /// number of epochs may change (to at least the epochs already done).
     Resume {
-        dir: std::path::PathBuf,
+        dir: PathBuf,
         num_epoch: Option<usize>,
         /// Another `micro_batch`: the same trajectory in other passes.
         micro_batch: Option<MicroBatch>,
@@ -691,6 +694,12 @@ pub fn run(start: Start, faults: Faults, launch: Option<Launch>) -> Result<Progr
         cfg.run.micro_batch = Some(m);
     }
     cfg.validate()?;
+    if ranks.is_main() {
+        tracing::info!(
+            "config, every key resolved:\n{}",
+            serde_yaml::to_string(&cfg)?.trim_end()
+        );
+    }
     let config_path = run.config();
     let mut trainer = Trainer::new(cfg, run, ranks, faults)?;
     let progress = match resume && trainer.run.last().exists() {
@@ -734,10 +743,11 @@ fn open_run_folder(start: &Start, cfg: &Config, ranks: &Ranks) -> Result<RunDir>
             Start::New(_) => RunDir::create(cfg),
         };
         if let Some(g) = ranks.group() {
-            let message = match &run {
-                Ok(r) => format!("ok {}", r.dir.display()),
-                Err(e) => format!("error {e}"),
-            };
+            let opened: Result<&Path, String> = run
+                .as_ref()
+                .map(|r| r.dir.as_path())
+                .map_err(|e| format!("{e:#}"));
+            let message = serde_json::to_string(&opened)?;
             g.publish(KEY, &message)
                 .map_err(|e| anyhow::anyhow!("cannot tell the other ranks the run folder: {e}"))?;
         }
@@ -754,11 +764,10 @@ fn open_run_folder(start: &Start, cfg: &Config, ranks: &Ranks) -> Result<RunDir>
                 cfg.run.dist_timeout
             )
         })?;
-    match message.split_once(' ') {
-        Some(("ok", dir)) => Ok(RunDir::follow(dir.into())),
-        _ => bail!(
-            "rank 0 could not open the run folder: {}",
-            message.trim_start_matches("error ")
-        ),
+    let opened: Result<PathBuf, String> = serde_json::from_str(&message)
+        .with_context(|| format!("rank 0 named the run folder as {message:?}"))?;
+    match opened {
+        Ok(dir) => Ok(RunDir::follow(dir)),
+        Err(e) => bail!("rank 0 could not open the run folder: {e}"),
     }
 }
