@@ -126,19 +126,20 @@ pub fn rewrite(args: Vec<OsString>) -> Result<Vec<OsString>, String> {
             out.push(arg.clone());
             continue;
         };
-        let mut value = || -> Result<String, String> {
+        // A path stays as given (it may not be UTF-8); a config value is YAML text.
+        let mut value = || -> Result<OsString, String> {
             match inline {
-                Some(v) => Ok(v.to_string()),
+                Some(v) => Ok(v.into()),
                 None => rest
                     .next()
-                    .map(|v| v.to_string_lossy().into_owned())
+                    .cloned()
                     .ok_or_else(|| format!("--{name} (IRRA's flag) expects a value")),
             }
         };
         match spelling {
             Flag(to) => {
                 let v = value()?;
-                out.extend([to.into(), v.into()]);
+                out.extend([to.into(), v]);
             }
             Switch if inline.is_some() => {
                 return Err(format!(
@@ -148,10 +149,11 @@ pub fn rewrite(args: Vec<OsString>) -> Result<Vec<OsString>, String> {
             Switch => out.extend(["--set".into(), format!("{name}=true").into()]),
             Key => {
                 let v = value()?;
-                out.extend(["--set".into(), format!("{name}={v}").into()]);
+                let set = format!("{name}={}", v.to_string_lossy());
+                out.extend(["--set".into(), set.into()]);
             }
             List => {
-                let mut items = vec![value()?];
+                let mut items = vec![value()?.to_string_lossy().into_owned()];
                 while let Some(v) = rest.next_if(|v| !v.to_string_lossy().starts_with("--")) {
                     items.push(v.to_string_lossy().into_owned());
                 }
