@@ -5,7 +5,6 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/env.sh
 cargo build --release
-run_dir="logs/SYNTH-PEDES/demo"
-rm -rf "$run_dir"
+run_dir="logs/SYNTH-PEDES/demo-$(date +%Y%m%d_%H%M%S)"  # a new folder each run: nothing is deleted
 ./target/release/ccma train --config configs/demo.yaml --run-dir "$run_dir" "$@"
 ./target/release/ccma test --config "$run_dir/configs.yaml"
