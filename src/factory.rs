@@ -57,6 +57,9 @@ pub fn training_model(cfg: &Config, num_classes: i64, device: Device) -> Result<
     };
     let mut vs = VarStore::new(device);
     let model = Ccma::new(&vs.root(), &mcfg);
+    if cfg.model.zero_init_residual {
+        model.zero_dca_residuals();
+    }
     if let Some((p, w)) = pretrained {
         load_partial(&mut vs, &w, &mcfg, p)?;
         tracing::info!("loaded weights from {}", p.display());
@@ -241,5 +244,55 @@ mod tests {
             model_config(&cfg, 11_003),
             ModelConfig::vit_b16(cfg.data.img_size, 11_003)
         );
+    }
+
+    /// `zero_init_residual` starts the DCA stacks as the identity: `g = f` exactly, where IRRA's
+    /// initialisation moves `g` away from `f`.
+    #[test]
+    fn zero_init_residual_starts_dca_as_the_identity() {
+        let sets: Vec<(String, String)> = [
+            ("pretrain_choice", "''"),
+            ("embed_dim", "16"),
+            ("vision_width", "16"),
+            ("vision_layers", "1"),
+            ("vision_heads", "1"),
+            ("transformer_width", "16"),
+            ("transformer_layers", "1"),
+            ("transformer_heads", "1"),
+            ("cmt_depth", "1"),
+            ("dca_heads", "2"),
+            ("img_size", "[32, 16]"),
+            ("text_length", "8"),
+        ]
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        let gap = |zero: bool| {
+            let cfg = Config::default().with_overrides(&sets).unwrap();
+            let cfg = Config {
+                model: crate::config::ModelSection {
+                    zero_init_residual: zero,
+                    ..cfg.model
+                },
+                ..cfg
+            };
+            tch::manual_seed(0);
+            let (_vs, model) = training_model(&cfg, 3, Device::Cpu).unwrap();
+            let images = tch::Tensor::randn([2, 3, 32, 16], (tch::Kind::Float, Device::Cpu));
+            let ids = tch::Tensor::from_slice(&[49406i64, 320, 1125, 49407, 0, 0, 0, 0])
+                .view([1, 8])
+                .repeat([2, 1]);
+            let heads = crate::model::Heads {
+                dca: true,
+                id: false,
+            };
+            let out = tch::no_grad(|| model.forward_train(&images, &ids, None, heads));
+            let diff = |a: &tch::Tensor, b: &Option<tch::Tensor>| {
+                (a - b.as_ref().unwrap()).abs().max().double_value(&[])
+            };
+            diff(&out.f_i, &out.g_i).max(diff(&out.f_t, &out.g_t))
+        };
+        assert_eq!(gap(true), 0.0);
+        assert!(gap(false) > 1e-2, "{}", gap(false));
     }
 }

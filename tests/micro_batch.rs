@@ -9,7 +9,7 @@
 //! per parameter, and loss records to [`LOSS_RTOL`].
 mod common;
 use ccma::config::Config;
-use ccma::data::batch::TrainBatch;
+use ccma::data::batch::{MaskedCaptions, RankSlices, TrainBatch};
 use ccma::dist::{Backend, Group, Launch};
 use ccma::loss::LossSpec;
 use ccma::train::optimizer::Optimizer;
@@ -107,12 +107,14 @@ fn rank_slice(batch: &TrainBatch, rank: i64) -> TrainBatch {
     TrainBatch {
         images: b.images.copy(),
         caption_ids: b.caption_ids.copy(),
-        mlm_ids: b.mlm_ids.copy(),
-        mlm_positions: b.mlm_positions.copy(),
-        mlm_targets: b.mlm_targets.copy(),
-        masked_per_sample: b.masked_per_sample.clone(),
+        masked: b.masked.as_ref().map(|m| MaskedCaptions {
+            ids: m.ids.copy(),
+            positions: m.positions.copy(),
+            targets: m.targets.copy(),
+            per_sample: m.per_sample.clone(),
+        }),
         pids: b.pids.copy(),
-        slices: ccma::data::batch::RankSlices {
+        slices: RankSlices {
             sizes: vec![half, half],
             masked,
             all_pids: Some(batch.pids.copy()),

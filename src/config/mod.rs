@@ -115,6 +115,9 @@ pub struct ModelSection {
     pub dca_heads: i64,
     pub dca_depth: i64,
     pub lambda_init: f64,
+    /// Start the DCA blocks' residual branches at zero (`g = f` at initialisation); off keeps
+    /// IRRA's initialisation, as the paper's runs.
+    pub zero_init_residual: bool,
     pub dropout: f64,
 }
 
@@ -220,6 +223,7 @@ impl Default for ModelSection {
             dca_heads: 8,
             dca_depth: 1,
             lambda_init: 0.8,
+            zero_init_residual: false,
             dropout: 0.0,
         }
     }

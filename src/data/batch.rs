@@ -4,25 +4,68 @@ use super::tokenizer::{EOT_ID, MASK_ID, SOT_ID};
 use tch::{Device, Kind, Tensor};
 
 /// One training batch (this rank's slice of the global batch in a data-parallel run). `B`
-/// samples, images `H x W`, captions `L = text_length` tokens, `M` masked caption tokens.
+/// samples, images `H x W`, captions `L = text_length` tokens.
 #[derive(Debug)]
 pub struct TrainBatch {
     /// [B, 3, H, W] f32, normalised with CLIP's mean and std.
     pub images: Tensor,
     /// [B, L] i64 token ids of the captions (0-padded, EOT at argmax).
     pub caption_ids: Tensor,
-    /// [B, L] i64 the same captions after MLM masking.
-    pub mlm_ids: Tensor,
-    /// [M] i64 the masked positions, as indices into the B·L tokens in row-major order.
-    pub mlm_positions: Tensor,
-    /// [M] i64 the original ids at `mlm_positions` (what the MLM head predicts).
-    pub mlm_targets: Tensor,
-    /// Masked tokens of each sample, in order (on the host; they sum to M).
-    pub masked_per_sample: Vec<i64>,
+    /// The MLM-masked captions, where `MLM` masks them.
+    pub masked: Option<MaskedCaptions>,
     /// [B] i64 person ids (0..num_classes-1).
     pub pids: Tensor,
     /// Where the global batch's samples are across the ranks.
     pub slices: RankSlices,
+}
+
+/// The batch's captions after MLM masking, `M` masked tokens in all.
+#[derive(Debug)]
+pub struct MaskedCaptions {
+    /// [B, L] i64 the captions with the selected tokens replaced.
+    pub ids: Tensor,
+    /// [M] i64 the selected positions, as indices into the B·L tokens in row-major order.
+    pub positions: Tensor,
+    /// [M] i64 the original ids at `positions` (what the MLM head predicts).
+    pub targets: Tensor,
+    /// Selected tokens of each sample, in order (on the host; they sum to M).
+    pub per_sample: Vec<i64>,
+}
+
+impl MaskedCaptions {
+    /// Selected tokens (M).
+    pub fn tokens(&self) -> i64 {
+        self.per_sample.iter().sum()
+    }
+
+    /// Samples `start..start + len` (views; positions counted from the part's first token).
+    fn narrow(&self, start: i64, len: i64) -> MaskedCaptions {
+        let (s, e) = (start as usize, (start + len) as usize);
+        let before: i64 = self.per_sample[..s].iter().sum();
+        let per_sample = self.per_sample[s..e].to_vec();
+        let m: i64 = per_sample.iter().sum();
+        let l = self.ids.size()[1];
+        MaskedCaptions {
+            ids: self.ids.narrow(0, start, len),
+            positions: self.positions.narrow(0, before, m) - start * l,
+            targets: self.targets.narrow(0, before, m),
+            per_sample,
+        }
+    }
+
+    fn to_device(&self, device: Device) -> MaskedCaptions {
+        MaskedCaptions {
+            ids: to_device(&self.ids, device),
+            positions: to_device(&self.positions, device),
+            targets: to_device(&self.targets, device),
+            per_sample: self.per_sample.clone(),
+        }
+    }
+}
+
+/// `t` on `device` (non-blocking where the source is pinned).
+fn to_device(t: &Tensor, device: Device) -> Tensor {
+    t.to_device_(device, t.kind(), true, false)
 }
 
 /// How the global batch is split over the ranks, known on the host.
@@ -81,38 +124,29 @@ impl TrainBatch {
     /// the masked positions of those samples, counted from the chunk's first token).
     pub fn narrow(&self, start: i64, len: i64) -> TrainBatch {
         let part = |t: &Tensor| t.narrow(0, start, len);
-        let (s, e) = (start as usize, (start + len) as usize);
-        let before: i64 = self.masked_per_sample[..s].iter().sum();
-        let masked_per_sample = self.masked_per_sample[s..e].to_vec();
-        let m: i64 = masked_per_sample.iter().sum();
-        let l = self.caption_ids.size()[1];
+        let masked = self.masked.as_ref().map(|m| m.narrow(start, len));
+        let m = masked.as_ref().map_or(0, MaskedCaptions::tokens);
         TrainBatch {
             images: part(&self.images),
             caption_ids: part(&self.caption_ids),
-            mlm_ids: part(&self.mlm_ids),
-            mlm_positions: self.mlm_positions.narrow(0, before, m) - start * l,
-            mlm_targets: self.mlm_targets.narrow(0, before, m),
-            masked_per_sample,
+            masked,
             pids: part(&self.pids),
             slices: RankSlices::whole(len, m),
         }
     }
 
-    /// Caption tokens the MLM masking selected (M).
+    /// Caption tokens the MLM masking selected (M; 0 without masking).
     pub fn masked_tokens(&self) -> i64 {
-        self.masked_per_sample.iter().sum()
+        self.masked.as_ref().map_or(0, MaskedCaptions::tokens)
     }
 
     /// Copies every tensor to `device` (non-blocking where the source is pinned).
     pub fn to_device(&self, device: Device) -> TrainBatch {
-        let mv = |t: &Tensor| t.to_device_(device, t.kind(), true, false);
+        let mv = |t: &Tensor| to_device(t, device);
         TrainBatch {
             images: mv(&self.images),
             caption_ids: mv(&self.caption_ids),
-            mlm_ids: mv(&self.mlm_ids),
-            mlm_positions: mv(&self.mlm_positions),
-            mlm_targets: mv(&self.mlm_targets),
-            masked_per_sample: self.masked_per_sample.clone(),
+            masked: self.masked.as_ref().map(|m| m.to_device(device)),
             pids: mv(&self.pids),
             slices: RankSlices {
                 sizes: self.slices.sizes.clone(),
@@ -159,14 +193,15 @@ impl TrainBatch {
         let mlm_ids = ids.where_self(&selected.logical_not(), &Tensor::full_like(&ids, MASK_ID));
         let labels = Vec::<i64>::try_from(&mlm_labels.reshape([-1])).expect("i64 labels");
         let (positions, targets) = masked_positions(&labels);
-        let masked_per_sample = per_sample(&labels, l as usize);
         TrainBatch {
             images: Tensor::randn([b, 3, h, w], (Kind::Float, device)),
             caption_ids: ids,
-            mlm_ids,
-            mlm_positions: Tensor::from_slice(&positions),
-            mlm_targets: Tensor::from_slice(&targets),
-            masked_per_sample,
+            masked: Some(MaskedCaptions {
+                ids: mlm_ids,
+                positions: Tensor::from_slice(&positions),
+                targets: Tensor::from_slice(&targets),
+                per_sample: per_sample(&labels, l as usize),
+            }),
             pids: Tensor::arange(b, opts)
                 .floor_divide_scalar(2)
                 .remainder(num_classes),
@@ -182,24 +217,16 @@ mod tests {
     #[test]
     fn a_random_batch_has_the_kinds_and_pids_of_real_data() {
         let b = TrainBatch::random(6, (32, 16), 16, 2, Device::Cpu);
-        for t in [
-            &b.caption_ids,
-            &b.mlm_ids,
-            &b.mlm_positions,
-            &b.mlm_targets,
-            &b.pids,
-        ] {
+        let mc = b.masked.as_ref().expect("a random batch is masked");
+        for t in [&b.caption_ids, &mc.ids, &mc.positions, &mc.targets, &b.pids] {
             assert_eq!(t.kind(), Kind::Int64);
         }
         assert_eq!(Vec::<i64>::try_from(&b.pids).unwrap(), [0, 0, 1, 1, 0, 0]);
-        let m = b.mlm_positions.size()[0];
-        assert!(m > 0 && b.slices == RankSlices::whole(6, m));
-        let masked = b.mlm_ids.reshape([-1]).index_select(0, &b.mlm_positions);
-        let original = b
-            .caption_ids
-            .reshape([-1])
-            .index_select(0, &b.mlm_positions);
-        assert!(original.equal(&b.mlm_targets));
+        let m = mc.positions.size()[0];
+        assert!(m > 0 && m == b.masked_tokens() && b.slices == RankSlices::whole(6, m));
+        let masked = mc.ids.reshape([-1]).index_select(0, &mc.positions);
+        let original = b.caption_ids.reshape([-1]).index_select(0, &mc.positions);
+        assert!(original.equal(&mc.targets));
         assert_eq!(
             masked.eq(MASK_ID).sum(Kind::Int64).int64_value(&[]),
             m,
@@ -212,17 +239,18 @@ mod tests {
         let b = TrainBatch::random(6, (32, 16), 16, 2, Device::Cpu);
         let part = b.narrow(2, 3);
         let m = part.masked_tokens();
-        assert_eq!(part.mlm_positions.size(), [m]);
-        let masked = part
-            .mlm_ids
-            .reshape([-1])
-            .index_select(0, &part.mlm_positions);
+        let mc = part
+            .masked
+            .as_ref()
+            .expect("a part of a masked batch is masked");
+        assert_eq!(mc.positions.size(), [m]);
+        let masked = mc.ids.reshape([-1]).index_select(0, &mc.positions);
         assert_eq!(masked.eq(MASK_ID).sum(Kind::Int64).int64_value(&[]), m);
         let original = part
             .caption_ids
             .reshape([-1])
-            .index_select(0, &part.mlm_positions);
-        assert!(original.equal(&part.mlm_targets));
+            .index_select(0, &mc.positions);
+        assert!(original.equal(&mc.targets));
         let whole: i64 = (0..3).map(|s| b.narrow(s * 2, 2).masked_tokens()).sum();
         assert_eq!(whole, b.masked_tokens());
     }

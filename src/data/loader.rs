@@ -9,7 +9,7 @@
 //! draws (without decoding any image) the masks of the other ranks' samples, so that it knows the
 //! whole batch's layout (sizes, pids, masked tokens) on the host.
 use super::annotations::TrainSample;
-use super::batch::{masked_positions, per_sample, RankSlices, TrainBatch};
+use super::batch::{masked_positions, per_sample, MaskedCaptions, RankSlices, TrainBatch};
 use super::mlm::{mask_tokens, MaskRates};
 use super::sampler::Sampler;
 use super::tokenizer::Tokenizer;
@@ -273,8 +273,6 @@ fn assemble(
             .copied()
             .collect()
     };
-    let own_labels = masked_of(slice.clone());
-    let (positions, targets) = masked_positions(&own_labels);
     let pin = |t: Tensor| -> Result<Tensor> {
         match opts.pin_memory {
             Some(device) => pinned(t, device),
@@ -282,17 +280,24 @@ fn assemble(
         }
     };
     let ids = |v: &[i64]| pin(Tensor::from_slice(v).view([b, l as i64]));
-    let caption_ids = ids(&caption_ids)?;
-    let mlm_ids = match opts.mlm {
-        Some(_) => {
-            let masked: Vec<i64> = draws[slice.clone()]
+    let masked = opts
+        .mlm
+        .map(|_| -> Result<MaskedCaptions> {
+            let masked_ids: Vec<i64> = draws[slice.clone()]
                 .iter()
                 .flat_map(|(_, m)| m.as_ref().expect("masked with MLM").0.iter().copied())
                 .collect();
-            ids(&masked)?
-        }
-        None => caption_ids.shallow_clone(),
-    };
+            let labels = masked_of(slice.clone());
+            let (positions, targets) = masked_positions(&labels);
+            Ok(MaskedCaptions {
+                ids: ids(&masked_ids)?,
+                positions: pin(Tensor::from_slice(&positions))?,
+                targets: pin(Tensor::from_slice(&targets))?,
+                per_sample: per_sample(&labels, l),
+            })
+        })
+        .transpose()?;
+    let caption_ids = ids(&caption_ids)?;
     let pids_of = |idx: &[usize]| -> Vec<i64> { idx.iter().map(|&i| samples[i].pid).collect() };
     let ranks: Vec<std::ops::Range<usize>> = (0..shard.world)
         .map(|rank| Shard { rank, ..shard }.range(idx.len()))
@@ -311,13 +316,7 @@ fn assemble(
     Ok(TrainBatch {
         images: pin(Tensor::from_slice(&images).view([b, 3, h as i64, w as i64]))?,
         caption_ids,
-        mlm_ids,
-        mlm_positions: pin(Tensor::from_slice(&positions))?,
-        mlm_targets: pin(Tensor::from_slice(&targets))?,
-        masked_per_sample: match own_labels.is_empty() {
-            true => vec![0; own.len()],
-            false => per_sample(&own_labels, l),
-        },
+        masked,
         pids: pin(Tensor::from_slice(&pids_of(own)))?,
         slices,
     })

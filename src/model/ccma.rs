@@ -122,6 +122,13 @@ impl Ccma {
         super::amp::autocast(self.device, f)
     }
 
+    /// Starts both DCA stacks as the identity (`zero_init_residual`): `g_i = f_i` and `g_t = f_t`
+    /// at initialisation, instead of IRRA-style random residual branches.
+    pub fn zero_dca_residuals(&self) {
+        self.dca_image.zero_residual();
+        self.dca_text.zero_residual();
+    }
+
     /// Images [B, 3, H, W] f32 -> image tokens [B, 1 + patches, D].
     pub fn encode_image(&self, images: &Tensor) -> Tensor {
         self.amp(|| self.visual.forward(images))

@@ -77,6 +77,20 @@ impl DcaBlock {
         }
     }
 
+    /// Zeroes the last layer of both residual branches (attention's `out_proj`, the MLP's
+    /// `c_proj`, weights and biases), so that the block starts as the identity.
+    fn zero_residual(&self) {
+        tch::no_grad(|| {
+            let layers = [&self.out_proj, &self.c_proj];
+            for t in layers
+                .iter()
+                .flat_map(|l| std::iter::once(&l.ws).chain(&l.bs))
+            {
+                let _ = t.shallow_clone().zero_();
+            }
+        });
+    }
+
     /// λ = exp(λq1·λk1) − exp(λq2·λk2) + λ_init (a scalar tensor).
     pub fn lambda(&self) -> Tensor {
         let [q1, k1, q2, k2] = &self.lambda;
@@ -150,6 +164,12 @@ impl DcaStack {
                 .map(|i| DcaBlock::new(&vs / i, width, heads, lambda_init))
                 .collect(),
         }
+    }
+
+    /// Starts every block as the identity ([`DcaBlock::zero_residual`]): the stack then passes
+    /// its queries through unchanged until training moves the branches.
+    pub fn zero_residual(&self) {
+        self.blocks.iter().for_each(DcaBlock::zero_residual);
     }
 
     /// [B, Nq, D] over [B, Nk, D] -> [B, Nq, D].

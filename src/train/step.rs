@@ -174,9 +174,12 @@ impl Pass<'_> {
 
     /// The caption ids [B, L] the global text features see.
     fn global_ids(&self) -> &Tensor {
-        match self.spec.params.masked_global_captions() {
-            true => &self.batch.mlm_ids,
-            false => &self.batch.caption_ids,
+        match (
+            self.spec.params.masked_global_captions(),
+            &self.batch.masked,
+        ) {
+            (true, Some(masked)) => &masked.ids,
+            _ => &self.batch.caption_ids,
         }
     }
 
@@ -191,11 +194,14 @@ impl Pass<'_> {
                 &narrowed
             }
         };
-        let masked = self.spec.mlm().then_some(Masked {
-            ids: &part.mlm_ids,
-            positions: &part.mlm_positions,
-            labels: &part.mlm_targets,
-        });
+        let masked = match (self.spec.mlm(), &part.masked) {
+            (true, Some(m)) => Some(Masked {
+                ids: &m.ids,
+                positions: &m.positions,
+                labels: &m.targets,
+            }),
+            _ => None,
+        };
         let ids = self.global_ids().narrow(0, start, len);
         self.model
             .forward_train(&part.images, &ids, masked, self.spec.heads())
