@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The main job on the embedded default: generates SYNTH-PEDES under data/ (once), trains a small CCMA
+# The demo: generates SYNTH-PEDES under data/ (once), trains a small CCMA
 # model from scratch with configs/demo.yaml, then evaluates the best checkpoint on the test split.
 set -euo pipefail
 cd "$(dirname "$0")/.."
