@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# The demo: generates SYNTH-PEDES under data/ (once), trains a small CCMA
-# model from scratch with configs/demo.yaml, then evaluates the best checkpoint on the test split.
+# The demo: generates SYNTH-PEDES under data/ (once), trains a small CCMA model from scratch with
+# configs/demo.yaml, then evaluates the best checkpoint on the test split.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/env.sh
