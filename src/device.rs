@@ -142,6 +142,7 @@ pub fn info_lines() -> Vec<String> {
     let mut lines = vec![
         format!("ccma {}", env!("CARGO_PKG_VERSION")),
         format!("libtorch {} (built against)", libtorch_version()),
+        build_headers_line(),
     ];
     let n = tch::Cuda::device_count();
     if tch::Cuda::is_available() && n > 0 {
@@ -167,6 +168,25 @@ pub fn info_lines() -> Vec<String> {
         tch::get_num_threads()
     ));
     lines
+}
+
+/// The CUDA version libtorch was built with and the CUDA and NCCL headers the shim was compiled
+/// against (build.rs records them; they are the same CUDA, or the NCCL part is left out).
+fn build_headers_line() -> String {
+    let recorded = |v: Option<&'static str>| v.filter(|v| !v.is_empty());
+    match (
+        recorded(option_env!("CCMA_LIBTORCH_CUDA")),
+        recorded(option_env!("CCMA_SHIM_CUDA")),
+        recorded(option_env!("CCMA_SHIM_NCCL")),
+    ) {
+        (None, _, _) => "libtorch CPU build: the shim has no CUDA part".into(),
+        (Some(torch), Some(cuda), Some(nccl)) => format!(
+            "libtorch built with CUDA {torch}; shim compiled against CUDA {cuda} and NCCL {nccl} headers"
+        ),
+        (Some(torch), _, _) => format!(
+            "libtorch built with CUDA {torch}; shim compiled without NCCL (no CUDA {torch} and NCCL headers were found)"
+        ),
+    }
 }
 
 /// The libtorch version the binary runs against, as `torch.__version__` prints it.
