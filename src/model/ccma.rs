@@ -18,6 +18,31 @@ pub struct Heads {
     pub id: bool,
 }
 
+impl Heads {
+    /// These heads and those that produce the `kind` embeddings.
+    pub fn with(self, kind: Embedding) -> Heads {
+        match kind {
+            Embedding::Global => self,
+            Embedding::Dca => Heads { dca: true, ..self },
+        }
+    }
+}
+
+/// A pair of embeddings, image and text, [B, D] f32 each, that a training forward produces.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Embedding {
+    /// `f_i`, `f_t`: the global features (class token, EOT token); every forward runs them.
+    Global,
+    /// `g_i`, `g_t`: the DCA features (text-guided image, image-guided text), when the DCA heads
+    /// run.
+    Dca,
+}
+
+impl Embedding {
+    /// Every kind (a new one is added here too), in the order a step gathers and caches them.
+    pub const ALL: &'static [Embedding] = &[Embedding::Global, Embedding::Dca];
+}
+
 /// What one training forward produces for the losses (all f32).
 #[derive(Debug)]
 pub struct TrainOutputs {
@@ -38,16 +63,19 @@ pub struct TrainOutputs {
 }
 
 impl TrainOutputs {
-    /// The global features the batch-spanning terms compare, `[f_i, f_t, g_i, g_t]` (the DCA
-    /// pair when its heads ran), as shallow copies.
-    pub fn globals(&self) -> [Option<Tensor>; 4] {
-        let copy = |t: &Tensor| Some(t.shallow_clone());
-        [
-            copy(&self.f_i),
-            copy(&self.f_t),
-            self.g_i.as_ref().and_then(copy),
-            self.g_t.as_ref().and_then(copy),
-        ]
+    /// The `kind` pair `[image, text]`, [B, D] each, when the forward ran it.
+    pub fn embedding(&self, kind: Embedding) -> Option<[&Tensor; 2]> {
+        match kind {
+            Embedding::Global => Some([&self.f_i, &self.f_t]),
+            Embedding::Dca => Some([self.g_i.as_ref()?, self.g_t.as_ref()?]),
+        }
+    }
+
+    /// Every pair the forward ran, in [`Embedding::ALL`]'s order.
+    pub fn embeddings(&self) -> impl Iterator<Item = (Embedding, [&Tensor; 2])> {
+        Embedding::ALL
+            .iter()
+            .filter_map(|&kind| Some((kind, self.embedding(kind)?)))
     }
 }
 

@@ -14,6 +14,6 @@ pub mod module;
 pub mod param_groups;
 pub mod weights;
 
-pub use ccma::{Ccma, Heads, Masked, TrainOutputs};
+pub use ccma::{Ccma, Embedding, Heads, Masked, TrainOutputs};
 pub use config::ModelConfig;
 pub use module::Module;

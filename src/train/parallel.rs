@@ -9,8 +9,7 @@ use crate::data::batch::TrainBatch;
 use crate::device::read_to_host;
 use crate::dist::group::RankLost;
 use crate::dist::{Backend, Group, Launch};
-use crate::loss::{BatchFeatures, LocalShare};
-use crate::model::TrainOutputs;
+use crate::loss::{BatchFeatures, Embeddings, LocalShare};
 use anyhow::Result;
 use sha2::{Digest, Sha256};
 use std::time::Duration;
@@ -118,18 +117,21 @@ impl Ranks {
         }
     }
 
-    /// The features of the whole batch: every rank's, gathered, with this rank's rows replaced by
-    /// its own (differentiable) outputs.
+    /// The features of the whole batch: every rank's embeddings, gathered, with this rank's rows
+    /// replaced by its `own` (differentiable) ones.
     pub fn batch_features(
         &self,
-        out: &TrainOutputs,
+        own: Embeddings,
         layout: &BatchLayout,
     ) -> Result<BatchFeatures, RankLost> {
+        let pids = layout.pids.shallow_clone();
         let Some(g) = &self.group else {
-            return Ok(BatchFeatures::local(out, &layout.pids));
+            return Ok(BatchFeatures {
+                embeddings: own,
+                pids,
+            });
         };
-        let mut parts = vec![&out.f_i, &out.f_t];
-        parts.extend(out.g_i.iter().chain(out.g_t.iter()));
+        let parts: Vec<&Tensor> = own.0.iter().flat_map(|(_, pair)| pair).collect();
         let widths: Vec<i64> = parts.iter().map(|t| t.size()[1]).collect();
         let local = Tensor::cat(
             &parts
@@ -152,13 +154,11 @@ impl Ranks {
             .collect();
         let whole = Tensor::cat(&rows, 0);
         let mut cols = whole.split_with_sizes(&widths, 1).into_iter();
-        let mut next = || cols.next();
+        let mut next = || cols.next().expect("a column per embedding");
+        let pairs = own.0.iter().map(|(kind, _)| (*kind, [next(), next()]));
         Ok(BatchFeatures {
-            f_i: next().expect("f_i"),
-            f_t: next().expect("f_t"),
-            g_i: out.g_i.as_ref().and(next()),
-            g_t: out.g_t.as_ref().and(next()),
-            pids: layout.pids.shallow_clone(),
+            embeddings: Embeddings(pairs.collect()),
+            pids,
         })
     }
 

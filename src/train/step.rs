@@ -21,8 +21,8 @@ use crate::config::LossTerm;
 use crate::data::batch::TrainBatch;
 use crate::device::read_to_host;
 use crate::dist::group::RankLost;
-use crate::loss::{self, LocalShare, LossSpec};
-use crate::model::{Ccma, Heads, Masked, TrainOutputs};
+use crate::loss::{self, Embeddings, LocalShare, LossSpec};
+use crate::model::{Ccma, Embedding, Masked, TrainOutputs};
 use tch::{Kind, Tensor};
 
 /// A loss term that is not finite: the step stops before the update, so the parameters stay as
@@ -210,7 +210,9 @@ impl Pass<'_> {
     /// The whole batch in one pass.
     fn whole(&self) -> Result<Vec<(LossTerm, Tensor)>, RankLost> {
         let out = self.forward(0, self.batch.len());
-        let features = self.ranks.batch_features(&out, self.layout)?;
+        let features = self
+            .ranks
+            .batch_features(Embeddings::of(&out), self.layout)?;
         let terms = loss::compute(
             self.spec,
             &features,
@@ -232,11 +234,9 @@ impl Pass<'_> {
             .step_by(chunk as usize)
             .map(|start| (start, chunk.min(n - start)))
             .collect();
-        // 1. The global features of every chunk, without activations: leaves [n, D].
-        let heads = Heads {
-            dca: self.spec.heads().dca,
-            id: false,
-        };
+        // 1. The embeddings the batch-spanning terms read, of every chunk, without activations:
+        // leaves [n, D].
+        let heads = self.spec.batch_heads();
         let parts: Vec<TrainOutputs> = tch::no_grad(|| {
             chunks
                 .iter()
@@ -247,14 +247,13 @@ impl Pass<'_> {
                 })
                 .collect()
         });
-        let cached = GlobalFeatures::cat(&parts);
+        let cached = EmbeddingCache::cat(&parts);
         // 2. The batch-spanning terms on the whole batch, and their gradients w.r.t. the features.
-        let features = self.ranks.batch_features(&cached.outputs(), self.layout)?;
+        let features = self.ranks.batch_features(cached.leaves(), self.layout)?;
         let mut values: Vec<(LossTerm, Tensor)> = Vec::new();
         let mut spanning: Option<Tensor> = None;
         for &term in &self.spec.terms {
-            if loss::spans_batch(term) {
-                let t = loss::batch_term(term, &self.spec.params, &features);
+            if let Some(t) = loss::batch_term(term, &self.spec.params, &features) {
                 values.push((term, t.detach()));
                 spanning = Some(spanning.map_or_else(|| t.shallow_clone(), |s| s + &t));
             }
@@ -282,19 +281,21 @@ impl Pass<'_> {
                         .map_or_else(|| t.shallow_clone(), |s| s + &t),
                 );
             };
-            for (feature, grad) in out.globals().into_iter().zip(&grads) {
-                if let (Some(f), Some(g)) = (feature, grad) {
-                    add((f * g.narrow(0, start, len)).sum(Kind::Float));
+            for (kind, grad) in &grads {
+                let pair = out
+                    .embedding(*kind)
+                    .expect("the second pass runs every head of the first");
+                for (f, g) in pair.into_iter().zip(grad) {
+                    if let Some(g) = g {
+                        add((f * g.narrow(0, start, len)).sum(Kind::Float));
+                    }
                 }
             }
-            for (k, &term) in self
-                .spec
-                .terms
-                .iter()
-                .filter(|t| !loss::spans_batch(**t))
-                .enumerate()
-            {
-                let t = loss::sample_term(term, &self.spec.params, &out, &part.pids, share);
+            let sample_terms = self.spec.terms.iter().filter_map(|&term| {
+                loss::sample_term(term, &self.spec.params, &out, &part.pids, share)
+                    .map(|t| (term, t))
+            });
+            for (k, (term, t)) in sample_terms.enumerate() {
                 match sample_values.get_mut(k) {
                     Some((_, sum)) => *sum += t.detach(),
                     None => sample_values.push((term, t.detach())),
@@ -324,43 +325,43 @@ fn detached(terms: Vec<(LossTerm, Tensor)>) -> Vec<(LossTerm, Tensor)> {
     terms.into_iter().map(|(k, t)| (k, t.detach())).collect()
 }
 
-/// The global features of a batch computed without activations, as leaves that collect the
-/// gradients of the batch-spanning terms: `f_i`, `f_t` and, when the DCA heads ran, `g_i`, `g_t`,
-/// each [n, D].
-struct GlobalFeatures([Option<Tensor>; 4]);
+/// The embeddings of a batch computed without activations, by kind, as leaves that collect the
+/// gradients of the batch-spanning terms: each pair the first pass ran, [n, D] each.
+struct EmbeddingCache(Embeddings);
 
-impl GlobalFeatures {
-    /// The chunks' features, concatenated in order.
-    fn cat(parts: &[TrainOutputs]) -> GlobalFeatures {
-        let column = |i: usize| -> Option<Tensor> {
-            let pieces: Option<Vec<Tensor>> = parts
-                .iter()
-                .map(|p| p.globals().into_iter().nth(i).flatten())
-                .collect();
-            pieces.map(|p| Tensor::cat(&p, 0).detach().set_requires_grad(true))
-        };
-        GlobalFeatures([column(0), column(1), column(2), column(3)])
+impl EmbeddingCache {
+    /// The chunks' embeddings, concatenated in order.
+    fn cat(parts: &[TrainOutputs]) -> EmbeddingCache {
+        let pairs = parts[0]
+            .embeddings()
+            .map(|(kind, _)| {
+                let side = |s: usize| {
+                    let pieces: Vec<&Tensor> = parts
+                        .iter()
+                        .map(|p| p.embedding(kind).expect("every chunk runs the same heads")[s])
+                        .collect();
+                    Tensor::cat(&pieces, 0).detach().set_requires_grad(true)
+                };
+                (kind, [side(0), side(1)])
+            })
+            .collect();
+        EmbeddingCache(Embeddings(pairs))
     }
 
-    /// The features as a forward's outputs (no ID or MLM head).
-    fn outputs(&self) -> TrainOutputs {
-        let take = |i: usize| self.0[i].as_ref().map(Tensor::shallow_clone);
-        TrainOutputs {
-            f_i: take(0).expect("f_i"),
-            f_t: take(1).expect("f_t"),
-            g_i: take(2),
-            g_t: take(3),
-            id_logits_i: None,
-            id_logits_t: None,
-            mlm_logits: None,
-            mlm_labels: None,
-        }
+    /// The leaves, as shallow copies.
+    fn leaves(&self) -> Embeddings {
+        self.0.shallow_clone()
     }
 
-    /// Each feature's gradient, where a batch-spanning term reached it.
-    fn grads(&self) -> [Option<Tensor>; 4] {
+    /// Each embedding's gradients, where a batch-spanning term reached it.
+    fn grads(&self) -> Vec<(Embedding, [Option<Tensor>; 2])> {
         self.0
-            .each_ref()
-            .map(|t| t.as_ref().map(Tensor::grad).filter(Tensor::defined))
+             .0
+            .iter()
+            .map(|(kind, pair)| {
+                let grad = |t: &Tensor| Some(t.grad()).filter(Tensor::defined);
+                (*kind, [grad(&pair[0]), grad(&pair[1])])
+            })
+            .collect()
     }
 }
