@@ -17,7 +17,7 @@
 //! | 3 | [`data`] | datasets, tokenizer, transforms, MLM masking, samplers, loader |
 //! | 2 | [`config`] | the run config: typed sections, YAML and `--set` merging, validation |
 //! | 1 | [`report`], [`device`], [`dist`], [`logging`] | pictures and progress, devices, the ranks of a data-parallel run and their c10d process group, log set-up |
-//! | 0 | [`io`] | atomic writes, safetensors with metadata, `torch.save` reader, fingerprints |
+//! | 0 | [`io`], `shim` | atomic writes, safetensors with metadata, `torch.save` reader, fingerprints; the C interface of the libtorch shim in `csrc/` (c10d, autocast, matmul precision, pinning, fused Adam) |
 pub mod cli;
 pub mod config;
 pub mod data;
@@ -30,6 +30,7 @@ pub mod loss;
 pub mod model;
 pub mod report;
 pub mod retrieval;
+pub(crate) mod shim;
 pub mod train;
 
 /// A failure that was the user's input (config, arguments, data), as opposed to a runtime fault.

@@ -14,7 +14,7 @@ use super::mlm::{mask_tokens, MaskRates};
 use super::sampler::Sampler;
 use super::tokenizer::Tokenizer;
 use super::transforms::{load_rgb, Augment, ImageTransform};
-use crate::dist::ffi;
+use crate::shim;
 use anyhow::{anyhow, Context, Result};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
@@ -326,11 +326,11 @@ fn assemble(
 /// without the deprecated device argument, under a guard for that device on this thread).
 fn pinned(mut t: Tensor, device: usize) -> Result<Tensor> {
     // SAFETY: `t` is a live tensor; the shim returns a new one.
-    ffi::call(
-        |err| unsafe { ffi::ccma_pin_memory(t.as_mut_ptr().cast(), device as i32, err) },
+    shim::call(
+        |err| unsafe { shim::ccma_pin_memory(t.as_mut_ptr().cast(), device as i32, err) },
         |p| p.is_null(),
     )
-    .map(ffi::take_tensor)
+    .map(shim::take_tensor)
     .map_err(|e| anyhow!("cannot pin a batch in host memory for cuda:{device}: {e}"))
 }
 
