@@ -230,9 +230,9 @@ fn draw(
     )
 }
 
-/// Builds this process's slice of the global batch `idx`: images [B,3,H,W] f32, ids/MLM ids [B,L]
-/// i64, masked positions and their labels [M] i64, pids/image ids [B] i64, and the layout of
-/// the whole batch over the ranks.
+/// Builds this process's slice of the global batch `idx`: images [B,3,H,W] f32, caption ids and
+/// MLM-masked ids [B,L] i64, masked positions and their targets [M] i64, pids [B] i64, and the
+/// layout of the whole batch over the ranks.
 fn assemble(
     samples: &[TrainSample],
     tokens: &[Vec<i64>],
