@@ -6,8 +6,8 @@
 //!
 //! Run: `cargo bench --bench checkpoint_save`.
 use ccma::config::Config;
+use ccma::train::checkpoint::resumable_tensors;
 use ccma::train::optimizer::Optimizer;
-use ccma::train::trainer::resumable_tensors;
 use prettytable::{row, Table};
 use std::time::Instant;
 use tch::Device;

@@ -1,5 +1,5 @@
 // A C interface to libtorch's c10d: the TCP store for rendezvous and the Gloo and NCCL process
-// groups, for `src/dist/ffi.rs`. Every function catches C++ exceptions and reports them as a
+// groups, for `src/shim.rs`. Every function catches C++ exceptions and reports them as a
 // message in `*err` (free it with ccma_string_free); tensors are `at::Tensor*`, the pointers `tch`
 // uses for its tensors.
 #include "backends.hpp"

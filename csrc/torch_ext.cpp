@@ -1,4 +1,4 @@
-// What `tch` does not bind, for `src/dist/ffi.rs`: CUDA autocast through libtorch's device-typed
+// What `tch` does not bind, for `src/shim.rs`: CUDA autocast through libtorch's device-typed
 // functions, the float32 matmul precision, pinning without the deprecated device argument, and
 // libtorch's fused Adam over tensor lists. Tensors are `at::Tensor*`, the pointers `tch` uses.
 // Functions that can fail catch C++ exceptions and report them as a message in `*err` (free it

@@ -9,7 +9,7 @@
 //! |---|---|---|
 //! | 10 | `main.rs` | parse, set up logging, dispatch once, exit codes |
 //! | 9 | `cli` | flags, one file per command, printed output |
-//! | 8 | [`train`] | the trainer, its one step, how ranks exchange gradients (`parallel::Ranks::average_gradients`), optimiser, schedule, run folder, benchmark |
+//! | 8 | [`train`] | the run's start, the trainer's loop, its one step (in chunks: the exact micro-batch gradient), how ranks exchange gradients (`parallel::Ranks::average_gradients`), optimiser, schedule, run folder, benchmark |
 //! | 7 | [`factory`] | where run config, weight files and device meet to make a model |
 //! | 6 | [`retrieval`] | batched encoding, metrics protocol, top-k, galleries, feature files |
 //! | 5 | [`loss`] | the loss terms on the model's outputs |
@@ -17,7 +17,7 @@
 //! | 3 | [`data`] | datasets, tokenizer, transforms, MLM masking, samplers, loader |
 //! | 2 | [`config`] | the run config: typed sections, YAML and `--set` merging, validation |
 //! | 1 | [`report`], [`device`], [`dist`], [`logging`] | pictures and progress, devices, the ranks of a data-parallel run and their c10d process group, log set-up |
-//! | 0 | [`io`] | atomic writes, safetensors with metadata, `torch.save` reader, fingerprints |
+//! | 0 | [`io`], `shim` | atomic writes, safetensors with metadata, `torch.save` reader, fingerprints; the C interface of the libtorch shim in `csrc/` (c10d, autocast, matmul precision, pinning, fused Adam) |
 pub mod cli;
 pub mod config;
 pub mod data;
@@ -30,6 +30,7 @@ pub mod loss;
 pub mod model;
 pub mod report;
 pub mod retrieval;
+pub(crate) mod shim;
 pub mod train;
 
 /// A failure that was the user's input (config, arguments, data), as opposed to a runtime fault.

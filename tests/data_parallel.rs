@@ -16,12 +16,6 @@ use std::time::{Duration, Instant};
 const LOSS_RTOL: f64 = 1e-6;
 const PARAM_ATOL: f64 = 2e-5;
 
-fn succeeded(out: &Output, what: &str) -> String {
-    let err = String::from_utf8_lossy(&out.stderr).into_owned();
-    assert!(out.status.success(), "{what}: {err}");
-    err
-}
-
 /// The digests rank 0 logged for `epoch`, one per rank.
 fn logged_digests(run: &Path, epoch: usize) -> Vec<String> {
     let log = std::fs::read_to_string(run.join("train_log.txt")).unwrap();

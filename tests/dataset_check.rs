@@ -163,13 +163,6 @@ fn jpeg_bytes() -> Vec<u8> {
     bytes
 }
 
-fn mkfifo(path: &Path) {
-    use std::os::unix::ffi::OsStrExt;
-    let c = std::ffi::CString::new(path.as_os_str().as_bytes()).unwrap();
-    // SAFETY: a valid NUL-terminated path.
-    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o644) }, 0, "mkfifo");
-}
-
 /// A CUHK-PEDES set with one of every fault planted (see the comments), and its root.
 fn faulty_cuhk_set() -> tempfile::TempDir {
     let root = tempfile::tempdir().unwrap();

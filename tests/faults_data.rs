@@ -21,21 +21,6 @@ fn synth_stats(root: &Path, synth_ids: &str, run: fn(&[&str]) -> Output) -> Outp
     ])
 }
 
-/// Every file under `dir` with its bytes, sorted by path.
-fn snapshot(dir: &Path) -> Vec<(std::path::PathBuf, Vec<u8>)> {
-    let mut out = Vec::new();
-    for e in std::fs::read_dir(dir).unwrap() {
-        let p = e.unwrap().path();
-        if p.is_dir() {
-            out.extend(snapshot(&p));
-        } else {
-            out.push((p.clone(), std::fs::read(&p).unwrap()));
-        }
-    }
-    out.sort();
-    out
-}
-
 #[test]
 fn synth_generations_with_other_parameters_keep_each_other_and_user_files() {
     let dir = tempfile::tempdir().unwrap();

@@ -6,8 +6,8 @@
 //! bit-identically, in this layout and in the earlier per-element one.
 mod common;
 use ccma::config::Config;
+use ccma::train::checkpoint::{restore_resumable, resumable_tensors};
 use ccma::train::optimizer::Optimizer;
-use ccma::train::trainer::{restore_resumable, resumable_tensors};
 use common::*;
 use std::collections::HashMap;
 use std::path::Path;

@@ -3,7 +3,7 @@
 //! with; models that give NaN; a caption length beyond the model's positions; 16-bit PNGs
 //! (against Pillow, tests/reference/png16_ref.py). Every crafted file is made here.
 mod common;
-use common::{assert_one_line_error, reference, tiny_cuhk_config};
+use common::{assert_one_line_error, mkfifo, reference, succeeded, tiny_cuhk_config};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
@@ -41,12 +41,7 @@ fn run(dir: &Path, args: &[&str]) -> Output {
 
 fn run_ok(dir: &Path, args: &[&str]) -> Output {
     let out = run(dir, args);
-    assert!(
-        out.status.success(),
-        "ccma {}: {}",
-        args.join(" "),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    succeeded(&out, &format!("ccma {}", args.join(" ")));
     out
 }
 
@@ -82,12 +77,6 @@ fn photo(path: &Path, seed: u32) {
     })
     .save(path)
     .unwrap();
-}
-
-fn mkfifo(path: &Path) {
-    let c = std::ffi::CString::new(path.to_str().unwrap()).unwrap();
-    // SAFETY: a valid NUL-terminated path.
-    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0, "mkfifo");
 }
 
 fn link(target: impl AsRef<Path>, at: &Path) {

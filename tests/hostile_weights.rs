@@ -45,10 +45,6 @@ fn refused(out: &Output, needle: &str) {
     );
 }
 
-fn s(p: &Path) -> &str {
-    p.to_str().unwrap()
-}
-
 /// `ccma export --format irra weights <dir>/out.safetensors`: its output and the path it writes.
 fn export(weights: &Path, dir: &Path) -> (Output, PathBuf) {
     let out = dir.join("out.safetensors");

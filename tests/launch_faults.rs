@@ -9,7 +9,7 @@ mod common;
 use common::*;
 use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Child, ChildStderr, Output, Stdio};
+use std::process::{Child, ChildStderr, Stdio};
 
 /// The relative agreement of epoch losses between a resumed and an uninterrupted run.
 const LOSS_RTOL: f64 = 1e-6;
@@ -108,14 +108,6 @@ fn assert_epoch_losses_agree(resumed: &Path, whole: &Path) {
             );
         }
     }
-}
-
-fn succeeded(out: &Output, what: &str) {
-    assert!(
-        out.status.success(),
-        "{what}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
 }
 
 #[test]

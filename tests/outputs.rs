@@ -10,25 +10,6 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
-/// Every file under `dir` (relative path, content), to compare before and after a refusal.
-fn snapshot(dir: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
-    let mut files = BTreeMap::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        for entry in std::fs::read_dir(&d).unwrap().flatten() {
-            let path = entry.path();
-            match path.is_dir() {
-                true => stack.push(path),
-                false => {
-                    let rel = path.strip_prefix(dir).unwrap().to_path_buf();
-                    files.insert(rel, std::fs::read(&path).unwrap());
-                }
-            }
-        }
-    }
-    files
-}
-
 /// Asserts `args` is refused with one line containing `needle`, exit code 2, and that nothing
 /// under `dirs` changed.
 fn refused_untouched(dirs: &[&Path], args: &[&str], needle: &str) {
@@ -57,10 +38,6 @@ fn setup() -> Setup {
     let ck = dir.path().join("ck/model.safetensors");
     tiny_checkpoint(&cfg, &ck, |t| t);
     Setup { root, dir, cfg, ck }
-}
-
-fn s(p: &Path) -> &str {
-    p.to_str().unwrap()
 }
 
 #[test]

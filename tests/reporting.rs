@@ -93,10 +93,6 @@ fn results_file(run: &Path, split: &str, ending: &str) -> PathBuf {
     found.into_iter().next().unwrap()
 }
 
-fn s(p: &Path) -> &str {
-    p.to_str().unwrap()
-}
-
 const METRICS: [&str; 5] = ["R1", "R5", "R10", "mAP", "mINP"];
 
 /// The first record with the highest R@1 under `key` (`t2i` or `val_t2i`).

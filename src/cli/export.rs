@@ -46,7 +46,7 @@ pub fn run(a: ExportArgs) -> Result<()> {
     let model: Vec<(String, tch::Tensor)> = w
         .tensors
         .into_iter()
-        .filter(|(k, _)| !k.starts_with("optimizer."))
+        .filter(|(k, _)| !k.starts_with(weights::OPTIMIZER_PREFIX))
         .collect();
     let ExportFormat::Irra = a.format;
     let mut state = irra_state(model);

@@ -3,7 +3,6 @@ use super::args::{ConfigArgs, DeviceArg};
 use crate::config::{Config, LossNames, MicroBatch};
 use crate::dist::Launch;
 use crate::train::parallel::choose_backend;
-use crate::train::run_dir::RunDir;
 use crate::train::{Faults, RankFault, Start};
 use crate::UsageError;
 use anyhow::{bail, Result};
@@ -127,11 +126,7 @@ pub fn run(a: TrainArgs) -> Result<()> {
         Some(_) if a.sets_config() => bail!(UsageError(
             "--resume continues a run with the configs.yaml in its folder: only --num-epoch and --micro-batch may change it".into(),
         )),
-        Some(dir) => Start::Resume {
-            dir: dir.clone(),
-            num_epoch: a.num_epoch,
-            micro_batch: a.micro_batch,
-        },
+        Some(dir) => Start::resume(dir, a.num_epoch, a.micro_batch)?,
         None => Start::New(Box::new(a.config.resolve(None, &a.device, |o| {
             let n = &a.new_run;
             o.flag("--batch-size", "batch_size", n.batch_size, |c, v| c.data.batch_size = v)?;
@@ -153,22 +148,10 @@ pub fn run(a: TrainArgs) -> Result<()> {
         check_dist_keys(cfg, launch.is_some() || a.nproc_per_node.is_some())?;
     }
     // The images exist before a model is built (and before any rank starts).
-    match &start {
-        Start::New(cfg) => super::check::require_images(cfg)?,
-        Start::Resume { dir, .. } => super::check::require_images(&Config::from_file(
-            &crate::train::run_dir::RunDir::config_to_resume(dir)?,
-        )?)?,
-    }
+    super::check::require_images(start.config())?;
     if let Some(n) = a.nproc_per_node {
         // What every rank would refuse, refused once here, before any is started.
-        let resumed;
-        let cfg = match &start {
-            Start::New(cfg) => cfg.as_ref(),
-            Start::Resume { dir, .. } => {
-                resumed = Config::from_file(&RunDir::config_to_resume(dir)?)?;
-                &resumed
-            }
-        };
+        let cfg = start.config();
         let device = cfg.run.device.resolve_for_rank(0)?;
         super::launch::check_nproc(n, device)?;
         choose_backend(cfg, device)?;

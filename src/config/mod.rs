@@ -9,14 +9,14 @@
 //! expected.
 pub mod choices;
 mod merge;
-mod micro_batch;
+mod micro_batch_key;
 
 pub use choices::{
     DatasetName, DistBackend, GlobalCaption, LossNames, LossTerm, MatmulPrecision, OptimizerKind,
     SamplerKind, Scheduler, SplitName, WarmupMethod,
 };
 pub use merge::{edit_distance, parse_override, valid_keys};
-pub use micro_batch::MicroBatch;
+pub use micro_batch_key::MicroBatch;
 
 use crate::device::DeviceSpec;
 use crate::UsageError;

@@ -14,7 +14,7 @@ use super::mlm::{mask_tokens, MaskRates};
 use super::sampler::Sampler;
 use super::tokenizer::Tokenizer;
 use super::transforms::{load_rgb, Augment, ImageTransform};
-use crate::dist::ffi;
+use crate::shim;
 use anyhow::{anyhow, Context, Result};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
@@ -230,9 +230,9 @@ fn draw(
     )
 }
 
-/// Builds this process's slice of the global batch `idx`: images [B,3,H,W] f32, ids/MLM ids [B,L]
-/// i64, masked positions and their labels [M] i64, pids/image ids [B] i64, and the layout of
-/// the whole batch over the ranks.
+/// Builds this process's slice of the global batch `idx`: images [B,3,H,W] f32, caption ids and
+/// MLM-masked ids [B,L] i64, masked positions and their targets [M] i64, pids [B] i64, and the
+/// layout of the whole batch over the ranks.
 fn assemble(
     samples: &[TrainSample],
     tokens: &[Vec<i64>],
@@ -326,11 +326,11 @@ fn assemble(
 /// without the deprecated device argument, under a guard for that device on this thread).
 fn pinned(mut t: Tensor, device: usize) -> Result<Tensor> {
     // SAFETY: `t` is a live tensor; the shim returns a new one.
-    ffi::call(
-        |err| unsafe { ffi::ccma_pin_memory(t.as_mut_ptr().cast(), device as i32, err) },
+    shim::call(
+        |err| unsafe { shim::ccma_pin_memory(t.as_mut_ptr().cast(), device as i32, err) },
         |p| p.is_null(),
     )
-    .map(ffi::take_tensor)
+    .map(shim::take_tensor)
     .map_err(|e| anyhow!("cannot pin a batch in host memory for cuda:{device}: {e}"))
 }
 

@@ -2,7 +2,7 @@
 //! broadcast) and the rendezvous store, which also tells which rank stopped answering when a
 //! collective fails.
 use super::env::Launch;
-use super::ffi::{self, call, take_string, take_tensor};
+use crate::shim::{self, call, take_string, take_tensor};
 use crate::UsageError;
 use anyhow::{bail, Result};
 use std::ffi::{c_char, c_void, CString};
@@ -28,7 +28,7 @@ impl Backend {
     /// Whether this build can create NCCL groups (a CUDA libtorch with the NCCL headers).
     pub fn nccl_compiled() -> bool {
         // SAFETY: a constant query.
-        unsafe { ffi::ccma_nccl_compiled() != 0 }
+        unsafe { shim::ccma_nccl_compiled() != 0 }
     }
 }
 
@@ -92,7 +92,7 @@ impl Group {
             // SAFETY: valid C strings and out-pointer that outlive the call; the shim copies what
             // it keeps.
             |err| unsafe {
-                ffi::ccma_group_new(
+                shim::ccma_group_new(
                     name.as_ptr(),
                     addr.as_ptr(),
                     launch.master_port as i32,
@@ -115,12 +115,12 @@ impl Group {
         .map_err(|e| -> anyhow::Error {
             let port = launch.master_port;
             match refused {
-                ffi::REFUSED_PORT_UNAVAILABLE => UsageError(format!(
+                shim::REFUSED_PORT_UNAVAILABLE => UsageError(format!(
                     "MASTER_PORT={port}: rank 0 cannot serve the rendezvous store on it ({}): another run or program holds it; give this run a free port",
                     e.rsplit_once("message: ").map_or(e.as_str(), |(_, m)| m).trim()
                 ))
                 .into(),
-                ffi::REFUSED_OTHER_RUN => UsageError(format!(
+                shim::REFUSED_OTHER_RUN => UsageError(format!(
                     "MASTER_PORT={port} on {} is the rendezvous of another run ({e}), not of this rank {}'s ({ours}): give each run its own MASTER_PORT",
                     launch.master_addr, launch.rank
                 ))
@@ -157,7 +157,7 @@ impl Group {
         assert!(t.is_contiguous(), "all-reduce needs a contiguous tensor");
         // SAFETY: `t` is a live tensor; the shim reduces it in place.
         call(
-            |err| unsafe { ffi::ccma_all_reduce_sum(self.ptr, t.as_mut_ptr().cast(), err) },
+            |err| unsafe { shim::ccma_all_reduce_sum(self.ptr, t.as_mut_ptr().cast(), err) },
             |ok| *ok == 0,
         )
         .map(|_| ())
@@ -170,7 +170,7 @@ impl Group {
         let mut local = t.detach().contiguous();
         // SAFETY: `local` is a live tensor; the shim returns a new one.
         call(
-            |err| unsafe { ffi::ccma_all_gather(self.ptr, local.as_mut_ptr().cast(), err) },
+            |err| unsafe { shim::ccma_all_gather(self.ptr, local.as_mut_ptr().cast(), err) },
             |p| p.is_null(),
         )
         .map(take_tensor)
@@ -182,7 +182,9 @@ impl Group {
         assert!(t.is_contiguous(), "broadcast needs a contiguous tensor");
         // SAFETY: `t` is a live tensor; the shim overwrites it in place.
         call(
-            |err| unsafe { ffi::ccma_broadcast(self.ptr, t.as_mut_ptr().cast(), root as i32, err) },
+            |err| unsafe {
+                shim::ccma_broadcast(self.ptr, t.as_mut_ptr().cast(), root as i32, err)
+            },
             |ok| *ok == 0,
         )
         .map(|_| ())
@@ -194,7 +196,7 @@ impl Group {
         let (k, v) = (c_string(key), c_string(value));
         // SAFETY: valid C strings for the duration of the call.
         call(
-            |err| unsafe { ffi::ccma_store_set(self.ptr, k.as_ptr(), v.as_ptr(), err) },
+            |err| unsafe { shim::ccma_store_set(self.ptr, k.as_ptr(), v.as_ptr(), err) },
             |ok| *ok == 0,
         )
         .map(|_| ())
@@ -208,7 +210,7 @@ impl Group {
         // SAFETY: valid C string; the shim allocates `value`, taken below.
         call(
             |err| unsafe {
-                ffi::ccma_store_get(
+                shim::ccma_store_get(
                     self.ptr,
                     k.as_ptr(),
                     timeout.as_millis() as i64,
@@ -228,7 +230,7 @@ impl Group {
         let mut present = 0;
         // SAFETY: valid C string and out-pointer for the duration of the call.
         call(
-            |err| unsafe { ffi::ccma_store_check(self.ptr, k.as_ptr(), &mut present, err) },
+            |err| unsafe { shim::ccma_store_check(self.ptr, k.as_ptr(), &mut present, err) },
             |ok| *ok == 0,
         )
         .map_err(RankLost)?;
@@ -272,7 +274,7 @@ impl Drop for Group {
         if !self.failed.get() {
             // SAFETY: `ptr` came from `ccma_group_new` and is freed once (an NCCL group is shut
             // down first).
-            unsafe { ffi::ccma_group_free(self.ptr) }
+            unsafe { shim::ccma_group_free(self.ptr) }
         }
     }
 }

@@ -6,7 +6,7 @@
 //! `tch::autocast` calls the device-less `is_enabled` / `set_enabled`, deprecated in libtorch
 //! 2.11 and warning on every call, and leaves the type at libtorch's default, fp16, which needs
 //! loss scaling. Autocast state is thread-local; a region restores what it found.
-use crate::dist::ffi;
+use crate::shim;
 use anyhow::{anyhow, Result};
 use std::ffi::{c_int, CString};
 use std::sync::OnceLock;
@@ -27,7 +27,7 @@ fn scalar_type(kind: Kind) -> c_int {
 /// one of the candidates).
 pub fn cuda_autocast() -> (bool, Option<Kind>) {
     // SAFETY: reads thread-local state.
-    let state = unsafe { ffi::ccma_autocast_cuda_state() };
+    let state = unsafe { shim::ccma_autocast_cuda_state() };
     let code = state >> 8;
     let kind = SCALAR_TYPES
         .iter()
@@ -42,7 +42,7 @@ struct Region(c_int);
 impl Drop for Region {
     fn drop(&mut self) {
         // SAFETY: `self.0` is what `ccma_autocast_cuda_enter` returned on this thread.
-        unsafe { ffi::ccma_autocast_cuda_exit(self.0) }
+        unsafe { shim::ccma_autocast_cuda_exit(self.0) }
     }
 }
 
@@ -54,7 +54,7 @@ pub fn autocast<T>(device: Device, f: impl FnOnce() -> T) -> T {
         return f();
     }
     // SAFETY: changes thread-local autocast state, restored by `Region`.
-    let previous = unsafe { ffi::ccma_autocast_cuda_enter(scalar_type(Kind::BFloat16)) };
+    let previous = unsafe { shim::ccma_autocast_cuda_enter(scalar_type(Kind::BFloat16)) };
     if previous < 0 {
         static WARNED: OnceLock<()> = OnceLock::new();
         WARNED.get_or_init(|| tracing::warn!("libtorch refuses bf16 autocast: running in fp32"));
@@ -71,7 +71,7 @@ impl Drop for Restore {
     fn drop(&mut self) {
         if self.0 {
             // SAFETY: thread-local state, switched off by `full_precision` on this thread.
-            unsafe { ffi::ccma_autocast_cuda_set_enabled(1) };
+            unsafe { shim::ccma_autocast_cuda_set_enabled(1) };
         }
     }
 }
@@ -81,7 +81,7 @@ impl Drop for Restore {
 /// Outside a region it is `f()`.
 pub fn full_precision<T>(f: impl FnOnce() -> T) -> T {
     // SAFETY: thread-local state; switched back on below where it was on.
-    let _back = Restore(unsafe { ffi::ccma_autocast_cuda_set_enabled(0) } != 0);
+    let _back = Restore(unsafe { shim::ccma_autocast_cuda_set_enabled(0) } != 0);
     f()
 }
 
@@ -106,7 +106,7 @@ pub fn set_cuda_matmul_precision(precision: &str, device: Device) -> Result<()> 
 /// libtorch's float32 matmul precision: `highest`, `high` or `medium`.
 pub fn float32_matmul_precision() -> &'static str {
     // SAFETY: reads a process-wide setting.
-    match unsafe { ffi::ccma_float32_matmul_precision() } {
+    match unsafe { shim::ccma_float32_matmul_precision() } {
         0 => "highest",
         1 => "high",
         _ => "medium",
@@ -118,8 +118,8 @@ pub fn float32_matmul_precision() -> &'static str {
 fn set_float32_matmul_precision(precision: &str) -> Result<()> {
     let p = CString::new(precision).map_err(|_| anyhow!("matmul precision {precision:?}"))?;
     // SAFETY: a valid C string for the duration of the call.
-    ffi::call(
-        |err| unsafe { ffi::ccma_set_float32_matmul_precision(p.as_ptr(), err) },
+    shim::call(
+        |err| unsafe { shim::ccma_set_float32_matmul_precision(p.as_ptr(), err) },
         |ok| *ok == 0,
     )
     .map_err(|e| anyhow!("matmul precision {precision:?}: {e}"))?;

@@ -1,8 +1,13 @@
-//! The network: CLIP's two encoders, IRRA's cross-modal MLM branch, CCMA's differential
-//! cross-modal attention, assembled in [`Ccma`]; its sizes ([`ModelConfig`]); its top-level
-//! modules ([`Module`]) and the parameter-group rule that reads them; weight readers.
+//! The network: CLIP's two encoders ([`clip`], on the blocks of [`layers`]), IRRA's cross-modal
+//! MLM branch ([`cross_modal`]), CCMA's differential cross-modal attention ([`dca`]), assembled
+//! in [`Ccma`]; its sizes ([`ModelConfig`]); its top-level modules ([`Module`]) and the
+//! parameter-group rule that reads them; mixed precision ([`amp`]); weight readers ([`weights`]).
 //!
-//! Knows no run configuration and no data: it is built from a [`ModelConfig`] and fed tensors.
+//! Knows no data and no batch type: it is built from a [`ModelConfig`] and fed tensors. Of the
+//! run configuration it uses two things: [`ModelConfig::validate`] checks sizes read from a file
+//! by the run config's own rule (`ModelSection::validate_sizes`, under the keys' names), and the
+//! weight readers take the attention heads of a run folder's checkpoint from the `configs.yaml`
+//! beside it.
 pub mod amp;
 pub mod ccma;
 pub mod clip;

@@ -127,7 +127,7 @@ pub fn run(opts: &BenchOptions, ranks: &Ranks) -> Result<BenchResult> {
         None
     };
     let fixed = TrainBatch::random(b, size, l, NUM_CLASSES, device);
-    let chunk = super::micro_batch::resolve(opts.micro_batch, opts.batch_size, device, |c| {
+    let chunk = super::chunk_size::resolve(opts.micro_batch, opts.batch_size, device, |c| {
         Ok(super::step::probe(&model, &mut opt, &fixed, &spec, c)?)
     })?;
     let mut batches = loader.as_ref().map(|l| l.epoch(1, 0));

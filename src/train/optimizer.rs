@@ -20,8 +20,8 @@
 //! ([`Optimizer::state_tensors`]); a state of the earlier layout, with a learning-rate multiplier
 //! and weight decay per element, still loads.
 use crate::config::{OptimSection, OptimizerKind};
-use crate::dist::ffi;
 use crate::model::param_groups::{param_group, ParamGroup, RateGroup};
+use crate::shim;
 use anyhow::{anyhow, bail, Result};
 use rayon::prelude::*;
 use std::collections::HashMap;
@@ -386,9 +386,9 @@ impl Optimizer {
         let step = step_count.as_mut_ptr().cast();
         // SAFETY: four lists of `n` live tensors and one step tensor, all alive until the call
         // returns; the shim only borrows them.
-        ffi::call(
+        shim::call(
             |err| unsafe {
-                ffi::ccma_fused_adam(
+                shim::ccma_fused_adam(
                     ptrs[0].as_mut_ptr(),
                     ptrs[1].as_mut_ptr(),
                     ptrs[2].as_mut_ptr(),

@@ -10,7 +10,8 @@
 //! together with the chunk's own per-sample terms (ID, MLM). The parameter gradient is the whole
 //! batch's, for one extra forward pass, with activations held for one chunk at a time. Nothing in
 //! the forward draws randomness (augmentation and masking are the loader's, dropout is refused),
-//! so both passes see the same features.
+//! so both passes see the same features. This is the exact micro-batch gradient of the
+//! `micro_batch` key, whose chunk size for a rank [`super::chunk_size`] resolves.
 //!
 //! The step reads one value back from its device: the loss terms (and the ranks' stop flag), as
 //! one tensor, once backward is queued and before the update. Everything else it needs about the

@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 pub mod serve;
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 
@@ -40,13 +41,47 @@ pub fn ccma(args: &[&str]) -> Output {
 /// Runs the `ccma` binary and asserts it succeeded (showing its stderr when not).
 pub fn ccma_ok(args: &[&str]) -> Output {
     let out = ccma(args);
-    assert!(
-        out.status.success(),
-        "ccma {}: {}",
-        args.join(" "),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    succeeded(&out, &format!("ccma {}", args.join(" ")));
     out
+}
+
+/// Asserts that the process `what` succeeded, showing its stderr when not; its stderr.
+pub fn succeeded(out: &Output, what: &str) -> String {
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(out.status.success(), "{what}: {err}");
+    err
+}
+
+/// `p` as text (the tests' paths are UTF-8), for a command line.
+pub fn s(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+/// Makes a FIFO at `path`: named like a file, it blocks a reader until something writes.
+pub fn mkfifo(path: &Path) {
+    use std::os::unix::ffi::OsStrExt;
+    let c = std::ffi::CString::new(path.as_os_str().as_bytes()).unwrap();
+    // SAFETY: a valid NUL-terminated path.
+    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0, "mkfifo");
+}
+
+/// Every file under `dir` (path relative to `dir`, content), to compare before and after.
+pub fn snapshot(dir: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
+    let mut files = BTreeMap::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for entry in std::fs::read_dir(&d).unwrap().flatten() {
+            let path = entry.path();
+            match path.is_dir() {
+                true => stack.push(path),
+                false => {
+                    let rel = path.strip_prefix(dir).unwrap().to_path_buf();
+                    files.insert(rel, std::fs::read(&path).unwrap());
+                }
+            }
+        }
+    }
+    files
 }
 
 /// Runs the `ccma` binary, asserts it succeeded, and parses its stdout as JSON.

@@ -204,12 +204,6 @@ fn assert_same_losses(a: &Path, b: &Path) {
     }
 }
 
-fn trained(out: std::process::Output) -> String {
-    let err = String::from_utf8_lossy(&out.stderr).into_owned();
-    assert!(out.status.success(), "{err}");
-    err
-}
-
 #[test]
 fn training_in_chunks_records_the_one_pass_losses_and_resumes_bit_identically() {
     let dir = tempfile::tempdir().unwrap();
@@ -220,8 +214,8 @@ fn training_in_chunks_records_the_one_pass_losses_and_resumes_bit_identically() 
         cmd.output().unwrap()
     };
     let (one, chunked) = (dir.path().join("one"), dir.path().join("chunked"));
-    trained(run("one", &[], &[]));
-    let log = trained(run("chunked", &["--micro-batch", "3"], &[]));
+    succeeded(&run("one", &[], &[]), "train");
+    let log = succeeded(&run("chunked", &["--micro-batch", "3"], &[]), "train");
     assert!(
         log.contains("micro_batch 3: every step passes this rank's 16 samples in 6 chunks"),
         "{log}"
@@ -240,7 +234,7 @@ fn training_in_chunks_records_the_one_pass_losses_and_resumes_bit_identically() 
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    trained(resume(&again, &[]));
+    succeeded(&resume(&again, &[]), "resume");
     assert_eq!(metrics(&chunked)[1]["loss"], metrics(&again)[1]["loss"]);
     assert_eq!(
         std::fs::read(chunked.join("best.safetensors")).unwrap(),
@@ -250,7 +244,7 @@ fn training_in_chunks_records_the_one_pass_losses_and_resumes_bit_identically() 
     let switched = dir.path().join("switched");
     let out = run("switched", &[], &[("CCMA_INTERRUPT_AT_STEP", "4")]);
     assert_eq!(out.status.code(), Some(130));
-    let log = trained(resume(&switched, &["--micro-batch", "5"]));
+    let log = succeeded(&resume(&switched, &["--micro-batch", "5"]), "resume");
     assert!(log.contains("micro_batch none -> 5"), "{log}");
     assert_same_losses(&one, &switched);
     let saved = std::fs::read_to_string(switched.join("configs.yaml")).unwrap();
@@ -295,7 +289,7 @@ fn micro_batch_settings_that_cannot_act_are_refused_and_a_large_one_is_one_pass(
     let out = train_command(&cfg, &dir.path().join("large"), &["--micro-batch", "16"])
         .output()
         .unwrap();
-    let log = trained(out);
+    let log = succeeded(&out, "train");
     assert!(
         log.contains("micro_batch 16 is at least this rank's 16 samples: every step is one pass"),
         "{log}"

@@ -1,4 +1,6 @@
-//! Samples per pass of a training step (`micro_batch`): the setting resolved for one rank.
+//! The chunk size of a training step: the `micro_batch` setting resolved to samples per pass for
+//! one rank (`auto` measured on the card). The step in chunks, with the whole batch's exact
+//! gradient, is [`super::step`].
 use crate::config::MicroBatch;
 use crate::UsageError;
 use anyhow::{bail, Result};

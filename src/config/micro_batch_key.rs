@@ -1,4 +1,6 @@
-//! The `micro_batch` key: in how many passes a training step computes its batch.
+//! The `micro_batch` key's value: in how many passes a training step computes its batch. The
+//! trainer resolves it to a chunk size (`train/chunk_size.rs`); the step in chunks is
+//! `train/step.rs`.
 use super::choices::INVALID;
 
 /// Samples per pass of a training step (`micro_batch`): a number N (chunks of N, the last one

@@ -1,7 +1,8 @@
-//! The C interface of the shim in `csrc/`: c10d (`c10d.cpp`) and what `tch` does not bind
-//! (`torch_ext.cpp`: CUDA autocast, matmul precision, pinning, fused Adam). Tensors cross as
-//! `tch`'s `at::Tensor` pointers; a failed call returns null or 0 and leaves a `malloc`ed message
-//! in `err`.
+//! The C interface of the shim in `csrc/`: c10d (`c10d.cpp`, for the process groups of
+//! [`crate::dist`]) and what `tch` does not bind (`torch_ext.cpp`: CUDA autocast and matmul
+//! precision for [`crate::model::amp`], pinning for [`crate::data::loader`], fused Adam for
+//! [`crate::train::optimizer`]). Tensors cross as `tch`'s `at::Tensor` pointers; a failed call
+//! returns null or 0 and leaves a `malloc`ed message in `err`.
 use std::ffi::{c_char, c_int, c_void};
 use tch::Tensor;
 
