@@ -729,7 +729,10 @@ mod tests {
         assert_eq!(Config::default().data.synth_seed, 1);
         assert_eq!(set(&[("synth_seed", "7")]).unwrap().data.synth_seed, 7);
         let e = err("synth_seed: -1");
-        assert!(e.contains("`synth_seed`: integer `-1`, expected u64"), "{e}");
+        assert!(
+            e.contains("`synth_seed`: integer `-1`, expected u64"),
+            "{e}"
+        );
         let e = err(&format!("synth_seed: {}", MAX_SYNTH_SEED + 1));
         assert!(
             e.contains("invalid value for `synth_seed`: 9007199254740992 (expected a whole number from 0 to 9007199254740991"),
