@@ -87,12 +87,38 @@ fn flags_and_set_are_checked_too() {
     assert_eq!(code, 2);
     assert!(
         err.contains("--dataset")
-            && err.contains("(expected one of CUHK-PEDES, ICFG-PEDES, RSTPReid, SYNTH-PEDES)"),
+            && err.contains("(expected one of CUHK-PEDES, ICFG-PEDES, RSTPReid, TOY-PEDES)"),
         "{err}"
     );
     let (code, _, err) = ccma(&["train", "--loss-names", "sdm+triplet"]);
     assert_eq!(code, 2);
     assert!(err.contains("unknown loss \"triplet\""), "{err}");
+}
+
+/// SYNTH-PEDES, the generated set's name in earlier releases, is PLIP's pre-training set: a new
+/// config that names it is refused, however it is given, naming TOY-PEDES.
+#[test]
+fn synth_pedes_is_refused_naming_toy_pedes() {
+    let why = "\"SYNTH-PEDES\" is PLIP's 4.7M-image person pre-training set";
+    let now = "is now called TOY-PEDES";
+    for args in [
+        &["train", "--dataset", "SYNTH-PEDES"][..],
+        &["train", "--set", "dataset_name=SYNTH-PEDES"],
+        &["stats", "--dataset", "SYNTH-PEDES"],
+    ] {
+        let (code, _, err) = ccma(args);
+        assert_eq!(code, 2, "{args:?}: {err}");
+        let first = err.lines().next().unwrap_or_default();
+        assert!(
+            first.contains(why) && first.contains(now),
+            "{args:?}: {err}"
+        );
+    }
+    let e = config_error("dataset_name: SYNTH-PEDES\n");
+    assert!(
+        e.contains("invalid value for `dataset_name`: ") && e.contains(why) && e.contains(now),
+        "{e}"
+    );
 }
 
 #[test]
@@ -137,7 +163,7 @@ fn a_backbone_without_weights_is_refused_before_any_work() {
     let (code, _, err) = ccma(&[
         "train",
         "--dataset",
-        "SYNTH-PEDES",
+        "TOY-PEDES",
         "--root-dir",
         root.to_str().unwrap(),
     ]);
@@ -156,7 +182,7 @@ fn a_backbone_without_weights_is_refused_before_any_work() {
 fn a_set_that_would_have_no_effect_is_refused() {
     refused(
         &["stats", "--set", "lr=1e-3"],
-        "--set lr: `ccma stats` does not use `lr` (it uses dataset_name, root_dir, synth_ids, seed)",
+        "--set lr: `ccma stats` does not use `lr` (it uses dataset_name, root_dir, synth_ids, synth_seed)",
     );
     refused(
         &[
@@ -441,7 +467,7 @@ fn out_of_range_values_are_refused_by_name() {
 }
 
 /// CCMA's README commands, `python train.py` / `python test.py` replaced by `ccma train` /
-/// `ccma test`, on SYNTH-PEDES at the demo's sizes (one epoch, 40 identities).
+/// `ccma test`, on TOY-PEDES at the demo's sizes (one epoch, 40 identities).
 #[test]
 fn ccmas_readme_commands_run_as_written() {
     let dir = tempfile::tempdir().unwrap();
@@ -465,7 +491,7 @@ fn ccmas_readme_commands_run_as_written() {
         "--loss_names",
         "imal",
         "--dataset_name",
-        "SYNTH-PEDES",
+        "TOY-PEDES",
         "--root_dir",
         data.to_str().unwrap(),
         "--num_epoch",
@@ -492,7 +518,7 @@ fn ccmas_readme_commands_run_as_written() {
             .unwrap();
         assert_eq!(step % 2, 0, "{line}");
     }
-    let runs: Vec<_> = std::fs::read_dir(logs.join("SYNTH-PEDES"))
+    let runs: Vec<_> = std::fs::read_dir(logs.join("TOY-PEDES"))
         .unwrap()
         .map(|e| e.unwrap().path())
         .collect();

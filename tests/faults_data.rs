@@ -1,4 +1,4 @@
-//! Data faults through the binary: SYNTH-PEDES generations that never touch what they did not
+//! Data faults through the binary: TOY-PEDES generations that never touch what they did not
 //! write, image links out of the dataset, annotation encodings, a misspelt test split, ties in the
 //! protocol, and a checkpoint whose features are not finite.
 mod common;
@@ -7,13 +7,13 @@ use std::path::Path;
 use std::process::Output;
 use tch::{Kind, Tensor};
 
-/// `ccma stats` of SYNTH-PEDES under `root` with `synth_ids` (and the default seed 1), run by
+/// `ccma stats` of TOY-PEDES under `root` with `synth_ids` (and the default synth_seed 1), run by
 /// `run` ([`ccma`] or [`ccma_ok`]).
 fn synth_stats(root: &Path, synth_ids: &str, run: fn(&[&str]) -> Output) -> Output {
     run(&[
         "stats",
         "--dataset",
-        "SYNTH-PEDES",
+        "TOY-PEDES",
         "--root-dir",
         root.to_str().unwrap(),
         "--set",
@@ -26,7 +26,7 @@ fn synth_generations_with_other_parameters_keep_each_other_and_user_files() {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path().join("data");
     let out = synth_stats(&root, "[4, 1, 2]", ccma_ok);
-    let first = root.join("SYNTH-PEDES-4-1-2-s1");
+    let first = root.join("TOY-PEDES-4-1-2-s1");
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(
         text.contains(first.to_str().unwrap()) && text.contains("| train | 4 "),
@@ -38,7 +38,7 @@ fn synth_generations_with_other_parameters_keep_each_other_and_user_files() {
     let out = synth_stats(&root, "[3, 1, 2]", ccma_ok);
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(
-        text.contains("SYNTH-PEDES-3-1-2-s1") && text.contains("| train | 3 "),
+        text.contains("TOY-PEDES-3-1-2-s1") && text.contains("| train | 3 "),
         "{text}"
     );
     assert_eq!(
@@ -56,20 +56,20 @@ fn synth_generations_with_other_parameters_keep_each_other_and_user_files() {
     names.sort();
     assert_eq!(
         names,
-        ["SYNTH-PEDES-3-1-2-s1", "SYNTH-PEDES-4-1-2-s1"],
+        ["TOY-PEDES-3-1-2-s1", "TOY-PEDES-4-1-2-s1"],
         "no partial folder is left"
     );
 }
 
-/// Runs `ccma stats` on `<root>/SYNTH-PEDES` with the default parameters; asserts one error line
+/// Runs `ccma stats` on `<root>/TOY-PEDES` with the default parameters; asserts one error line
 /// containing `needle` and the folder unchanged.
 fn assert_refused_untouched(root: &Path, needle: &str) {
-    let folder = root.join("SYNTH-PEDES");
+    let folder = root.join("TOY-PEDES");
     let before = snapshot(&folder);
     let out = ccma(&[
         "stats",
         "--dataset",
-        "SYNTH-PEDES",
+        "TOY-PEDES",
         "--root-dir",
         root.to_str().unwrap(),
     ]);
@@ -82,7 +82,7 @@ fn assert_refused_untouched(root: &Path, needle: &str) {
 fn a_synth_folder_without_a_matching_record_is_refused_untouched() {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path();
-    let folder = root.join("SYNTH-PEDES");
+    let folder = root.join("TOY-PEDES");
     std::fs::create_dir_all(folder.join("imgs")).unwrap();
     std::fs::write(folder.join("reid_raw.json"), b"[]").unwrap();
     std::fs::write(folder.join("thesis.tex"), b"years of work").unwrap();
@@ -96,12 +96,12 @@ fn a_synth_folder_without_a_matching_record_is_refused_untouched() {
     // A generation of other parameters where the default one belongs (as older versions wrote).
     std::fs::write(
         folder.join("synth_params.json"),
-        br#"{"generator":1,"ids":[120,10,30],"seed":3}"#,
+        br#"{"generator":1,"ids":[120,10,30],"synth_seed":3}"#,
     )
     .unwrap();
     assert_refused_untouched(
         root,
-        "holds a SYNTH-PEDES generated with synth_ids [120,10,30] and seed 3",
+        "holds a TOY-PEDES generated with synth_ids [120,10,30] and synth_seed 3",
     );
 }
 

@@ -26,7 +26,7 @@ fn paper_config_at_full_size_trains_a_step_and_evaluates() {
         "--config",
         config,
         "--dataset",
-        "SYNTH-PEDES",
+        "TOY-PEDES",
         "--root-dir",
         data.to_str().unwrap(),
         "--set",

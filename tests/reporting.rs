@@ -10,12 +10,12 @@ use std::sync::OnceLock;
 
 /// A small from-scratch model (the one `tests/train_e2e.rs` trains) on 60 / 20 / 20 generated
 /// identities in `<root>/data`, choosing its best epoch on the validation split, at learning rate
-/// `lr`; `extra` YAML lines after the rest.
+/// `lr`, one generated set (`synth_seed` 3) whatever the `seed`; `extra` YAML lines after the rest.
 fn write_config(root: &Path, name: &str, seed: u64, lr: &str, extra: &str) -> PathBuf {
     let cfg = format!(
-        "dataset_name: SYNTH-PEDES\nroot_dir: {data}\nsynth_ids: [60, 20, 20]\n{MODEL_32}\
+        "dataset_name: TOY-PEDES\nroot_dir: {data}\nsynth_ids: [60, 20, 20]\n{MODEL_32}\
          batch_size: 32\ntest_batch_size: 128\nlr: {lr}\n{SCRATCH_RECIPE}\
-         val_dataset: val\nname: {name}\nseed: {seed}\n{extra}",
+         val_dataset: val\nname: {name}\nseed: {seed}\nsynth_seed: 3\n{extra}",
         data = root.join("data").display()
     );
     let path = root.join(format!("{name}.yaml"));
@@ -24,12 +24,15 @@ fn write_config(root: &Path, name: &str, seed: u64, lr: &str, extra: &str) -> Pa
 }
 
 /// The trained runs the tests share: `a`, `c`, `d` differ only in `seed` (3, 4, 5; 4 epochs each),
-/// `b` is `a` with another learning rate and 2 epochs. `ccma test` has run on `a`, `b` and `c`.
+/// `b` is `a` with another learning rate and 2 epochs. `ccma test` has run on `a`, `b` and `c`,
+/// and on a copy of `a`'s best checkpoint in `elsewhere` with another generated set
+/// (`synth_seed` 4): other test queries.
 struct Runs {
     a: PathBuf,
     b: PathBuf,
     c: PathBuf,
     d: PathBuf,
+    elsewhere: PathBuf,
 }
 
 fn runs() -> &'static Runs {
@@ -56,6 +59,7 @@ fn runs() -> &'static Runs {
             b: train("b", 3, "5.0e-4", "num_epoch: 2\n"),
             c: train("c", 4, "2.0e-3", "num_epoch: 4\n"),
             d: train("d", 5, "2.0e-3", "num_epoch: 4\n"),
+            elsewhere: root.join("elsewhere"),
         };
         for run in [&runs.a, &runs.b, &runs.c] {
             ccma_ok(&[
@@ -64,6 +68,18 @@ fn runs() -> &'static Runs {
                 run.join("configs.yaml").to_str().unwrap(),
             ]);
         }
+        std::fs::create_dir(&runs.elsewhere).unwrap();
+        let copy = runs.elsewhere.join("best.safetensors");
+        std::fs::copy(runs.a.join("best.safetensors"), &copy).unwrap();
+        ccma_ok(&[
+            "test",
+            "--config",
+            runs.a.join("configs.yaml").to_str().unwrap(),
+            "--checkpoint",
+            copy.to_str().unwrap(),
+            "--set",
+            "synth_seed=4",
+        ]);
         runs
     })
 }
@@ -300,9 +316,11 @@ fn compare_agrees_with_a_numpy_paired_bootstrap() {
 
 #[test]
 fn compare_refuses_other_queries_and_says_what_to_run() {
-    let Runs { a, c, d, .. } = runs();
-    // Seed 4 generates another SYNTH-PEDES: other test queries.
-    let out = ccma(&["compare", s(a), s(c)]);
+    let Runs {
+        a, d, elsewhere, ..
+    } = runs();
+    // synth_seed 4 generates another TOY-PEDES: other test queries.
+    let out = ccma(&["compare", s(a), s(elsewhere)]);
     assert_one_line_error(&out, "hold different query sets");
     assert_eq!(out.status.code(), Some(2));
     let out = ccma(&["compare", s(a), s(d)]);
@@ -327,7 +345,7 @@ fn compare_refuses_other_queries_and_says_what_to_run() {
 
 #[test]
 fn summarize_of_three_seeds_equals_numpy() {
-    let Runs { a, b, c, d } = runs();
+    let Runs { a, b, c, d, .. } = runs();
     let out = ccma_json(&["summarize", s(a), s(c), s(d), s(b), "--json"]);
     let groups = out["groups"].as_array().unwrap();
     assert_eq!(groups.len(), 2, "{out}");

@@ -264,7 +264,7 @@ fn run_browser_agrees_with_ccma_test(dir: &Path, run: &Path) {
             "{key}: {share} vs {test}"
         );
     }
-    let gallery_size = captions.len() / 2; // SYNTH-PEDES writes two captions per image
+    let gallery_size = captions.len() / 2; // TOY-PEDES writes two captions per image
     for q in queries {
         let i = q["query"].as_u64().unwrap() as usize;
         assert_eq!(q["caption"], captions[i].0.as_str());

@@ -1,4 +1,4 @@
-//! `ccma train` / `ccma test` end to end on a small generated SYNTH-PEDES: the run folder, that it
+//! `ccma train` / `ccma test` end to end on a small generated TOY-PEDES: the run folder, that it
 //! learns, bit-identical resumption, and the faults (NaN loss, Ctrl-C, SIGKILL, a checkpoint write
 //! that fails on a full or read-only folder, an image that turns corrupt between epochs).
 mod common;
@@ -6,14 +6,14 @@ use common::*;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-/// A small from-scratch model on 120 / 10 / 30 identities (seed 3: generated into
-/// `data/SYNTH-PEDES-120-10-30-s3`), 64x32 images, clean global captions and every loss term but
+/// A small from-scratch model on 120 / 10 / 30 identities (synth_seed 3: generated into
+/// `data/TOY-PEDES-120-10-30-s3`; seed 3), 64x32 images, clean global captions and every loss term but
 /// IMAL: this 32-wide model barely learns in 6 epochs with IMAL's DCA stacks at IRRA's
 /// initialisation, and IMAL at full size is run by `tests/full_size.rs` (and the demo).
 fn write_config(dir: &Path, epochs: usize) -> PathBuf {
     let cfg = format!(
-        "dataset_name: SYNTH-PEDES\nroot_dir: {root}\nsynth_ids: [120, 10, 30]\n{MODEL_32}\
-         batch_size: 32\ntest_batch_size: 128\nnum_epoch: {epochs}\nlr: 2.0e-3\n{SCRATCH_RECIPE}seed: 3\n",
+        "dataset_name: TOY-PEDES\nroot_dir: {root}\nsynth_ids: [120, 10, 30]\n{MODEL_32}\
+         batch_size: 32\ntest_batch_size: 128\nnum_epoch: {epochs}\nlr: 2.0e-3\n{SCRATCH_RECIPE}seed: 3\nsynth_seed: 3\n",
         root = dir.join("data").display()
     );
     let path = dir.join("cfg.yaml");
@@ -111,7 +111,7 @@ fn trains_learns_writes_the_run_folder_and_tests() {
     assert!(t["i2t"]["R1"].as_f64().is_some());
     let results = std::fs::read_dir(&run).unwrap().flatten().filter(|e| {
         let name = e.file_name().to_string_lossy().into_owned();
-        name.starts_with("test_results.best.SYNTH-PEDES.") && name.ends_with(".json")
+        name.starts_with("test_results.best.TOY-PEDES.") && name.ends_with(".json")
     });
     assert_eq!(results.count(), 1, "one test_results file for the one test");
 
@@ -129,7 +129,7 @@ fn trains_learns_writes_the_run_folder_and_tests() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert_eq!(std::fs::read_dir(run.join("visualize")).unwrap().count(), 3);
-    let gallery = dir.path().join("data/SYNTH-PEDES-120-10-30-s3/imgs/synth");
+    let gallery = dir.path().join("data/TOY-PEDES-120-10-30-s3/imgs/synth");
     let sheet = dir.path().join("sheet.png");
     let search = || {
         ccma(&[
@@ -264,13 +264,13 @@ fn checkpoint_alone_then_embed_rank_and_search(dir: &Path, run: &Path, best: f64
         "--checkpoint",
         ck.to_str().unwrap(),
         "--dataset",
-        "SYNTH-PEDES",
+        "TOY-PEDES",
         "--root-dir",
         data.to_str().unwrap(),
         "--set",
         "synth_ids=[120, 10, 30]",
         "--set",
-        "seed=3",
+        "synth_seed=3",
         "--set",
         "img_size=[64, 32]",
         "--set",
@@ -284,7 +284,7 @@ fn checkpoint_alone_then_embed_rank_and_search(dir: &Path, run: &Path, best: f64
 
     // The test split as ccma reads it: images in annotation order, every caption of each.
     let ann: Vec<serde_json::Value> = serde_json::from_str(
-        &std::fs::read_to_string(data.join("SYNTH-PEDES-120-10-30-s3/reid_raw.json")).unwrap(),
+        &std::fs::read_to_string(data.join("TOY-PEDES-120-10-30-s3/reid_raw.json")).unwrap(),
     )
     .unwrap();
     let (mut images, mut image_pids, mut captions, mut caption_pids) =
@@ -292,7 +292,7 @@ fn checkpoint_alone_then_embed_rank_and_search(dir: &Path, run: &Path, best: f64
     for e in ann.iter().filter(|e| e["split"] == "test") {
         let pid = e["id"].as_i64().unwrap().to_string();
         images.push(
-            data.join("SYNTH-PEDES-120-10-30-s3/imgs")
+            data.join("TOY-PEDES-120-10-30-s3/imgs")
                 .join(e["file_path"].as_str().unwrap()),
         );
         image_pids.push(pid.clone());
@@ -728,7 +728,7 @@ fn image_corrupt_between_epochs_stops_with_its_name_and_resumes_once_fixed() {
     let child = train_past_epoch_1(&cfg, &run);
     // After epoch 1: every image turns into a JPEG marker followed by junk.
     let images: Vec<(PathBuf, Vec<u8>)> =
-        std::fs::read_dir(dir.path().join("data/SYNTH-PEDES-120-10-30-s3/imgs/synth"))
+        std::fs::read_dir(dir.path().join("data/TOY-PEDES-120-10-30-s3/imgs/synth"))
             .unwrap()
             .map(|e| {
                 let p = e.unwrap().path();

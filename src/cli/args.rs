@@ -31,7 +31,7 @@ pub struct ConfigArgs {
     /// `ccma test` also takes it as IRRA's `--config_file`.
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
-    /// Dataset: CUHK-PEDES, ICFG-PEDES, RSTPReid or SYNTH-PEDES (key `dataset_name`).
+    /// Dataset: CUHK-PEDES, ICFG-PEDES, RSTPReid or TOY-PEDES (key `dataset_name`).
     #[arg(long, value_name = "NAME")]
     pub dataset: Option<DatasetName>,
     /// Folder that holds `<dataset>/` (key `root_dir`).

@@ -18,7 +18,7 @@ pub struct BenchArgs {
     /// Timed steps (after 3 warm-up steps).
     #[arg(long, value_name = "N", default_value_t = 20, value_parser = clap::value_parser!(u64).range(1..))]
     pub steps: u64,
-    /// Feed real JPEGs (SYNTH-PEDES under ./data) through the data pipeline instead of random tensors.
+    /// Feed real JPEGs (TOY-PEDES under ./data) through the data pipeline instead of random tensors.
     #[arg(long)]
     pub with_loader: bool,
     /// Samples per pass of a step: N or auto (CUDA), as `micro_batch` in training; default one pass.

@@ -1,6 +1,6 @@
 //! `ccma check`, and the cheap part of it that `train` and `test` run before building a model.
 use super::args::{ConfigArgs, DeviceArg};
-use crate::config::{Config, DatasetName};
+use crate::config::Config;
 use crate::data::annotations::Annotations;
 use crate::data::audit::{self, Audit, Fault, REPORT_HEADER, SPLITS};
 use crate::data::DATASET_KEYS;
@@ -186,15 +186,13 @@ pub fn require_images(cfg: &Config) -> Result<()> {
         "ccma check --dataset {name} --root-dir {}",
         cfg.data.root_dir.display()
     );
-    let defaults = Config::default();
-    if name == DatasetName::SynthPedes
-        && (cfg.data.synth_ids, cfg.run.seed) != (defaults.data.synth_ids, defaults.run.seed)
-    {
-        let (t, v, s) = cfg.data.synth_ids;
-        command.push_str(&format!(
-            " --set synth_ids=[{t},{v},{s}] --set seed={}",
-            cfg.run.seed
-        ));
+    let mut defaults = Config::default();
+    defaults.data.dataset_name = name;
+    let default_keys = crate::data::folder_keys(&defaults);
+    for (key, value) in crate::data::folder_keys(cfg) {
+        if !default_keys.contains(&(key, value.clone())) {
+            command.push_str(&format!(" --set {key}={value}"));
+        }
     }
     bail!(UsageError(format!(
         "{}: {n} of {} images are missing, outside imgs/ or not regular files (train {}, val {}, test {}), e.g. {}; `{command}` reports every problem",

@@ -32,7 +32,7 @@ use std::ffi::OsString;
     about = "Text-to-image person retrieval with CCMA (consistency-driven cross-modal alignment) on the IRRA recipe",
     long_about = "Trains and evaluates text-to-image person retrieval models: a CLIP ViT-B/16 dual encoder with \
 IRRA's cross-modal MLM branch, CCMA's differential cross-modal attention and the IMAL loss. Reports \
-R@1/5/10, mAP and mINP on CUHK-PEDES, ICFG-PEDES, RSTPReid and the generated SYNTH-PEDES set."
+R@1/5/10, mAP and mINP on CUHK-PEDES, ICFG-PEDES, RSTPReid and the generated TOY-PEDES set."
 )]
 pub struct Cli {
     /// Log level filter (error, warn, info, debug, trace), or an env-filter directive [default:

@@ -1,6 +1,6 @@
 //! `ccma test`: evaluates a checkpoint on its dataset's test (or validation) split.
 use super::args::{model_and_options, ConfigArgs, DeviceArg};
-use crate::config::{Config, DatasetName, SplitName};
+use crate::config::{Config, SplitName};
 use crate::data::annotations::EvalSplit;
 use crate::factory::{Inference, WeightsSource};
 use crate::io::output_path::{self, Existing};
@@ -136,9 +136,8 @@ impl TestSetup {
             "img_size": [self.opts.img_size.0, self.opts.img_size.1],
             "text_length": self.opts.text_length,
         });
-        if d.dataset_name == DatasetName::SynthPedes {
-            v["synth_ids"] = serde_json::json!(d.synth_ids);
-            v["seed"] = serde_json::json!(self.cfg.run.seed);
+        for (key, value) in crate::data::folder_keys(&self.cfg) {
+            v[key] = value;
         }
         v
     }

@@ -5,9 +5,10 @@
 use std::fmt;
 
 /// Defines an enum whose variants are written as the given names (in configs and on the command
-/// line), with `NAMES`, `Display`, `FromStr` and serde by name.
+/// line), with `NAMES`, `Display`, `FromStr` and serde by name. An optional `retired: f` names a
+/// function that says why a name an earlier release took is refused now (`None` for other names).
 macro_rules! choice {
-    ($(#[$meta:meta])* $name:ident { $($(#[$vmeta:meta])* $variant:ident = $text:literal),+ $(,)? }) => {
+    ($(#[$meta:meta])* $name:ident { $($(#[$vmeta:meta])* $variant:ident = $text:literal),+ $(,)? } $(retired: $retired:path)?) => {
         $(#[$meta])*
         #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
         pub enum $name { $($(#[$vmeta])* $variant),+ }
@@ -33,7 +34,12 @@ macro_rules! choice {
             fn from_str(s: &str) -> Result<$name, String> {
                 match s {
                     $($text => Ok($name::$variant),)+
-                    _ => Err(unknown(s, $name::NAMES)),
+                    _ => {
+                        $(if let Some(why) = $retired(s) {
+                            return Err(why);
+                        })?
+                        Err(unknown(s, $name::NAMES))
+                    }
                 }
             }
         }
@@ -62,13 +68,31 @@ pub fn unknown(value: &str, names: &[&str]) -> String {
 }
 
 choice! {
-    /// The datasets `ccma` reads (METHOD.md section 1) and the generated SYNTH-PEDES.
+    /// The datasets `ccma` reads (METHOD.md section 1) and the generated TOY-PEDES; each one's
+    /// record is [`DatasetName::record`].
     DatasetName {
         CuhkPedes = "CUHK-PEDES",
         IcfgPedes = "ICFG-PEDES",
         RstpReid = "RSTPReid",
-        SynthPedes = "SYNTH-PEDES",
+        ToyPedes = "TOY-PEDES",
     }
+    retired: retired_dataset
+}
+
+/// The name TOY-PEDES had in earlier releases. It is the name of PLIP's 4.7M-image person
+/// pre-training set (Zuo et al.), so it is refused in a new config; a run folder's `configs.yaml`
+/// that says it is read as TOY-PEDES (`earlier_runs`).
+pub const SYNTH_PEDES: &str = "SYNTH-PEDES";
+
+/// Why a dataset name is refused although an earlier release took it (`None` for other names).
+fn retired_dataset(name: &str) -> Option<String> {
+    (name == SYNTH_PEDES).then(|| {
+        format!(
+            "{name:?} is PLIP's 4.7M-image person pre-training set (Zuo et al.), which ccma does not read; the generated set that earlier releases called {name} is now called {} (expected one of {})",
+            DatasetName::ToyPedes,
+            DatasetName::NAMES.join(", ")
+        )
+    })
 }
 
 choice! {
@@ -209,7 +233,13 @@ mod tests {
         }
         assert_eq!(
             "Market".parse::<DatasetName>().unwrap_err(),
-            "\"Market\" (expected one of CUHK-PEDES, ICFG-PEDES, RSTPReid, SYNTH-PEDES)"
+            "\"Market\" (expected one of CUHK-PEDES, ICFG-PEDES, RSTPReid, TOY-PEDES)"
+        );
+        let e = "SYNTH-PEDES".parse::<DatasetName>().unwrap_err();
+        assert!(
+            e.starts_with("\"SYNTH-PEDES\" is PLIP's 4.7M-image person pre-training set")
+                && e.contains("is now called TOY-PEDES"),
+            "{e}"
         );
         assert!("pk"
             .parse::<SamplerKind>()

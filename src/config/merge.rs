@@ -80,14 +80,16 @@ fn check_type(defaults: &Mapping, key: &Value, value: &Value) -> Result<()> {
     bail!("wrong type for `{key}`: got {} ({msg})", got.trim())
 }
 
-/// The defaults with the mapping of `file`; keys and types checked, not validated.
+/// The defaults with the mapping of `file` (an earlier release's run folder read as this release
+/// reads it); keys and types checked, not validated.
 pub(super) fn load(path: &Path) -> Result<Config> {
     let text = std::fs::read_to_string(path)
         .with_context(|| format!("cannot read config file {}", path.display()))?;
     let in_file = || format!("config file {}", path.display());
     let (valid, defaults) = (valid_keys(), defaults());
     let mut merged = defaults.clone();
-    for (k, v) in parse_mapping(&text).with_context(in_file)? {
+    let keys = super::earlier_runs::update(path, parse_mapping(&text).with_context(in_file)?);
+    for (k, v) in keys {
         let key = k
             .as_str()
             .map(String::from)

@@ -8,6 +8,8 @@
 //! types (naming the key); [`Config::validate`] then checks ranges, naming the key and what was
 //! expected.
 pub mod choices;
+pub mod datasets;
+mod earlier_runs;
 mod merge;
 mod micro_batch_key;
 
@@ -89,8 +91,11 @@ pub struct DataSection {
     pub img_aug: bool,
     /// Tokens per caption (start and end tokens included).
     pub text_length: i64,
-    /// SYNTH-PEDES identities per split (train, val, test), used when the set is generated.
+    /// TOY-PEDES identities per split (train, val, test), used when the set is generated.
     pub synth_ids: (usize, usize, usize),
+    /// The seed TOY-PEDES is generated from (its people, images and captions); `seed` varies
+    /// only the initialisation, the sample order and the augmentation.
+    pub synth_seed: u64,
 }
 
 /// The network: pretrained weights, or the sizes of a model trained from scratch.
@@ -200,6 +205,7 @@ impl Default for DataSection {
             img_aug: true,
             text_length: 77,
             synth_ids: (1000, 100, 200),
+            synth_seed: 1,
         }
     }
 }
@@ -311,6 +317,9 @@ const MAX_VOCAB_SIZE: f64 = 10_000_000.0;
 /// tokenizer checks that it agrees).
 pub const MIN_VOCAB_SIZE: i64 = 49408;
 
+/// The largest `synth_seed`: 2^53 - 1, the largest whole number a double holds exactly.
+pub const MAX_SYNTH_SEED: u64 = (1 << 53) - 1;
+
 /// `dist_timeout` when not set: 30 minutes, as PyTorch's process groups default to.
 pub const DEFAULT_DIST_TIMEOUT: u64 = 1800;
 
@@ -367,10 +376,18 @@ impl DataSection {
             ("synth_ids", self.synth_ids.1 as f64, 0.0, 1e6),
             ("synth_ids", self.synth_ids.2 as f64, 1.0, 1e6),
         ])?;
-        if self.val_dataset == SplitName::Val && self.dataset_name == DatasetName::IcfgPedes {
+        if self.synth_seed > MAX_SYNTH_SEED {
+            invalid!(
+                "synth_seed",
+                "{} (expected a whole number from 0 to {MAX_SYNTH_SEED}: the seed is recorded in JSON, whose readers may hold numbers as doubles)",
+                self.synth_seed
+            );
+        }
+        let name = self.dataset_name;
+        if self.val_dataset == SplitName::Val && !name.record().has_val {
             invalid!(
                 "val_dataset",
-                "val, but ICFG-PEDES has no validation split (expected test for ICFG-PEDES)"
+                "val, but {name} has no validation split (expected test for {name})"
             );
         }
         if self.sampler == SamplerKind::Identity
@@ -700,11 +717,29 @@ mod tests {
     fn invalid_values_name_key_and_list_the_valid_ones() {
         assert!(err("dca_heads: 3").contains("`dca_heads`: 3 (expected a positive even number"));
         let e = err("dataset_name: MARKET");
-        assert!(e.contains("invalid value for `dataset_name`: \"MARKET\" (expected one of CUHK-PEDES, ICFG-PEDES, RSTPReid, SYNTH-PEDES)"), "{e}");
+        assert!(e.contains("invalid value for `dataset_name`: \"MARKET\" (expected one of CUHK-PEDES, ICFG-PEDES, RSTPReid, TOY-PEDES)"), "{e}");
         assert!(err("loss_names: sdm+foo").contains("unknown loss \"foo\""));
         assert!(err("device: gpu7").contains("invalid value for `device`: \"gpu7\""));
         assert!(err("sampler: pk")
             .contains("invalid value for `sampler`: \"pk\" (expected one of random, identity)"));
+    }
+
+    #[test]
+    fn synth_seed_defaults_to_1_and_is_checked() {
+        assert_eq!(Config::default().data.synth_seed, 1);
+        assert_eq!(set(&[("synth_seed", "7")]).unwrap().data.synth_seed, 7);
+        let e = err("synth_seed: -1");
+        assert!(
+            e.contains("`synth_seed`: integer `-1`, expected u64"),
+            "{e}"
+        );
+        let e = err(&format!("synth_seed: {}", MAX_SYNTH_SEED + 1));
+        assert!(
+            e.contains("invalid value for `synth_seed`: 9007199254740992 (expected a whole number from 0 to 9007199254740991"),
+            "{e}"
+        );
+        let cfg = set(&[("synth_seed", &MAX_SYNTH_SEED.to_string())]).unwrap();
+        cfg.validate().unwrap();
     }
 
     #[test]

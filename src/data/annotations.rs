@@ -1,9 +1,10 @@
-//! The benchmark annotation formats (METHOD.md section 1): CUHK-PEDES (`reid_raw.json`, also
-//! circulated as `CUHK-PEDES.json`; the authors' `caption_all.json` lacks the split), ICFG-PEDES
-//! (`ICFG-PEDES.json` / `ICFG_PEDES.json`), RSTPReid (`data_captions.json`), and SYNTH-PEDES
-//! (written in CUHK-PEDES's format); where each entry's image is.
+//! A dataset's annotations read as its record says (`config::datasets`; the file formats are
+//! `formats`), checked and split into training samples and evaluation splits; where each entry's
+//! image is.
+use super::formats::{self, Entry};
+use crate::config::datasets::{DatasetRecord, Format};
 use crate::config::{DatasetName, SplitName};
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, Result};
 use rayon::prelude::*;
 use std::path::{Component, Path, PathBuf};
 
@@ -91,99 +92,6 @@ impl Dataset {
     }
 }
 
-/// Where a dataset's annotations are and how its entries read.
-#[derive(Debug, Clone, Copy)]
-pub struct Layout {
-    /// Annotation file names; the first one present is read.
-    pub files: &'static [&'static str],
-    /// The entry key holding the image path.
-    pub image_key: &'static str,
-    /// Subtracted from `id` to make a training pid.
-    pub pid_offset: i64,
-    /// What `imgs/` holds, for messages.
-    pub imgs: &'static str,
-}
-
-/// The layout of each dataset (METHOD.md section 1). `CUHK-PEDES.json` is the name some projects
-/// give CUHK-PEDES's `reid_raw.json` (the same file).
-pub fn layout(name: DatasetName) -> Layout {
-    let (files, image_key, pid_offset, imgs): (&'static [&'static str], _, _, _) = match name {
-        DatasetName::CuhkPedes => (
-            &["reid_raw.json", "CUHK-PEDES.json"],
-            "file_path",
-            1,
-            "imgs/cam_a/..., imgs/cam_b/...",
-        ),
-        DatasetName::SynthPedes => (&["reid_raw.json"], "file_path", 1, "imgs/..."),
-        DatasetName::IcfgPedes => (
-            &["ICFG-PEDES.json", "ICFG_PEDES.json"],
-            "file_path",
-            0,
-            "imgs/train/..., imgs/test/...",
-        ),
-        DatasetName::RstpReid => (&["data_captions.json"], "img_path", 0, "imgs/..."),
-    };
-    Layout {
-        files,
-        image_key,
-        pid_offset,
-        imgs,
-    }
-}
-
-/// The published size of a benchmark (METHOD.md section 1): identities per split (train, val,
-/// test) and the test split's images and captions.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Published {
-    pub ids: [usize; 3],
-    pub test_images: usize,
-    pub test_captions: usize,
-}
-
-/// The published size of `name`; none for the generated SYNTH-PEDES.
-pub fn published(name: DatasetName) -> Option<Published> {
-    let (ids, test_images, test_captions) = match name {
-        DatasetName::CuhkPedes => ([11_003, 1_000, 1_000], 3_074, 6_156),
-        DatasetName::IcfgPedes => ([3_102, 0, 1_000], 19_848, 19_848),
-        DatasetName::RstpReid => ([3_701, 200, 200], 1_000, 2_000),
-        DatasetName::SynthPedes => return None,
-    };
-    Some(Published {
-        ids,
-        test_images,
-        test_captions,
-    })
-}
-
-/// The CUHK-PEDES authors' caption file: the same entries as `reid_raw.json` without its `split`.
-pub const CAPTIONS_WITHOUT_SPLIT: &str = "caption_all.json";
-
-/// The standard CUHK-PEDES split by person id, as `reid_raw.json` assigns it (inclusive ranges).
-const CUHK_SPLIT_BY_ID: [(i64, i64, &str); 3] = [
-    (1, 11_003, "train"),
-    (11_004, 12_003, "val"),
-    (12_004, 13_003, "test"),
-];
-
-/// Index of a `split` value: 0 train, 2 test, 1 anything else (validation).
-pub fn split_index(split: &str) -> usize {
-    match split {
-        "train" => 0,
-        "test" => 2,
-        _ => 1,
-    }
-}
-
-/// One annotation entry as written: an image with its person id and captions (not yet checked).
-#[derive(Debug, Clone, PartialEq)]
-pub struct Entry {
-    pub split: String,
-    pub id: i64,
-    /// The image path, relative to `imgs/`.
-    pub path: String,
-    pub captions: Vec<String>,
-}
-
 /// A dataset's annotation file, read and parsed; its entries in file order.
 #[derive(Debug, Clone)]
 pub struct Annotations {
@@ -192,18 +100,18 @@ pub struct Annotations {
     pub dir: PathBuf,
     /// The annotation file read.
     pub file: PathBuf,
-    pub layout: Layout,
+    pub record: &'static DatasetRecord,
+    /// The format of `file`.
+    pub format: Format,
     pub entries: Vec<Entry>,
 }
 
 impl Annotations {
-    /// Finds and parses the annotation file of the dataset folder `dir`: text encoding, JSON and
-    /// the keys and types of every entry. A CUHK-PEDES folder with only `caption_all.json` gets
-    /// the standard split derived from its person ids when the result has the published sizes,
-    /// and is refused otherwise.
+    /// Finds the annotation file of the dataset folder `dir` (the first of the record's files
+    /// present) and reads it in its format.
     pub fn read(name: DatasetName, dir: &Path) -> Result<Annotations> {
-        let layout = layout(name);
-        let files = layout.files;
+        let record = name.record();
+        let files: Vec<&str> = record.files.iter().map(|f| f.name).collect();
         if !dir.is_dir() {
             bail!(crate::UsageError(format!(
                 "dataset folder {} does not exist (expected {}/{{{}}} and {}/{})",
@@ -211,44 +119,29 @@ impl Annotations {
                 dir.display(),
                 files.join(" or "),
                 dir.display(),
-                layout.imgs
+                record.imgs
             )));
         }
-        let captions_only = dir.join(CAPTIONS_WITHOUT_SPLIT);
-        let (file, need_split) = match files.iter().map(|f| dir.join(f)).find(|p| p.is_file()) {
-            Some(f) => (f, true),
-            None if name == DatasetName::CuhkPedes && captions_only.is_file() => {
-                (captions_only, false)
-            }
-            None => bail!(crate::UsageError(format!(
+        let found = record
+            .files
+            .iter()
+            .map(|f| (dir.join(f.name), f.format))
+            .find(|(path, _)| path.is_file());
+        let Some((file, format)) = found else {
+            bail!(crate::UsageError(format!(
                 "no annotation file in {}: expected {} (with images under imgs/: {})",
                 dir.display(),
                 files.join(" or "),
-                layout.imgs
-            ))),
+                record.imgs
+            )));
         };
-        let values = read_json(&file)?;
-        let mut parsed = Vec::with_capacity(values.len());
-        for (i, v) in values.iter().enumerate() {
-            let e = parse_entry(v, layout.image_key, need_split)
-                .map_err(|m| crate::UsageError(format!("{} entry {i}: {m}", file.display())))?;
-            parsed.push(e);
-        }
-        let entries = match need_split || parsed.iter().all(|(s, _)| s.is_some()) {
-            true => parsed
-                .into_iter()
-                .map(|(s, mut e)| {
-                    e.split = s.unwrap_or_default();
-                    e
-                })
-                .collect(),
-            false => derive_cuhk_split(&file, parsed.into_iter().map(|(_, e)| e).collect())?,
-        };
+        let entries = formats::read(name, &file, format)?;
         Ok(Annotations {
             name,
             dir: dir.to_path_buf(),
             file,
-            layout,
+            record,
+            format,
             entries,
         })
     }
@@ -264,91 +157,13 @@ impl Annotations {
     }
 }
 
-/// Gives `caption_all.json`'s entries the standard split by their person ids. The split is
-/// known to be this one only when every id falls in the ranges and the result has the published
-/// identities per split and test images; otherwise the file is refused, saying why.
-fn derive_cuhk_split(file: &Path, mut entries: Vec<Entry>) -> Result<Vec<Entry>> {
-    let split_of = |id: i64| {
-        CUHK_SPLIT_BY_ID
-            .iter()
-            .find(|(lo, hi, _)| (*lo..=*hi).contains(&id))
-            .map(|(_, _, s)| *s)
-    };
-    let mut ids: [Vec<i64>; 3] = Default::default();
-    let mut test_images = 0;
-    let mut outside = None;
-    for e in &mut entries {
-        match split_of(e.id) {
-            Some(s) => {
-                e.split = s.to_string();
-                ids[split_index(s)].push(e.id);
-                test_images += usize::from(s == "test");
-            }
-            None => outside = outside.or(Some(e.id)),
-        }
-    }
-    let counts = ids.map(|mut v| {
-        v.sort_unstable();
-        v.dedup();
-        v.len()
-    });
-    let p = published(DatasetName::CuhkPedes).expect("CUHK-PEDES has published sizes");
-    let found = match outside {
-        Some(id) => format!("person id {id} lies outside 1-13003"),
-        None if counts == p.ids && test_images == p.test_images => {
-            tracing::info!(
-                "{}: no `split` field; the standard split was derived from the person ids (train 1-11003, val 11004-12003, test 12004-13003, as reid_raw.json assigns them), which give the published 11003 / 1000 / 1000 identities and 3074 test images",
-                file.display()
-            );
-            return Ok(entries);
-        }
-        None => format!(
-            "the id ranges give {} / {} / {} identities and {test_images} test images instead of the published {} / {} / {} and {}",
-            counts[0], counts[1], counts[2], p.ids[0], p.ids[1], p.ids[2], p.test_images
-        ),
-    };
-    bail!(crate::UsageError(format!(
-        "{}: entries have no `split`: this is CUHK-PEDES's caption_all.json, not reid_raw.json (the same images and captions with each entry's train/val/test `split`, the file IRRA-style code reads; linked from the README of ShuangLI59/Person-Search-with-Natural-Language-Description); the standard split (train ids 1-11003, val 11004-12003, test 12004-13003) cannot be derived from this file: {found}",
-        file.display()
-    )))
-}
-
-/// Reads a UTF-8 (optionally BOM-prefixed) JSON list.
-fn read_json(file: &Path) -> Result<Vec<serde_json::Value>> {
-    let bytes = std::fs::read(file).with_context(|| format!("cannot read {}", file.display()))?;
-    let bom = if bytes.starts_with(UTF8_BOM) {
-        UTF8_BOM.len()
-    } else {
-        0
-    };
-    let text = std::str::from_utf8(&bytes[bom..]).map_err(|e| {
-        crate::UsageError(format!(
-            "{}: invalid UTF-8 at byte offset {} (expected UTF-8 JSON)",
-            file.display(),
-            bom + e.valid_up_to()
-        ))
-    })?;
-    let values = serde_json::from_str(text).map_err(|e| {
-        crate::UsageError(format!(
-            "{}: invalid JSON at line {}, column {}: {e}",
-            file.display(),
-            e.line(),
-            e.column()
-        ))
-    })?;
-    Ok(values)
-}
-
 /// Loads the dataset folder `dir` (`<root>/<name>` for the benchmarks) and checks it: text
 /// encoding, annotation entries, captions, train pids, image paths (links resolved) and the
 /// existence of every image.
 pub fn load(dataset_name: DatasetName, dir: &Path) -> Result<Dataset> {
     let ann = Annotations::read(dataset_name, dir)?;
-    let Layout {
-        image_key,
-        pid_offset,
-        ..
-    } = ann.layout;
+    let image_key = ann.format.image_key();
+    let pid_offset = ann.record.pid_offset;
     let imgs = ann.imgs();
     let mut ds = Dataset {
         name: dataset_name,
@@ -425,14 +240,12 @@ pub fn train_pids(ann: &Annotations) -> Vec<i64> {
         .entries
         .iter()
         .filter(|e| e.split == "train")
-        .map(|e| e.id - ann.layout.pid_offset)
+        .map(|e| e.id - ann.record.pid_offset)
         .collect();
     pids.sort_unstable();
     pids.dedup();
     pids
 }
-
-const UTF8_BOM: &[u8] = b"\xEF\xBB\xBF";
 
 /// What is wrong with an entry's captions for training and testing: none, or an empty one.
 pub fn caption_fault(captions: &[String]) -> Option<String> {
@@ -441,47 +254,6 @@ pub fn caption_fault(captions: &[String]) -> Option<String> {
     }
     let j = captions.iter().position(|c| c.trim().is_empty())?;
     Some(format!("captions[{j}] is empty"))
-}
-
-/// An entry's split (when present) and its fields; `split` is required when `need_split`.
-fn parse_entry(
-    e: &serde_json::Value,
-    image_key: &str,
-    need_split: bool,
-) -> Result<(Option<String>, Entry), String> {
-    let obj = e.as_object().ok_or("expected an object")?;
-    let field = |k: &str| obj.get(k).ok_or(format!("missing key `{k}`"));
-    let split = match (obj.get("split"), need_split) {
-        (None, false) => None,
-        _ => Some(
-            field("split")?
-                .as_str()
-                .ok_or("`split` must be a string")?
-                .to_string(),
-        ),
-    };
-    let id = field("id")?.as_i64().ok_or("`id` must be an integer")?;
-    let path = field(image_key)?
-        .as_str()
-        .ok_or(format!("`{image_key}` must be a string"))?
-        .to_string();
-    let caps = field("captions")?
-        .as_array()
-        .ok_or("`captions` must be a list of strings")?;
-    let mut captions = Vec::with_capacity(caps.len());
-    for (j, c) in caps.iter().enumerate() {
-        let c = c
-            .as_str()
-            .ok_or(format!("captions[{j}] must be a string"))?;
-        captions.push(c.to_string());
-    }
-    let entry = Entry {
-        split: String::new(),
-        id,
-        path,
-        captions,
-    };
-    Ok((split, entry))
 }
 
 /// `imgs/` joined with a relative path that stays inside it.
@@ -568,7 +340,7 @@ fn file_kind(t: std::fs::FileType) -> &'static str {
 /// that are missing or not regular files (counted, the first few named).
 fn check_images(ann: &Annotations) -> Result<()> {
     let places = locate_images(ann);
-    let key = ann.layout.image_key;
+    let key = ann.format.image_key();
     if let Some((i, why)) = places.iter().enumerate().find_map(|(i, p)| match p {
         Place::Outside(why) => Some((i, why)),
         _ => None,

@@ -1,15 +1,17 @@
 //! The dataset audit behind `ccma check`: every annotation entry and every image of a set (each
 //! one decoded), counted per split against what training and testing need, and the counts against
 //! the published sizes.
-use super::annotations::{self, Annotations, Place, Published};
+use super::annotations::{self, Annotations, Place};
+use super::formats::split_index;
 use super::tokenizer::Tokenizer;
+use crate::config::datasets::Published;
 use crate::config::DatasetName;
 use rayon::prelude::*;
 use std::collections::HashMap;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
-/// The split names, in the order of [`annotations::split_index`].
+/// The split names, in the order of [`split_index`].
 pub const SPLITS: [&str; 3] = ["train", "val", "test"];
 
 /// What can be wrong with an entry, its image or its captions.
@@ -163,10 +165,6 @@ pub struct Audit {
     pub faulty_release: Option<String>,
 }
 
-/// The first RSTPReid release marked 3,901 / 100 / 100 identities as train / val / test; the
-/// corrected file has 3,701 / 200 / 200 (NjtechCVLab/RSTPReid-Dataset issue 2).
-const RSTPREID_FAULTY_IDS: [usize; 3] = [3_901, 100, 100];
-
 /// Checks every entry of `ann`: where its image is, whether it reads and decodes (in parallel,
 /// with a progress bar), its captions against the tokenizer at `text_length`, duplicate paths,
 /// the training ids, and the counts against the published sizes.
@@ -212,7 +210,7 @@ pub fn run(ann: &Annotations, text_length: usize) -> Audit {
     let mut first_at: HashMap<PathBuf, usize> = HashMap::new();
     let mut absent: Vec<(String, usize)> = Vec::new();
     for (i, e) in ann.entries.iter().enumerate() {
-        let s = annotations::split_index(&e.split);
+        let s = split_index(&e.split);
         splits[s].images += 1;
         splits[s].captions += e.captions.len();
         ids[s].push(e.id);
@@ -273,7 +271,7 @@ pub fn run(ann: &Annotations, text_length: usize) -> Audit {
         }
     }
     let pids = annotations::train_pids(ann);
-    let offset = ann.layout.pid_offset;
+    let offset = ann.record.pid_offset;
     for &p in pids.iter().filter(|&&p| p < 0 || p >= pids.len() as i64) {
         splits[0].faults[Fault::TrainId.index()] += 1;
         findings.push(Finding {
@@ -298,7 +296,7 @@ pub fn run(ann: &Annotations, text_length: usize) -> Audit {
         s.width = Spread::of(w);
     }
     let counts = [splits[0].ids, splits[1].ids, splits[2].ids];
-    let published = annotations::published(ann.name).map(|p| {
+    let published = ann.record.published.map(|p| {
         let mut differs = Vec::new();
         if counts != p.ids {
             differs.push(format!(
@@ -320,9 +318,12 @@ pub fn run(ann: &Annotations, text_length: usize) -> Audit {
         }
         (p, differs)
     });
-    let faulty_release = (ann.name == DatasetName::RstpReid && counts == RSTPREID_FAULTY_IDS).then(|| {
-        "these are the split counts of RSTPReid's first release, whose `split` marks are wrong (3,901 / 100 / 100 identities instead of 3,701 / 200 / 200; NjtechCVLab/RSTPReid-Dataset issue 2): download data_captions.json again from the link in that repository's README, which has the corrected split".to_string()
-    });
+    let faulty_release = ann
+        .record
+        .faulty_releases
+        .iter()
+        .find(|r| r.ids == counts)
+        .map(|r| r.fix.to_string());
     Audit {
         name: ann.name,
         file: ann.file.clone(),
@@ -469,7 +470,7 @@ pub fn locate_only(ann: &Annotations) -> ([usize; 3], Vec<String>) {
             Place::Outside(_) => "outside imgs/".to_string(),
             Place::NotFile(kind) => kind.to_string(),
         };
-        bad[annotations::split_index(&e.split)] += 1;
+        bad[split_index(&e.split)] += 1;
         if named.len() < 3 {
             named.push(format!("{} ({why})", imgs.join(&e.path).display()));
         }

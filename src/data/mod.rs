@@ -4,6 +4,7 @@
 pub mod annotations;
 pub mod audit;
 pub mod batch;
+pub mod formats;
 pub mod loader;
 pub mod mlm;
 pub mod sampler;
@@ -12,6 +13,9 @@ pub mod text_clean;
 mod text_tables;
 pub mod tokenizer;
 pub mod transforms;
+
+use crate::config::datasets::Source;
+use crate::config::Config;
 
 /// Tokenises every line of `input` (UTF-8, `\n`-separated; a final `\r` is whitespace and
 /// cleaned away) and writes one JSON array of `text_length` ids per line.
@@ -56,23 +60,35 @@ pub fn tokenize_lines(
 }
 
 /// The config keys that decide which dataset [`dataset_dir`] reads.
-pub const DATASET_KEYS: [&str; 4] = ["dataset_name", "root_dir", "synth_ids", "seed"];
+pub const DATASET_KEYS: [&str; 4] = ["dataset_name", "root_dir", "synth_ids", "synth_seed"];
 
-/// The folder of the dataset a config names: `<root_dir>/<dataset_name>`, or for SYNTH-PEDES the
-/// folder of the generation the config's `synth_ids` and `seed` make (generated first when
-/// missing).
-pub fn dataset_dir(cfg: &crate::config::Config) -> anyhow::Result<std::path::PathBuf> {
+/// The folder of the dataset a config names: `<root_dir>/<dataset_name>`, or for a generated set
+/// the folder of the generation the config's `synth_ids` and `synth_seed` make (generated first
+/// when missing).
+pub fn dataset_dir(cfg: &Config) -> anyhow::Result<std::path::PathBuf> {
     let d = &cfg.data;
-    Ok(match d.dataset_name {
-        crate::config::DatasetName::SynthPedes => {
-            synthetic::ensure(&d.root_dir, d.synth_ids, cfg.run.seed)?
-        }
-        name => d.root_dir.join(name.name()),
+    Ok(match d.dataset_name.record().source {
+        Source::Downloaded => d.root_dir.join(d.dataset_name.name()),
+        Source::Generated => synthetic::ensure(&d.root_dir, d.synth_ids, d.synth_seed)?,
     })
 }
 
+/// The keys besides `dataset_name` and `root_dir` that choose the folder [`dataset_dir`] reads,
+/// with their values in `cfg`: `synth_ids` and `synth_seed` for a generated set, none for a
+/// downloaded one.
+pub fn folder_keys(cfg: &Config) -> Vec<(&'static str, serde_json::Value)> {
+    let d = &cfg.data;
+    match d.dataset_name.record().source {
+        Source::Downloaded => Vec::new(),
+        Source::Generated => vec![
+            ("synth_ids", serde_json::json!(d.synth_ids)),
+            ("synth_seed", serde_json::json!(d.synth_seed)),
+        ],
+    }
+}
+
 /// The dataset a config names ([`dataset_dir`]), loaded and checked.
-pub fn load_dataset(cfg: &crate::config::Config) -> anyhow::Result<annotations::Dataset> {
+pub fn load_dataset(cfg: &Config) -> anyhow::Result<annotations::Dataset> {
     annotations::load(cfg.data.dataset_name, &dataset_dir(cfg)?)
 }
 
@@ -84,5 +100,39 @@ mod tests {
         for key in super::DATASET_KEYS {
             assert!(valid.iter().any(|k| k == key), "{key}");
         }
+    }
+
+    #[test]
+    fn a_generated_set_is_chosen_by_its_keys_and_a_downloaded_one_by_its_name() {
+        use crate::config::{Config, DatasetName};
+        let mut cfg = Config::default();
+        assert!(super::folder_keys(&cfg).is_empty());
+        let root = tempfile::tempdir().unwrap();
+        cfg.data.root_dir = root.path().to_path_buf();
+        assert_eq!(
+            super::dataset_dir(&cfg).unwrap(),
+            root.path().join("CUHK-PEDES")
+        );
+        cfg.data.dataset_name = DatasetName::ToyPedes;
+        (cfg.data.synth_ids, cfg.data.synth_seed) = ((3, 1, 2), 4);
+        cfg.run.seed = 9;
+        let keys = super::folder_keys(&cfg);
+        assert_eq!(
+            keys,
+            [
+                ("synth_ids", serde_json::json!([3, 1, 2])),
+                ("synth_seed", serde_json::json!(4))
+            ]
+        );
+        for (key, _) in keys {
+            assert!(super::DATASET_KEYS.contains(&key), "{key}");
+        }
+        let dir = super::dataset_dir(&cfg).unwrap();
+        assert_eq!(
+            dir,
+            root.path().join("TOY-PEDES-3-1-2-s4"),
+            "seed is not part of it"
+        );
+        assert_eq!(super::load_dataset(&cfg).unwrap().num_classes, 3);
     }
 }

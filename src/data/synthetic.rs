@@ -1,5 +1,5 @@
-//! SYNTH-PEDES: a generated text-to-person benchmark in CUHK-PEDES's format, so the demo and the
-//! tests run without downloads. Each identity is a drawn pedestrian with fixed attributes (sex,
+//! TOY-PEDES: a generated text-to-person benchmark in CUHK-PEDES's format, so the demo and the
+//! tests run without downloads. Everything in it is drawn from its own seed, `synth_seed`. Each identity is a drawn pedestrian with fixed attributes (sex,
 //! skin, hair colour and length, hat, upper garment type and colour, lower garment type and colour,
 //! shoes, bag type and colour); each image varies position, scale, background, lighting, facing
 //! and occlusion; each image gets two captions written from varied templates that mention
@@ -353,17 +353,18 @@ fn caption(p: &Person, rng: &mut impl Rng) -> String {
     s
 }
 
-/// Writes the set to `dir`: `imgs/synth/*.jpg` and, last, `reid_raw.json` in CUHK-PEDES's
-/// format (ids from 1; splits by identity: `ids.0` train, `ids.1` val, `ids.2` test).
-pub fn generate(dir: &Path, ids: (usize, usize, usize), seed: u64) -> Result<()> {
+/// Writes the set drawn from `synth_seed` to `dir`: `imgs/synth/*.jpg` and, last,
+/// `reid_raw.json` in CUHK-PEDES's format (ids from 1; splits by identity: `ids.0` train, `ids.1`
+/// val, `ids.2` test).
+pub fn generate(dir: &Path, ids: (usize, usize, usize), synth_seed: u64) -> Result<()> {
     let imgs = dir.join("imgs").join("synth");
     std::fs::create_dir_all(&imgs).with_context(|| format!("cannot create {}", imgs.display()))?;
     let total = ids.0 + ids.1 + ids.2;
-    let pb = ProgressBar::new(total as u64).with_message("SYNTH-PEDES");
+    let pb = ProgressBar::new(total as u64).with_message(NAME);
     let entries: Vec<Vec<serde_json::Value>> = (0..total)
         .into_par_iter()
         .map(|k| {
-            let mut rng = ChaCha8Rng::seed_from_u64(seed);
+            let mut rng = ChaCha8Rng::seed_from_u64(synth_seed);
             rng.set_stream(k as u64 + 1);
             let person = Person::random(&mut rng);
             let split = if k < ids.0 { "train" } else if k < ids.0 + ids.1 { "val" } else { "test" };
@@ -389,7 +390,7 @@ pub fn generate(dir: &Path, ids: (usize, usize, usize), seed: u64) -> Result<()>
     let all: Vec<serde_json::Value> = entries.into_iter().flatten().collect();
     crate::io::write_atomic(
         &dir.join(PARAMS_FILE),
-        params_json(ids, seed).to_string().as_bytes(),
+        params_json(ids, synth_seed).to_string().as_bytes(),
     )?;
     crate::io::write_atomic(
         &dir.join("reid_raw.json"),
@@ -400,35 +401,38 @@ pub fn generate(dir: &Path, ids: (usize, usize, usize), seed: u64) -> Result<()>
 /// Records what a generated set was made with; a folder without it was not written by ccma.
 const PARAMS_FILE: &str = "synth_params.json";
 
-fn params_json(ids: (usize, usize, usize), seed: u64) -> serde_json::Value {
-    serde_json::json!({ "generator": 1, "ids": [ids.0, ids.1, ids.2], "seed": seed })
+fn params_json(ids: (usize, usize, usize), synth_seed: u64) -> serde_json::Value {
+    serde_json::json!({ "generator": 1, "ids": [ids.0, ids.1, ids.2], "synth_seed": synth_seed })
 }
 
-/// The folder of the set generated with `ids` and `seed`: `<root_dir>/SYNTH-PEDES` for the
-/// config's defaults (1000 / 100 / 200 identities, seed 1), else
-/// `<root_dir>/SYNTH-PEDES-<train>-<val>-<test>-s<seed>`, so generations never share a folder.
-pub fn folder(root_dir: &Path, ids: (usize, usize, usize), seed: u64) -> PathBuf {
-    let defaults = crate::config::Config::default();
-    let name = if (ids, seed) == (defaults.data.synth_ids, defaults.run.seed) {
-        "SYNTH-PEDES".to_string()
+/// The set's name, and its folder's with the config's defaults.
+const NAME: &str = "TOY-PEDES";
+
+/// The folder of the set generated with `ids` and `synth_seed`: `<root_dir>/TOY-PEDES` for the
+/// config's defaults (1000 / 100 / 200 identities, synth_seed 1), else
+/// `<root_dir>/TOY-PEDES-<train>-<val>-<test>-s<synth_seed>`, so generations never share a folder.
+pub fn folder(root_dir: &Path, ids: (usize, usize, usize), synth_seed: u64) -> PathBuf {
+    let defaults = crate::config::DataSection::default();
+    let name = if (ids, synth_seed) == (defaults.synth_ids, defaults.synth_seed) {
+        NAME.to_string()
     } else {
-        format!("SYNTH-PEDES-{}-{}-{}-s{seed}", ids.0, ids.1, ids.2)
+        format!("{NAME}-{}-{}-{}-s{synth_seed}", ids.0, ids.1, ids.2)
     };
     root_dir.join(name)
 }
 
-/// The folder of the set made with `ids` and `seed` ([`folder`]), generated first when it does not
-/// exist. The set is written into a temporary sibling folder (`.<name>.partial-*`) and renamed into
+/// The folder of the set made with `ids` and `synth_seed` ([`folder`]), generated first when it
+/// does not exist. The set is written into a temporary sibling folder (`.<name>.partial-*`) and renamed into
 /// place once complete. An existing folder is used only when its record shows it is that
 /// generation; otherwise it is refused and left untouched: nothing is ever deleted or overwritten.
-pub fn ensure(root_dir: &Path, ids: (usize, usize, usize), seed: u64) -> Result<PathBuf> {
-    let dir = folder(root_dir, ids, seed);
+pub fn ensure(root_dir: &Path, ids: (usize, usize, usize), synth_seed: u64) -> Result<PathBuf> {
+    let dir = folder(root_dir, ids, synth_seed);
     if dir.symlink_metadata().is_ok() {
-        check_record(&dir, ids, seed)?;
+        check_record(&dir, ids, synth_seed)?;
         return Ok(dir);
     }
     tracing::info!(
-        "generating SYNTH-PEDES ({} / {} / {} identities, seed {seed}) in {}",
+        "generating {NAME} ({} / {} / {} identities, synth_seed {synth_seed}) in {}",
         ids.0,
         ids.1,
         ids.2,
@@ -442,13 +446,13 @@ pub fn ensure(root_dir: &Path, ids: (usize, usize, usize), seed: u64) -> Result<
         .prefix(&format!(".{name}.partial-"))
         .tempdir_in(root_dir)
         .with_context(|| format!("cannot create a folder in {}", root_dir.display()))?;
-    generate(partial.path(), ids, seed)?;
+    generate(partial.path(), ids, synth_seed)?;
     match std::fs::rename(partial.path(), &dir) {
         Ok(()) => {
             let _moved = partial.keep();
         }
         // Another process placed a folder there meanwhile: `partial` is dropped with its files.
-        Err(_) if dir.symlink_metadata().is_ok() => check_record(&dir, ids, seed)?,
+        Err(_) if dir.symlink_metadata().is_ok() => check_record(&dir, ids, synth_seed)?,
         Err(e) => {
             return Err(e).with_context(|| {
                 format!(
@@ -459,24 +463,21 @@ pub fn ensure(root_dir: &Path, ids: (usize, usize, usize), seed: u64) -> Result<
             })
         }
     }
-    tracing::info!(
-        "SYNTH-PEDES generated in {:.1} s",
-        t0.elapsed().as_secs_f64()
-    );
+    tracing::info!("{NAME} generated in {:.1} s", t0.elapsed().as_secs_f64());
     Ok(dir)
 }
 
-/// Refuses `dir` unless its record says it holds the set made with `ids` and `seed`.
-fn check_record(dir: &Path, ids: (usize, usize, usize), seed: u64) -> Result<()> {
+/// Refuses `dir` unless its record says it holds the set made with `ids` and `synth_seed`.
+fn check_record(dir: &Path, ids: (usize, usize, usize), synth_seed: u64) -> Result<()> {
     let record = std::fs::read_to_string(dir.join(PARAMS_FILE)).ok();
     let found = record.and_then(|r| serde_json::from_str::<serde_json::Value>(&r).ok());
-    if found.as_ref() == Some(&params_json(ids, seed)) {
+    if found.as_ref() == Some(&params_json(ids, synth_seed)) {
         return Ok(());
     }
     let holds = match &found {
         Some(f) => format!(
-            "holds a SYNTH-PEDES generated with synth_ids {} and seed {} ({PARAMS_FILE})",
-            f["ids"], f["seed"]
+            "holds a {NAME} generated with synth_ids {} and synth_seed {} ({PARAMS_FILE})",
+            f["ids"], f["synth_seed"]
         ),
         None => format!(
             "has no readable {PARAMS_FILE}, so it is not a set ccma generated (it holds {})",
@@ -484,7 +485,7 @@ fn check_record(dir: &Path, ids: (usize, usize, usize), seed: u64) -> Result<()>
         ),
     };
     Err(crate::UsageError(format!(
-        "{} {holds}, not the set of synth_ids [{}, {}, {}] and seed {seed} asked for; it is left untouched: move it away or choose another root_dir",
+        "{} {holds}, not the set of synth_ids [{}, {}, {}] and synth_seed {synth_seed} asked for; it is left untouched: move it away or choose another root_dir",
         dir.display(),
         ids.0,
         ids.1,
@@ -531,10 +532,10 @@ mod tests {
         assert_eq!(img(a.path()), img(b.path()));
         let root = tempfile::tempdir().unwrap();
         let load = |d: &Path| {
-            crate::data::annotations::load(crate::config::DatasetName::SynthPedes, d).unwrap()
+            crate::data::annotations::load(crate::config::DatasetName::ToyPedes, d).unwrap()
         };
         let dir = ensure(root.path(), (6, 2, 3), 7).unwrap();
-        assert_eq!(dir, root.path().join("SYNTH-PEDES-6-2-3-s7"));
+        assert_eq!(dir, root.path().join("TOY-PEDES-6-2-3-s7"));
         let ds = load(&dir);
         assert_eq!(
             (ds.num_classes, ds.val.num_ids(), ds.test.num_ids()),
@@ -560,12 +561,35 @@ mod tests {
     }
 
     #[test]
+    fn synth_seed_draws_the_set_that_earlier_releases_drew_from_the_same_seed() {
+        use sha2::Digest;
+        let dir = tempfile::tempdir().unwrap();
+        generate(dir.path(), (4, 1, 2), 1).unwrap();
+        let sha = |rel: &str| {
+            let digest = sha2::Sha256::digest(std::fs::read(dir.path().join(rel)).unwrap());
+            digest
+                .iter()
+                .map(|b| format!("{b:02x}"))
+                .collect::<String>()
+        };
+        // What the release before `synth_seed` generated with synth_ids [4, 1, 2] and seed 1.
+        assert_eq!(
+            sha("reid_raw.json"),
+            "cc8bed9d2b73baed12ec409723be9fdccfff521459d71c199074619331b0eba6"
+        );
+        assert_eq!(
+            sha("imgs/synth/00007_0.jpg"),
+            "cb17eeb5e49a9890c32e4c826876af6b6d9b924f19ee22ac9e8d1a51ea22179f"
+        );
+    }
+
+    #[test]
     fn default_parameters_keep_the_plain_folder_name() {
         let root = Path::new("data");
-        assert_eq!(folder(root, (1000, 100, 200), 1), root.join("SYNTH-PEDES"));
+        assert_eq!(folder(root, (1000, 100, 200), 1), root.join("TOY-PEDES"));
         assert_eq!(
             folder(root, (1000, 100, 200), 2),
-            root.join("SYNTH-PEDES-1000-100-200-s2")
+            root.join("TOY-PEDES-1000-100-200-s2")
         );
     }
 }

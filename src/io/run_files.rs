@@ -1,6 +1,9 @@
 //! The names of the files of a run folder, for every floor that reads them (the run folder itself
 //! is `train::run_dir::RunDir`).
 
+/// The lock file of a run folder. `ccma` writes it when it takes a folder for a run, so it also
+/// marks the folder as ccma's own: the one rule by which a folder is recognised as a run folder.
+pub const LOCK: &str = ".ccma.lock";
 /// The run's resolved configuration.
 pub const CONFIG: &str = "configs.yaml";
 /// The weights of the best evaluated epoch.

@@ -1,7 +1,7 @@
 //! Training-step and encoder throughput of the full-size model (ViT-B/16 at 384x128, 12-layer
 //! 512-wide text encoder, cross-modal transformer, DCA; the `imal` loss set with MLM unless told
 //! otherwise), in one pass or in chunks (`micro_batch`), on random batches already on the device
-//! or, with a loader, on SYNTH-PEDES JPEGs through the data pipeline. Medians over the timed
+//! or, with a loader, on TOY-PEDES JPEGs through the data pipeline. Medians over the timed
 //! steps after warm-up, and the peak memory of the steps.
 use super::optimizer::Optimizer;
 use super::parallel::Ranks;
@@ -26,7 +26,7 @@ pub struct BenchOptions {
     pub batch_size: usize,
     /// Timed steps (at least 1).
     pub steps: usize,
-    /// Feed SYNTH-PEDES JPEGs through the loader instead of one random batch.
+    /// Feed TOY-PEDES JPEGs through the loader instead of one random batch.
     pub with_loader: bool,
     /// Samples per pass of a step (none: one pass).
     pub micro_batch: Option<MicroBatch>,
@@ -116,9 +116,9 @@ pub fn run(opts: &BenchOptions, ranks: &Ranks) -> Result<BenchResult> {
     let (size, l) = (cfg.data.img_size, cfg.data.text_length);
     let loader = if opts.with_loader {
         let mut data_cfg = cfg.clone();
-        data_cfg.data.dataset_name = DatasetName::SynthPedes;
-        let dataset = crate::data::load_dataset(&data_cfg)
-            .context("the loader benchmark reads SYNTH-PEDES")?;
+        data_cfg.data.dataset_name = DatasetName::ToyPedes;
+        let dataset =
+            crate::data::load_dataset(&data_cfg).context("the loader benchmark reads TOY-PEDES")?;
         Some(TrainLoader::new(
             dataset.train,
             LoaderOptions::from_config(&cfg, device),

@@ -2,7 +2,7 @@
 //! (resumable state), `results.json` and `metrics.jsonl`.
 use super::record::{EpochRecord, Results};
 use crate::config::{Config, SplitName};
-use crate::io::run_files;
+use crate::io::run_files::{self, LOCK};
 use anyhow::{bail, Context, Result};
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -16,10 +16,6 @@ pub struct RunDir {
     pub dir: PathBuf,
     _lock: Option<std::fs::File>,
 }
-
-/// The lock file of a run folder. `ccma` writes it when it takes a folder for a run, so it also
-/// marks the folder as ccma's own: the one rule by which a folder is recognised as a run folder.
-const LOCK: &str = ".ccma.lock";
 
 /// The files `ccma` writes into a run folder through atomic writes (and `test_results.*.json`):
 /// the only temporary files it removes there are these files' (`.<name>.tmp<pid>`).

@@ -332,8 +332,8 @@ pub fn synth_config(dir: &Path, epochs: usize) -> PathBuf {
 /// [`synth_config`] with more YAML lines.
 pub fn synth_config_with(dir: &Path, epochs: usize, extra: &str) -> PathBuf {
     let cfg = format!(
-        "dataset_name: SYNTH-PEDES\nroot_dir: {root}\nsynth_ids: [40, 10, 20]\n{MODEL_32}batch_size: 16\ntest_batch_size: 128\n\
-         num_epoch: {epochs}\nlr: 2.0e-3\nwarmup_epochs: 1\nnum_workers: 1\nseed: 3\nloss_names: imal\n{extra}",
+        "dataset_name: TOY-PEDES\nroot_dir: {root}\nsynth_ids: [40, 10, 20]\n{MODEL_32}batch_size: 16\ntest_batch_size: 128\n\
+         num_epoch: {epochs}\nlr: 2.0e-3\nwarmup_epochs: 1\nnum_workers: 1\nseed: 3\nsynth_seed: 3\nloss_names: imal\n{extra}",
         root = dir.join("data").display()
     );
     let path = dir.join("cfg.yaml");

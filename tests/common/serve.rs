@@ -5,19 +5,22 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::{Arc, Condvar, Mutex};
 
-/// The folder a generated SYNTH-PEDES of `synth_ids` with seed `seed` lives in, under `root`.
-pub fn synth_dir(root: &Path, ids: (usize, usize, usize), seed: u64) -> PathBuf {
-    root.join(format!("SYNTH-PEDES-{}-{}-{}-s{seed}", ids.0, ids.1, ids.2))
+/// The folder a generated TOY-PEDES of `synth_ids` with `synth_seed` lives in, under `root`.
+pub fn synth_dir(root: &Path, ids: (usize, usize, usize), synth_seed: u64) -> PathBuf {
+    root.join(format!(
+        "TOY-PEDES-{}-{}-{}-s{synth_seed}",
+        ids.0, ids.1, ids.2
+    ))
 }
 
 /// Trains a tiny from-scratch model (16-wide, 32x16 images, one epoch) on a generated
-/// SYNTH-PEDES of 24 / 2 / 10 identities under `<dir>/data`; returns the run folder `<dir>/run`.
+/// TOY-PEDES of 24 / 2 / 10 identities under `<dir>/data`; returns the run folder `<dir>/run`.
 pub fn tiny_synth_run(dir: &Path) -> PathBuf {
     let cfg = dir.join("serve.yaml");
     std::fs::write(
         &cfg,
         format!(
-            "dataset_name: SYNTH-PEDES\nroot_dir: {}\nsynth_ids: [24, 2, 10]\nseed: 3\n{}\
+            "dataset_name: TOY-PEDES\nroot_dir: {}\nsynth_ids: [24, 2, 10]\nseed: 3\nsynth_seed: 3\n{}\
              text_length: 40\nbatch_size: 8\nnum_epoch: 1\n\
              global_caption: clean\nloss_names: sdm+itc+id\n",
             dir.join("data").display(),
