@@ -384,7 +384,11 @@ fn out_of_range_values_are_refused_by_name() {
     for (args, needle) in [
         (
             &["tokenize", "--text-length", "100000"][..],
-            "--text-length 100000 is out of range",
+            "--text-length 100000: invalid value for `text_length`: 100000 (expected a number from 2 to 1024)",
+        ),
+        (
+            &["tokenize", "--text-length", "1"][..],
+            "--text-length 1: invalid value for `text_length`: 1 (expected a number from 2 to 1024)",
         ),
         (&["bench", "--steps", "0"][..], "--steps"),
         (
