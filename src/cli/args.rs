@@ -1,7 +1,8 @@
 //! Flag groups that several commands share, and turning flags into typed values once.
-use crate::config::{Config, DataSection, DatasetName};
+use crate::config::{Config, DatasetName, SplitName};
 use crate::device::DeviceSpec;
 use crate::factory::{Inference, WeightsSource};
+use crate::inference::{model_and_options, TestSetup};
 use crate::io::run_files;
 use crate::retrieval::encode::EncodeOptions;
 use crate::UsageError;
@@ -176,26 +177,34 @@ impl WeightsArgs {
     }
 }
 
-/// The model of `source` and how to feed it: the data settings `data` when the user gave some
-/// (a run's configs.yaml, a config file, `--set`), else what the weights were built for; the
-/// input size `img_size` over either.
-pub fn model_and_options(
-    source: &WeightsSource,
-    data: Option<&DataSection>,
-    img_size: Option<(i64, i64)>,
-    device: tch::Device,
-) -> Result<(Inference, EncodeOptions)> {
-    let size = img_size.or(data.map(|d| d.img_size));
-    let model = crate::factory::inference_model(source, size, device)?;
-    let clip = &model.model.config.clip;
-    let mut opts = match data {
-        Some(d) => EncodeOptions::from_config(d, device),
-        None => EncodeOptions::for_model(clip, DataSection::default().test_batch_size, device),
+/// The checkpoint `ccma test` (or `serve --run`) evaluates, `checkpoint` (default:
+/// best.safetensors beside `--config`), loaded with its dataset for `split` by the config of
+/// `config` (default: the configs.yaml beside the checkpoint, else the paper's); every image of
+/// the dataset must exist.
+pub fn load_test_setup(
+    config: &ConfigArgs,
+    device: &DeviceArg,
+    checkpoint: Option<&Path>,
+    split: SplitName,
+) -> Result<TestSetup> {
+    let checkpoint = match (checkpoint, &config.config) {
+        (Some(c), _) => c.to_path_buf(),
+        (None, Some(cfg)) => cfg.with_file_name(run_files::BEST),
+        (None, None) => {
+            return Err(
+                UsageError("give --checkpoint FILE or --config RUN/configs.yaml".into()).into(),
+            )
+        }
     };
-    opts.img_size = (clip.image_size.0 as usize, clip.image_size.1 as usize);
-    let (WeightsSource::Checkpoint(path) | WeightsSource::Pretrained(path)) = source;
-    opts.check_fits(clip, path)?;
-    Ok((model, opts))
+    let beside = checkpoint.with_file_name(run_files::CONFIG);
+    let fallback = beside.is_file().then_some(beside.as_path());
+    let cfg = config.resolve(fallback, device, |_| Ok(()))?;
+    let device = cfg.run.device.resolve()?;
+    super::preflight::require_images(&cfg)?;
+    // Data settings given in a file or with --set decide the input size and caption length;
+    // otherwise the checkpoint's own model does.
+    let data_given = fallback.is_some() || config.config.is_some() || !config.set.is_empty();
+    TestSetup::load(cfg, checkpoint, data_given, split, device)
 }
 
 /// `HxW` (e.g. `384x128`) as (H, W).

@@ -1,6 +1,6 @@
-//! `ccma check`, and the cheap part of it that `train` and `test` run before building a model.
+//! `ccma check` (its cheap part, which `train`, `test` and `serve --run` run before building a
+//! model, is [`super::preflight`]).
 use super::args::{ConfigArgs, DeviceArg};
-use crate::config::{Config, DatasetName};
 use crate::data::annotations::Annotations;
 use crate::data::audit::{self, Audit, Fault, REPORT_HEADER, SPLITS};
 use crate::data::DATASET_KEYS;
@@ -168,41 +168,4 @@ fn print_report(audit: &Audit, report: &Path) {
         println!("{}: {fix}", audit.name);
     }
     println!("every problem is listed in {}", report.display());
-}
-
-/// The cheap part of `ccma check` that `train` and `test` run before building a model: the
-/// annotations are read and every image path is located (no image opened). Images that are
-/// missing, lead out of `imgs/` or are not regular files stop the command with their counts and
-/// the `ccma check` command that reports in full.
-pub fn require_images(cfg: &Config) -> Result<()> {
-    let name = cfg.data.dataset_name;
-    let ann = Annotations::read(name, &crate::data::dataset_dir(cfg)?)?;
-    let (bad, named) = audit::locate_only(&ann);
-    let n: usize = bad.iter().sum();
-    if n == 0 {
-        return Ok(());
-    }
-    let mut command = format!(
-        "ccma check --dataset {name} --root-dir {}",
-        cfg.data.root_dir.display()
-    );
-    let defaults = Config::default();
-    if name == DatasetName::SynthPedes
-        && (cfg.data.synth_ids, cfg.run.seed) != (defaults.data.synth_ids, defaults.run.seed)
-    {
-        let (t, v, s) = cfg.data.synth_ids;
-        command.push_str(&format!(
-            " --set synth_ids=[{t},{v},{s}] --set seed={}",
-            cfg.run.seed
-        ));
-    }
-    bail!(UsageError(format!(
-        "{}: {n} of {} images are missing, outside imgs/ or not regular files (train {}, val {}, test {}), e.g. {}; `{command}` reports every problem",
-        ann.file.display(),
-        ann.entries.len(),
-        bad[0],
-        bad[1],
-        bad[2],
-        named.join(", ")
-    )))
 }

@@ -10,6 +10,7 @@ mod export;
 mod irra_flags;
 mod launch;
 mod output;
+mod preflight;
 mod rank;
 mod search;
 mod serve;

@@ -154,8 +154,8 @@ pub fn run(a: TrainArgs) -> Result<()> {
     }
     // The images exist before a model is built (and before any rank starts).
     match &start {
-        Start::New(cfg) => super::check::require_images(cfg)?,
-        Start::Resume { dir, .. } => super::check::require_images(&Config::from_file(
+        Start::New(cfg) => super::preflight::require_images(cfg)?,
+        Start::Resume { dir, .. } => super::preflight::require_images(&Config::from_file(
             &crate::train::run_dir::RunDir::config_to_resume(dir)?,
         )?)?,
     }
