@@ -1,6 +1,6 @@
 //! `ccma check` (its cheap part, which `train`, `test` and `serve --run` run before building a
 //! model, is [`super::preflight`]).
-use super::args::{ConfigArgs, DeviceArg};
+use super::args::ConfigArgs;
 use crate::data::annotations::Annotations;
 use crate::data::audit::{self, Audit, Fault, REPORT_HEADER, SPLITS};
 use crate::data::DATASET_KEYS;
@@ -10,9 +10,11 @@ use clap::Args;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
-/// Check a dataset before training: its annotations and every image they name (each one decoded),
-/// the captions against the tokenizer, the ids, and the counts against the published sizes. Exits
-/// 0 when the set is usable as it is, 1 when it is not.
+/// Check a dataset before training.
+///
+/// Its annotations and every image they name (each one decoded), the captions against the
+/// tokenizer, the ids, and the counts against the published sizes. Exits 0 when the set is usable
+/// as it is, 1 when it is not.
 #[derive(Args, Debug)]
 pub struct CheckArgs {
     #[command(flatten)]
@@ -29,7 +31,7 @@ pub struct CheckArgs {
 pub fn run(a: CheckArgs) -> Result<()> {
     let keys = [&DATASET_KEYS[..], &["text_length"]].concat();
     a.config.check_sets_act("check", &keys)?;
-    let cfg = a.config.resolve(None, &DeviceArg::default(), |_| Ok(()))?;
+    let cfg = a.config.resolve(None, &[])?;
     let name = cfg.data.dataset_name;
     let report = a
         .report
