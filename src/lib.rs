@@ -9,7 +9,7 @@
 //! |---|---|---|
 //! | 10 | `main.rs` | parse, set up logging, dispatch once, exit codes |
 //! | 9 | `cli` | flags, one file per command, printed output |
-//! | 8 | [`train`] | the run's start, the trainer's loop, its one step (in chunks: the exact micro-batch gradient), how ranks exchange gradients (`parallel::Ranks::average_gradients`), optimiser, schedule, run folder, benchmark |
+//! | 8 | [`train`], [`inference`] | the run's start, the trainer's loop, its one step (in chunks: the exact micro-batch gradient), how ranks exchange gradients (`parallel::Ranks::average_gradients`), optimiser, schedule, run folder, benchmark; a model loaded to infer with, alone or with a dataset split to evaluate |
 //! | 7 | [`factory`] | where run config, weight files and device meet to make a model |
 //! | 6 | [`retrieval`] | batched encoding, metrics protocol, top-k, galleries, feature files |
 //! | 5 | [`loss`] | the loss terms on the model's outputs |
@@ -24,6 +24,7 @@ pub mod data;
 pub mod device;
 pub mod dist;
 pub mod factory;
+pub mod inference;
 pub mod io;
 pub mod logging;
 pub mod loss;

@@ -198,10 +198,62 @@ fn a_set_that_would_have_no_effect_is_refused() {
 
 #[test]
 fn resume_takes_no_config_flags_but_epochs_and_micro_batch() {
-    refused(
-        &["train", "--resume", "somewhere", "--batch-size", "3"],
-        "--resume continues a run with the configs.yaml in its folder: only --num-epoch and --micro-batch may change it",
-    );
+    let rule = "--resume continues a run with the configs.yaml in its folder: only --num-epoch and --micro-batch may change it";
+    for (flag, value) in [
+        ("--batch-size", "3"),
+        ("--device", "cpu"),
+        ("--dataset", "RSTPReid"),
+        ("--name", "x"),
+        ("--set", "lr=1e-4"),
+        ("--lr", "1e-4"),
+    ] {
+        let shown = if flag == "--lr" { "--set" } else { flag };
+        refused(
+            &["train", "--resume", "somewhere", flag, value],
+            &format!("{rule}, not {shown}"),
+        );
+    }
+    // The two it takes pass the rule (and the missing folder stops the command).
+    for (flag, value) in [("--num-epoch", "3"), ("--micro-batch", "auto")] {
+        let (code, _, err) = ccma(&["train", "--resume", "/nonexistent/run", flag, value]);
+        assert_ne!(code, 0, "{flag}: {err}");
+        assert!(!err.contains(rule), "{flag}: {err}");
+        assert!(err.contains("/nonexistent/run"), "{flag}: {err}");
+    }
+}
+
+/// `ccma --help` lists each command on one short line; the details are in the command's own
+/// `--help`.
+#[test]
+fn the_command_list_is_one_short_line_each_and_the_details_are_the_commands() {
+    let (code, out, _) = ccma(&["--help"]);
+    assert_eq!(code, 0);
+    let listed: Vec<&str> = out
+        .split("Commands:")
+        .nth(1)
+        .unwrap()
+        .split("\n\n")
+        .next()
+        .unwrap()
+        .lines()
+        .skip(1)
+        .collect();
+    assert!(listed.len() >= 14, "{out}");
+    for line in &listed {
+        assert!(
+            line.starts_with("  ") && !line.starts_with("   "),
+            "a continued line: {line:?}"
+        );
+        assert!(line.len() <= 80, "{line:?}");
+    }
+    let test_line = listed
+        .iter()
+        .find(|l| l.trim_start().starts_with("test "))
+        .unwrap();
+    assert!(!test_line.contains("SHA-256"), "{test_line}");
+    let (code, out, _) = ccma(&["test", "--help"]);
+    assert_eq!(code, 0);
+    assert!(out.contains("SHA-256"), "{out}");
 }
 
 /// `ccma train` with no config trains the paper's CUHK-PEDES run, as the README says.
@@ -410,7 +462,11 @@ fn out_of_range_values_are_refused_by_name() {
     for (args, needle) in [
         (
             &["tokenize", "--text-length", "100000"][..],
-            "--text-length 100000 is out of range",
+            "--text-length 100000: invalid value for `text_length`: 100000 (expected a number from 2 to 1024)",
+        ),
+        (
+            &["tokenize", "--text-length", "1"][..],
+            "--text-length 1: invalid value for `text_length`: 1 (expected a number from 2 to 1024)",
         ),
         (&["bench", "--steps", "0"][..], "--steps"),
         (

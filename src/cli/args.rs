@@ -1,7 +1,9 @@
 //! Flag groups that several commands share, and turning flags into typed values once.
-use crate::config::{Config, DataSection, DatasetName};
+use super::flags::{DatasetScope, DeviceScope, Flags, Given};
+use crate::config::{Config, SplitName};
 use crate::device::DeviceSpec;
 use crate::factory::{Inference, WeightsSource};
+use crate::inference::{model_and_options, TestSetup};
 use crate::io::run_files;
 use crate::retrieval::encode::EncodeOptions;
 use crate::UsageError;
@@ -9,64 +11,40 @@ use anyhow::{bail, Result};
 use clap::Args;
 use std::path::{Path, PathBuf};
 
-/// `--device`.
-#[derive(Args, Debug, Clone, Default, PartialEq)]
+/// `--device` ([`super::flags::Scope::Device`]).
+#[derive(Args, Debug, Clone, Default)]
 pub struct DeviceArg {
-    /// auto (CUDA when present), cpu, cuda or cuda:N.
-    #[arg(long, value_name = "DEVICE")]
-    pub device: Option<DeviceSpec>,
+    #[command(flatten)]
+    pub flags: Flags<DeviceScope>,
 }
 
 impl DeviceArg {
+    /// The device asked for (`auto` when none was).
+    pub fn spec(&self) -> Result<DeviceSpec> {
+        Ok(Config::default()
+            .with_overrides(&self.flags.pairs())?
+            .run
+            .device)
+    }
+
     pub fn resolve(&self) -> Result<tch::Device> {
-        self.device.unwrap_or_default().resolve()
+        self.spec()?.resolve()
     }
 }
 
 /// The run configuration of a command that reads a dataset: a YAML file, `--set` overrides and
-/// the dataset flags.
-#[derive(Args, Debug, Clone, Default, PartialEq)]
+/// the dataset flags ([`super::flags::Scope::Dataset`]).
+#[derive(Args, Debug, Clone, Default)]
 pub struct ConfigArgs {
     /// YAML config file (keys as in configs/*.yaml); defaults are the paper's CUHK-PEDES settings.
     /// `ccma test` also takes it as IRRA's `--config_file`.
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
-    /// Dataset: CUHK-PEDES, ICFG-PEDES, RSTPReid or TOY-PEDES (key `dataset_name`).
-    #[arg(long, value_name = "NAME")]
-    pub dataset: Option<DatasetName>,
-    /// Folder that holds `<dataset>/` (key `root_dir`).
-    #[arg(long, value_name = "DIR")]
-    pub root_dir: Option<PathBuf>,
+    #[command(flatten)]
+    pub dataset: Flags<DatasetScope>,
     /// Set any config key, e.g. `--set lr=1e-4 --set img_size=[256,128]` (values are YAML).
     #[arg(long = "set", value_name = "KEY=VALUE", value_parser = crate::config::parse_override)]
     pub set: Vec<(String, String)>,
-}
-
-/// A config being assembled from a file, `--set` and the named flags.
-pub struct Overrides<'a> {
-    cfg: Config,
-    sets: &'a [(String, String)],
-}
-
-impl Overrides<'_> {
-    /// Applies a named flag's `value` (if given) to config key `key`; the same key also given
-    /// with `--set` is refused rather than one silently winning.
-    pub fn flag<T>(
-        &mut self,
-        flag: &str,
-        key: &str,
-        value: Option<T>,
-        put: impl FnOnce(&mut Config, T),
-    ) -> Result<()> {
-        let Some(v) = value else { return Ok(()) };
-        if self.sets.iter().any(|(k, _)| k == key) {
-            bail!(UsageError(format!(
-                "{flag} and --set {key}=... both set `{key}`: give one of them"
-            )));
-        }
-        put(&mut self.cfg, v);
-        Ok(())
-    }
 }
 
 impl ConfigArgs {
@@ -86,13 +64,9 @@ impl ConfigArgs {
     }
 
     /// The defaults, then `--config` (or `fallback` when it is not given), then `--set`, then
-    /// `--dataset`, `--root-dir`, `--device` and the command's own flags (`more`); validated.
-    pub fn resolve(
-        &self,
-        fallback: Option<&Path>,
-        device: &DeviceArg,
-        more: impl FnOnce(&mut Overrides) -> Result<()>,
-    ) -> Result<Config> {
+    /// the flags that set keys: `--dataset`, `--root-dir` and the command's own (`more`); a key
+    /// given both by a flag and by `--set` is refused rather than one silently winning. Validated.
+    pub fn resolve(&self, fallback: Option<&Path>, more: &[&[Given]]) -> Result<Config> {
         let file = self.config.as_deref().or(fallback);
         let base = match file {
             Some(f) => Config::load(f)?,
@@ -101,23 +75,27 @@ impl ConfigArgs {
         let cfg = base
             .with_overrides(&self.set)
             .map_err(|e| UsageError(format!("in --set: {e:#}")))?;
-        let mut o = Overrides {
-            cfg,
-            sets: &self.set,
-        };
-        o.flag("--dataset", "dataset_name", self.dataset, |c, v| {
-            c.data.dataset_name = v
-        })?;
-        o.flag("--root-dir", "root_dir", self.root_dir.clone(), |c, v| {
-            c.data.root_dir = v
-        })?;
-        o.flag("--device", "device", device.device, |c, v| c.run.device = v)?;
-        more(&mut o)?;
-        o.cfg.validate().map_err(|e| match file {
+        let flags: Vec<&Given> = [&self.dataset.given[..]]
+            .iter()
+            .chain(more)
+            .flat_map(|g| g.iter())
+            .collect();
+        for g in &flags {
+            if self.set.iter().any(|(k, _)| k == g.key) {
+                bail!(UsageError(format!(
+                    "--{} and --set {key}=... both set `{key}`: give one of them",
+                    g.flag.long,
+                    key = g.key
+                )));
+            }
+        }
+        let pairs: Vec<(String, String)> = flags.iter().map(|g| g.pair()).collect();
+        let cfg = cfg.with_overrides(&pairs)?;
+        cfg.validate().map_err(|e| match file {
             Some(f) => UsageError(format!("config file {}: {e:#}", f.display())).into(),
             None => e,
         })?;
-        Ok(o.cfg)
+        Ok(cfg)
     }
 }
 
@@ -176,26 +154,34 @@ impl WeightsArgs {
     }
 }
 
-/// The model of `source` and how to feed it: the data settings `data` when the user gave some
-/// (a run's configs.yaml, a config file, `--set`), else what the weights were built for; the
-/// input size `img_size` over either.
-pub fn model_and_options(
-    source: &WeightsSource,
-    data: Option<&DataSection>,
-    img_size: Option<(i64, i64)>,
-    device: tch::Device,
-) -> Result<(Inference, EncodeOptions)> {
-    let size = img_size.or(data.map(|d| d.img_size));
-    let model = crate::factory::inference_model(source, size, device)?;
-    let clip = &model.model.config.clip;
-    let mut opts = match data {
-        Some(d) => EncodeOptions::from_config(d, device),
-        None => EncodeOptions::for_model(clip, DataSection::default().test_batch_size, device),
+/// The checkpoint `ccma test` (or `serve --run`) evaluates, `checkpoint` (default:
+/// best.safetensors beside `--config`), loaded with its dataset for `split` by the config of
+/// `config` (default: the configs.yaml beside the checkpoint, else the paper's); every image of
+/// the dataset must exist.
+pub fn load_test_setup(
+    config: &ConfigArgs,
+    device: &DeviceArg,
+    checkpoint: Option<&Path>,
+    split: SplitName,
+) -> Result<TestSetup> {
+    let checkpoint = match (checkpoint, &config.config) {
+        (Some(c), _) => c.to_path_buf(),
+        (None, Some(cfg)) => cfg.with_file_name(run_files::BEST),
+        (None, None) => {
+            return Err(
+                UsageError("give --checkpoint FILE or --config RUN/configs.yaml".into()).into(),
+            )
+        }
     };
-    opts.img_size = (clip.image_size.0 as usize, clip.image_size.1 as usize);
-    let (WeightsSource::Checkpoint(path) | WeightsSource::Pretrained(path)) = source;
-    opts.check_fits(clip, path)?;
-    Ok((model, opts))
+    let beside = checkpoint.with_file_name(run_files::CONFIG);
+    let fallback = beside.is_file().then_some(beside.as_path());
+    let cfg = config.resolve(fallback, &[&device.flags.given])?;
+    let device = cfg.run.device.resolve()?;
+    super::preflight::require_images(&cfg)?;
+    // Data settings given in a file or with --set decide the input size and caption length;
+    // otherwise the checkpoint's own model does.
+    let data_given = fallback.is_some() || config.config.is_some() || !config.set.is_empty();
+    TestSetup::load(cfg, checkpoint, data_given, split, device)
 }
 
 /// `HxW` (e.g. `384x128`) as (H, W).

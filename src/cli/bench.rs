@@ -7,9 +7,10 @@ use crate::train::parallel::Ranks;
 use anyhow::Result;
 use clap::Args;
 
-/// Measure training-step and encoder throughput of the full-size model on random batches. Started
-/// with torchrun's variables (WORLD_SIZE=1 included), every step also runs the data-parallel
-/// exchange of each rank's batch of this size.
+/// Measure training-step and encoder throughput of the full-size model.
+///
+/// On random batches. Started with torchrun's variables (WORLD_SIZE=1 included), every step also
+/// runs the data-parallel exchange of each rank's batch of this size.
 #[derive(Args, Debug)]
 pub struct BenchArgs {
     /// Training batch size.
@@ -38,7 +39,7 @@ pub fn run(a: BenchArgs) -> Result<()> {
     let ranks = match Launch::from_env()? {
         Some(launch) => {
             let mut cfg = Config::default();
-            cfg.run.device = a.device.device.unwrap_or_default();
+            cfg.run.device = a.device.spec()?;
             cfg.data.batch_size = a.batch_size as usize * launch.world_size;
             Ranks::connect(&launch, &cfg)?
         }

@@ -1,6 +1,6 @@
-//! `ccma check`, and the cheap part of it that `train` and `test` run before building a model.
-use super::args::{ConfigArgs, DeviceArg};
-use crate::config::Config;
+//! `ccma check` (its cheap part, which `train`, `test` and `serve --run` run before building a
+//! model, is [`super::preflight`]).
+use super::args::ConfigArgs;
 use crate::data::annotations::Annotations;
 use crate::data::audit::{self, Audit, Fault, REPORT_HEADER, SPLITS};
 use crate::data::DATASET_KEYS;
@@ -10,9 +10,11 @@ use clap::Args;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
-/// Check a dataset before training: its annotations and every image they name (each one decoded),
-/// the captions against the tokenizer, the ids, and the counts against the published sizes. Exits
-/// 0 when the set is usable as it is, 1 when it is not.
+/// Check a dataset before training.
+///
+/// Its annotations and every image they name (each one decoded), the captions against the
+/// tokenizer, the ids, and the counts against the published sizes. Exits 0 when the set is usable
+/// as it is, 1 when it is not.
 #[derive(Args, Debug)]
 pub struct CheckArgs {
     #[command(flatten)]
@@ -29,7 +31,7 @@ pub struct CheckArgs {
 pub fn run(a: CheckArgs) -> Result<()> {
     let keys = [&DATASET_KEYS[..], &["text_length"]].concat();
     a.config.check_sets_act("check", &keys)?;
-    let cfg = a.config.resolve(None, &DeviceArg::default(), |_| Ok(()))?;
+    let cfg = a.config.resolve(None, &[])?;
     let name = cfg.data.dataset_name;
     let report = a
         .report
@@ -168,39 +170,4 @@ fn print_report(audit: &Audit, report: &Path) {
         println!("{}: {fix}", audit.name);
     }
     println!("every problem is listed in {}", report.display());
-}
-
-/// The cheap part of `ccma check` that `train` and `test` run before building a model: the
-/// annotations are read and every image path is located (no image opened). Images that are
-/// missing, lead out of `imgs/` or are not regular files stop the command with their counts and
-/// the `ccma check` command that reports in full.
-pub fn require_images(cfg: &Config) -> Result<()> {
-    let name = cfg.data.dataset_name;
-    let ann = Annotations::read(name, &crate::data::dataset_dir(cfg)?)?;
-    let (bad, named) = audit::locate_only(&ann);
-    let n: usize = bad.iter().sum();
-    if n == 0 {
-        return Ok(());
-    }
-    let mut command = format!(
-        "ccma check --dataset {name} --root-dir {}",
-        cfg.data.root_dir.display()
-    );
-    let mut defaults = Config::default();
-    defaults.data.dataset_name = name;
-    let default_keys = crate::data::folder_keys(&defaults);
-    for (key, value) in crate::data::folder_keys(cfg) {
-        if !default_keys.contains(&(key, value.clone())) {
-            command.push_str(&format!(" --set {key}={value}"));
-        }
-    }
-    bail!(UsageError(format!(
-        "{}: {n} of {} images are missing, outside imgs/ or not regular files (train {}, val {}, test {}), e.g. {}; `{command}` reports every problem",
-        ann.file.display(),
-        ann.entries.len(),
-        bad[0],
-        bad[1],
-        bad[2],
-        named.join(", ")
-    )))
 }

@@ -8,8 +8,10 @@ use anyhow::{bail, Result};
 use clap::Args;
 use std::path::{Path, PathBuf};
 
-/// Compare two evaluations of the same test split query by query: each metric's difference B - A
-/// with a 95% interval from a paired bootstrap over the queries, and whether it excludes 0.
+/// Compare two evaluations of one test split, query by query.
+///
+/// Each metric's difference B - A with a 95% interval from a paired bootstrap over the queries,
+/// and whether it excludes 0.
 #[derive(Args, Debug)]
 pub struct CompareArgs {
     /// The baseline: a run folder (its best checkpoint's test per-query file), a

@@ -8,7 +8,9 @@ use anyhow::{bail, Context, Result};
 use clap::Args;
 use std::path::PathBuf;
 
-/// Embed images and/or captions into global features, written as a feature file (see `ccma rank`).
+/// Embed images and/or captions into a feature file.
+///
+/// Global features, written as a feature file (see `ccma rank`).
 #[derive(Args, Debug)]
 pub struct EmbedArgs {
     #[command(flatten)]

@@ -2,24 +2,20 @@
 //! IRRA's and CCMA's READMEs work as written with `python train.py` / `python test.py` replaced by
 //! `ccma train` / `ccma test`. The source is IRRA's `utils/options.py` (CCMA's `train.py` reads the
 //! same list) and its `test.py`.
+use super::flags::{Form, Setting, SETTINGS};
 use std::ffi::OsString;
 
-/// What an IRRA flag becomes.
+/// What an IRRA flag is on `ccma`'s command line.
 #[derive(Debug, Clone, Copy)]
 enum Spelling {
-    /// `ccma`'s flag of the same meaning, with the same value.
-    Flag(&'static str),
-    /// A `store_true` switch: the config key of the same name set to `true`.
-    Switch,
-    /// One value: the config key of the same name (`--set key=VALUE`).
-    Key,
-    /// One or more values (`nargs='+'`, or IRRA's `tuple`): the key as a list.
-    List,
+    /// IRRA's spelling of a config key ([`SETTINGS`]): `ccma`'s flag for the key with the value,
+    /// or, where `ccma` has none, `--set KEY=VALUE`.
+    Key(&'static Setting, Form),
+    /// Another name of a `ccma` flag that sets no key (`--config_file` for `--config`).
+    Alias(&'static str),
     /// Refused, with what to do instead.
     Refused(&'static str),
 }
-
-use Spelling::{Flag, Key, List, Refused, Switch};
 
 /// How `ccma` resumes, for IRRA's `--resume` switch and `--resume_ckpt_file`.
 const RESUME: &str =
@@ -33,67 +29,34 @@ fn bare_switch(next: Option<&&OsString>) -> bool {
     next.is_none_or(|v| v.to_string_lossy().starts_with("--"))
 }
 
-/// The flags of IRRA's `train.py`, in `utils/options.py`'s order, but `--resume`: IRRA's switch
-/// to resume from `--resume_ckpt_file`, and `ccma`'s own flag `--resume RUN_DIR`.
-const TRAIN: [(&str, Spelling); 47] = [
-    ("local_rank", Refused("ccma takes each rank from torchrun's environment, or starts the ranks itself with --nproc-per-node N")),
-    ("name", Flag("--name")),
-    ("output_dir", Flag("--output-dir")),
-    ("log_period", Key),
-    ("eval_period", Key),
-    ("val_dataset", Key),
-    ("resume_ckpt_file", Refused(RESUME)),
-    ("pretrain_choice", Key),
-    ("temperature", Key),
-    ("img_aug", Switch),
-    ("cmt_depth", Key),
-    ("masked_token_rate", Key),
-    ("masked_token_unchanged_rate", Key),
-    ("lr_factor", Key),
-    ("MLM", Switch),
-    ("loss_names", Flag("--loss-names")),
-    ("mlm_loss_weight", Key),
-    ("id_loss_weight", Key),
-    ("img_size", List),
-    ("stride_size", Key),
-    ("text_length", Key),
-    ("vocab_size", Key),
-    ("optimizer", Key),
-    ("lr", Key),
-    ("bias_lr_factor", Key),
-    ("momentum", Refused("it is SGD's momentum, and ccma's optimizers are Adam and AdamW (key `optimizer`)")),
-    ("weight_decay", Key),
-    ("weight_decay_bias", Key),
-    ("alpha", Key),
-    ("beta", Key),
-    ("num_epoch", Flag("--num-epoch")),
-    ("milestones", List),
-    ("gamma", Key),
-    ("warmup_factor", Key),
-    ("warmup_epochs", Key),
-    ("warmup_method", Key),
-    ("lrscheduler", Key),
-    ("target_lr", Key),
-    ("power", Key),
-    ("dataset_name", Flag("--dataset")),
-    ("sampler", Key),
-    ("num_instance", Key),
-    ("root_dir", Flag("--root-dir")),
-    ("batch_size", Flag("--batch-size")),
-    ("test_batch_size", Key),
-    ("num_workers", Key),
-    ("test", Refused("ccma evaluates with its own command: ccma test --config RUN_DIR/configs.yaml")),
+/// The flags of IRRA's `train.py` that `ccma train` refuses, with what to do instead (the others
+/// set config keys: [`SETTINGS`]), but `--resume`: IRRA's switch to resume from
+/// `--resume_ckpt_file`, and `ccma`'s own flag `--resume RUN_DIR`.
+const REFUSED: [(&str, &str); 4] = [
+    ("local_rank", "ccma takes each rank from torchrun's environment, or starts the ranks itself with --nproc-per-node N"),
+    ("resume_ckpt_file", RESUME),
+    ("momentum", "it is SGD's momentum, and ccma's optimizers are Adam and AdamW (key `optimizer`)"),
+    ("test", "ccma evaluates with its own command: ccma test --config RUN_DIR/configs.yaml"),
 ];
 
-/// The flags of IRRA's `test.py`.
-const TEST: [(&str, Spelling); 1] = [("config_file", Flag("--config"))];
+/// The flags of IRRA's `test.py`, each another name of a flag of `ccma test`.
+const TEST: [(&str, &str); 1] = [("config_file", "config")];
 
-/// The IRRA flags `command` (a subcommand's name) takes.
-fn table(command: &str) -> &'static [(&'static str, Spelling)] {
+/// What IRRA's `--flag` is on `command`'s line (a subcommand's name); `None`: not IRRA's.
+fn spelling(command: &str, flag: &str) -> Option<Spelling> {
     match command {
-        "train" => &TRAIN,
-        "test" => &TEST,
-        _ => &[],
+        "train" => SETTINGS
+            .iter()
+            .find_map(|s| Some(Spelling::Key(s, s.irra.filter(|_| s.key == flag)?)))
+            .or_else(|| {
+                let (_, instead) = REFUSED.iter().find(|(name, _)| *name == flag)?;
+                Some(Spelling::Refused(instead))
+            }),
+        "test" => {
+            let (_, to) = TEST.iter().find(|(name, _)| *name == flag)?;
+            Some(Spelling::Alias(to))
+        }
+        _ => None,
     }
 }
 
@@ -104,7 +67,6 @@ pub fn rewrite(args: Vec<OsString>) -> Result<Vec<OsString>, String> {
         return Ok(args);
     };
     let command = args[at].to_str().unwrap_or_default();
-    let flags = table(command);
     let mut out: Vec<OsString> = args[..=at].to_vec();
     let mut rest = args[at + 1..].iter().peekable();
     while let Some(arg) = rest.next() {
@@ -122,7 +84,7 @@ pub fn rewrite(args: Vec<OsString>) -> Result<Vec<OsString>, String> {
         if command == "train" && flag == "resume" && inline.is_none() && bare_switch(rest.peek()) {
             return Err(RESUME_SWITCH.to_string());
         }
-        let Some(&(name, spelling)) = flags.iter().find(|(n, _)| *n == flag) else {
+        let Some(spelling) = spelling(command, flag) else {
             out.push(arg.clone());
             continue;
         };
@@ -133,35 +95,42 @@ pub fn rewrite(args: Vec<OsString>) -> Result<Vec<OsString>, String> {
                 None => rest
                     .next()
                     .cloned()
-                    .ok_or_else(|| format!("--{name} (IRRA's flag) expects a value")),
+                    .ok_or_else(|| format!("--{flag} (IRRA's flag) expects a value")),
             }
         };
         match spelling {
-            Flag(to) => {
+            Spelling::Alias(to) => {
                 let v = value()?;
-                out.extend([to.into(), v]);
+                out.extend([format!("--{to}").into(), v]);
             }
-            Switch if inline.is_some() => {
-                return Err(format!(
-                    "--{name} (IRRA's switch) takes no value: --{name} sets `{name}: true`"
-                ))
+            Spelling::Refused(instead) => {
+                return Err(format!("--{flag} (IRRA's flag) is not taken: {instead}"))
             }
-            Switch => out.extend(["--set".into(), format!("{name}=true").into()]),
-            Key => {
-                let v = value()?;
-                let set = format!("{name}={}", v.to_string_lossy());
-                out.extend(["--set".into(), set.into()]);
-            }
-            List => {
-                let mut items = vec![value()?.to_string_lossy().into_owned()];
-                while let Some(v) = rest.next_if(|v| !v.to_string_lossy().starts_with("--")) {
-                    items.push(v.to_string_lossy().into_owned());
+            Spelling::Key(setting, form) => {
+                let v: OsString = match form {
+                    Form::Value => value()?,
+                    Form::Switch if inline.is_some() => {
+                        return Err(format!(
+                            "--{flag} (IRRA's switch) takes no value: --{flag} sets `{flag}: true`"
+                        ))
+                    }
+                    Form::Switch => "true".into(),
+                    Form::List => {
+                        let mut items = vec![value()?.to_string_lossy().into_owned()];
+                        while let Some(v) = rest.next_if(|v| !v.to_string_lossy().starts_with("--"))
+                        {
+                            items.push(v.to_string_lossy().into_owned());
+                        }
+                        format!("[{}]", items.join(",")).into()
+                    }
+                };
+                match setting.flag {
+                    Some(f) => out.extend([format!("--{}", f.long).into(), v]),
+                    None => {
+                        let set = format!("{}={}", setting.key, v.to_string_lossy());
+                        out.extend(["--set".into(), set.into()]);
+                    }
                 }
-                let list = format!("{name}=[{}]", items.join(","));
-                out.extend(["--set".into(), list.into()]);
-            }
-            Refused(instead) => {
-                return Err(format!("--{name} (IRRA's flag) is not taken: {instead}"))
             }
         }
     }
@@ -247,22 +216,18 @@ mod tests {
     }
 
     #[test]
-    fn every_key_is_a_config_key_and_every_flag_one_of_the_command() {
-        let keys = crate::config::valid_keys();
+    fn aliases_are_flags_of_their_command_and_refused_flags_set_no_key() {
         let cli = <super::super::Cli as clap::CommandFactory>::command();
-        for (command, flags) in [("train", &TRAIN[..]), ("test", &TEST[..])] {
-            let sub = cli.find_subcommand(command).unwrap();
-            for (name, spelling) in flags {
-                match spelling {
-                    Switch | Key | List => assert!(keys.contains(&name.to_string()), "{name}"),
-                    Flag(to) => assert!(
-                        sub.get_arguments()
-                            .any(|a| a.get_long() == to.strip_prefix("--")),
-                        "{command} {to}"
-                    ),
-                    Refused(_) => {}
-                }
-            }
+        let test = cli.find_subcommand("test").unwrap();
+        for (name, to) in TEST {
+            assert!(
+                test.get_arguments().any(|a| a.get_long() == Some(to)),
+                "{name} -> --{to}"
+            );
+        }
+        let keys = crate::config::valid_keys();
+        for (name, _) in REFUSED {
+            assert!(!keys.contains(&name.to_string()), "{name}");
         }
     }
 }

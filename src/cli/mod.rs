@@ -1,15 +1,19 @@
 //! The command line, the top floor: one file per command, each with its own flags (and only the
 //! flags it uses), parsed once into typed values and handed to the library below. The only
-//! place that knows flag names.
+//! place that knows flag names. The flags that set config keys are one table ([`flags`]); what
+//! the commands share is in files that are no command's (`args`, `flags`, `irra_flags`,
+//! `launch`, `output`, `preflight`), and no command's file imports another's.
 mod args;
 mod bench;
 mod check;
 mod compare;
 mod embed;
 mod export;
+mod flags;
 mod irra_flags;
 mod launch;
 mod output;
+mod preflight;
 mod rank;
 mod search;
 mod serve;

@@ -1,8 +1,10 @@
-//! What commands print: metrics as a table or JSON, and text on stdout. A stdout closed by its
-//! reader (`ccma info | head -c0`) is a [`StdoutClosed`] error, which `main` ends quietly.
+//! What commands print: metrics as a table or JSON, search results as JSON, and text on stdout. A
+//! stdout closed by its reader (`ccma info | head -c0`) is a [`StdoutClosed`] error, which `main`
+//! ends quietly.
 use crate::retrieval::metrics::{table, RetrievalMetrics};
 use anyhow::Result;
 use std::io::Write;
+use std::path::Path;
 
 /// stdout was closed by its reader: the command stops writing and ends quietly (exit code 0).
 #[derive(Debug, thiserror::Error)]
@@ -55,4 +57,27 @@ pub fn print_metrics(
     rows.extend(i2t.map(|m| ("i2t", m)));
     let heading = heading.map_or(String::new(), |h| format!("{h}\n"));
     print(format_args!("{heading}{}", table(&rows)))
+}
+
+/// A query's results as `ccma search --json` prints them and `ccma serve`'s API answers:
+/// `{"query", "results": [{"rank" (1-based), "index" (gallery row), "score" (cosine), "image"}]}`,
+/// best first; `hits` are (row of `files`, cosine).
+pub fn results_json(
+    query: &str,
+    hits: &[(usize, f64)],
+    files: &[impl AsRef<Path>],
+) -> serde_json::Value {
+    let results: Vec<serde_json::Value> = hits
+        .iter()
+        .enumerate()
+        .map(|(r, &(i, score))| {
+            serde_json::json!({
+                "rank": r + 1,
+                "index": i,
+                "score": score,
+                "image": files[i].as_ref().display().to_string(),
+            })
+        })
+        .collect();
+    serde_json::json!({ "query": query, "results": results })
 }

@@ -7,7 +7,9 @@ use anyhow::{bail, Result};
 use clap::Args;
 use std::path::{Path, PathBuf};
 
-/// Compute retrieval metrics from query and gallery feature files (as `ccma embed` writes them).
+/// Compute retrieval metrics from feature files.
+///
+/// The query and gallery features are feature files as `ccma embed` writes them.
 #[derive(Args, Debug)]
 pub struct RankArgs {
     /// Query features: the file's `text_features` (else `features`), with `text_pids` (else `pids`).

@@ -1,17 +1,13 @@
 //! `ccma search`: rank a gallery against a sentence, print the top results, draw a contact sheet.
 use super::args::{DeviceArg, WeightsArgs};
-use crate::factory::Inference;
 use crate::io::output_path::{self, Existing};
 use crate::report::sheet::{self, SheetItem};
-use crate::retrieval::encode::{embed_captions, EncodeOptions};
-use crate::retrieval::features::require_finite_output;
 use crate::retrieval::gallery::{self, Gallery};
-use crate::retrieval::topk::top_k;
+use crate::retrieval::topk::{best_rows, CosineIndex};
 use crate::UsageError;
 use anyhow::{bail, Result};
 use clap::Args;
-use std::path::{Path, PathBuf};
-use tch::Tensor;
+use std::path::PathBuf;
 
 /// Search a gallery of images with a sentence.
 #[derive(Args, Debug)]
@@ -66,13 +62,9 @@ pub fn run(a: SearchArgs) -> Result<()> {
     )?;
     inputs.extend(files.iter().cloned());
     check_out(&inputs)?;
-    let hits = best_rows(
-        &model,
-        &opts,
-        &features,
-        &[(a.query.clone(), a.top_k as usize)],
-    )?
-    .remove(0);
+    let index = CosineIndex::new(&features);
+    let query = [(a.query.clone(), a.top_k as usize)];
+    let hits = best_rows(&model.model, &model.path, &opts, &index, &query)?.remove(0);
     if let Some(out) = &a.out {
         let items: Vec<SheetItem> = hits
             .iter()
@@ -86,7 +78,8 @@ pub fn run(a: SearchArgs) -> Result<()> {
         tracing::info!("wrote {}", out.display());
     }
     if a.json {
-        return super::output::print(format_args!("{}\n", results_json(&a.query, &hits, &files)));
+        let json = super::output::results_json(&a.query, &hits, &files);
+        return super::output::print(format_args!("{json}\n"));
     }
     let mut table = prettytable::Table::new();
     table.set_titles(prettytable::row!["rank", "score", "image"]);
@@ -98,45 +91,4 @@ pub fn run(a: SearchArgs) -> Result<()> {
         ]);
     }
     super::output::print(format_args!("{}\n{table}", a.query))
-}
-
-/// The `k` best rows of gallery `features` [N, D] (f32, CPU) for each `(query, k)`, the queries
-/// embedded as one batch: (row, cosine similarity), best first. Non-finite query features are
-/// an error.
-pub(super) fn best_rows(
-    model: &Inference,
-    opts: &EncodeOptions,
-    features: &Tensor,
-    queries: &[(String, usize)],
-) -> Result<Vec<Vec<(usize, f64)>>> {
-    let texts: Vec<String> = queries.iter().map(|(q, _)| q.clone()).collect();
-    let embedded = embed_captions(&model.model, &texts, opts)?.to_device(tch::Device::Cpu);
-    require_finite_output(&[&embedded], &model.path, "the query")?;
-    Ok(queries
-        .iter()
-        .enumerate()
-        .map(|(i, &(_, k))| top_k(features, &embedded.narrow(0, i as i64, 1), k))
-        .collect())
-}
-
-/// A query's results as `--json` prints them (and `ccma serve`'s API answers): `{"query",
-/// "results": [{"rank" (1-based), "index" (gallery row), "score" (cosine), "image"}]}`, best first.
-pub(super) fn results_json(
-    query: &str,
-    hits: &[(usize, f64)],
-    files: &[impl AsRef<Path>],
-) -> serde_json::Value {
-    let results: Vec<serde_json::Value> = hits
-        .iter()
-        .enumerate()
-        .map(|(r, &(i, score))| {
-            serde_json::json!({
-                "rank": r + 1,
-                "index": i,
-                "score": score,
-                "image": files[i].as_ref().display().to_string(),
-            })
-        })
-        .collect();
-    serde_json::json!({ "query": query, "results": results })
 }

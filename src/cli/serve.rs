@@ -12,6 +12,7 @@ use super::args::{ConfigArgs, DeviceArg, WeightsArgs};
 use crate::factory::Inference;
 use crate::retrieval::encode::EncodeOptions;
 use crate::retrieval::gallery::{self, Gallery};
+use crate::retrieval::topk::CosineIndex;
 use crate::UsageError;
 use anyhow::{bail, Context, Result};
 use clap::Args;
@@ -19,8 +20,10 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
-/// Serve a gallery for text search in a browser and over HTTP (`GET /api/search?q=...&k=...`);
-/// with --run, also every test query of a run with its top 10, worst first.
+/// Serve a gallery for text search in a browser and over HTTP.
+///
+/// The API: `GET /api/search?q=...&k=...`. With --run, also every test query of a run with its
+/// top 10, worst first.
 #[derive(Args, Debug)]
 pub struct ServeArgs {
     /// A ccma checkpoint (safetensors); its run's configs.yaml beside it supplies data settings
@@ -73,7 +76,7 @@ fn load(a: &ServeArgs) -> Result<Loaded> {
             config: Some(config),
             ..Default::default()
         };
-        let split = super::test::load_test_setup(
+        let split = super::args::load_test_setup(
             &config,
             &a.device,
             a.checkpoint.as_deref(),
@@ -152,8 +155,9 @@ pub fn run(a: ServeArgs) -> Result<()> {
         "run": loaded.run.as_ref().map(failures::TestRun::summary),
         "limits": { "max_query_chars": routes::MAX_QUERY_CHARS, "max_k": routes::MAX_K },
     });
-    let (searcher, worker) =
-        searcher::Searcher::start(loaded.model, loaded.opts, loaded.gallery.features);
+    let index = CosineIndex::new(&loaded.gallery.features);
+    drop(loaded.gallery.features);
+    let (searcher, worker) = searcher::Searcher::start(loaded.model, loaded.opts, index);
     let state = Arc::new(routes::State {
         searcher,
         gallery: loaded.gallery.files,

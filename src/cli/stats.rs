@@ -1,5 +1,5 @@
 //! `ccma stats`.
-use super::args::{ConfigArgs, DeviceArg};
+use super::args::ConfigArgs;
 use crate::data::DATASET_KEYS;
 use anyhow::Result;
 use clap::Args;
@@ -13,7 +13,7 @@ pub struct StatsArgs {
 
 pub fn run(a: StatsArgs) -> Result<()> {
     a.config.check_sets_act("stats", &DATASET_KEYS)?;
-    let cfg = a.config.resolve(None, &DeviceArg::default(), |_| Ok(()))?;
+    let cfg = a.config.resolve(None, &[])?;
     let ds = crate::data::load_dataset(&cfg)?;
     let mut t = prettytable::Table::new();
     t.set_titles(prettytable::row!["split", "ids", "images", "captions"]);

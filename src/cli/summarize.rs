@@ -10,9 +10,11 @@ use serde_json::{json, Map, Value};
 use statrs::statistics::Statistics;
 use std::path::{Path, PathBuf};
 
-/// Tabulate training runs: one row per run (the test metrics at its best epoch, from results.json)
-/// and, for runs whose configs differ only in `seed`, each metric's mean ± standard deviation
-/// (n - 1 in the denominator). Markdown on stdout, or --json / --csv.
+/// Tabulate training runs, with the mean and spread over seeds.
+///
+/// One row per run (the test metrics at its best epoch, from results.json) and, for runs whose
+/// configs differ only in `seed`, each metric's mean ± standard deviation (n - 1 in the
+/// denominator). Markdown on stdout, or --json / --csv.
 #[derive(Args, Debug)]
 pub struct SummarizeArgs {
     /// Run folders (each with configs.yaml and results.json).

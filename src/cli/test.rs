@@ -1,24 +1,22 @@
 //! `ccma test`: evaluates a checkpoint on its dataset's test (or validation) split.
-use super::args::{model_and_options, ConfigArgs, DeviceArg};
-use crate::config::{Config, SplitName};
-use crate::data::annotations::EvalSplit;
-use crate::factory::{Inference, WeightsSource};
+use super::args::{load_test_setup, ConfigArgs, DeviceArg};
+use crate::config::SplitName;
+use crate::inference::TestSetup;
 use crate::io::output_path::{self, Existing};
-use crate::io::run_files;
-use crate::retrieval::encode::{embed_split, score_i2t, t2i_records, EncodeOptions, SplitFeatures};
-use crate::retrieval::features::require_finite_output;
+use crate::retrieval::encode::{score_i2t, t2i_records};
 use crate::retrieval::metrics::{write_query_records, RetrievalMetrics};
 use crate::retrieval::sheets::contact_sheets;
 use crate::train::run_dir::{queries_path, test_results_path, RunDir};
-use crate::UsageError;
-use anyhow::{Context, Result};
+use anyhow::Result;
 use clap::Args;
 use std::path::{Path, PathBuf};
 
-/// Evaluate a checkpoint on the test split (t2i, optionally i2t); writes
-/// <split>_results.<checkpoint stem>.<dataset>.<tag>.json beside it (tag: the first 8 hex digits
-/// of the SHA-256 of the file's `settings`), and every t2i query's rank, AP and INP to the
-/// .queries.jsonl file of the same name.
+/// Evaluate a checkpoint on its dataset's test (or validation) split.
+///
+/// Text-to-image retrieval, optionally image-to-text too. Writes
+/// <split>_results.<checkpoint stem>.<dataset>.<tag>.json beside the checkpoint (tag: the first 8
+/// hex digits of the SHA-256 of the file's `settings`), and every t2i query's rank, AP and INP to
+/// the .queries.jsonl file of the same name.
 #[derive(Args, Debug)]
 pub struct TestArgs {
     /// Data settings: a run's configs.yaml (default: the one beside the checkpoint, else the paper's).
@@ -53,78 +51,8 @@ const EVAL_KEYS: [&str; 5] = [
     "matmul_precision",
 ];
 
-/// A checkpoint and its dataset, loaded with the data settings that decide the numbers.
-pub(super) struct TestSetup {
-    pub checkpoint: PathBuf,
-    pub cfg: Config,
-    pub dataset: crate::data::annotations::Dataset,
-    pub split: SplitName,
-    pub model: Inference,
-    pub opts: EncodeOptions,
-    pub device: tch::Device,
-}
-
-/// Loads the checkpoint (`checkpoint`, default: best.safetensors beside `--config`) and its
-/// dataset with the data settings of `config` (default: the configs.yaml beside the checkpoint,
-/// else the paper's), for evaluating `split`; every image of the dataset must exist.
-pub(super) fn load_test_setup(
-    config: &ConfigArgs,
-    device: &DeviceArg,
-    checkpoint: Option<&Path>,
-    split: SplitName,
-) -> Result<TestSetup> {
-    let checkpoint = match (checkpoint, &config.config) {
-        (Some(c), _) => c.to_path_buf(),
-        (None, Some(cfg)) => cfg.with_file_name(run_files::BEST),
-        (None, None) => {
-            return Err(
-                UsageError("give --checkpoint FILE or --config RUN/configs.yaml".into()).into(),
-            )
-        }
-    };
-    let beside = checkpoint.with_file_name(run_files::CONFIG);
-    let fallback = beside.is_file().then_some(beside.as_path());
-    config.check_sets_act(
-        "test",
-        &[&crate::data::DATASET_KEYS[..], &EVAL_KEYS].concat(),
-    )?;
-    let cfg = config.resolve(fallback, device, |_| Ok(()))?;
-    let device = cfg.run.device.resolve()?;
-    crate::model::amp::set_cuda_matmul_precision(cfg.run.matmul_precision.name(), device)?;
-    super::check::require_images(&cfg)?;
-    let dataset = crate::data::load_dataset(&cfg)?;
-    dataset.require_splits(&[split.name()])?;
-    // Data settings given in a file or with --set decide the input size and caption length;
-    // otherwise the checkpoint's own model does.
-    let explicit = fallback.is_some() || config.config.is_some() || !config.set.is_empty();
-    let source = WeightsSource::Checkpoint(checkpoint.clone());
-    let (model, opts) = model_and_options(&source, explicit.then_some(&cfg.data), None, device)?;
-    Ok(TestSetup {
-        checkpoint,
-        cfg,
-        dataset,
-        split,
-        model,
-        opts,
-        device,
-    })
-}
-
+// `TestSetup` is the library's; what `ccma test` records of it is this command's.
 impl TestSetup {
-    /// The evaluated split's annotations.
-    pub(super) fn eval_split(&self) -> &EvalSplit {
-        self.dataset.eval_split(self.split)
-    }
-
-    /// The evaluated split's features; non-finite features are an error.
-    pub(super) fn embed(&self) -> Result<SplitFeatures> {
-        let on = format!("the {} {} split", self.dataset.name, self.split);
-        let feats = embed_split(&self.model.model, self.eval_split(), &self.opts)
-            .with_context(|| format!("embedding {on}"))?;
-        require_finite_output(&[&feats.images, &feats.texts], &self.checkpoint, &on)?;
-        Ok(feats)
-    }
-
     /// What decides the numbers of a test: the data read and how it is fed to the model.
     fn settings(&self) -> serde_json::Value {
         let d = &self.cfg.data;
@@ -156,6 +84,8 @@ fn absolute(path: &Path) -> PathBuf {
 }
 
 pub fn run(a: TestArgs) -> Result<()> {
+    let keys = [&crate::data::DATASET_KEYS[..], &EVAL_KEYS].concat();
+    a.config.check_sets_act("test", &keys)?;
     let setup = load_test_setup(&a.config, &a.device, a.checkpoint.as_deref(), a.split)?;
     let checkpoint = &setup.checkpoint;
     // A run folder that a `ccma train` is using is refused before any work.

@@ -2,7 +2,9 @@
 use anyhow::Result;
 use clap::Args;
 
-/// Tokenise UTF-8 lines from stdin; prints one JSON array of token ids per line.
+/// Tokenise UTF-8 lines from stdin.
+///
+/// Prints one JSON array of token ids per line.
 #[derive(Args, Debug)]
 pub struct TokenizeArgs {
     /// Context length (ids per line, zero-padded; longer captions are truncated, last id EOT).
@@ -11,14 +13,11 @@ pub struct TokenizeArgs {
 }
 
 pub fn run(a: TokenizeArgs) -> Result<()> {
-    let max = crate::config::MAX_TEXT_LENGTH;
-    if !(2..=max).contains(&a.text_length) {
-        return Err(crate::UsageError(format!(
-            "--text-length {} is out of range: it must hold the start and end tokens and be at most {max} (2..={max})",
-            a.text_length
-        ))
-        .into());
-    }
+    // The config's rule for `text_length`, the only one.
+    let mut cfg = crate::config::Config::default();
+    cfg.data.text_length = i64::try_from(a.text_length).unwrap_or(i64::MAX);
+    cfg.validate()
+        .map_err(|e| crate::UsageError(format!("--text-length {}: {e:#}", a.text_length)))?;
     let stdout = std::io::stdout();
     crate::data::tokenize_lines(
         std::io::stdin().lock(),

@@ -1,16 +1,19 @@
 //! `ccma train`.
 use super::args::{ConfigArgs, DeviceArg};
-use crate::config::{Config, LossNames, MicroBatch};
+use super::flags::{self, Flags, TrainScope};
+use crate::config::Config;
 use crate::dist::Launch;
 use crate::train::parallel::choose_backend;
 use crate::train::{Faults, RankFault, Start};
 use crate::UsageError;
 use anyhow::{bail, Result};
 use clap::Args;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
-/// Train a model; writes a run folder with configs.yaml, checkpoints, logs and results. IRRA's
-/// spellings of its train.py flags are taken too (`--batch_size 64 --MLM --img_aug --lr 1e-5`).
+/// Train a model into a run folder.
+///
+/// The run folder holds configs.yaml, checkpoints, logs and results. IRRA's spellings of its
+/// train.py flags are taken too (`--batch_size 64 --MLM --img_aug --lr 1e-5`).
 #[derive(Args, Debug)]
 pub struct TrainArgs {
     #[command(flatten)]
@@ -18,14 +21,7 @@ pub struct TrainArgs {
     #[command(flatten)]
     pub device: DeviceArg,
     #[command(flatten)]
-    pub new_run: NewRunArgs,
-    /// Epochs (key `num_epoch`).
-    #[arg(long, value_name = "N")]
-    pub num_epoch: Option<usize>,
-    /// Samples per pass of a step: N (chunks of N, the gradient still the whole batch's) or auto
-    /// (the largest chunk that fits a CUDA card's free memory) (key `micro_batch`).
-    #[arg(long, value_name = "N|auto")]
-    pub micro_batch: Option<MicroBatch>,
+    pub flags: Flags<TrainScope>,
     /// Continue a run folder from its last saved step, with its own configs.yaml (--num-epoch may
     /// change the number of epochs, --micro-batch the passes of a step).
     #[arg(long, value_name = "RUN_DIR")]
@@ -36,38 +32,36 @@ pub struct TrainArgs {
     pub nproc_per_node: Option<usize>,
 }
 
-/// The flags that set a new run's config (a resumed run keeps its own).
-#[derive(Args, Debug, Default, PartialEq)]
-pub struct NewRunArgs {
-    /// Training batch size (key `batch_size`).
-    #[arg(long, value_name = "N")]
-    pub batch_size: Option<usize>,
-    /// Experiment name, the suffix of the run folder (key `name`).
-    #[arg(long)]
-    pub name: Option<String>,
-    /// Runs go to <output-dir>/<dataset>/<timestamp>_<name>/ (key `output_dir`).
-    #[arg(long, value_name = "DIR")]
-    pub output_dir: Option<PathBuf>,
-    /// Use this run folder instead of a generated one (key `run_dir`).
-    #[arg(long, value_name = "DIR")]
-    pub run_dir: Option<PathBuf>,
-    /// Weights to start from: OpenAI's ViT-B-16.pt, a Hugging Face CLIP folder (or its
-    /// model.safetensors), an IRRA or CCMA best.pth, or a ccma checkpoint (key `pretrained`).
-    #[arg(long, value_name = "FILE")]
-    pub pretrained: Option<PathBuf>,
-    /// Loss terms joined by `+` (sdm, itc, cmpm, id, mlm, imal); `imal` = the CCMA set.
-    #[arg(long, value_name = "NAMES")]
-    pub loss_names: Option<LossNames>,
-}
-
-impl TrainArgs {
-    /// Whether any flag that changes the config, other than `--num-epoch` and `--micro-batch`, was
-    /// given.
-    fn sets_config(&self) -> bool {
-        self.config != ConfigArgs::default()
-            || self.device != DeviceArg::default()
-            || self.new_run != NewRunArgs::default()
+/// How `--resume RUN_DIR` starts: the run keeps its own configs.yaml, which only the flags that
+/// [`flags::SETTINGS`] lets `--resume` take may change.
+fn resumed(a: &TrainArgs, dir: &Path) -> Result<Start> {
+    let given = [
+        &a.config.dataset.given,
+        &a.device.flags.given,
+        &a.flags.given,
+    ];
+    let refused = match (&a.config.config, a.config.set.is_empty()) {
+        (Some(_), _) => Some("--config".to_string()),
+        (None, false) => Some("--set".to_string()),
+        (None, true) => given
+            .iter()
+            .flat_map(|g| g.iter())
+            .find(|g| !g.flag.on_resume)
+            .map(|g| format!("--{}", g.flag.long)),
+    };
+    if let Some(flag) = refused {
+        bail!(UsageError(format!(
+            "--resume continues a run with the configs.yaml in its folder: only {} may change it, not {flag}",
+            flags::resume_flags()
+        )));
     }
+    // The values as the config's types read them.
+    let asked = Config::default().with_overrides(&a.flags.pairs())?;
+    Start::resume(
+        dir,
+        a.flags.has("num_epoch").then_some(asked.optim.num_epoch),
+        asked.run.micro_batch,
+    )
 }
 
 /// Faults the tests inject through the environment: `CCMA_INJECT_NAN_AT_STEP=N` (the first loss
@@ -123,21 +117,11 @@ fn check_pretrained(cfg: &Config) -> Result<()> {
 
 pub fn run(a: TrainArgs) -> Result<()> {
     let start = match &a.resume {
-        Some(_) if a.sets_config() => bail!(UsageError(
-            "--resume continues a run with the configs.yaml in its folder: only --num-epoch and --micro-batch may change it".into(),
+        Some(dir) => resumed(&a, dir)?,
+        None => Start::New(Box::new(
+            a.config
+                .resolve(None, &[&a.device.flags.given, &a.flags.given])?,
         )),
-        Some(dir) => Start::resume(dir, a.num_epoch, a.micro_batch)?,
-        None => Start::New(Box::new(a.config.resolve(None, &a.device, |o| {
-            let n = &a.new_run;
-            o.flag("--batch-size", "batch_size", n.batch_size, |c, v| c.data.batch_size = v)?;
-            o.flag("--num-epoch", "num_epoch", a.num_epoch, |c, v| c.optim.num_epoch = v)?;
-            o.flag("--name", "name", n.name.clone(), |c, v| c.run.name = v)?;
-            o.flag("--output-dir", "output_dir", n.output_dir.clone(), |c, v| c.run.output_dir = v)?;
-            o.flag("--run-dir", "run_dir", n.run_dir.clone(), |c, v| c.run.run_dir = Some(v))?;
-            o.flag("--pretrained", "pretrained", n.pretrained.clone(), |c, v| c.model.pretrained = Some(v))?;
-            o.flag("--loss-names", "loss_names", n.loss_names.clone(), |c, v| c.loss.loss_names = v)?;
-            o.flag("--micro-batch", "micro_batch", a.micro_batch, |c, v| c.run.micro_batch = Some(v))
-        })?)),
     };
     let launch = match a.nproc_per_node {
         Some(_) => super::launch::check_not_nested().map(|()| None)?,
@@ -148,7 +132,7 @@ pub fn run(a: TrainArgs) -> Result<()> {
         check_dist_keys(cfg, launch.is_some() || a.nproc_per_node.is_some())?;
     }
     // The images exist before a model is built (and before any rank starts).
-    super::check::require_images(start.config())?;
+    super::preflight::require_images(start.config())?;
     if let Some(n) = a.nproc_per_node {
         // What every rank would refuse, refused once here, before any is started.
         let cfg = start.config();

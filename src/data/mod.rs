@@ -18,19 +18,14 @@ use crate::config::datasets::Source;
 use crate::config::Config;
 
 /// Tokenises every line of `input` (UTF-8, `\n`-separated; a final `\r` is whitespace and
-/// cleaned away) and writes one JSON array of `text_length` ids per line.
+/// cleaned away) and writes one JSON array of `text_length` ids per line (the caller holds
+/// `text_length` to the config's bounds for `text_length`).
 pub fn tokenize_lines(
     mut input: impl std::io::BufRead,
     output: &mut impl std::io::Write,
     text_length: usize,
 ) -> anyhow::Result<()> {
     use anyhow::Context;
-    if text_length < 2 {
-        return Err(crate::UsageError(format!(
-            "text length {text_length} is too small: it must hold at least the start and end tokens (>= 2)"
-        ))
-        .into());
-    }
     let tokenizer = tokenizer::Tokenizer::shared();
     let mut line = Vec::new();
     for number in 1.. {

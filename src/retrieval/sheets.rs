@@ -1,5 +1,6 @@
 //! Contact sheets of test queries: each query's top 10 gallery images, true matches framed.
 use super::encode::SplitFeatures;
+use super::topk::CosineIndex;
 use crate::data::annotations::EvalSplit;
 use crate::report::sheet::{self, SheetItem};
 use anyhow::{Context, Result};
@@ -18,9 +19,10 @@ pub fn contact_sheets(
     let picks: Vec<usize> = (0..n.min(total))
         .map(|i| i * total / n.min(total))
         .collect();
+    let index = CosineIndex::new(&feats.images);
     for &q in &picks {
         let query = feats.texts.get(q as i64).unsqueeze(0);
-        let hits = super::topk::top_k(&feats.images, &query, 10);
+        let hits = index.top_k(&query, 10);
         let pid = split.caption_pids[q];
         let items: Vec<SheetItem> = hits
             .iter()

@@ -1,7 +1,7 @@
 //! A run's test split query by query, as a failure analysis shows it: each query's caption, the
 //! rank of its first correct image and its top 10 with the correct ones marked, worst first, and
 //! filterable by words of the caption.
-use crate::cli::test::TestSetup;
+use crate::inference::TestSetup;
 use crate::retrieval::encode::{score_split, SplitFeatures};
 use crate::retrieval::metrics::RetrievalMetrics;
 use crate::retrieval::query_ranks::{query_outcomes, QueryOutcome};

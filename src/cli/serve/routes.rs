@@ -185,7 +185,7 @@ fn search(state: &State, q: Option<&str>, k: Option<&str>) -> Reply {
     match state.searcher.search(q.to_string(), k) {
         Ok(hits) => Reply::json(
             200,
-            &crate::cli::search::results_json(q, &hits, &state.gallery),
+            &crate::cli::output::results_json(q, &hits, &state.gallery),
         ),
         Err(e) => Reply::error(500, &e),
     }

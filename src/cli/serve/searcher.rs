@@ -1,12 +1,11 @@
-//! The one thread that owns the model and the gallery features: it takes the searches waiting on
+//! The one thread that owns the model and the gallery index: it takes the searches waiting on
 //! its channel (up to [`MAX_BATCH`] at a time), embeds their sentences as one batch and ranks the
-//! gallery for each, through the code `ccma search` runs.
-use crate::cli::search::best_rows;
+//! gallery for each, through the library call `ccma search` makes ([`best_rows`]).
 use crate::factory::Inference;
 use crate::retrieval::encode::EncodeOptions;
+use crate::retrieval::topk::{best_rows, CosineIndex};
 use crossbeam_channel::{Receiver, Sender};
 use std::thread::JoinHandle;
-use tch::Tensor;
 
 /// Searches embedded together at most.
 pub const MAX_BATCH: usize = 8;
@@ -26,14 +25,14 @@ pub struct Searcher {
 }
 
 impl Searcher {
-    /// Starts the thread with `model` and the gallery's `features` [N, D] (f32, CPU).
+    /// Starts the thread with `model` and the gallery's `index` (on the CPU).
     pub fn start(
         model: Inference,
         opts: EncodeOptions,
-        features: Tensor,
+        index: CosineIndex,
     ) -> (Searcher, JoinHandle<()>) {
         let (jobs, rx) = crossbeam_channel::unbounded();
-        let worker = std::thread::spawn(move || work(&model, &opts, &features, &rx));
+        let worker = std::thread::spawn(move || work(&model, &opts, &index, &rx));
         (Searcher { jobs }, worker)
     }
 
@@ -49,7 +48,7 @@ impl Searcher {
     }
 }
 
-fn work(model: &Inference, opts: &EncodeOptions, features: &Tensor, rx: &Receiver<Job>) {
+fn work(model: &Inference, opts: &EncodeOptions, index: &CosineIndex, rx: &Receiver<Job>) {
     while let Ok(first) = rx.recv() {
         let mut batch = vec![first];
         while batch.len() < MAX_BATCH {
@@ -61,7 +60,7 @@ fn work(model: &Inference, opts: &EncodeOptions, features: &Tensor, rx: &Receive
         let queries: Vec<(String, usize)> = batch.iter().map(|j| (j.query.clone(), j.k)).collect();
         // libtorch reports its errors as panics; one is this batch's failure, not the server's.
         let ranked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            best_rows(model, opts, features, &queries)
+            best_rows(&model.model, &model.path, opts, index, &queries)
         }));
         match ranked {
             Ok(Ok(hits)) => {

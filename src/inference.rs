@@ -1,0 +1,87 @@
+//! A model loaded to infer with, and how to feed it: from weights alone ([`model_and_options`]:
+//! `embed`, `search`, `serve`), or a checkpoint with its dataset for evaluating a split
+//! ([`TestSetup`]: `test`, `serve --run`).
+use crate::config::{Config, DataSection, SplitName};
+use crate::data::annotations::{Dataset, EvalSplit};
+use crate::factory::{Inference, WeightsSource};
+use crate::retrieval::encode::{embed_split, EncodeOptions, SplitFeatures};
+use crate::retrieval::features::require_finite_output;
+use anyhow::{Context, Result};
+use std::path::PathBuf;
+
+/// The model of `source` and how to feed it: the data settings `data` when the user gave some
+/// (a run's configs.yaml, a config file, `--set`), else what the weights were built for; the
+/// input size `img_size` (H, W) over either.
+pub fn model_and_options(
+    source: &WeightsSource,
+    data: Option<&DataSection>,
+    img_size: Option<(i64, i64)>,
+    device: tch::Device,
+) -> Result<(Inference, EncodeOptions)> {
+    let size = img_size.or(data.map(|d| d.img_size));
+    let model = crate::factory::inference_model(source, size, device)?;
+    let clip = &model.model.config.clip;
+    let mut opts = match data {
+        Some(d) => EncodeOptions::from_config(d, device),
+        None => EncodeOptions::for_model(clip, DataSection::default().test_batch_size, device),
+    };
+    opts.img_size = (clip.image_size.0 as usize, clip.image_size.1 as usize);
+    let (WeightsSource::Checkpoint(path) | WeightsSource::Pretrained(path)) = source;
+    opts.check_fits(clip, path)?;
+    Ok((model, opts))
+}
+
+/// A checkpoint and its dataset, loaded with the data settings that decide the numbers.
+pub struct TestSetup {
+    pub checkpoint: PathBuf,
+    pub cfg: Config,
+    pub dataset: Dataset,
+    pub split: SplitName,
+    pub model: Inference,
+    pub opts: EncodeOptions,
+    pub device: tch::Device,
+}
+
+impl TestSetup {
+    /// Loads `checkpoint` on `device` and the dataset of `cfg` (its images located beforehand),
+    /// for evaluating `split`: the input size and caption length are `cfg`'s when `data_given`
+    /// (the user gave data settings), else those of the checkpoint's own model. On CUDA, `cfg`'s
+    /// `matmul_precision` is set for the process.
+    pub fn load(
+        cfg: Config,
+        checkpoint: PathBuf,
+        data_given: bool,
+        split: SplitName,
+        device: tch::Device,
+    ) -> Result<TestSetup> {
+        crate::model::amp::set_cuda_matmul_precision(cfg.run.matmul_precision.name(), device)?;
+        let dataset = crate::data::load_dataset(&cfg)?;
+        dataset.require_splits(&[split.name()])?;
+        let source = WeightsSource::Checkpoint(checkpoint.clone());
+        let (model, opts) =
+            model_and_options(&source, data_given.then_some(&cfg.data), None, device)?;
+        Ok(TestSetup {
+            checkpoint,
+            cfg,
+            dataset,
+            split,
+            model,
+            opts,
+            device,
+        })
+    }
+
+    /// The evaluated split's annotations.
+    pub fn eval_split(&self) -> &EvalSplit {
+        self.dataset.eval_split(self.split)
+    }
+
+    /// The evaluated split's features; non-finite features are an error.
+    pub fn embed(&self) -> Result<SplitFeatures> {
+        let on = format!("the {} {} split", self.dataset.name, self.split);
+        let feats = embed_split(&self.model.model, self.eval_split(), &self.opts)
+            .with_context(|| format!("embedding {on}"))?;
+        require_finite_output(&[&feats.images, &feats.texts], &self.checkpoint, &on)?;
+        Ok(feats)
+    }
+}
