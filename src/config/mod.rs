@@ -317,9 +317,6 @@ const MAX_VOCAB_SIZE: f64 = 10_000_000.0;
 /// tokenizer checks that it agrees).
 pub const MIN_VOCAB_SIZE: i64 = 49408;
 
-/// The largest `synth_seed`: 2^53 - 1, the largest whole number a double holds exactly.
-pub const MAX_SYNTH_SEED: u64 = (1 << 53) - 1;
-
 /// `dist_timeout` when not set: 30 minutes, as PyTorch's process groups default to.
 pub const DEFAULT_DIST_TIMEOUT: u64 = 1800;
 
@@ -355,6 +352,9 @@ impl RunSection {
         Ok(())
     }
 }
+
+/// The largest `synth_seed`: 2^53 - 1, the largest whole number a double holds exactly.
+pub const MAX_SYNTH_SEED: u64 = (1 << 53) - 1;
 
 impl DataSection {
     fn validate(&self) -> Result<()> {
