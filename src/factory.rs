@@ -9,30 +9,12 @@ use anyhow::{bail, Context, Result};
 use std::path::{Path, PathBuf};
 use tch::{nn::VarStore, Device};
 
-/// The from-scratch model a run config describes, with `num_classes` identities.
+/// The from-scratch model a run config describes, with `num_classes` identities: its sizes on
+/// the paper's model at the configured image size and caption length.
 pub fn model_config(cfg: &Config, num_classes: i64) -> ModelConfig {
-    let m = &cfg.model;
-    ModelConfig {
-        clip: crate::model::clip::ClipConfig {
-            embed_dim: m.embed_dim,
-            image_size: cfg.data.img_size,
-            vision_width: m.vision_width,
-            vision_layers: m.vision_layers,
-            vision_heads: m.vision_heads,
-            patch_size: m.vision_patch_size,
-            stride: m.stride_size,
-            context_length: cfg.data.text_length,
-            vocab_size: m.vocab_size,
-            text_width: m.transformer_width,
-            text_heads: m.transformer_heads,
-            text_layers: m.transformer_layers,
-        },
-        cmt_depth: m.cmt_depth,
-        dca_heads: m.dca_heads,
-        dca_depth: m.dca_depth,
-        lambda_init: m.lambda_init,
-        num_classes,
-    }
+    let mut base = ModelConfig::vit_b16(cfg.data.img_size, num_classes);
+    base.clip.context_length = cfg.data.text_length;
+    cfg.model.sized(base)
 }
 
 /// The model to train: from scratch, or from the weights of `pretrained` (CLIP weights in any
@@ -235,8 +217,8 @@ fn checkpoint_model_config(path: &Path, w: &weights::Weights) -> Result<ModelCon
 mod tests {
     use super::*;
 
-    /// The paper's sizes are written twice, as the config's defaults and as the `vit_b16` preset
-    /// of the model (which weights without sizes are read at): they agree.
+    /// The config's default sizes are the `vit_b16` preset of the model (which weights without
+    /// sizes are read at), through the section's one table of keys.
     #[test]
     fn the_default_config_builds_the_vit_b16_preset() {
         let cfg = Config::default();

@@ -13,11 +13,11 @@
 //! | 7 | [`factory`] | where run config, weight files and device meet to make a model |
 //! | 6 | [`retrieval`] | batched encoding, metrics protocol, top-k, galleries, feature files |
 //! | 5 | [`loss`] | the loss terms on the model's outputs |
-//! | 4 | [`model`] | `ModelConfig`, the layers, the top-level modules (`Module`), weight readers, parameter groups |
-//! | 3 | [`data`] | datasets, tokenizer, transforms, MLM masking, samplers, loader |
-//! | 2 | [`config`] | the run config: typed sections, YAML and `--set` merging, validation |
+//! | 4 | [`data`] | datasets, tokenizer, transforms, MLM masking, samplers, loader |
+//! | 3 | [`config`] | the run config: typed sections (the model's sizes under IRRA's keys), YAML and `--set` merging, validation |
+//! | 2 | [`model`] | `ModelConfig` (the paper's sizes, their ranges), the layers, the top-level modules (`Module`), weight readers, parameter groups |
 //! | 1 | [`report`], [`device`], [`dist`], [`logging`] | pictures and progress, devices, the ranks of a data-parallel run and their c10d process group, log set-up |
-//! | 0 | [`io`], `shim` | atomic writes, safetensors with metadata, `torch.save` reader, fingerprints; the C interface of the libtorch shim in `csrc/` (c10d, autocast, matmul precision, pinning, fused Adam) |
+//! | 0 | [`io`], `shim`, [`ranges`] | atomic writes, safetensors with metadata, `torch.save` reader, fingerprints; the C interface of the libtorch shim in `csrc/` (c10d, autocast, matmul precision, pinning, fused Adam); range checks that name the key |
 pub mod cli;
 pub mod config;
 pub mod data;
@@ -29,6 +29,7 @@ pub mod io;
 pub mod logging;
 pub mod loss;
 pub mod model;
+pub mod ranges;
 pub mod report;
 pub mod retrieval;
 pub(crate) mod shim;

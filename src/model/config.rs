@@ -1,11 +1,20 @@
 //! Everything that sizes a CCMA model, with the paper's ViT-B/16 preset; stored in a checkpoint's
 //! metadata so the model can be rebuilt from the checkpoint alone.
 use super::clip::ClipConfig;
-use crate::config::{ModelSection, MAX_IMAGE_SIDE, MAX_TEXT_LENGTH};
+use crate::ranges::{check_range, invalid};
 use crate::UsageError;
 use anyhow::{bail, Result};
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
+
+/// Tokens a caption may be given: well past CLIP's 77, far below what would exhaust memory.
+pub const MAX_TEXT_LENGTH: usize = 1024;
+/// The largest image side accepted.
+pub const MAX_IMAGE_SIDE: i64 = 4096;
+/// Widths, sizes and counts of the model: far above any CLIP, below what would exhaust memory.
+const MAX_WIDTH: f64 = 16384.0;
+const MAX_LAYERS: f64 = 256.0;
+const MAX_VOCAB_SIZE: f64 = 10_000_000.0;
 
 /// The metadata key of a checkpoint that holds its [`ModelConfig`] as JSON.
 pub const METADATA_KEY: &str = "ccma.model";
@@ -61,29 +70,62 @@ impl ModelConfig {
         Ok(Some(c))
     }
 
-    /// Checks every size against the ranges the YAML keys have (the same rule,
-    /// [`ModelSection::validate_sizes`], under the keys' names), and the input against the patch:
-    /// for sizes read from a file (weights, metadata) before a model is built from them.
-    pub fn validate(&self) -> Result<()> {
+    /// The ranges of the sizes (widths, layers, heads dividing their widths, patch and stride,
+    /// vocabulary, λ_init), each named by its run-config key (IRRA's names): the one rule for
+    /// sizes from a YAML file (`ModelSection` checks its keys through it) and for sizes read off a
+    /// weights file or a checkpoint's metadata.
+    pub fn validate_sizes(&self) -> Result<()> {
         let c = &self.clip;
-        ModelSection {
-            embed_dim: c.embed_dim,
-            vision_width: c.vision_width,
-            vision_layers: c.vision_layers,
-            vision_heads: c.vision_heads,
-            vision_patch_size: c.patch_size,
-            stride_size: c.stride,
-            transformer_width: c.text_width,
-            transformer_layers: c.text_layers,
-            transformer_heads: c.text_heads,
-            vocab_size: c.vocab_size,
-            cmt_depth: self.cmt_depth,
-            dca_heads: self.dca_heads,
-            dca_depth: self.dca_depth,
-            lambda_init: self.lambda_init,
-            ..ModelSection::default()
+        let side = MAX_IMAGE_SIDE as f64;
+        check_range(&[
+            ("embed_dim", c.embed_dim as f64, 1.0, MAX_WIDTH),
+            ("vision_width", c.vision_width as f64, 1.0, MAX_WIDTH),
+            ("vision_layers", c.vision_layers as f64, 1.0, MAX_LAYERS),
+            ("vision_heads", c.vision_heads as f64, 1.0, MAX_WIDTH),
+            ("vision_patch_size", c.patch_size as f64, 1.0, side),
+            ("stride_size", c.stride as f64, 1.0, side),
+            ("transformer_width", c.text_width as f64, 1.0, MAX_WIDTH),
+            ("transformer_layers", c.text_layers as f64, 1.0, MAX_LAYERS),
+            ("transformer_heads", c.text_heads as f64, 1.0, MAX_WIDTH),
+            ("cmt_depth", self.cmt_depth as f64, 1.0, MAX_LAYERS),
+            ("dca_depth", self.dca_depth as f64, 1.0, MAX_LAYERS),
+        ])?;
+        check_range(&[("vocab_size", c.vocab_size as f64, 1.0, MAX_VOCAB_SIZE)])?;
+        if self.dca_heads <= 0 || self.dca_heads % 2 != 0 {
+            invalid!(
+                "dca_heads",
+                "{} (expected a positive even number: heads are paired)",
+                self.dca_heads
+            );
         }
-        .validate_sizes()?;
+        let divides = [
+            ("dca_heads", self.dca_heads, "embed_dim", c.embed_dim),
+            (
+                "transformer_heads",
+                c.text_heads,
+                "transformer_width",
+                c.text_width,
+            ),
+            (
+                "vision_heads",
+                c.vision_heads,
+                "vision_width",
+                c.vision_width,
+            ),
+        ];
+        for (key, heads, of, width) in divides {
+            if width % heads != 0 {
+                invalid!(key, "{heads} does not divide `{of}` {width}");
+            }
+        }
+        check_range(&[("lambda_init", self.lambda_init, 0.0, 1.0)])
+    }
+
+    /// [`ModelConfig::validate_sizes`], and the input (text length, image size against the
+    /// patch) and the classifier: for sizes read from a file before a model is built from them.
+    pub fn validate(&self) -> Result<()> {
+        self.validate_sizes()?;
+        let c = &self.clip;
         let (h, w) = c.image_size;
         let limits = [
             ("text_length", c.context_length, 2, MAX_TEXT_LENGTH as i64),

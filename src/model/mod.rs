@@ -3,11 +3,11 @@
 //! in [`Ccma`]; its sizes ([`ModelConfig`]); its top-level modules ([`Module`]) and the
 //! parameter-group rule that reads them; mixed precision ([`amp`]); weight readers ([`weights`]).
 //!
-//! Knows no data and no batch type: it is built from a [`ModelConfig`] and fed tensors. Of the
-//! run configuration it uses two things: [`ModelConfig::validate`] checks sizes read from a file
-//! by the run config's own rule (`ModelSection::validate_sizes`, under the keys' names), and the
-//! weight readers take the attention heads of a run folder's checkpoint from the `configs.yaml`
-//! beside it.
+//! Knows no data, no batch type and no run configuration (the run config stands on this floor):
+//! it is built from a [`ModelConfig`], which holds the paper's sizes (`vit_b16`) and the one rule
+//! for every size's range ([`ModelConfig::validate_sizes`], naming IRRA's keys), and fed tensors.
+//! The weight readers take the attention heads of a run folder's checkpoint from the
+//! `configs.yaml` beside it.
 pub mod amp;
 pub mod ccma;
 pub mod clip;
