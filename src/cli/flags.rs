@@ -17,8 +17,8 @@ pub struct Setting {
     pub key: &'static str,
     /// `ccma`'s flag for the key, if it has one.
     pub flag: Option<Flag>,
-    /// How IRRA's (and CCMA's) `train.py` takes the key: as `--<key>`, in this form (`ccma train`
-    /// takes that spelling too); `None`: it does not.
+    /// How IRRA's `train.py` (and those built on its options, CCMA's) takes the key: as
+    /// `--<key>`, in this form (`ccma train` takes that spelling too); `None`: it does not.
     pub irra: Option<Form>,
 }
 
@@ -79,9 +79,9 @@ const fn irra(key: &'static str, form: Form) -> Setting {
     }
 }
 
-/// The flags, in `--help`'s order: `ccma`'s own, then IRRA's spellings of the keys `ccma` has no
-/// flag for, in the order of IRRA's `utils/options.py` (which CCMA's `train.py` reads too; IRRA's
-/// flags `ccma` refuses are in [`super::irra_flags`]).
+/// The records: `ccma`'s flags first, in `--help`'s order, then IRRA's spellings of the keys
+/// `ccma` has no flag for, in the order of IRRA's `utils/options.py` (which CCMA's `train.py`
+/// reads too; the flags of it that `ccma` refuses are in [`super::irra_flags`]).
 pub const SETTINGS: [Setting; 47] = [
     Setting {
         key: "dataset_name",

@@ -1,7 +1,8 @@
 //! IRRA's spellings of its flags, turned into `ccma`'s before parsing, so that the command lines of
 //! IRRA's and CCMA's READMEs work as written with `python train.py` / `python test.py` replaced by
 //! `ccma train` / `ccma test`. The source is IRRA's `utils/options.py` (CCMA's `train.py` reads the
-//! same list) and its `test.py`.
+//! same list) and its `test.py`; the spellings that set config keys are records of
+//! [`SETTINGS`], this file holds the rewrite and the flags that set none.
 use super::flags::{Form, Setting, SETTINGS};
 use std::ffi::OsString;
 
