@@ -89,27 +89,6 @@ fn assert_no_panic(text: &str) {
     );
 }
 
-/// Every epoch's loss terms agree between two runs to [`LOSS_RTOL`].
-fn assert_epoch_losses_agree(resumed: &Path, whole: &Path) {
-    let (a, b) = (metrics(resumed), metrics(whole));
-    assert_eq!(a.len(), b.len());
-    for (ra, rb) in a.iter().zip(&b) {
-        let (la, lb) = (
-            ra["loss"].as_object().unwrap(),
-            rb["loss"].as_object().unwrap(),
-        );
-        assert_eq!(la.len(), 6, "every term of the imal set: {ra}");
-        for (term, v) in lb {
-            let (va, vb) = (la[term].as_f64().unwrap(), v.as_f64().unwrap());
-            assert!(
-                (va - vb).abs() <= LOSS_RTOL * vb.abs(),
-                "epoch {} {term}: resumed {va}, uninterrupted {vb}",
-                ra["epoch"]
-            );
-        }
-    }
-}
-
 #[test]
 fn a_killed_launcher_stops_each_rank_once_with_a_resumable_checkpoint() {
     // The ranks are re-parented to this process when their launcher dies, so it can wait for
@@ -169,7 +148,7 @@ fn a_killed_launcher_stops_each_rank_once_with_a_resumable_checkpoint() {
             .unwrap(),
         "the uninterrupted run",
     );
-    assert_epoch_losses_agree(&run, &whole);
+    assert_losses_agree(&metrics(&run), &metrics(&whole), LOSS_RTOL, "resumed");
     let (a, b) = (
         load(&run.join("last.safetensors")),
         load(&whole.join("last.safetensors")),
@@ -277,7 +256,7 @@ fn epochs_resumed_mid_way_and_after_their_last_batch_record_the_loss_of_all_thei
         &train_command(&cfg, &whole, &[]).output().unwrap(),
         "the uninterrupted run",
     );
-    assert_epoch_losses_agree(&run, &whole);
+    assert_losses_agree(&metrics(&run), &metrics(&whole), LOSS_RTOL, "resumed");
 }
 
 #[test]

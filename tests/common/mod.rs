@@ -322,6 +322,34 @@ pub fn metrics(run: &Path) -> Vec<serde_json::Value> {
         .collect()
 }
 
+/// Every epoch record of `records` carries the imal set's six loss terms, each equal to the same
+/// term of `reference`'s record to `rtol` relative to the reference's value; `what` names the
+/// compared run in messages.
+pub fn assert_losses_agree(
+    records: &[serde_json::Value],
+    reference: &[serde_json::Value],
+    rtol: f64,
+    what: &str,
+) {
+    assert_eq!(records.len(), reference.len(), "{what}: epochs recorded");
+    for (r, rr) in records.iter().zip(reference) {
+        let (l, lr) = (
+            r["loss"].as_object().unwrap(),
+            rr["loss"].as_object().unwrap(),
+        );
+        assert_eq!(lr.len(), 6, "every term of the imal set: {rr}");
+        assert_eq!(l.len(), 6, "every term of the imal set: {r}");
+        for (term, vr) in lr {
+            let (v, vr) = (l[term].as_f64().unwrap(), vr.as_f64().unwrap());
+            assert!(
+                (v - vr).abs() <= rtol * vr.abs(),
+                "epoch {} {term}: {what} {v}, reference {vr}",
+                r["epoch"]
+            );
+        }
+    }
+}
+
 /// A small from-scratch model with every loss term (IMAL included) on 40 / 10 / 20 generated
 /// identities in `<dir>/data` (created on demand by the ranks at once), global batch 16:
 /// 15 batches per epoch, the last of 2 samples (one per rank of 2), written to `<dir>/cfg.yaml`.
