@@ -53,10 +53,12 @@ fn main() -> std::process::ExitCode {
         }
         Err(err) => {
             // One line: the outermost context first, then each cause; a run's log keeps it too.
+            // Text from files in it (paths, captions) has its control characters escaped.
             let line = match rank {
                 Some(r) => format!("error: [rank {r}] {err:#}"),
                 None => format!("error: {err:#}"),
             };
+            let line = ccma::io::escape::escape_controls(&line);
             ccma::logging::stderr_line(&line);
             ccma::logging::append_to_log_file(&line);
             std::process::ExitCode::from(exit_code(&err))

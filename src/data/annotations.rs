@@ -4,6 +4,7 @@
 use super::formats::{self, Entry};
 use crate::config::datasets::{DatasetRecord, Format};
 use crate::config::{DatasetName, SplitName};
+use crate::io::escape::shown;
 use anyhow::{bail, Result};
 use rayon::prelude::*;
 use std::path::{Component, Path, PathBuf};
@@ -84,7 +85,7 @@ impl Dataset {
         let wanted: Vec<String> = needed.iter().map(|n| format!("{n:?}")).collect();
         bail!(crate::UsageError(format!(
             "{}: no entries with split {} (entries per split found: {}; needed: {})",
-            self.annotation.display(),
+            shown(&self.annotation),
             missing.join(" or "),
             found.join(", "),
             wanted.join(" and ")
@@ -153,7 +154,7 @@ impl Annotations {
 
     /// `<file> entry <i>`, how messages name an entry.
     pub fn at(&self, i: usize) -> String {
-        format!("{} entry {i}", self.file.display())
+        format!("{} entry {i}", shown(&self.file))
     }
 }
 
@@ -218,7 +219,7 @@ pub fn load(dataset_name: DatasetName, dir: &Path) -> Result<Dataset> {
     if let Some((k, &p)) = pids.iter().enumerate().find(|&(k, &p)| p != k as i64) {
         bail!(crate::UsageError(format!(
             "{}: training pids must be exactly 0..N-1 (after the dataset's offset of {pid_offset}), but the {}-th smallest is {p}",
-            ann.file.display(),
+            shown(&ann.file),
             k + 1
         )));
     }
@@ -226,7 +227,7 @@ pub fn load(dataset_name: DatasetName, dir: &Path) -> Result<Dataset> {
     if ds.train.is_empty() && ds.test.image_paths.is_empty() {
         bail!(crate::UsageError(format!(
             "{}: no train or test entries",
-            ann.file.display()
+            shown(&ann.file)
         )));
     }
     check_images(&ann)?;
@@ -308,9 +309,9 @@ fn locate(imgs: &Path, inside: &Path, rel: &str) -> Place {
     if !real.starts_with(inside) {
         return Place::Outside(format!(
             "leads out of {} through a link: {} resolves to {}",
-            imgs.display(),
-            path.display(),
-            real.display()
+            shown(imgs),
+            shown(&path),
+            shown(&real)
         ));
     }
     match std::fs::metadata(&real) {
@@ -358,8 +359,8 @@ fn check_images(ann: &Annotations) -> Result<()> {
             .zip(&ann.entries)
             .filter(|(p, _)| want(p))
             .map(|(p, e)| match p {
-                Place::NotFile(kind) => format!("{} ({kind})", imgs.join(&e.path).display()),
-                _ => imgs.join(&e.path).display().to_string(),
+                Place::NotFile(kind) => format!("{} ({kind})", shown(&imgs.join(&e.path))),
+                _ => shown(&imgs.join(&e.path)),
             })
             .collect()
     };
@@ -385,7 +386,7 @@ fn check_images(ann: &Annotations) -> Result<()> {
     if !parts.is_empty() {
         bail!(crate::UsageError(format!(
             "{}: {}",
-            ann.file.display(),
+            shown(&ann.file),
             parts.join("; ")
         )));
     }

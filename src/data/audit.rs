@@ -6,9 +6,9 @@ use super::formats::split_index;
 use super::tokenizer::Tokenizer;
 use crate::config::datasets::Published;
 use crate::config::DatasetName;
+use crate::io::escape::shown;
 use rayon::prelude::*;
 use std::collections::HashMap;
-use std::io::Read;
 use std::path::{Path, PathBuf};
 
 /// The split names, in the order of [`split_index`].
@@ -182,7 +182,7 @@ pub fn run(ann: &Annotations, text_length: usize) -> Audit {
         .map(|(p, e)| {
             let r = match p {
                 Place::File(real) => decode(real),
-                Place::Missing => Err((Fault::Missing, imgs.join(&e.path).display().to_string())),
+                Place::Missing => Err((Fault::Missing, shown(&imgs.join(&e.path)))),
                 Place::Outside(why) => Err((Fault::Outside, why.clone())),
                 Place::NotFile(kind) => Err((Fault::NotFile, kind.to_string())),
             };
@@ -336,22 +336,16 @@ pub fn run(ann: &Annotations, text_length: usize) -> Audit {
     }
 }
 
-/// Reads a regular file (opened without blocking, so a file swapped for a FIFO since it was
-/// located cannot hang the check) and decodes it; its height and width, or the fault.
+/// Reads the image (through [`crate::io::regular_file::read_bounded`]: a regular file, opened
+/// without blocking, so a file swapped for a FIFO since it was located cannot hang the check, and
+/// at most [`crate::io::MAX_IMAGE_BYTES`], so a huge or sparse file is refused unread) and decodes
+/// it; its height and width, or the fault.
 fn decode(path: &Path) -> Result<(u32, u32), (Fault, String)> {
-    use std::os::unix::fs::OpenOptionsExt;
-    let unreadable = |e: std::io::Error| (Fault::Unreadable, format!("cannot read: {e}"));
-    let mut f = std::fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_NONBLOCK)
-        .open(path)
-        .map_err(unreadable)?;
-    let meta = f.metadata().map_err(unreadable)?;
-    if !meta.is_file() {
-        return Err((Fault::NotFile, "not a regular file".into()));
-    }
-    let mut bytes = Vec::with_capacity(meta.len() as usize);
-    f.read_to_end(&mut bytes).map_err(unreadable)?;
+    use crate::io::regular_file::{read_bounded, ReadFault};
+    let bytes = read_bounded(path, crate::io::MAX_IMAGE_BYTES).map_err(|f| match f {
+        ReadFault::Irregular(_) => (Fault::NotFile, f.to_string()),
+        ReadFault::Io(_) | ReadFault::TooLarge(_) => (Fault::Unreadable, f.to_string()),
+    })?;
     match super::transforms::decode_rgb(&bytes) {
         Ok(img) => Ok((img.height(), img.width())),
         Err(e) => Err((Fault::Undecodable, format!("{e:#}"))),
@@ -398,12 +392,13 @@ impl Audit {
     }
 
     /// Every finding as a tab-separated line (fault, split, entry, image path as written,
-    /// details), under a header line naming the annotation file.
+    /// details), under a header line naming the annotation file; control characters (tabs, line
+    /// breaks, NUL, escape sequences) in the files' text escaped.
     pub fn listing(&self) -> String {
-        let clean = |s: &str| s.replace(['\t', '\n', '\r'], " ");
+        let clean = |s: &str| crate::io::escape::escape_controls(s).into_owned();
         let mut out = format!(
             "{REPORT_HEADER} of {}\nfault\tsplit\tentry\tpath\tdetail\n",
-            clean(&self.file.display().to_string())
+            crate::io::escape::shown(&self.file)
         );
         for f in &self.findings {
             let entry = f.entry.map(|e| e.to_string()).unwrap_or_else(|| "-".into());
@@ -472,7 +467,7 @@ pub fn locate_only(ann: &Annotations) -> ([usize; 3], Vec<String>) {
         };
         bad[split_index(&e.split)] += 1;
         if named.len() < 3 {
-            named.push(format!("{} ({why})", imgs.join(&e.path).display()));
+            named.push(format!("{} ({why})", shown(&imgs.join(&e.path))));
         }
     }
     (bad, named)

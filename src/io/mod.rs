@@ -1,7 +1,8 @@
 //! Files: atomic writes, the rule for output paths, safetensors with string metadata,
 //! fingerprints of files for cache keys, bounded reads of regular files, the names of a run
-//! folder's files.
+//! folder's files, file text made safe to print.
 pub mod atomic;
+pub mod escape;
 pub mod fingerprint;
 pub mod output_path;
 pub mod pickle;

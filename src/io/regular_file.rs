@@ -1,8 +1,9 @@
-//! Reading a file from elsewhere whole: a regular file only, never blocking on a FIFO or device,
-//! never more than a stated number of bytes.
+//! Opening and reading a file from elsewhere: a regular file only, never blocking on a FIFO or
+//! device, never more than a stated number of bytes. Every image `ccma` opens (training, testing,
+//! `check`, galleries, `serve`) is opened here, by [`open_regular`].
 use crate::UsageError;
-use anyhow::{bail, Context, Result};
-use std::fs::{File, OpenOptions};
+use anyhow::{bail, Result};
+use std::fs::{File, Metadata, OpenOptions};
 use std::io::Read;
 use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
 use std::path::Path;
@@ -12,7 +13,7 @@ use std::path::Path;
 pub const MAX_IMAGE_BYTES: u64 = 64 << 20;
 
 /// `bytes` as in "the ... limit" of an error: "64 MiB" when whole MiB, else "N-byte".
-fn size_in_words(bytes: u64) -> String {
+pub fn size_in_words(bytes: u64) -> String {
     match bytes % (1 << 20) {
         0 => format!("{} MiB", bytes >> 20),
         _ => format!("{bytes}-byte"),
@@ -36,48 +37,83 @@ pub fn irregular_kind(t: std::fs::FileType) -> &'static str {
     }
 }
 
-/// `path` opened for reading without blocking: `O_NONBLOCK` makes opening a FIFO return at once
-/// (and has no effect on a regular file's reads); `O_NOCTTY` keeps a terminal from becoming ours.
-fn open_nonblocking(path: &Path) -> std::io::Result<File> {
-    OpenOptions::new()
+/// Why a file could not be opened or read as a regular file within a limit.
+#[derive(Debug)]
+pub enum ReadFault {
+    /// It could not be opened or read.
+    Io(std::io::Error),
+    /// It is not a regular file: what it is ([`irregular_kind`]).
+    Irregular(&'static str),
+    /// It holds more bytes than this limit.
+    TooLarge(u64),
+}
+
+impl std::fmt::Display for ReadFault {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ReadFault::Io(e) => write!(f, "cannot read it: {e}"),
+            ReadFault::Irregular(kind) => write!(f, "{kind}, not a regular file"),
+            ReadFault::TooLarge(limit) => {
+                write!(f, "larger than the {} limit", size_in_words(*limit))
+            }
+        }
+    }
+}
+
+/// `path` (links followed) opened for reading, with the metadata of the opened file, which must
+/// be a regular file. `O_NONBLOCK` makes opening a FIFO return at once (and has no effect on a
+/// regular file's reads); `O_NOCTTY` keeps a terminal from becoming ours. The type is checked on
+/// the opened handle, so a file swapped for a FIFO or a device after it was listed is refused,
+/// never read; callers that must send only what they listed compare the metadata's device and
+/// inode with the listed ones.
+pub fn open_regular(path: &Path) -> Result<(File, Metadata), ReadFault> {
+    let file = OpenOptions::new()
         .read(true)
         .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
         .open(path)
+        .map_err(ReadFault::Io)?;
+    let meta = file.metadata().map_err(ReadFault::Io)?;
+    if !meta.is_file() {
+        return Err(ReadFault::Irregular(irregular_kind(meta.file_type())));
+    }
+    Ok((file, meta))
 }
 
-/// The bytes of `path` (links followed), `what` naming it in errors (e.g. "image"). It must be a
-/// regular file of at most `limit` bytes: that is checked on the opened file before any byte is
-/// read, and no more than `limit` bytes are read even from a file that grows meanwhile. A FIFO,
-/// device, socket or folder, and a file over the limit, are a [`UsageError`] naming the file.
-pub fn read_regular_file(path: &Path, what: &str, limit: u64) -> Result<Vec<u8>> {
-    let shown = path.display();
-    let file = open_nonblocking(path).with_context(|| format!("cannot read {what} {shown}"))?;
-    let meta = file
-        .metadata()
-        .with_context(|| format!("cannot read {what} {shown}"))?;
-    if !meta.is_file() {
-        bail!(UsageError(format!(
-            "{what} {shown} is {}, expected a regular file",
-            irregular_kind(meta.file_type())
-        )));
-    }
-    let too_big = || {
-        UsageError(format!(
-            "{what} {shown} is larger than the {} limit for {what} files",
-            size_in_words(limit)
-        ))
-    };
+/// The bytes of the regular file `path` ([`open_regular`]), at most `limit` of them: the size is
+/// checked on the opened file before any byte is read, and no more than `limit` bytes are read
+/// even from a file that grows meanwhile.
+pub fn read_bounded(path: &Path, limit: u64) -> Result<Vec<u8>, ReadFault> {
+    let (file, meta) = open_regular(path)?;
     if meta.len() > limit {
-        bail!(too_big());
+        return Err(ReadFault::TooLarge(limit));
     }
     let mut bytes = Vec::with_capacity(meta.len() as usize);
     file.take(limit + 1)
         .read_to_end(&mut bytes)
-        .with_context(|| format!("cannot read {what} {shown}"))?;
+        .map_err(ReadFault::Io)?;
     if bytes.len() as u64 > limit {
-        bail!(too_big());
+        return Err(ReadFault::TooLarge(limit));
     }
     Ok(bytes)
+}
+
+/// The bytes of `path` (see [`read_bounded`]), `what` naming it in errors (e.g. "image"). A FIFO,
+/// device, socket or folder, and a file over the limit, are a [`UsageError`] naming the file.
+pub fn read_regular_file(path: &Path, what: &str, limit: u64) -> Result<Vec<u8>> {
+    let shown = crate::io::escape::shown(path);
+    match read_bounded(path, limit) {
+        Ok(bytes) => Ok(bytes),
+        Err(ReadFault::Io(e)) => {
+            Err(anyhow::Error::new(e).context(format!("cannot read {what} {shown}")))
+        }
+        Err(ReadFault::Irregular(kind)) => bail!(UsageError(format!(
+            "{what} {shown} is {kind}, expected a regular file"
+        ))),
+        Err(ReadFault::TooLarge(limit)) => bail!(UsageError(format!(
+            "{what} {shown} is larger than the {} limit for {what} files",
+            size_in_words(limit)
+        ))),
+    }
 }
 
 #[cfg(test)]

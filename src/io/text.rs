@@ -1,4 +1,5 @@
-//! Reading a small text file from elsewhere whole: a regular file of at most a stated size.
+//! Reading a small text file from elsewhere whole: a regular file of at most a stated size, opened
+//! without blocking ([`super::regular_file::open_regular`]).
 use crate::UsageError;
 use anyhow::{bail, Context, Result};
 use std::io::Read;
@@ -9,21 +10,20 @@ use std::path::Path;
 /// `limit` bytes are read even from a file that grows meanwhile. Anything else is a
 /// [`UsageError`] naming the file.
 pub fn read_text(path: &Path, what: &str, limit: u64) -> Result<String> {
-    let shown = path.display();
-    let meta = std::fs::metadata(path)
-        .map_err(|e| UsageError(format!("cannot read {what} {shown}: {e}")))?;
-    if !meta.is_file() {
-        bail!(UsageError(format!(
+    use super::regular_file::{open_regular, ReadFault};
+    let shown = super::escape::shown(path);
+    let (file, meta) = open_regular(path).map_err(|f| match f {
+        ReadFault::Io(e) => UsageError(format!("cannot read {what} {shown}: {e}")),
+        ReadFault::Irregular(_) | ReadFault::TooLarge(_) => UsageError(format!(
             "{what} {shown} is not a regular file (expected a file that ccma wrote)"
-        )));
-    }
+        )),
+    })?;
     if meta.len() > limit {
         bail!(UsageError(format!(
             "{what} {shown} has {} bytes, over the {limit}-byte limit",
             meta.len()
         )));
     }
-    let file = std::fs::File::open(path).with_context(|| format!("cannot read {what} {shown}"))?;
     let mut bytes = Vec::with_capacity(meta.len() as usize);
     file.take(limit + 1)
         .read_to_end(&mut bytes)
