@@ -1,21 +1,14 @@
 //! The annotation formats (`config::datasets::Format`): one reader each, from a file to its
-//! entries in file order. A reader checks the text encoding and every entry's keys and types;
+//! entries in file order. A reader checks the text encoding and every entry's keys and types
+//! (the JSON is read by `entries_json`, streamed and bounded);
 //! what the entries mean (pids, image paths, captions) is checked by `annotations`.
+use super::entries_json::read_entries;
+pub use super::entries_json::Entry;
 use crate::config::datasets::Format;
 use crate::config::DatasetName;
-use anyhow::{bail, Context, Result};
+use crate::io::escape::shown;
+use anyhow::{bail, Result};
 use std::path::Path;
-
-/// One annotation entry as written: an image with its person id and captions (not yet checked).
-#[derive(Debug, Clone, PartialEq)]
-pub struct Entry {
-    /// `train`, `test`, or anything else for validation ([`split_index`]).
-    pub split: String,
-    pub id: i64,
-    /// The image path, relative to `imgs/`.
-    pub path: String,
-    pub captions: Vec<String>,
-}
 
 /// Index of a `split` value: 0 train, 2 test, 1 anything else (validation).
 pub fn split_index(split: &str) -> usize {
@@ -50,7 +43,7 @@ pub fn read(name: DatasetName, file: &Path, format: Format) -> Result<Vec<Entry>
 
 /// [`Format::JsonList`]: every entry has its `split`.
 fn json_list(file: &Path, image_key: &str) -> Result<Vec<Entry>> {
-    Ok(with_splits(parse_entries(file, image_key, true)?))
+    Ok(with_splits(read_entries(file, image_key, true)?))
 }
 
 /// Entries given the splits they were read with.
@@ -79,7 +72,7 @@ fn json_list_split_by_id(
     image_key: &str,
     how: SplitById,
 ) -> Result<Vec<Entry>> {
-    let parsed = parse_entries(file, image_key, false)?;
+    let parsed = read_entries(file, image_key, false)?;
     if parsed.iter().all(|(s, _)| s.is_some()) {
         return Ok(with_splits(parsed));
     }
@@ -132,7 +125,7 @@ fn derive_split(
         (None, Some(p)) if counts == p.ids && test_images == p.test_images => {
             tracing::info!(
                 "{}: no `split` field; the standard split was derived from the person ids ({standard}, as {} assigns them), which give the published {} / {} / {} identities and {} test images",
-                file.display(),
+                shown(file),
                 how.with_split,
                 p.ids[0],
                 p.ids[1],
@@ -153,96 +146,10 @@ fn derive_split(
     };
     bail!(crate::UsageError(format!(
         "{}: entries have no `split`: this is {name}'s {}, not {} (the same images and captions with each entry's train/val/test `split`, the file IRRA-style code reads; {}); the standard split ({}) cannot be derived from this file: {found}",
-        file.display(),
+        shown(file),
         name_of(file),
         how.with_split,
         how.found_at,
         standard.replacen("train ", "train ids ", 1)
     )))
-}
-
-/// Every entry of the JSON list `file` with its split when present; `split` is required when
-/// `need_split`.
-fn parse_entries(
-    file: &Path,
-    image_key: &str,
-    need_split: bool,
-) -> Result<Vec<(Option<String>, Entry)>> {
-    let values = read_json(file)?;
-    let mut parsed = Vec::with_capacity(values.len());
-    for (i, v) in values.iter().enumerate() {
-        let e = parse_entry(v, image_key, need_split)
-            .map_err(|m| crate::UsageError(format!("{} entry {i}: {m}", file.display())))?;
-        parsed.push(e);
-    }
-    Ok(parsed)
-}
-
-const UTF8_BOM: &[u8] = b"\xEF\xBB\xBF";
-
-/// Reads a UTF-8 (optionally BOM-prefixed) JSON list.
-fn read_json(file: &Path) -> Result<Vec<serde_json::Value>> {
-    let bytes = std::fs::read(file).with_context(|| format!("cannot read {}", file.display()))?;
-    let bom = if bytes.starts_with(UTF8_BOM) {
-        UTF8_BOM.len()
-    } else {
-        0
-    };
-    let text = std::str::from_utf8(&bytes[bom..]).map_err(|e| {
-        crate::UsageError(format!(
-            "{}: invalid UTF-8 at byte offset {} (expected UTF-8 JSON)",
-            file.display(),
-            bom + e.valid_up_to()
-        ))
-    })?;
-    let values = serde_json::from_str(text).map_err(|e| {
-        crate::UsageError(format!(
-            "{}: invalid JSON at line {}, column {}: {e}",
-            file.display(),
-            e.line(),
-            e.column()
-        ))
-    })?;
-    Ok(values)
-}
-
-/// An entry's split (when present) and its fields; `split` is required when `need_split`.
-fn parse_entry(
-    e: &serde_json::Value,
-    image_key: &str,
-    need_split: bool,
-) -> Result<(Option<String>, Entry), String> {
-    let obj = e.as_object().ok_or("expected an object")?;
-    let field = |k: &str| obj.get(k).ok_or(format!("missing key `{k}`"));
-    let split = match (obj.get("split"), need_split) {
-        (None, false) => None,
-        _ => Some(
-            field("split")?
-                .as_str()
-                .ok_or("`split` must be a string")?
-                .to_string(),
-        ),
-    };
-    let id = field("id")?.as_i64().ok_or("`id` must be an integer")?;
-    let path = field(image_key)?
-        .as_str()
-        .ok_or(format!("`{image_key}` must be a string"))?
-        .to_string();
-    let caps = field("captions")?
-        .as_array()
-        .ok_or("`captions` must be a list of strings")?;
-    let mut captions = Vec::with_capacity(caps.len());
-    for (j, c) in caps.iter().enumerate() {
-        let c = c
-            .as_str()
-            .ok_or(format!("captions[{j}] must be a string"))?;
-        captions.push(c.to_string());
-    }
-    let entry = Entry {
-        split: String::new(),
-        id,
-        path,
-        captions,
-    };
-    Ok((split, entry))
 }

@@ -4,6 +4,7 @@
 pub mod annotations;
 pub mod audit;
 pub mod batch;
+pub mod entries_json;
 pub mod formats;
 pub mod loader;
 pub mod mlm;
