@@ -8,7 +8,6 @@ use common::*;
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
 
 /// Asserts `args` is refused with one line containing `needle`, exit code 2, and that nothing
 /// under `dirs` changed.
@@ -306,36 +305,19 @@ fn test_writes_nothing_into_a_run_folder_in_training() {
     assert_eq!(test_results(&ck).len(), 1);
 }
 
-/// Runs `ccma args` with its stdout a pipe whose reader has already closed (and `stdin` on its
-/// stdin); asserts it ended quietly with exit code 0.
-fn with_closed_stdout(args: &[&str], stdin: &str) {
-    let (reader, writer) = std::io::pipe().unwrap();
-    drop(reader);
-    let mut child = Command::new(env!("CARGO_BIN_EXE_ccma"))
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(writer)
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    // The command may stop reading before the end of its input.
-    let _ = child.stdin.take().unwrap().write_all(stdin.as_bytes());
-    let out: Output = child.wait_with_output().unwrap();
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(0), "ccma {}: {err}", args.join(" "));
-    assert!(
-        !err.contains("panicked") && !err.contains("error"),
-        "ccma {}: {err}",
-        args.join(" ")
-    );
-}
-
 #[test]
 fn a_closed_stdout_ends_every_printing_command_quietly_after_its_files() {
     let Setup { root, dir, cfg, ck } = setup();
     with_closed_stdout(&["info"], "");
     with_closed_stdout(&["tokenize"], &"a man in a red coat\n".repeat(2000));
     with_closed_stdout(&["stats", "--config", s(&cfg)], "");
+    let report = dir.path().join("check.tsv");
+    for json in [false, true] {
+        let mut args = vec!["check", "--config", s(&cfg), "--report", s(&report)];
+        args.extend(json.then_some("--json"));
+        with_closed_stdout(&args, "");
+        assert!(report.is_file(), "the report written before printing");
+    }
     let mut args = vec!["test", "--checkpoint", s(&ck), "--dataset", "CUHK-PEDES"];
     args.extend(["--root-dir", s(root.path()), "--json"]);
     with_closed_stdout(&args, "");

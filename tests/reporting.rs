@@ -344,6 +344,21 @@ fn compare_refuses_other_queries_and_says_what_to_run() {
 }
 
 #[test]
+fn compare_and_summarize_end_quietly_on_a_closed_stdout() {
+    let Runs { a, c, d, .. } = runs();
+    for json in [false, true] {
+        let mut args = vec!["compare", s(a), s(c)];
+        args.extend(json.then_some("--json"));
+        with_closed_stdout(&args, "");
+    }
+    for format in [None, Some("--json"), Some("--csv")] {
+        let mut args = vec!["summarize", s(a), s(c), s(d)];
+        args.extend(format);
+        with_closed_stdout(&args, "");
+    }
+}
+
+#[test]
 fn summarize_of_three_seeds_equals_numpy() {
     let Runs { a, b, c, d, .. } = runs();
     let out = ccma_json(&["summarize", s(a), s(c), s(d), s(b), "--json"]);

@@ -1,9 +1,11 @@
 //! `ccma check` (its cheap part, which `train`, `test` and `serve --run` run before building a
 //! model, is [`super::preflight`]).
 use super::args::ConfigArgs;
+use super::output::print;
 use crate::data::annotations::Annotations;
 use crate::data::audit::{self, Audit, Fault, REPORT_HEADER, SPLITS};
 use crate::data::DATASET_KEYS;
+use crate::io::escape::{escape_controls, shown};
 use crate::UsageError;
 use anyhow::{bail, Context, Result};
 use clap::Args;
@@ -43,11 +45,14 @@ pub fn run(a: CheckArgs) -> Result<()> {
     crate::io::write_atomic(&report, audit.listing().as_bytes())
         .with_context(|| format!("cannot write the report {}", report.display()))?;
     match a.json {
-        true => println!("{}", serde_json::to_string_pretty(&audit.to_json())?),
-        false => print_report(&audit, &report),
+        true => print(format_args!(
+            "{}\n",
+            serde_json::to_string_pretty(&audit.to_json())?
+        ))?,
+        false => print(report_text(&audit, &report))?,
     }
     let blockers = audit.blockers();
-    let set = format!("{name} in {}", ann.dir.display());
+    let set = format!("{name} in {}", shown(&ann.dir));
     if !blockers.is_empty() {
         anyhow::bail!(
             "not usable: {set} cannot be trained or tested as it is: {}; every problem is listed in {}",
@@ -65,7 +70,7 @@ pub fn run(a: CheckArgs) -> Result<()> {
     // With --json, stdout holds the JSON alone.
     match a.json {
         true => eprintln!("{verdict}"),
-        false => println!("{verdict}"),
+        false => print(format_args!("{verdict}\n"))?,
     }
     Ok(())
 }
@@ -76,10 +81,13 @@ fn check_replaceable(report: &Path) -> Result<()> {
         return Ok(());
     };
     let mut head = Vec::new();
+    // Opened without blocking: a FIFO put there is refused, never waited on.
     let ours = meta.is_file()
-        && std::fs::File::open(report)
-            .and_then(|f| f.take(REPORT_HEADER.len() as u64).read_to_end(&mut head))
-            .is_ok()
+        && crate::io::regular_file::open_regular(report).is_ok_and(|(f, _)| {
+            f.take(REPORT_HEADER.len() as u64)
+                .read_to_end(&mut head)
+                .is_ok()
+        })
         && head == REPORT_HEADER.as_bytes();
     if !ours {
         bail!(UsageError(format!(
@@ -91,9 +99,11 @@ fn check_replaceable(report: &Path) -> Result<()> {
 }
 
 /// The counts as a table (a column per split), the first few problems of each kind by name, and
-/// what the counts say about the release.
-fn print_report(audit: &Audit, report: &Path) {
+/// what the counts say about the release; the text from the files (paths, details) with its
+/// control characters escaped.
+fn report_text(audit: &Audit, report: &Path) -> String {
     use prettytable::{Cell, Row};
+    use std::fmt::Write;
     let mut t = prettytable::Table::new();
     let mut titles = vec![Cell::new("")];
     titles.extend(SPLITS.iter().map(|s| Cell::new(s)));
@@ -127,8 +137,7 @@ fn print_report(audit: &Audit, report: &Path) {
         "image width min / median / max".into(),
         s.clone().map(|c| spread(c.width)),
     );
-    println!("{} ({})", audit.name, audit.file.display());
-    t.printstd();
+    let mut out = format!("{} ({})\n{t}", audit.name, shown(&audit.file));
     for f in Fault::ALL {
         let found: Vec<&audit::Finding> = audit.findings.iter().filter(|x| x.fault == f).collect();
         if found.is_empty() {
@@ -138,15 +147,16 @@ fn print_report(audit: &Audit, report: &Path) {
             .iter()
             .take(3)
             .map(|x| match x.entry {
-                Some(e) => format!("entry {e} {:?}: {}", x.path, x.detail),
-                None => x.detail.clone(),
+                Some(e) => format!("entry {e} {:?}: {}", x.path, escape_controls(&x.detail)),
+                None => escape_controls(&x.detail).into_owned(),
             })
             .collect();
         let more = match found.len() {
             n if n > 3 => format!(", and {} more", n - 3),
             _ => String::new(),
         };
-        println!(
+        let _ = writeln!(
+            out,
             "{} ({}): {}{more}",
             f.label(audit.text_length),
             found.len(),
@@ -154,20 +164,24 @@ fn print_report(audit: &Audit, report: &Path) {
         );
     }
     for (folder, n) in &audit.absent_folders {
-        println!("imgs/ has no folder {folder}/, which {n} missing images are under: the image archive unpacked is incomplete or of another release");
+        let _ = writeln!(out, "imgs/ has no folder {}/, which {n} missing images are under: the image archive unpacked is incomplete or of another release", escape_controls(folder));
     }
     match &audit.published {
-        Some((_, d)) if d.is_empty() => println!(
-            "the counts match {}'s published size (docs/METHOD.md section 1)",
-            audit.name
-        ),
+        Some((_, d)) if d.is_empty() => {
+            let _ = writeln!(
+                out,
+                "the counts match {}'s published size (docs/METHOD.md section 1)",
+                audit.name
+            );
+        }
         _ => {}
     }
     for note in audit.notes() {
-        println!("note: {note}");
+        let _ = writeln!(out, "note: {note}");
     }
     if let Some(fix) = &audit.faulty_release {
-        println!("{}: {fix}", audit.name);
+        let _ = writeln!(out, "{}: {fix}", audit.name);
     }
-    println!("every problem is listed in {}", report.display());
+    let _ = writeln!(out, "every problem is listed in {}", report.display());
+    out
 }

@@ -163,10 +163,8 @@ pub fn run(a: CompareArgs) -> Result<()> {
             "A": fa, "B": fb, "queries": ra.len(), "resamples": a.resamples, "seed": a.seed,
             "metrics": diffs, "verdict": line,
         });
-        println!("{v}");
-        return Ok(());
+        return super::output::print(format_args!("{v}\n"));
     }
-    println!("A: {}\nB: {}", fa.display(), fb.display());
     let mut t = prettytable::Table::new();
     t.set_titles(prettytable::row![
         "metric",
@@ -186,7 +184,9 @@ pub fn run(a: CompareArgs) -> Result<()> {
             if d.excludes_zero() { "yes" } else { "no" }
         ]);
     }
-    print!("{t}");
-    println!("{line}");
-    Ok(())
+    super::output::print(format_args!(
+        "A: {}\nB: {}\n{t}{line}\n",
+        fa.display(),
+        fb.display()
+    ))
 }

@@ -372,12 +372,12 @@ pub fn run(a: SummarizeArgs) -> Result<()> {
     }
     let runs: Vec<Run> = a.runs.iter().map(|d| Run::read(d)).collect::<Result<_>>()?;
     let groups = summarize(&runs);
-    if a.json {
-        println!("{}", to_json(&runs, &groups));
+    let text = if a.json {
+        format!("{}\n", to_json(&runs, &groups))
     } else if a.csv {
-        print!("{}", to_csv(&runs, &groups)?);
+        to_csv(&runs, &groups)?
     } else {
-        print!("{}", markdown(&runs, &groups));
-    }
-    Ok(())
+        markdown(&runs, &groups)
+    };
+    super::output::print(text)
 }

@@ -388,3 +388,28 @@ pub fn env_rank(mut cmd: Command, rank: usize, port: &str) -> Child {
         .spawn()
         .unwrap()
 }
+
+/// Runs `ccma args` with its stdout a pipe whose reader has already closed (and `stdin` on its
+/// stdin); asserts it ended quietly with exit code 0.
+pub fn with_closed_stdout(args: &[&str], stdin: &str) {
+    use std::io::Write;
+    let (reader, writer) = std::io::pipe().unwrap();
+    drop(reader);
+    let mut child = Command::new(env!("CARGO_BIN_EXE_ccma"))
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(writer)
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // The command may stop reading before the end of its input.
+    let _ = child.stdin.take().unwrap().write_all(stdin.as_bytes());
+    let out: Output = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "ccma {}: {err}", args.join(" "));
+    assert!(
+        !err.contains("panicked") && !err.contains("error"),
+        "ccma {}: {err}",
+        args.join(" ")
+    );
+}
