@@ -167,7 +167,43 @@ impl<'a> Session<'a> {
             .to_string()
     }
 
+    /// Waits until every image in the window (each `img` with a source that the window shows:
+    /// the closed viewer has none, tiles below the fold load lazily) has loaded, polling for at
+    /// most 60 s, and asserts that each one has pixels: no tile in a screenshot is left empty.
+    fn wait_for_images(&self) {
+        let script = "return Array.from(document.images).filter(i => {\
+                          const r = i.getBoundingClientRect();\
+                          return i.getAttribute('src') && r.bottom > 0 && r.right > 0\
+                              && r.top < innerHeight && r.left < innerWidth; })\
+                      .map(i => i.complete ? i.naturalWidth : -1)";
+        for _ in 0..600 {
+            let widths = self.call(
+                "POST",
+                "/execute/sync",
+                Some(json!({ "script": script, "args": [] })),
+            );
+            let widths: Vec<i64> = widths
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|w| w.as_i64().unwrap())
+                .collect();
+            if widths.iter().all(|&w| w >= 0) {
+                assert!(
+                    !widths.is_empty() && widths.iter().all(|&w| w > 0),
+                    "images that did not load: {widths:?}"
+                );
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        panic!("the page's images did not finish loading in 60 s");
+    }
+
+    /// Waits for every image ([`Session::wait_for_images`]), then keeps a screenshot as `name`
+    /// under `CCMA_SCREENSHOT_DIR`, when it is set.
     fn screenshot(&self, name: &str) {
+        self.wait_for_images();
         let Some(dir) = std::env::var_os("CCMA_SCREENSHOT_DIR") else {
             return;
         };

@@ -1,23 +1,27 @@
 //! `ccma serve`: a gallery searched from a browser page or a JSON API, and with `--run`, a browser
 //! of a run's test split query by query (worst first), all from one model loaded once.
 //!
-//! Handler threads take requests from the HTTP server ([`routes`]); a search goes over a channel
+//! Each connection has a thread of the HTTP server ([`http`], which bounds what a client can make
+//! it read, write or wait for) answering its requests ([`routes`]); a search goes over a channel
 //! to the one thread that owns the model ([`searcher`]), which embeds the searches waiting at that
-//! moment as one batch. Ctrl-C or SIGTERM lets the requests in progress finish, then stops.
+//! moment as one batch. Images are sent only as listed at start ([`images`]). Ctrl-C or SIGTERM
+//! lets the answers in progress finish for a moment, then stops.
 mod failures;
+mod http;
+mod images;
 mod routes;
 mod searcher;
 
 use super::args::{ConfigArgs, DeviceArg, WeightsArgs};
 use crate::factory::Inference;
+use crate::io::fingerprint::{fnv1a, FNV_START};
 use crate::retrieval::encode::EncodeOptions;
 use crate::retrieval::gallery::{self, Gallery};
 use crate::retrieval::topk::CosineIndex;
 use crate::UsageError;
 use anyhow::{bail, Context, Result};
 use clap::Args;
-use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 /// Serve a gallery for text search in a browser and over HTTP.
@@ -51,16 +55,31 @@ pub struct ServeArgs {
     pub device: DeviceArg,
 }
 
-/// Threads answering requests at once (each waits on the model for a search).
-const HANDLERS: usize = 8;
-
 /// What is loaded once at start.
 struct Loaded {
     model: Inference,
     opts: EncodeOptions,
     gallery: Gallery,
+    /// What `/api/info` calls the gallery (a folder's or file's name, not its path).
     gallery_source: String,
+    /// The folder the gallery's images must stay inside, when it has one.
+    gallery_root: Option<PathBuf>,
     run: Option<failures::TestRun>,
+    /// The folder the run's test images must stay inside.
+    test_root: Option<PathBuf>,
+}
+
+/// What `/api/info` calls `path`: its last component.
+fn short_name(path: &Path) -> String {
+    path.file_name().map_or_else(
+        || path.display().to_string(),
+        |n| n.to_string_lossy().into_owned(),
+    )
+}
+
+/// `path` when it is a gallery folder (whose images must stay inside it).
+fn folder(path: &Path) -> Option<PathBuf> {
+    path.is_dir().then(|| path.to_path_buf())
 }
 
 fn load(a: &ServeArgs) -> Result<Loaded> {
@@ -84,7 +103,8 @@ fn load(a: &ServeArgs) -> Result<Loaded> {
         )?;
         let feats = split.embed()?;
         let run = failures::TestRun::new(&split, &feats)?;
-        let (gallery, gallery_source) = match &a.gallery {
+        let imgs = split.dataset.dir.join("imgs");
+        let (gallery, gallery_source, gallery_root) = match &a.gallery {
             Some(g) => (
                 gallery::open(
                     g,
@@ -93,7 +113,8 @@ fn load(a: &ServeArgs) -> Result<Loaded> {
                     &split.model.fingerprint,
                     &split.opts,
                 )?,
-                g.display().to_string(),
+                short_name(g),
+                folder(g),
             ),
             None => (
                 Gallery {
@@ -101,6 +122,7 @@ fn load(a: &ServeArgs) -> Result<Loaded> {
                     features: feats.images.shallow_clone(),
                 },
                 format!("the {} test split", split.dataset.name),
+                Some(imgs.clone()),
             ),
         };
         return Ok(Loaded {
@@ -108,7 +130,9 @@ fn load(a: &ServeArgs) -> Result<Loaded> {
             opts: split.opts,
             gallery,
             gallery_source,
+            gallery_root,
             run: Some(run),
+            test_root: Some(imgs),
         });
     }
     let Some(path) = &a.gallery else {
@@ -132,67 +156,60 @@ fn load(a: &ServeArgs) -> Result<Loaded> {
         model,
         opts,
         gallery,
-        gallery_source: path.display().to_string(),
+        gallery_source: short_name(path),
+        gallery_root: folder(path),
         run: None,
+        test_root: None,
     })
 }
 
 pub fn run(a: ServeArgs) -> Result<()> {
     let loaded = load(&a)?;
-    let server = tiny_http::Server::http((a.host.as_str(), a.port)).map_err(|e| {
+    let listener = std::net::TcpListener::bind((a.host.as_str(), a.port)).map_err(|e| {
         UsageError(format!(
             "--host {} --port {}: cannot listen there ({e})",
             a.host, a.port
         ))
     })?;
-    let addr = server
-        .server_addr()
-        .to_ip()
-        .context("the server listens on no IP address")?;
+    let addr = listener
+        .local_addr()
+        .context("the server listens on no address")?;
     let info = serde_json::json!({
         "gallery": { "images": loaded.gallery.files.len(), "source": loaded.gallery_source },
-        "weights": loaded.model.fingerprint,
+        "weights": {
+            "file": short_name(&loaded.model.path),
+            "fingerprint": format!("{:016x}", fnv1a(loaded.model.fingerprint.bytes(), FNV_START)),
+        },
         "run": loaded.run.as_ref().map(failures::TestRun::summary),
         "limits": { "max_query_chars": routes::MAX_QUERY_CHARS, "max_k": routes::MAX_K },
     });
     let index = CosineIndex::new(&loaded.gallery.features);
     drop(loaded.gallery.features);
+    let files = loaded.gallery.files;
+    let test_images = match &loaded.run {
+        Some(run) => images::list(&run.images, loaded.test_root.as_deref()),
+        None => Vec::new(),
+    };
     let (searcher, worker) = searcher::Searcher::start(loaded.model, loaded.opts, index);
     let state = Arc::new(routes::State {
         searcher,
-        gallery: loaded.gallery.files,
+        names: images::relative_names(&files),
+        gallery: images::list(&files, loaded.gallery_root.as_deref()),
+        test_images,
         run: loaded.run,
         info,
     });
 
-    // A signal, or a server that fails, ends the handlers' loop.
-    let (stop_tx, stop_rx) = crossbeam_channel::bounded::<Option<String>>(HANDLERS + 1);
-    let signal = stop_tx.clone();
+    let (stop_tx, stop_rx) = crossbeam_channel::bounded::<()>(1);
     crate::train::interrupt::listen(move |_| {
-        let _ = signal.try_send(None);
+        let _ = stop_tx.try_send(());
     })?;
-    let server = Arc::new(server);
-    let stopping = Arc::new(AtomicBool::new(false));
-    let handlers: Vec<std::thread::JoinHandle<()>> = (0..HANDLERS)
-        .map(|_| {
-            let (server, state, stopping, stop) = (
-                server.clone(),
-                state.clone(),
-                stopping.clone(),
-                stop_tx.clone(),
-            );
-            std::thread::spawn(move || loop {
-                match server.recv() {
-                    Ok(rq) => routes::answer(&state, rq),
-                    Err(_) if stopping.load(Ordering::SeqCst) => return,
-                    Err(e) => {
-                        let _ = stop.try_send(Some(format!("the HTTP server failed: {e}")));
-                        return;
-                    }
-                }
-            })
-        })
-        .collect();
+    let answer = {
+        let state = state.clone();
+        move |method: &str, target: &str| routes::answer(&state, method, target)
+    };
+    let server =
+        http::Server::start(listener, Arc::new(answer)).context("cannot start the HTTP server")?;
 
     if addr.ip().is_loopback() {
         tracing::info!(
@@ -205,23 +222,21 @@ pub fn run(a: ServeArgs) -> Result<()> {
             addr.ip()
         );
     }
-    println!("listening on http://{addr}/");
-    let failure = stop_rx.recv().ok().flatten();
-    tracing::info!("stopping: finishing the requests in progress");
-    stopping.store(true, Ordering::SeqCst);
-    for _ in 0..HANDLERS {
-        server.unblock();
-    }
-    for h in handlers {
-        let _ = h.join();
-    }
-    drop(state);
-    let _ = worker.join();
-    match failure {
-        Some(reason) => Err(anyhow::anyhow!(reason)),
-        None => {
-            tracing::info!("stopped");
-            Ok(())
+    // The address on stdout is for whoever started the server; without a reader it is only logged.
+    if let Err(e) = super::output::print(format_args!("listening on http://{addr}/\n")) {
+        match e.downcast_ref::<super::output::StdoutClosed>() {
+            Some(_) => tracing::info!("listening on http://{addr}/ (stdout is closed)"),
+            None => return Err(e),
         }
     }
+    let _ = stop_rx.recv();
+    tracing::info!("stopping: finishing the answers in progress");
+    // The search thread ends with the last handle on it; a connection thread that has not ended
+    // may hold one, and then the search thread is left to the process's exit.
+    if server.stop() == 0 {
+        drop(state);
+        let _ = worker.join();
+    }
+    tracing::info!("stopped");
+    Ok(())
 }

@@ -58,6 +58,10 @@ pub fn tiny_synth_test_captions(dir: &Path) -> Vec<(String, i64)> {
         .collect()
 }
 
+/// How long a server may take to stop after a signal before it counts as hung (it takes well
+/// under a second, or a few seconds with clients that do not read).
+pub const STOP_LIMIT: std::time::Duration = std::time::Duration::from_secs(120);
+
 /// A running `ccma serve`; killed when dropped.
 pub struct Server {
     child: Child,
@@ -212,16 +216,33 @@ impl Server {
             .unwrap_or_else(|| panic!("status line {reply:?}"))
     }
 
+    /// `host:port` the server listens on.
+    pub fn addr(&self) -> &str {
+        self.base.trim_start_matches("http://")
+    }
+
     /// What the server has logged so far.
     pub fn log(&self) -> String {
         self.stderr.0.lock().unwrap().0.clone()
     }
 
-    /// Sends `signal`, waits for the server to end; its exit status and whole log.
+    /// Sends `signal`, waits for the server to end (failing the test if it has not after
+    /// [`STOP_LIMIT`]); its exit status and whole log.
     pub fn stop(mut self, signal: i32) -> (ExitStatus, String) {
         // SAFETY: kill only sends a signal to our own child process.
         assert_eq!(unsafe { libc::kill(self.child.id() as i32, signal) }, 0);
-        let status = self.child.wait().unwrap();
+        let started = std::time::Instant::now();
+        let status = loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                break status;
+            }
+            assert!(
+                started.elapsed() < STOP_LIMIT,
+                "ccma serve did not stop within {STOP_LIMIT:?} of signal {signal}: {}",
+                self.log()
+            );
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        };
         self.stderr_thread.take().unwrap().join().unwrap();
         (status, self.log())
     }

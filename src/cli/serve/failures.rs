@@ -86,7 +86,7 @@ impl TestRun {
     pub fn summary(&self) -> serde_json::Value {
         serde_json::json!({
             "dataset": self.dataset,
-            "checkpoint": self.checkpoint.display().to_string(),
+            "checkpoint": self.checkpoint.file_name().map(|n| n.to_string_lossy().into_owned()),
             "queries": self.rows.len(),
             "excluded": self.metrics.excluded,
             "t2i": self.metrics,

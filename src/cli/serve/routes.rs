@@ -2,18 +2,19 @@
 //!
 //! - `GET /` (and `/app.js`, `/style.css`): the page, embedded in the binary.
 //! - `GET /api/info`: the gallery, the weights, the run (when one is loaded) and the limits.
-//! - `GET /api/search?q=SENTENCE&k=N`: what `ccma search --json` prints for the same query.
+//! - `GET /api/search?q=SENTENCE&k=N`: what `ccma search --json` prints for the same query, each
+//!   image named relative to the gallery's folder.
 //! - `GET /api/failures?words=W&offset=O&limit=L`: the run's test queries, worst first.
 //! - `GET /img/g/<i>`, `/img/t/<i>`: gallery image `i`, test-split image `i`.
 //!
-//! A file is only ever one of the listed images, chosen by its index; a path in a request is never
-//! opened. A listed image that is gone, or that is not a jpg/png file, is sent as a placeholder.
+//! A file is only ever one of the images listed at start, chosen by its index, and only while it
+//! is still that file ([`images`]); a path in a request is never opened. A listed image that is
+//! gone, changed, or not a jpg/png file is sent as a placeholder. No answer names an absolute path.
 use super::failures::TestRun;
+use super::http::{Body, Reply};
+use super::images::{self, Listed};
 use super::searcher::Searcher;
-use crate::retrieval::gallery::IMAGE_EXTENSIONS;
 use std::borrow::Cow;
-use std::path::{Path, PathBuf};
-use tiny_http::{Header, Method, Request, Response, StatusCode};
 
 /// Longest query accepted, in characters (captions are a few dozen words).
 pub const MAX_QUERY_CHARS: usize = 1000;
@@ -30,82 +31,55 @@ const PLACEHOLDER_SVG: &str = include_str!("assets/missing.svg");
 /// What the handlers share.
 pub struct State {
     pub searcher: Searcher,
-    pub gallery: Vec<PathBuf>,
+    pub gallery: Vec<Listed>,
+    /// What the API calls each gallery image (relative to the gallery's folder).
+    pub names: Vec<String>,
+    /// The run's test split images, when a run is loaded.
+    pub test_images: Vec<Listed>,
     pub run: Option<TestRun>,
     /// The answer of `/api/info`.
     pub info: serde_json::Value,
 }
 
-/// A response before it is sent.
-pub struct Reply {
-    pub status: u16,
-    pub content_type: &'static str,
-    pub body: Body,
-}
-
-pub enum Body {
-    Bytes(Vec<u8>),
-    /// An image file, streamed.
-    File(std::fs::File),
-}
-
-impl Reply {
-    fn text(status: u16, content_type: &'static str, text: &str) -> Reply {
-        Reply {
-            status,
-            content_type,
-            body: Body::Bytes(text.as_bytes().to_vec()),
-        }
-    }
-
-    fn json(status: u16, value: &serde_json::Value) -> Reply {
-        Reply {
-            status,
-            content_type: "application/json",
-            body: Body::Bytes(value.to_string().into_bytes()),
-        }
-    }
-
-    fn error(status: u16, message: &str) -> Reply {
-        Reply::json(status, &serde_json::json!({ "error": message }))
+fn text(status: u16, content_type: &'static str, text: &str) -> Reply {
+    Reply {
+        status,
+        content_type,
+        headers: Vec::new(),
+        body: Body::Bytes(text.as_bytes().to_vec()),
     }
 }
 
-/// Answers one request (sending failures, such as a client that left, are only logged).
-pub fn answer(state: &State, rq: Request) {
-    let reply = match rq.method() {
-        Method::Get | Method::Head => route(state, rq.url()),
-        _ => Reply::error(405, "only GET requests are served"),
+fn json(status: u16, value: &serde_json::Value) -> Reply {
+    Reply {
+        status,
+        content_type: "application/json",
+        headers: Vec::new(),
+        body: Body::Bytes(value.to_string().into_bytes()),
+    }
+}
+
+fn error(status: u16, message: &str) -> Reply {
+    json(status, &serde_json::json!({ "error": message }))
+}
+
+/// The answer to `method target`, with the headers every answer carries.
+pub fn answer(state: &State, method: &str, target: &str) -> Reply {
+    let mut reply = match method {
+        "GET" | "HEAD" => route(state, target),
+        _ => error(405, "only GET requests are served"),
     };
-    let mut headers = vec![
-        header("Content-Type", reply.content_type),
-        header("X-Content-Type-Options", "nosniff"),
-        header("Cache-Control", "no-store"),
-    ];
+    reply.headers.extend([
+        ("X-Content-Type-Options", "nosniff"),
+        ("Cache-Control", "no-store"),
+    ]);
     if reply.content_type.starts_with("text/html") {
-        headers.push(header(
+        reply.headers.push((
             "Content-Security-Policy",
             "default-src 'self'; img-src 'self'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'",
         ));
     }
-    let status = StatusCode(reply.status);
-    let sent = match reply.body {
-        Body::Bytes(b) => {
-            let len = b.len();
-            rq.respond(Response::new(status, headers, &b[..], Some(len), None))
-        }
-        Body::File(f) => {
-            let len = f.metadata().ok().map(|m| m.len() as usize);
-            rq.respond(Response::new(status, headers, f, len, None))
-        }
-    };
-    if let Err(e) = sent {
-        tracing::debug!("response not sent: {e}");
-    }
-}
-
-fn header(name: &str, value: &str) -> Header {
-    Header::from_bytes(name.as_bytes(), value.as_bytes()).expect("ASCII header")
+    reply
 }
 
 /// The reply to `GET url` (a path with an optional `?query`).
@@ -119,14 +93,14 @@ pub fn route(state: &State, url: &str) -> Reply {
             .map(|(_, v)| v.as_ref())
     };
     match path {
-        "/" | "/index.html" => Reply::text(200, "text/html; charset=utf-8", INDEX_HTML),
-        "/app.js" => Reply::text(200, "text/javascript; charset=utf-8", APP_JS),
-        "/style.css" => Reply::text(200, "text/css; charset=utf-8", STYLE_CSS),
-        "/api/info" => Reply::json(200, &state.info),
+        "/" | "/index.html" => text(200, "text/html; charset=utf-8", INDEX_HTML),
+        "/app.js" => text(200, "text/javascript; charset=utf-8", APP_JS),
+        "/style.css" => text(200, "text/css; charset=utf-8", STYLE_CSS),
+        "/api/info" => json(200, &state.info),
         "/api/search" => search(state, param("q"), param("k")),
         "/api/failures" => match &state.run {
             Some(run) => failures(run, param("words"), param("offset"), param("limit")),
-            None => Reply::error(
+            None => error(
                 404,
                 "no run is loaded: start ccma serve with --run RUN_DIR to browse a test split",
             ),
@@ -136,11 +110,11 @@ pub fn route(state: &State, url: &str) -> Reply {
                 image(&state.gallery, i)
             } else if let Some(i) = path.strip_prefix("/img/t/") {
                 match &state.run {
-                    Some(run) => image(&run.images, i),
-                    None => Reply::error(404, "no run is loaded"),
+                    Some(_) => image(&state.test_images, i),
+                    None => error(404, "no run is loaded"),
                 }
             } else {
-                Reply::error(404, "no such page")
+                error(404, "no such page")
             }
         }
     }
@@ -157,7 +131,7 @@ fn number(
     let Some(v) = value else { return Ok(default) };
     match v.parse::<usize>() {
         Ok(n) if (min..=max).contains(&n) => Ok(n),
-        _ => Err(Reply::error(
+        _ => Err(error(
             400,
             &format!("{name}={v:?}: expected a whole number from {min} to {max}"),
         )),
@@ -166,14 +140,14 @@ fn number(
 
 fn search(state: &State, q: Option<&str>, k: Option<&str>) -> Reply {
     let Some(q) = q else {
-        return Reply::error(400, "no query: give q=SENTENCE");
+        return error(400, "no query: give q=SENTENCE");
     };
     if q.trim().is_empty() {
-        return Reply::error(400, "the query is empty: give a sentence to search for");
+        return error(400, "the query is empty: give a sentence to search for");
     }
     let chars = q.chars().count();
     if chars > MAX_QUERY_CHARS {
-        return Reply::error(
+        return error(
             400,
             &format!("the query has {chars} characters: at most {MAX_QUERY_CHARS} are accepted"),
         );
@@ -183,11 +157,11 @@ fn search(state: &State, q: Option<&str>, k: Option<&str>) -> Reply {
         Err(reply) => return reply,
     };
     match state.searcher.search(q.to_string(), k) {
-        Ok(hits) => Reply::json(
+        Ok(hits) => json(
             200,
-            &crate::cli::output::results_json(q, &hits, &state.gallery),
+            &crate::cli::output::results_json(q, &hits, &state.names),
         ),
-        Err(e) => Reply::error(500, &e),
+        Err(e) => error(500, &e),
     }
 }
 
@@ -198,7 +172,7 @@ fn failures(
     limit: Option<&str>,
 ) -> Reply {
     if words.is_some_and(|w| w.chars().count() > MAX_QUERY_CHARS) {
-        return Reply::error(
+        return error(
             400,
             &format!("the filter is longer than {MAX_QUERY_CHARS} characters"),
         );
@@ -211,18 +185,19 @@ fn failures(
         Ok(n) => n,
         Err(reply) => return reply,
     };
-    Reply::json(200, &run.page(words.unwrap_or(""), offset, limit))
+    json(200, &run.page(words.unwrap_or(""), offset, limit))
 }
 
-/// Image `index` of `files` (a decimal number), or the placeholder when it cannot be sent.
-fn image(files: &[PathBuf], index: &str) -> Reply {
-    let Some(path) = index
+/// Image `index` of `files` (a decimal number), or the placeholder when it cannot be sent
+/// ([`images::open`] says why, in the log).
+fn image(files: &[Listed], index: &str) -> Reply {
+    let Some(listed) = index
         .parse::<usize>()
         .ok()
         .filter(|_| index.bytes().all(|b| b.is_ascii_digit()))
         .and_then(|i| files.get(i))
     else {
-        return Reply::error(
+        return error(
             404,
             &format!(
                 "no image {index:?}: images are numbered 0 to {}",
@@ -230,38 +205,22 @@ fn image(files: &[PathBuf], index: &str) -> Reply {
             ),
         );
     };
-    let Some(content_type) = image_type(path) else {
-        tracing::warn!(
-            "{} is not a jpg or png file: sent a placeholder",
-            path.display()
-        );
-        return Reply::text(200, "image/svg+xml", PLACEHOLDER_SVG);
-    };
-    match std::fs::File::open(path).and_then(|f| {
-        if f.metadata()?.is_file() {
-            Ok(f)
-        } else {
-            Err(std::io::Error::other("not a regular file"))
-        }
-    }) {
-        Ok(f) => Reply {
+    match images::open(listed) {
+        Ok(opened) => Reply {
             status: 200,
-            content_type,
-            body: Body::File(f),
+            content_type: opened.content_type,
+            headers: Vec::new(),
+            body: Body::File {
+                file: opened.file,
+                len: opened.len,
+            },
         },
-        Err(e) => {
-            tracing::warn!("cannot open {} ({e}): sent a placeholder", path.display());
-            Reply::text(200, "image/svg+xml", PLACEHOLDER_SVG)
+        Err(why) => {
+            tracing::warn!(
+                "sent a placeholder for {}: {why}",
+                crate::io::escape::shown(&listed.path)
+            );
+            text(200, "image/svg+xml", PLACEHOLDER_SVG)
         }
-    }
-}
-
-/// The content type of a gallery image, by its extension.
-fn image_type(path: &Path) -> Option<&'static str> {
-    let ext = path.extension()?.to_string_lossy().to_lowercase();
-    match ext.as_str() {
-        e if !IMAGE_EXTENSIONS.contains(&e) => None,
-        "png" => Some("image/png"),
-        _ => Some("image/jpeg"),
     }
 }
