@@ -87,7 +87,7 @@ pub fn run(a: SearchArgs) -> Result<()> {
         table.add_row(prettytable::row![
             rank + 1,
             format!("{s:.4}"),
-            files[*i].display()
+            crate::io::escape::shown(&files[*i])
         ]);
     }
     super::output::print(format_args!("{}\n{table}", a.query))

@@ -7,6 +7,7 @@
 //! gallery and model (see [`read_cache`]); a stale or invalid one is rebuilt, never used.
 use super::encode::{embed_readable_images, EncodeOptions};
 use super::features::{non_finite, require_finite_output, FeatureFile, Side};
+use crate::io::escape::shown;
 use crate::io::fingerprint;
 use crate::io::regular_file::irregular_kind;
 use crate::io::safetensors;
@@ -60,7 +61,7 @@ pub fn list_images(dir: &Path) -> Result<Vec<PathBuf>> {
         while let Some(folder) = walk.folders.pop() {
             match std::fs::read_dir(&folder).and_then(|d| d.collect::<Result<Vec<_>, _>>()) {
                 Ok(entries) => walk.take_in(entries),
-                Err(e) => tracing::warn!("left out folder {}: {e}", folder.display()),
+                Err(e) => tracing::warn!("left out folder {}: {e}", shown(&folder)),
             }
         }
         if walk.links.is_empty() {
@@ -123,7 +124,7 @@ impl Walk<'_> {
             Ok(m) => m,
             Err(e) => {
                 if image {
-                    tracing::warn!("left out {}: {e}", path.display());
+                    tracing::warn!("left out {}: {e}", shown(&path));
                 }
                 return;
             }
@@ -138,7 +139,7 @@ impl Walk<'_> {
         {
             return tracing::warn!(
                 "left out {}: a link leading out of the gallery folder {}",
-                path.display(),
+                shown(&path),
                 self.dir.display()
             );
         }
@@ -149,7 +150,7 @@ impl Walk<'_> {
         } else if !meta.is_file() {
             tracing::warn!(
                 "left out {}: {}, not a regular file",
-                path.display(),
+                shown(&path),
                 irregular_kind(meta.file_type())
             );
         } else if self.listed.insert(file_id(&meta)) {
@@ -369,7 +370,7 @@ pub fn from_dir(
             tracing::info!("embedding {} gallery images", files.len());
             let (features, unreadable) = embed_readable_images(model, &files, opts)?;
             for (i, e) in &unreadable {
-                tracing::warn!("skipped {}: {e:#}", files[*i].display());
+                tracing::warn!("skipped {}: {e:#}", shown(&files[*i]));
             }
             if !unreadable.is_empty() {
                 tracing::warn!(
