@@ -245,7 +245,7 @@ enum NoHead {
     /// The client closed, went quiet, or the server is stopping: close without a word.
     Closed,
     /// A request that cannot be served: answer this status and close.
-    Refused(u16, &'static str),
+    Refused(u16, String),
 }
 
 /// Answers the requests of one connection, in order, until it closes or a bound is reached.
@@ -258,7 +258,7 @@ fn serve_connection(mut stream: TcpStream, handler: &Handler) {
             Ok(head) => head,
             Err(NoHead::Closed) => return,
             Err(NoHead::Refused(status, why)) => {
-                if send(&mut stream, Reply::plain(status, why), false, false).is_ok() {
+                if send(&mut stream, Reply::plain(status, &why), false, false).is_ok() {
                     close_gently(stream);
                 }
                 return;
@@ -310,14 +310,20 @@ fn read_head(stream: &mut TcpStream, pending: &mut Vec<u8>) -> Result<Head, NoHe
             }
             Ok(httparse::Status::Partial) => {}
             Err(httparse::Error::TooManyHeaders) => {
-                return Err(NoHead::Refused(431, "too many request headers"))
+                return Err(NoHead::Refused(
+                    431,
+                    format!("more than {MAX_HEADERS} request headers"),
+                ))
             }
-            Err(_) => return Err(NoHead::Refused(400, "malformed request")),
+            Err(e) => return Err(NoHead::Refused(400, format!("malformed request ({e})"))),
         }
         if pending.len() >= MAX_HEAD {
             return Err(NoHead::Refused(
                 431,
-                "the request line and headers are over 16 KiB",
+                format!(
+                    "the request line and headers are over {} KiB",
+                    MAX_HEAD >> 10
+                ),
             ));
         }
         let left = deadline.saturating_duration_since(Instant::now());
@@ -338,7 +344,7 @@ fn head_of(request: &httparse::Request) -> Result<Head, NoHead> {
     let (Some(method), Some(target), Some(version)) =
         (request.method, request.path, request.version)
     else {
-        return Err(NoHead::Refused(400, "malformed request"));
+        return Err(NoHead::Refused(400, "malformed request".into()));
     };
     let header = |name: &str| {
         request
