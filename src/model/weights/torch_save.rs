@@ -89,16 +89,19 @@ pub struct IrraState {
 }
 
 /// `w` (the optimiser's state of a training state already set aside) in IRRA's layout; refused
-/// when IRRA's code could not read it back: its attention heads are not width / [`HEAD_WIDTH`],
-/// the only heads IRRA's `build_model` gives.
+/// when IRRA's code could not read it back: its encoders' attention heads are not width /
+/// [`HEAD_WIDTH`], the only heads IRRA's `build_model` gives.
 pub fn irra_state(w: Weights) -> Result<IrraState> {
-    let vision = super::dims(&w.tensors, "base_model.visual.conv1.weight", 4)?[0];
-    let text = super::dims(&w.tensors, "base_model.ln_final.weight", 1)?[0];
-    let (vh, th) = super::heads(&w, vision, text)?;
-    if (vh, th) != (vision / HEAD_WIDTH, text / HEAD_WIDTH) {
-        bail!(UsageError(format!(
-            "its attention heads ({vh} vision, {th} text) are not its widths ({vision}, {text}) / {HEAD_WIDTH}, the only heads IRRA's code builds: IRRA could not read it back"
-        )));
+    let (conv, norm) = ("base_model.visual.conv1.weight", "base_model.ln_final.weight");
+    if w.tensors.contains_key(conv) || w.tensors.contains_key(norm) {
+        let vision = super::dims(&w.tensors, conv, 4)?[0];
+        let text = super::dims(&w.tensors, norm, 1)?[0];
+        let (vh, th) = super::heads(&w, vision, text)?;
+        if (vh, th) != (vision / HEAD_WIDTH, text / HEAD_WIDTH) {
+            bail!(UsageError(format!(
+                "its attention heads ({vh} vision, {th} text) are not its widths ({vision}, {text}) / {HEAD_WIDTH}, the only heads IRRA's code builds: IRRA could not read it back"
+            )));
+        }
     }
     let mut left_out: Vec<(Module, usize)> = Vec::new();
     let mut tensors = Vec::new();
