@@ -44,13 +44,13 @@ pub struct TestSetup {
 
 impl TestSetup {
     /// Loads `checkpoint` on `device` and the dataset of `cfg` (its images located beforehand),
-    /// for evaluating `split`: the input size and caption length are `cfg`'s when `data_given`
-    /// (the user gave data settings), else those of the checkpoint's own model. On CUDA, `cfg`'s
-    /// `matmul_precision` is set for the process.
+    /// for evaluating `split`: the input size and caption length are `cfg`'s when `sized` (the
+    /// user gave them), else those of the checkpoint's own model; the encoding batch is `cfg`'s.
+    /// On CUDA, `cfg`'s `matmul_precision` is set for the process.
     pub fn load(
         cfg: Config,
         checkpoint: PathBuf,
-        data_given: bool,
+        sized: bool,
         split: SplitName,
         device: tch::Device,
     ) -> Result<TestSetup> {
@@ -58,8 +58,9 @@ impl TestSetup {
         let dataset = crate::data::load_dataset(&cfg)?;
         dataset.require_splits(&[split.name()])?;
         let source = WeightsSource::Checkpoint(checkpoint.clone());
-        let (model, opts) =
-            model_and_options(&source, data_given.then_some(&cfg.data), None, device)?;
+        let (model, mut opts) =
+            model_and_options(&source, sized.then_some(&cfg.data), None, device)?;
+        opts.batch_size = cfg.data.test_batch_size;
         Ok(TestSetup {
             checkpoint,
             cfg,

@@ -139,7 +139,7 @@ fn closed_sets_refuse_unknown_values_with_the_valid_list() {
         let (code, _, err) = ccma(&["train", "--set", &format!("{key}=nope")]);
         assert_eq!(code, 2, "{err}");
         assert!(
-            err.contains(&format!("in --set: invalid value for `{key}`")),
+            err.contains(&format!("--set {key}=nope: invalid value for `{key}`")),
             "{err}"
         );
     }
@@ -151,9 +151,113 @@ fn a_flag_and_set_on_the_same_key_are_refused() {
     assert_eq!(code, 2, "{err}");
     assert_eq!(err.lines().count(), 1, "{err}");
     assert!(
-        err.contains("--num-epoch and --set num_epoch=... both set `num_epoch`"),
+        err.contains(
+            "`num_epoch` is given twice, by --num-epoch 3 and by --set num_epoch=5: give it once"
+        ),
         "{err}"
     );
+}
+
+/// A key given twice, in any two of its spellings, is refused naming both; a bad value from a
+/// flag or `--set` is blamed on it, not on the config file that does not set it.
+#[test]
+fn a_key_given_twice_is_refused_and_a_bad_value_is_blamed_on_where_it_came_from() {
+    for (line, both) in [
+        (
+            &["--lr", "1e-4", "--set", "lr=2e-4"][..],
+            "by --lr 1e-4 and by --set lr=2e-4",
+        ),
+        (
+            &["--lr", "1e-4", "--lr", "2e-4"],
+            "by --lr 1e-4 and by --lr 2e-4",
+        ),
+        (
+            &["--val_dataset", "test", "--set", "val_dataset=val"],
+            "by --val_dataset test and by --set val_dataset=val",
+        ),
+        (
+            &["--set", "lr=1", "--set", "lr=2"],
+            "by --set lr=1 and by --set lr=2",
+        ),
+    ] {
+        let mut args = vec!["train"];
+        args.extend(line);
+        refused(&args, &format!("is given twice, {both}: give it once"));
+    }
+    let demo = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("configs/demo.yaml");
+    let demo = demo.to_str().unwrap();
+    refused(
+        &["train", "--config", demo, "--micro-batch", "0"],
+        "error: --micro-batch 0: invalid value for `micro_batch`",
+    );
+    refused(
+        &["train", "--config", demo, "--set", "dropout=0.1"],
+        "error: --set dropout=0.1: invalid value for `dropout`",
+    );
+    let e = config_error("dropout: 0.1\n");
+    assert!(e.contains("invalid value for `dropout`"), "{e}");
+}
+
+/// Any split other than train and test is validation, for `test --split val` as for `stats`;
+/// and `test --checkpoint` with no configs.yaml beside it reads the image size and caption
+/// length the checkpoint records, as `embed` and `search` do, whatever else `--set` gives.
+#[test]
+fn a_validation_split_of_any_name_and_the_checkpoints_own_sizes() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("data");
+    let mut entries = common::ENTRIES;
+    entries[5].0 = "dev";
+    common::fixture(&root, "CUHK-PEDES", "reid_raw.json", "file_path", &entries);
+    let cfg = common::tiny_cuhk_config(dir.path(), &root);
+    let ck = dir.path().join("alone/best.safetensors");
+    std::fs::create_dir(ck.parent().unwrap()).unwrap();
+    common::tiny_checkpoint(&cfg, &ck, |t| t);
+    let (code, out, err) = ccma(&[
+        "stats",
+        "--dataset",
+        "CUHK-PEDES",
+        "--root-dir",
+        root.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.lines()
+            .any(|l| l.contains("| val ") && l.contains("| 1 ")),
+        "{out}"
+    );
+    let ck_s = ck.to_str().unwrap();
+    let data = [
+        "--dataset",
+        "CUHK-PEDES",
+        "--root-dir",
+        root.to_str().unwrap(),
+    ];
+    let mut args = vec![
+        "test",
+        "--checkpoint",
+        ck_s,
+        "--split",
+        "val",
+        "--set",
+        "test_batch_size=2",
+        "--json",
+    ];
+    args.extend(data);
+    let (code, _, err) = ccma(&args);
+    assert_eq!(code, 0, "{err}");
+    let record = std::fs::read_dir(ck.parent().unwrap())
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| {
+            p.to_str().unwrap().ends_with(".json") && p.to_str().unwrap().contains("val_results.")
+        })
+        .expect("a val record");
+    let record: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(record).unwrap()).unwrap();
+    assert_eq!(record["settings"]["img_size"], serde_json::json!([32, 16]));
+    assert_eq!(record["settings"]["text_length"], 16);
+    assert_eq!(record["test_batch_size"], 2);
 }
 
 #[test]

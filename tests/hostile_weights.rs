@@ -60,17 +60,18 @@ fn hostile() -> tempfile::TempDir {
     dir
 }
 
-/// A from-scratch tiny model (16 wide, one block per tower, `heads` heads in both, 32x16 input)
-/// saved as a ccma checkpoint at `path`, its metadata's JSON passed through `edit`.
-fn checkpoint(path: &Path, heads: i64, edit: impl Fn(&mut serde_json::Value)) {
+/// A from-scratch tiny model (`width` wide, one block per tower, `heads` heads in both, 32x16
+/// input) saved as a ccma checkpoint at `path`, its metadata's JSON passed through `edit`.
+fn checkpoint(path: &Path, width: i64, heads: i64, edit: impl Fn(&mut serde_json::Value)) {
+    let width = width.to_string();
     let set: Vec<(String, String)> = [
         ("pretrain_choice", "''"),
         ("img_size", "[32, 16]"),
         ("embed_dim", "16"),
-        ("vision_width", "16"),
+        ("vision_width", &width),
         ("vision_layers", "1"),
         ("vision_patch_size", "16"),
-        ("transformer_width", "16"),
+        ("transformer_width", &width),
         ("transformer_layers", "1"),
         ("text_length", "16"),
         ("cmt_depth", "1"),
@@ -224,7 +225,7 @@ fn sizes_from_files_are_validated() {
         ),
     ];
     for (edit, needle) in cases {
-        checkpoint(&ck, 1, edit);
+        checkpoint(&ck, 16, 1, edit);
         refused(&test_on_fixture(&ck, root.path()), needle);
         assert!(!dir.path().join("test_results.json").exists());
     }
@@ -250,37 +251,70 @@ fn sizes_from_files_are_validated() {
     assert!(!out.exists());
 }
 
-/// An IRRA-style best.pth of a 2-head model: its heads come from the configs.yaml beside it
-/// (the features are the checkpoint's own), and without one it is refused, not guessed.
+/// An IRRA-style best.pth is read as IRRA's code reads it, with width / 64 attention heads,
+/// unless the configs.yaml beside it records others; widths IRRA's code could not have built
+/// are refused, not guessed. `export --format irra` refuses a model whose heads IRRA could not
+/// read back, and names the DCA tensors its layout cannot hold.
 #[test]
-fn heads_come_from_the_files_beside_or_are_refused() {
+fn heads_follow_irras_rule_unless_recorded_beside() {
     let dir = tempfile::tempdir().unwrap();
-    let ck = dir.path().join("best.safetensors");
-    checkpoint(&ck, 2, |_| {});
-    let run = dir.path().join("irra");
-    std::fs::create_dir(&run).unwrap();
-    let pth = run.join("best.pth");
-    reference("hostile_weights.py", &["pth", s(&ck), s(&pth)]);
-    let out = run.join("emb.safetensors");
-    refused(
-        &embed("--pretrained", &pth, &run, &out),
-        "put its run's configs.yaml with `vision_heads` and `transformer_heads` beside it",
-    );
-    assert!(!out.exists());
-    std::fs::write(
-        run.join("configs.yaml"),
-        "vision_heads: 2\ntransformer_heads: 2\n",
-    )
-    .unwrap();
     let embedded = |out: Output| {
         let err = String::from_utf8_lossy(&out.stderr).into_owned();
         assert!(out.status.success(), "{err}");
     };
-    embedded(embed("--pretrained", &pth, &run, &out));
-    let want = dir.path().join("want.safetensors");
-    embedded(embed("--checkpoint", &ck, dir.path(), &want));
-    let (a, b) = (load(&out), load(&want));
-    assert!(max_abs_diff(&a["image_features"], &b["image_features"]) < 1e-6);
+    let as_pth = |width: i64, heads: i64, name: &str| {
+        let ck = dir.path().join(format!("{name}.safetensors"));
+        checkpoint(&ck, width, heads, |_| {});
+        let run = dir.path().join(name);
+        std::fs::create_dir(&run).unwrap();
+        let pth = run.join("best.pth");
+        reference("hostile_weights.py", &["pth", s(&ck), s(&pth)]);
+        let want = dir.path().join(format!("{name}.want.safetensors"));
+        embedded(embed("--checkpoint", &ck, dir.path(), &want));
+        (ck, run, pth, load(&want))
+    };
+    let features = |pth: &Path, run: &Path| {
+        let out = run.join("emb.safetensors");
+        let _ = std::fs::remove_file(&out);
+        embedded(embed("--pretrained", pth, run, &out));
+        load(&out)["image_features"].shallow_clone()
+    };
+    // 128 wide with 2 heads: IRRA's own rule, no file needed.
+    let (ck, run, pth, want) = as_pth(128, 2, "irra2");
+    assert!(max_abs_diff(&features(&pth, &run), &want["image_features"]) < 1e-6);
+    let (out, written) = export(&ck, dir.path());
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        said.contains("not written: dca_image (") && said.contains("dca_text ("),
+        "{said}"
+    );
+    assert!(load(&written).keys().all(|k| !k.starts_with("dca_")));
+    std::fs::remove_file(&written).unwrap();
+    // 128 wide with 4 heads: read with 2 as IRRA would, unless configs.yaml says 4.
+    let (ck, run, pth, want) = as_pth(128, 4, "irra4");
+    assert!(max_abs_diff(&features(&pth, &run), &want["image_features"]) > 1e-4);
+    std::fs::write(
+        run.join("configs.yaml"),
+        "vision_heads: 4\ntransformer_heads: 4\n",
+    )
+    .unwrap();
+    assert!(max_abs_diff(&features(&pth, &run), &want["image_features"]) < 1e-6);
+    let (out, written) = export(&ck, dir.path());
+    refused(&out, "are not its widths (128, 128) / 64, the only heads IRRA's code builds: IRRA could not read it back");
+    assert!(!written.exists());
+    // 16 wide: IRRA's code gives it no heads; refused, naming the file that would tell.
+    let (_, run, pth, _) = as_pth(16, 2, "irra16");
+    let out = run.join("emb.safetensors");
+    refused(
+        &embed("--pretrained", &pth, &run, &out),
+        "are not both multiples of 64 (the code that writes this layout gives width / 64 heads): put its run's configs.yaml with `vision_heads` and `transformer_heads` beside it",
+    );
+    assert!(!out.exists());
 }
 
 /// Hugging Face weights: zero heads in config.json are refused by the YAML key's range, and

@@ -462,3 +462,138 @@ fn val_is_refused_where_there_is_no_validation_split() {
     assert_one_line_error(&out, "no entries with split \"val\"");
     assert_eq!(out.status.code(), Some(2));
 }
+
+/// Copies the files of `from` (no subfolders) into a new folder `to`.
+fn copy_files(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap().flatten() {
+        if e.path().is_file() {
+            std::fs::copy(e.path(), to.join(e.file_name())).unwrap();
+        }
+    }
+}
+
+#[test]
+fn summarize_refuses_a_copied_run_and_never_mixes_data() {
+    let Runs { a, c, .. } = runs();
+    let dir = tempfile::tempdir().unwrap();
+    let copy = dir.path().join("copy_of_a");
+    copy_files(a, &copy);
+    let out = ccma(&["summarize", s(a), s(c), s(&copy)]);
+    assert_one_line_error(
+        &out,
+        "trained the same config on the same data with the same seed 3 (a copied run folder?)",
+    );
+    assert_eq!(out.status.code(), Some(2));
+    // Another seed on other data (another annotation file, other test queries): its own group.
+    let config = copy.join("configs.yaml");
+    let text = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(&config, text.replace("\nseed: 3\n", "\nseed: 9\n")).unwrap();
+    let results = copy.join("results.json");
+    let mut r = json_file(&results);
+    assert!(r["data"]["annotations_sha256"].is_string(), "{r}");
+    r["data"]["annotations_sha256"] = "0".repeat(64).into();
+    r["data"]["test_queries"] = 54.into();
+    std::fs::write(&results, r.to_string()).unwrap();
+    let out = ccma_json(&["summarize", s(a), s(c), s(&copy), "--json"]);
+    let groups = out["groups"].as_array().unwrap();
+    assert_eq!(groups.len(), 2, "{out}");
+    assert_eq!(groups[0]["seeds"], serde_json::json!([3, 4]));
+    let keys: Vec<&String> = groups[1]["differs_from_group_1"]
+        .as_object()
+        .unwrap()
+        .keys()
+        .collect();
+    assert_eq!(keys, ["data"], "{out}");
+}
+
+/// A verdict needs enough queries; records that measured other data, a checkpoint since
+/// replaced, or that contradict themselves or their gallery are refused in one line.
+#[test]
+fn compare_checks_what_the_records_measured_and_that_they_hold_together() {
+    let Runs { a, b, c, .. } = runs();
+    let dir = tempfile::tempdir().unwrap();
+    // Five queries: intervals, but no verdict.
+    let few = |run: &Path, name: &str| {
+        let text = std::fs::read_to_string(results_file(run, "test", ".queries.jsonl")).unwrap();
+        let path = dir.path().join(format!("{name}.queries.jsonl"));
+        let lines: Vec<&str> = text.lines().take(5).collect();
+        std::fs::write(&path, lines.join("\n") + "\n").unwrap();
+        path
+    };
+    let (fa, fb) = (few(a, "fa"), few(b, "fb"));
+    let out = ccma_json(&["compare", s(&fa), s(&fb), "--json"]);
+    let verdict = out["verdict"].as_str().unwrap();
+    assert!(
+        verdict.starts_with("verdict: none (over 5 queries")
+            && verdict.ends_with("a verdict needs at least 30 queries"),
+        "{verdict}"
+    );
+    // A record of other data (its settings name another dataset folder), the same queries.
+    let copy_record = |name: &str, edit: &dyn Fn(&mut Value), line: &dyn Fn(&mut Value)| {
+        let json = dir.path().join(format!("{name}.json"));
+        let mut record = json_file(&results_file(c, "test", ".json"));
+        edit(&mut record);
+        std::fs::write(&json, record.to_string()).unwrap();
+        let text = std::fs::read_to_string(results_file(c, "test", ".queries.jsonl")).unwrap();
+        let mut lines: Vec<Value> = text
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        line(&mut lines[0]);
+        let text: String = lines.iter().map(|l| format!("{l}\n")).collect();
+        std::fs::write(dir.path().join(format!("{name}.queries.jsonl")), text).unwrap();
+        json
+    };
+    let other = copy_record(
+        "other",
+        &|r| r["settings"]["dataset_dir"] = "/elsewhere".into(),
+        &|_| {},
+    );
+    let out = ccma(&["compare", s(c), s(&other)]);
+    assert_one_line_error(&out, "measured other data: `dataset_dir` is");
+    assert_eq!(out.status.code(), Some(2));
+    // Records that contradict themselves or their gallery.
+    for (name, rank, ap, why) in [
+        ("far", u64::MAX, 1e-3, "rank beyond the"),
+        ("tiny", 1, 1e-300, "AP below 1 / (rank x matches)"),
+        (
+            "miss",
+            2,
+            1.0,
+            "AP and INP are 1 only when the first match is at rank 1, not 2",
+        ),
+    ] {
+        let bad = copy_record(name, &|_| {}, &|l| {
+            l["rank"] = rank.into();
+            l["AP"] = ap.into();
+            l["INP"] = 0.5.into();
+        });
+        let out = ccma(&["compare", s(c), s(&bad)]);
+        assert_one_line_error(&out, why);
+        assert_eq!(out.status.code(), Some(2));
+    }
+    // A test of a checkpoint that has been replaced since is stale.
+    let moved = dir.path().join("moved");
+    std::fs::create_dir(&moved).unwrap();
+    let ck = moved.join("best.safetensors");
+    std::fs::copy(c.join("best.safetensors"), &ck).unwrap();
+    ccma_ok(&[
+        "test",
+        "--config",
+        s(&c.join("configs.yaml")),
+        "--checkpoint",
+        s(&ck),
+    ]);
+    ccma_ok(&["compare", s(c), s(&moved)]);
+    let earlier = std::time::SystemTime::now() - std::time::Duration::from_secs(3600);
+    std::fs::File::options()
+        .write(true)
+        .open(&ck)
+        .unwrap()
+        .set_modified(earlier)
+        .unwrap();
+    let out = ccma(&["compare", s(c), s(&moved)]);
+    assert_one_line_error(&out, "measured an earlier");
+    assert_eq!(out.status.code(), Some(2));
+}

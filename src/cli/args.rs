@@ -64,38 +64,47 @@ impl ConfigArgs {
     }
 
     /// The defaults, then `--config` (or `fallback` when it is not given), then `--set`, then
-    /// the flags that set keys: `--dataset`, `--root-dir` and the command's own (`more`); a key
-    /// given both by a flag and by `--set` is refused rather than one silently winning. Validated.
+    /// the flags that set keys: `--dataset`, `--root-dir` and the command's own (`more`); each key
+    /// is given once ([`super::given_once`]). Validated; a value out of range is blamed on where
+    /// it came from: the config file, or the first `--set` or flag after which the config is no
+    /// longer valid.
     pub fn resolve(&self, fallback: Option<&Path>, more: &[&[Given]]) -> Result<Config> {
         let file = self.config.as_deref().or(fallback);
         let base = match file {
             Some(f) => Config::load(f)?,
             None => Config::default(),
         };
-        let cfg = base
-            .with_overrides(&self.set)
-            .map_err(|e| UsageError(format!("in --set: {e:#}")))?;
-        let flags: Vec<&Given> = [&self.dataset.given[..]]
+        let given: Vec<(String, (String, String))> = self
+            .set
             .iter()
-            .chain(more)
-            .flat_map(|g| g.iter())
+            .map(|(k, v)| (format!("--set {k}={v}"), (k.clone(), v.clone())))
+            .chain(
+                [&self.dataset.given[..]]
+                    .iter()
+                    .chain(more)
+                    .flat_map(|g| g.iter())
+                    .map(|g| (format!("--{} {}", g.flag.long, g.yaml), g.pair())),
+            )
             .collect();
-        for g in &flags {
-            if self.set.iter().any(|(k, _)| k == g.key) {
-                bail!(UsageError(format!(
-                    "--{} and --set {key}=... both set `{key}`: give one of them",
-                    g.flag.long,
-                    key = g.key
-                )));
-            }
+        let mut steps = vec![base];
+        for (from, pair) in &given {
+            let last = steps.last().expect("the base config");
+            let next = last
+                .with_overrides(std::slice::from_ref(pair))
+                .map_err(|e| UsageError(format!("{from}: {e:#}")))?;
+            steps.push(next);
         }
-        let pairs: Vec<(String, String)> = flags.iter().map(|g| g.pair()).collect();
-        let cfg = cfg.with_overrides(&pairs)?;
-        cfg.validate().map_err(|e| match file {
-            Some(f) => UsageError(format!("config file {}: {e:#}", f.display())).into(),
-            None => e,
-        })?;
-        Ok(cfg)
+        let cfg = steps.last().expect("the base config");
+        let Err(e) = cfg.validate() else {
+            return Ok(cfg.clone());
+        };
+        // The config is invalid from the step after the last valid one on.
+        let from = match (steps.iter().rposition(|c| c.validate().is_ok()), file) {
+            (Some(valid), _) => given[valid].0.clone(),
+            (None, Some(f)) => format!("config file {}", f.display()),
+            (None, None) => return Err(e),
+        };
+        Err(UsageError(format!("{from}: {e:#}")).into())
     }
 }
 
@@ -154,8 +163,11 @@ impl WeightsArgs {
     }
 }
 
+/// The data settings that a checkpoint's own model records, when no config gives them.
+const SIZE_KEYS: [&str; 2] = ["img_size", "text_length"];
+
 /// The checkpoint `ccma test` (or `serve --run`) evaluates, `checkpoint` (default:
-/// best.safetensors beside `--config`), loaded with its dataset for `split` by the config of
+/// best.safetensors beside `--config`, or the best.pth of IRRA's, CCMA's or RDE's folder), loaded with its dataset for `split` by the config of
 /// `config` (default: the configs.yaml beside the checkpoint, else the paper's); every image of
 /// the dataset must exist.
 pub fn load_test_setup(
@@ -166,7 +178,7 @@ pub fn load_test_setup(
 ) -> Result<TestSetup> {
     let checkpoint = match (checkpoint, &config.config) {
         (Some(c), _) => c.to_path_buf(),
-        (None, Some(cfg)) => cfg.with_file_name(run_files::BEST),
+        (None, Some(cfg)) => run_files::model_beside(cfg),
         (None, None) => {
             return Err(
                 UsageError("give --checkpoint FILE or --config RUN/configs.yaml".into()).into(),
@@ -178,10 +190,15 @@ pub fn load_test_setup(
     let cfg = config.resolve(fallback, &[&device.flags.given])?;
     let device = cfg.run.device.resolve()?;
     super::preflight::require_images(&cfg)?;
-    // Data settings given in a file or with --set decide the input size and caption length;
-    // otherwise the checkpoint's own model does.
-    let data_given = fallback.is_some() || config.config.is_some() || !config.set.is_empty();
-    TestSetup::load(cfg, checkpoint, data_given, split, device)
+    // A run's config (beside the checkpoint, or --config) or `--set` of the key decides the input
+    // size and caption length; otherwise the checkpoint's own model does, as for embed and search.
+    let sized = fallback.is_some()
+        || config.config.is_some()
+        || config
+            .set
+            .iter()
+            .any(|(k, _)| SIZE_KEYS.contains(&k.as_str()));
+    TestSetup::load(cfg, checkpoint, sized, split, device)
 }
 
 /// `HxW` (e.g. `384x128`) as (H, W).

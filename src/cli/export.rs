@@ -9,7 +9,9 @@ use std::path::PathBuf;
 /// The layouts `ccma export` writes.
 #[derive(ValueEnum, Clone, Copy, Debug)]
 pub enum ExportFormat {
-    /// IRRA's state-dict names (load with `model.load_state_dict(safetensors.torch.load_file(...))`).
+    /// IRRA's state-dict names (load with `model.load_state_dict(safetensors.torch.load_file(...))`):
+    /// CCMA's DCA blocks, which IRRA's model does not have, are left out and named; a model whose
+    /// attention heads are not width / 64 (the only heads IRRA's code builds) is refused.
     Irra,
 }
 
@@ -42,20 +44,26 @@ pub fn run(a: ExportArgs) -> Result<()> {
         std::slice::from_ref(&path),
         Existing::allowed_by(a.force, "--force"),
     )?;
+    // A training state's optimiser tensors are set aside by the reader.
     let w = weights::read(&path)?;
-    let model: Vec<(String, tch::Tensor)> = w
-        .tensors
-        .into_iter()
-        .filter(|(k, _)| !k.starts_with(weights::OPTIMIZER_PREFIX))
-        .collect();
     let ExportFormat::Irra = a.format;
-    let mut state = irra_state(model);
-    state.sort_by(|x, y| x.0.cmp(&y.0));
-    crate::io::safetensors::save(&a.out, &state, &Default::default())?;
+    let state = irra_state(w).map_err(|e| UsageError(format!("{}: {e:#}", path.display())))?;
+    crate::io::safetensors::save(&a.out, &state.tensors, &Default::default())?;
     tracing::info!(
         "wrote {} tensors in IRRA's layout to {}",
-        state.len(),
+        state.tensors.len(),
         a.out.display()
     );
+    if !state.left_out.is_empty() {
+        let modules: Vec<String> = state
+            .left_out
+            .iter()
+            .map(|(m, n)| format!("{} ({n} tensors)", m.name()))
+            .collect();
+        super::output::print(format_args!(
+            "not written: {}; IRRA's layout has no such modules (CCMA's DCA blocks), so IRRA's code loads the model without them\n",
+            modules.join(", ")
+        ))?;
+    }
     Ok(())
 }

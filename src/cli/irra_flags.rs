@@ -140,7 +140,7 @@ pub fn rewrite(args: Vec<OsString>) -> Result<Vec<OsString>, String> {
 
 /// Where the subcommand's name is: the first argument that is not the program, a global flag
 /// (`--log LEVEL`) or its value.
-fn subcommand_at(args: &[OsString]) -> Option<usize> {
+pub(super) fn subcommand_at(args: &[OsString]) -> Option<usize> {
     let mut i = 1;
     while let Some(a) = args.get(i) {
         match a.to_str() {

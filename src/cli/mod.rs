@@ -1,8 +1,8 @@
 //! The command line, the top floor: one file per command, each with its own flags (and only the
 //! flags it uses), parsed once into typed values and handed to the library below. The only
 //! place that knows flag names. The flags that set config keys are one table ([`flags`]); what
-//! the commands share is in files that are no command's (`args`, `flags`, `irra_flags`,
-//! `launch`, `output`, `preflight`), and no command's file imports another's.
+//! the commands share is in files that are no command's (`args`, `flags`, `given_once`,
+//! `irra_flags`, `launch`, `output`, `preflight`), and no command's file imports another's.
 mod args;
 mod bench;
 mod check;
@@ -10,6 +10,7 @@ mod compare;
 mod embed;
 mod export;
 mod flags;
+mod given_once;
 mod irra_flags;
 mod launch;
 mod output;
@@ -66,9 +67,11 @@ pub enum Command {
     Info,
 }
 
-/// The command line `args` (the program name first), IRRA's spellings of its flags taken
-/// ([`irra_flags`]). Clap's own errors, `--help` and `--version` end the process as clap does.
+/// The command line `args` (the program name first), every config key on it once
+/// ([`given_once`]), IRRA's spellings of its flags taken ([`irra_flags`]). Clap's own errors,
+/// `--help` and `--version` end the process as clap does.
 pub fn parse(args: Vec<OsString>) -> Result<Cli, UsageError> {
+    given_once::check(&args).map_err(UsageError)?;
     let args = irra_flags::rewrite(args).map_err(UsageError)?;
     Ok(Cli::parse_from(args))
 }

@@ -1,5 +1,5 @@
 //! `ccma summarize RUN...`: a table of runs' results, and the mean and standard deviation over
-//! the runs whose configs differ only in `seed`.
+//! the runs that trained one config on the same data and differ only in `seed`.
 use crate::config::Config;
 use crate::retrieval::metrics::RetrievalMetrics;
 use crate::train::record::Results;
@@ -12,9 +12,11 @@ use std::path::{Path, PathBuf};
 
 /// Tabulate training runs, with the mean and spread over seeds.
 ///
-/// One row per run (the test metrics at its best epoch, from results.json) and, for runs whose
-/// configs differ only in `seed`, each metric's mean ± standard deviation (n - 1 in the
-/// denominator). Markdown on stdout, or --json / --csv.
+/// One row per run (the test metrics at its best epoch, from results.json) and, for runs of one
+/// config on the same data (dataset, the SHA-256 of its annotation file, the test split's size)
+/// that differ only in `seed`, each metric's mean ± standard deviation (n - 1 in the
+/// denominator). Two runs of one group with the same seed (a copied run folder) are refused.
+/// Markdown on stdout, or --json / --csv.
 #[derive(Args, Debug)]
 pub struct SummarizeArgs {
     /// Run folders (each with configs.yaml and results.json).
@@ -28,13 +30,12 @@ pub struct SummarizeArgs {
     pub csv: bool,
 }
 
-/// Keys that say where a run's outputs go and how it is driven, not what is trained: runs that
-/// differ in them (and in `seed`) are still grouped, and the keys are named.
-const OUTPUT_KEYS: [&str; 9] = [
+/// Keys that say where a run's outputs go and how it is driven, not what is trained or tested
+/// on: runs that differ in them (and in `seed`) are still grouped, and the keys are named.
+const OUTPUT_KEYS: [&str; 8] = [
     "name",
     "output_dir",
     "run_dir",
-    "root_dir",
     "num_workers",
     "log_period",
     "test_batch_size",
@@ -97,12 +98,19 @@ impl Run {
         })
     }
 
-    /// The config without `seed` and the output keys: equal for runs of one group.
+    /// What the run trained and was tested on, equal for the runs of one group: the config
+    /// without `seed` and the output keys, and the data by content when results.json records it
+    /// (`data`; then the folder it was read from, `root_dir`, does not matter), else by where it
+    /// was read from.
     fn setting(&self) -> Map<String, Value> {
         let mut m = self.config.clone();
         m.remove("seed");
         for k in OUTPUT_KEYS {
             m.remove(k);
+        }
+        if let Some(data) = &self.results.data {
+            m.remove("root_dir");
+            m.insert("data".into(), json!(data));
         }
         m
     }
@@ -112,19 +120,31 @@ impl Run {
     }
 }
 
-/// Runs grouped by [`Run::setting`], in order of first appearance: indices into `runs`.
-fn groups(runs: &[Run]) -> Vec<Vec<usize>> {
+/// Runs grouped by [`Run::setting`], in order of first appearance: indices into `runs`. Two runs
+/// of one group with the same seed are refused: they are one run twice (a copied run folder),
+/// not two seeds.
+fn groups(runs: &[Run]) -> Result<Vec<Vec<usize>>> {
     let mut groups: Vec<Vec<usize>> = Vec::new();
     for (i, r) in runs.iter().enumerate() {
         match groups
             .iter_mut()
             .find(|g| runs[g[0]].setting() == r.setting())
         {
-            Some(g) => g.push(i),
+            Some(g) => {
+                if let Some(&twin) = g.iter().find(|&&j| runs[j].seed() == r.seed()) {
+                    bail!(UsageError(format!(
+                        "runs {} and {} trained the same config on the same data with the same seed {} (a copied run folder?): a seed counts once, give one of them",
+                        runs[twin].dir.display(),
+                        r.dir.display(),
+                        cell(r.seed())
+                    )));
+                }
+                g.push(i);
+            }
             None => groups.push(vec![i]),
         }
     }
-    groups
+    Ok(groups)
 }
 
 /// The keys whose values differ among `runs` (in config order).
@@ -152,9 +172,10 @@ struct Group {
     from_first: Vec<(String, Value, Value)>,
 }
 
-fn summarize(runs: &[Run]) -> Vec<Group> {
-    let gs = groups(runs);
-    gs.iter()
+fn summarize(runs: &[Run]) -> Result<Vec<Group>> {
+    let gs = groups(runs)?;
+    Ok(gs
+        .iter()
         .enumerate()
         .map(|(g, members)| {
             let per_metric = |k: usize| {
@@ -171,13 +192,17 @@ fn summarize(runs: &[Run]) -> Vec<Group> {
             });
             let mut output_keys = differing(members.iter().map(|&i| &runs[i]));
             output_keys.retain(|k| k != "seed");
-            let (first, this) = (&runs[gs[0][0]], &runs[members[0]]);
+            let (first, this) = (runs[gs[0][0]].setting(), runs[members[0]].setting());
+            let only_this = this.keys().filter(|k| !first.contains_key(*k));
             let from_first = first
-                .setting()
-                .into_iter()
-                .filter_map(|(k, v)| {
-                    let w = this.config.get(&k).cloned().unwrap_or(Value::Null);
-                    (v != w).then_some((k, v, w))
+                .keys()
+                .chain(only_this)
+                .filter_map(|k| {
+                    let (v, w) = (first.get(k), this.get(k));
+                    (v != w).then(|| {
+                        let or_null = |x: Option<&Value>| x.cloned().unwrap_or(Value::Null);
+                        (k.clone(), or_null(v), or_null(w))
+                    })
                 })
                 .collect();
             Group {
@@ -189,7 +214,7 @@ fn summarize(runs: &[Run]) -> Vec<Group> {
                 from_first,
             }
         })
-        .collect()
+        .collect())
 }
 
 /// `value` as written in a table cell: JSON, strings without quotes.
@@ -206,7 +231,7 @@ fn notes(runs: &[Run], groups: &[Group]) -> Vec<String> {
     for g in groups {
         if g.members.len() > 1 && !g.output_keys.is_empty() {
             lines.push(format!(
-                "group {}: its runs also differ in {} (where outputs go and how the run is driven, not what is trained)",
+                "group {}: its runs also differ in {} (where outputs go and how the run is driven, or where the same data was read from: not what is trained or tested on)",
                 g.number,
                 g.output_keys.join(", ")
             ));
@@ -256,7 +281,7 @@ fn markdown(runs: &[Run], groups: &[Group]) -> String {
     }
     let seeded: Vec<&Group> = groups.iter().filter(|g| g.std.is_some()).collect();
     if !seeded.is_empty() {
-        s += "\nmean ± standard deviation (n - 1) over the runs of a group (configs equal but for `seed`):\n\n\
+        s += "\nmean ± standard deviation (n - 1) over the runs of a group (one config on the same data, other seeds):\n\n\
               | group | runs | seeds | R1 | R5 | R10 | mAP | mINP |\n|---|---|---|---|---|---|---|---|\n";
         for g in seeded {
             let std = g.std.as_ref().expect("filtered");
@@ -371,7 +396,7 @@ pub fn run(a: SummarizeArgs) -> Result<()> {
         seen.push(real);
     }
     let runs: Vec<Run> = a.runs.iter().map(|d| Run::read(d)).collect::<Result<_>>()?;
-    let groups = summarize(&runs);
+    let groups = summarize(&runs)?;
     let text = if a.json {
         format!("{}\n", to_json(&runs, &groups))
     } else if a.csv {

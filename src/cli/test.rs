@@ -25,7 +25,7 @@ pub struct TestArgs {
     #[command(flatten)]
     pub device: DeviceArg,
     /// Model weights: a ccma checkpoint, or an IRRA or CCMA best.pth (default: best.safetensors
-    /// beside --config).
+    /// beside --config, or, in a folder IRRA's, CCMA's or RDE's train.py wrote, its best.pth).
     #[arg(long, value_name = "FILE")]
     pub checkpoint: Option<PathBuf>,
     /// Also report image-to-text retrieval.
@@ -107,6 +107,8 @@ pub fn run(a: TestArgs) -> Result<()> {
     let i2t = a.i2t.then(|| score_i2t(&feats, split)).transpose()?;
     let mut record = super::output::metrics_json(&t2i, i2t.as_ref());
     record["checkpoint"] = serde_json::json!(absolute(checkpoint));
+    record["checkpoint_fingerprint"] = serde_json::json!(setup.model.fingerprint);
+    record["gallery_images"] = serde_json::json!(split.image_paths.len());
     record["settings"] = settings;
     record["device"] = serde_json::json!(match setup.device {
         tch::Device::Cuda(i) => format!("cuda:{i}"),

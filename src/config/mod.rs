@@ -7,6 +7,7 @@
 //! when unknown. Loading ([`merge`]) checks keys (an unknown key names the nearest valid one) and
 //! types (naming the key); [`Config::validate`] then checks ranges, naming the key and what was
 //! expected.
+mod authors_runs;
 pub mod choices;
 mod data_section;
 pub mod datasets;

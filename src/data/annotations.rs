@@ -1,7 +1,7 @@
 //! A dataset's annotations read as its record says (`config::datasets`; the file formats are
 //! `formats`), checked and split into training samples and evaluation splits; where each entry's
 //! image is.
-use super::formats::{self, Entry};
+use super::formats::{self, split_index, Entry};
 use crate::config::datasets::{DatasetRecord, Format};
 use crate::config::{DatasetName, SplitName};
 use crate::io::escape::shown;
@@ -65,10 +65,15 @@ impl Dataset {
         }
     }
 
-    /// Refuses a dataset without entries in one of the `needed` splits (`"train"`, `"test"`, or a
-    /// validation name), naming the annotation file and the splits it has with their counts.
+    /// Refuses a dataset without entries in one of the `needed` splits (`"train"`, `"test"`, or
+    /// `"val"`: any validation split, [`split_index`]), naming the annotation file and the splits
+    /// it has with their counts.
     pub fn require_splits(&self, needed: &[&str]) -> Result<()> {
-        let has = |name: &&str| self.splits.iter().any(|(s, _)| s == name);
+        let has = |name: &&str| {
+            self.splits
+                .iter()
+                .any(|(s, _)| split_index(s) == split_index(name))
+        };
         let missing: Vec<String> = needed
             .iter()
             .filter(|n| !has(n))
@@ -201,10 +206,9 @@ pub fn load(dataset_name: DatasetName, dir: &Path) -> Result<Dataset> {
                 ds.train_images += 1;
             }
             split => {
-                let s = if split == "test" {
-                    &mut ds.test
-                } else {
-                    &mut ds.val
+                let s = match split_index(split) {
+                    2 => &mut ds.test,
+                    _ => &mut ds.val,
                 };
                 s.image_paths.push(path);
                 s.image_pids.push(entry.id);

@@ -18,3 +18,19 @@ pub const METRICS: &str = "metrics.jsonl";
 pub const CURVES: &str = "curves.png";
 /// The final report: the best epoch and its metrics.
 pub const RESULTS: &str = "results.json";
+/// The best model of a folder that IRRA's, CCMA's or RDE's `train.py` wrote, beside its
+/// `configs.yaml`.
+pub const AUTHORS_BEST: &str = "best.pth";
+
+/// The model a folder's `configs.yaml` at `config` describes: [`BEST`] beside it, else, in a
+/// folder IRRA's, CCMA's or RDE's `train.py` wrote, [`AUTHORS_BEST`] (as their `test.py` loads
+/// it, but from beside the file rather than from the `output_dir` it records); [`BEST`] when
+/// neither exists, for the error to name.
+pub fn model_beside(config: &std::path::Path) -> std::path::PathBuf {
+    let ours = config.with_file_name(BEST);
+    let theirs = config.with_file_name(AUTHORS_BEST);
+    match !ours.exists() && theirs.is_file() {
+        true => theirs,
+        false => ours,
+    }
+}

@@ -89,12 +89,16 @@ pub fn paired_bootstrap(
     let mut stats = vec![Vec::with_capacity(resamples); METRICS.len()];
     let mut rng = rand_pcg::Pcg64::new(seed as u128, STREAM);
     let mut idx = Vec::with_capacity(n);
+    let bar = crate::report::progress::bar(resamples, "{msg} [{bar:30}] {pos}/{len} eta {eta}");
+    bar.set_message("resamples");
     for _ in 0..resamples {
         resample(&mut rng, n, &mut idx);
         for (d, s) in deltas.iter().zip(stats.iter_mut()) {
             s.push(idx.iter().map(|&i| d[i]).sum::<f64>() / n as f64);
         }
+        bar.inc(1);
     }
+    bar.finish_and_clear();
     Ok(METRICS
         .iter()
         .zip(stats)

@@ -335,6 +335,41 @@ pub struct QueryRecord {
 }
 
 impl QueryRecord {
+    /// Why this record contradicts itself, or the size `gallery` of the gallery it was ranked in
+    /// (when known), under the protocol: `None` when it does not. With its first true match at
+    /// rank r of G items and m true matches (m <= G - r + 1): 1 <= r <= G; AP and INP in (0, 1],
+    /// and below 1 when r > 1 (a miss precedes the first match); AP >= 1 / (r (G - r + 1)) (the
+    /// first match alone adds 1/r to m precisions); INP >= 1 / G.
+    pub fn contradiction(&self, gallery: Option<u64>) -> Option<String> {
+        let (r, ap, inp) = (self.rank, self.ap, self.inp);
+        let unit = |v: f64| v > 0.0 && v <= 1.0;
+        if r == 0 || !unit(ap) || !unit(inp) {
+            return Some("expected rank >= 1, AP and INP in (0, 1]".into());
+        }
+        if r > 1 && (ap >= 1.0 || inp >= 1.0) {
+            return Some(format!(
+                "AP and INP are 1 only when the first match is at rank 1, not {r}"
+            ));
+        }
+        let g = gallery?;
+        if r > g {
+            return Some(format!("rank beyond the {g} gallery items"));
+        }
+        // A relative margin for the rounding of the sums that gave AP and INP.
+        let least = |bound: f64| bound * (1.0 - 1e-9);
+        if ap < least(1.0 / (r as f64 * (g - r + 1) as f64)) {
+            return Some(format!(
+                "AP below 1 / (rank x matches) for any number of matches in {g} gallery items"
+            ));
+        }
+        if inp < least(1.0 / g as f64) {
+            return Some(format!(
+                "INP below 1 / {g}, the least for {g} gallery items"
+            ));
+        }
+        None
+    }
+
     pub fn score(&self) -> QueryScore {
         QueryScore {
             rank: self.rank,
@@ -358,9 +393,10 @@ pub fn write_query_records(path: &Path, records: &[QueryRecord]) -> Result<()> {
     crate::io::write_atomic(path, text.as_bytes())
 }
 
-/// The records of a per-query file, each checked: queries numbered in increasing order, rank at
-/// least 1, AP and INP in (0, 1]. Errors are usage errors naming the file and line.
-pub fn read_query_records(path: &Path) -> Result<Vec<QueryRecord>> {
+/// The records of a per-query file, each checked: queries numbered in increasing order, none
+/// contradicting itself or the size `gallery` of the gallery it was ranked in, when known
+/// ([`QueryRecord::contradiction`]). Errors are usage errors naming the file and line.
+pub fn read_query_records(path: &Path, gallery: Option<u64>) -> Result<Vec<QueryRecord>> {
     let text = crate::io::text::read_text(path, "per-query file", MAX_QUERY_FILE_BYTES)?;
     let mut records: Vec<QueryRecord> = Vec::new();
     for (i, line) in text.lines().enumerate() {
@@ -380,10 +416,9 @@ pub fn read_query_records(path: &Path) -> Result<Vec<QueryRecord>> {
                 records[records.len() - 1].query
             )));
         }
-        let unit = |v: f64| v > 0.0 && v <= 1.0;
-        if r.rank == 0 || !unit(r.ap) || !unit(r.inp) {
+        if let Some(why) = r.contradiction(gallery) {
             bail!(bad(format!(
-                "rank {}, AP {}, INP {} (expected rank >= 1, AP and INP in (0, 1])",
+                "rank {}, AP {}, INP {}: {why}",
                 r.rank, r.ap, r.inp
             )));
         }
@@ -427,6 +462,32 @@ mod tests {
             .flat_map(|a| [a.cos() as f32, a.sin() as f32])
             .collect();
         Tensor::from_slice(&v).view([angles.len() as i64, 2])
+    }
+
+    /// The bounds by hand, in a gallery of 10: the first match at rank 1 of ten matches, every one
+    /// of them at the top, gives AP = 1 and INP = 1; at rank 1 with the other nine at the bottom
+    /// the least AP is 1/10 (1/r over m = 10 matches); at rank 4 at most 7 matches fit, so AP is
+    /// at least 1 / (4 x 7).
+    #[test]
+    fn contradictions_are_the_protocols_bounds() {
+        let rec = |rank: u64, ap: f64, inp: f64| QueryRecord {
+            query: 0,
+            caption: String::new(),
+            pid: 1,
+            rank,
+            ap,
+            inp,
+        };
+        assert_eq!(rec(1, 1.0, 1.0).contradiction(Some(10)), None);
+        assert_eq!(rec(1, 0.1, 0.1).contradiction(Some(10)), None);
+        assert!(rec(1, 0.099, 0.1).contradiction(Some(10)).is_some());
+        assert_eq!(rec(4, 1.0 / 28.0, 0.1).contradiction(Some(10)), None);
+        assert!(rec(4, 1.0 / 29.0, 0.1).contradiction(Some(10)).is_some());
+        assert!(rec(4, 0.5, 0.09).contradiction(Some(10)).is_some());
+        assert!(rec(11, 0.05, 0.1).contradiction(Some(10)).is_some());
+        assert!(rec(2, 1.0, 0.5).contradiction(None).is_some());
+        assert_eq!(rec(11, 0.05, 0.1).contradiction(None), None);
+        assert!(rec(0, 0.5, 0.5).contradiction(None).is_some());
     }
 
     #[test]

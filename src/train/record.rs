@@ -61,6 +61,39 @@ pub struct Results {
     pub val_t2i: Option<RetrievalMetrics>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub best_test_epoch: Option<ChosenEpoch>,
+    /// What the run trained and was tested on; absent from the `results.json` of earlier
+    /// versions.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data: Option<DataRecord>,
+}
+
+/// What a run trained and was tested on, by content rather than place: the dataset, the SHA-256
+/// of its annotation file, and the size of its test split.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DataRecord {
+    pub dataset: String,
+    pub annotations_sha256: String,
+    pub test_images: usize,
+    pub test_queries: usize,
+}
+
+impl DataRecord {
+    /// The record of `dataset`, its annotation file read again (in pieces) to be hashed.
+    pub fn of(dataset: &crate::data::annotations::Dataset) -> anyhow::Result<DataRecord> {
+        use anyhow::Context;
+        use sha2::Digest;
+        let mut hash = sha2::Sha256::new();
+        let mut file = std::fs::File::open(&dataset.annotation)
+            .with_context(|| format!("cannot read {}", dataset.annotation.display()))?;
+        std::io::copy(&mut file, &mut hash)
+            .with_context(|| format!("cannot read {}", dataset.annotation.display()))?;
+        Ok(DataRecord {
+            dataset: dataset.name.name().to_string(),
+            annotations_sha256: hash.finalize().iter().map(|b| format!("{b:02x}")).collect(),
+            test_images: dataset.test.image_paths.len(),
+            test_queries: dataset.test.captions.len(),
+        })
+    }
 }
 
 /// An epoch and its test t2i metrics, with the split that chose it.
@@ -101,6 +134,7 @@ impl Results {
                 .filter(|_| chosen_on == SplitName::Val)
                 .cloned(),
             best_test_epoch,
+            data: None,
         })
     }
 }

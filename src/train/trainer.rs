@@ -7,7 +7,7 @@ use super::meter::EpochMeter;
 use super::optimizer::Optimizer;
 use super::parallel::Ranks;
 use super::progress::Progress;
-use super::record::{self, EpochRecord, Results};
+use super::record::{self, DataRecord, EpochRecord, Results};
 use super::run_dir::RunDir;
 use super::schedule::{group_lr, lr_at};
 use super::step::{step, NonFiniteTerm, StepError};
@@ -243,7 +243,10 @@ impl Trainer {
         records.retain(|r| r.epoch < epoch);
         records.push(record.clone());
         match Results::from_records(&records, progress.best_epoch, on) {
-            Some(results) => self.run.write_results(&results)?,
+            Some(results) => self.run.write_results(&Results {
+                data: Some(DataRecord::of(&self.dataset)?),
+                ..results
+            })?,
             None => tracing::warn!(
                 "{} has no test metrics of the best epoch {}: results.json is left as it was",
                 self.run.metrics().display(),

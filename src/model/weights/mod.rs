@@ -200,21 +200,40 @@ fn blocks(named: &Named, prefix: &str) -> Option<i64> {
         .map(|m| m.saturating_add(1))
 }
 
-/// (vision, text) attention heads: what the layout or a file beside it records; OpenAI's
-/// archive's own rule (its `build_model` gives every CLIP width / 64 heads); CLIP ViT-B/16's
-/// 12 and 8 for its widths 768 and 512; else an error saying which file would tell.
+/// The width of one attention head in CLIP's encoders: OpenAI's `build_model`, and IRRA's,
+/// CCMA's and RDE's copies of it, give an encoder of width `w` exactly `w / HEAD_WIDTH` heads.
+pub const HEAD_WIDTH: i64 = 64;
+
+/// (vision, text) attention heads: what the layout or a file beside it records; else, for the
+/// layouts of OpenAI's archive and IRRA's, CCMA's and RDE's `best.pth`, their code's own rule
+/// (every width / [`HEAD_WIDTH`]); CLIP ViT-B/16's 12 and 8 for its widths 768 and 512 in a
+/// ccma safetensors file without a description; else an error saying which file would tell.
 fn heads(w: &Weights, vision_width: i64, text_width: i64) -> Result<(i64, i64)> {
     match (w.heads, w.format) {
         (Some(h), _) => Ok(h),
-        (None, Format::OpenAi) => Ok((vision_width / 64, text_width / 64)),
-        (None, _) if (vision_width, text_width) == (768, 512) => Ok((12, 8)),
-        (None, format) => bail!(UsageError(format!(
-            "its attention heads are not recorded (only CLIP ViT-B/16's widths 768 and 512 imply theirs; these are {vision_width} and {text_width}): put {} beside it",
-            match format {
-                Format::HuggingFace => "the model's config.json",
-                _ => "its run's configs.yaml with `vision_heads` and `transformer_heads`",
+        (None, Format::OpenAi | Format::TorchSave) => {
+            let by_width = |w: i64| (w > 0 && w % HEAD_WIDTH == 0).then_some(w / HEAD_WIDTH);
+            match (by_width(vision_width), by_width(text_width)) {
+                (Some(v), Some(t)) => Ok((v, t)),
+                _ => bail!(UsageError(format!(
+                    "its attention heads are not recorded, and its widths {vision_width} and {text_width} are not both multiples of {HEAD_WIDTH} (the code that writes this layout gives width / {HEAD_WIDTH} heads): put its run's configs.yaml with `vision_heads` and `transformer_heads` beside it"
+                ))),
             }
-        ))),
+        }
+        (None, Format::Ccma | Format::HuggingFace) if (vision_width, text_width) == (768, 512) => {
+            Ok((12, 8))
+        }
+        (None, format) => {
+            let file = match format {
+                Format::HuggingFace => "the model's config.json",
+                Format::Ccma | Format::OpenAi | Format::TorchSave => {
+                    "its run's configs.yaml with `vision_heads` and `transformer_heads`"
+                }
+            };
+            bail!(UsageError(format!(
+                "its attention heads are not recorded (only CLIP ViT-B/16's widths 768 and 512 imply theirs; these are {vision_width} and {text_width}): put {file} beside it"
+            )))
+        }
     }
 }
 

@@ -8,9 +8,10 @@
 //! `fusion_module_tg`, `DiffAttention`) have no counterpart in the method as specified: they are
 //! set aside (named in the log) and ccma's DCA stacks start fresh. Weights are a mix of fp16 and
 //! fp32 there; they are read as saved and turned to f32.
-use super::{Format, Weights};
+use super::{Format, Weights, HEAD_WIDTH};
 use crate::io::pickle::Value;
 use crate::model::Module;
+use crate::UsageError;
 use anyhow::{bail, Result};
 use std::collections::HashMap;
 use std::path::Path;
@@ -77,11 +78,43 @@ pub fn from_value(saved: Value, path: &Path) -> Result<Weights> {
     })
 }
 
-/// The tensors of a ccma model under IRRA's names, for IRRA's `load_state_dict`: every parameter
-/// but the DCA stacks, which IRRA does not have.
-pub fn irra_state(named: Vec<(String, tch::Tensor)>) -> Vec<(String, tch::Tensor)> {
-    named
-        .into_iter()
-        .filter(|(k, _)| Module::of(k).is_none_or(Module::in_irra))
-        .collect()
+/// A model's tensors under IRRA's names, for IRRA's `load_state_dict`, and what IRRA's layout
+/// cannot hold.
+pub struct IrraState {
+    /// Every tensor of a module IRRA's model has, sorted by name.
+    pub tensors: Vec<(String, tch::Tensor)>,
+    /// The modules IRRA's model does not have (CCMA's DCA stacks), with the number of tensors of
+    /// each that are left out.
+    pub left_out: Vec<(Module, usize)>,
+}
+
+/// `w` (the optimiser's state of a training state already set aside) in IRRA's layout; refused
+/// when IRRA's code could not read it back: its encoders' attention heads are not width /
+/// [`HEAD_WIDTH`], the only heads IRRA's `build_model` gives.
+pub fn irra_state(w: Weights) -> Result<IrraState> {
+    let (conv, norm) = ("base_model.visual.conv1.weight", "base_model.ln_final.weight");
+    if w.tensors.contains_key(conv) || w.tensors.contains_key(norm) {
+        let vision = super::dims(&w.tensors, conv, 4)?[0];
+        let text = super::dims(&w.tensors, norm, 1)?[0];
+        let (vh, th) = super::heads(&w, vision, text)?;
+        if (vh, th) != (vision / HEAD_WIDTH, text / HEAD_WIDTH) {
+            bail!(UsageError(format!(
+                "its attention heads ({vh} vision, {th} text) are not its widths ({vision}, {text}) / {HEAD_WIDTH}, the only heads IRRA's code builds: IRRA could not read it back"
+            )));
+        }
+    }
+    let mut left_out: Vec<(Module, usize)> = Vec::new();
+    let mut tensors = Vec::new();
+    for (name, t) in w.tensors {
+        match Module::of(&name).filter(|m| !m.in_irra()) {
+            Some(m) => match left_out.iter_mut().find(|(x, _)| *x == m) {
+                Some((_, n)) => *n += 1,
+                None => left_out.push((m, 1)),
+            },
+            None => tensors.push((name, t)),
+        }
+    }
+    tensors.sort_by(|x, y| x.0.cmp(&y.0));
+    left_out.sort_by_key(|(m, _)| m.name());
+    Ok(IrraState { tensors, left_out })
 }
