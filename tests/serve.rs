@@ -323,9 +323,14 @@ fn run_browser_agrees_with_ccma_test(dir: &Path, run: &Path) {
         server.raw_status("GET", &format!("/img/t/{gallery_size}")),
         404
     );
-    // The run's test images are also the gallery searched.
+    // The run's test images are also the gallery searched. No answer names an absolute path.
     let s = server.search(QUERIES[0], "3").json();
     assert_eq!(s["results"].as_array().unwrap().len(), 3);
+    let root = dir.to_str().unwrap();
+    for answer in [&info, &s, &page] {
+        assert!(!answer.to_string().contains(root), "{answer}");
+    }
+    assert_eq!(info["run"]["checkpoint"], "best.safetensors", "{info}");
 
     let (status, log) = server.stop(libc::SIGINT);
     assert!(status.success(), "Ctrl-C: {status}: {log}");

@@ -297,3 +297,52 @@ fn typed<T, E>(
 ) -> Result<T, E> {
     value.inspect_err(|_| *fault = Some(why()))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A reader that hands out one byte per read, so every character is split between reads.
+    struct ByteByByte<'a>(&'a [u8]);
+
+    impl Read for ByteByByte<'_> {
+        fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+            let Some((first, rest)) = self.0.split_first() else {
+                return Ok(0);
+            };
+            buf[0] = *first;
+            self.0 = rest;
+            Ok(1)
+        }
+    }
+
+    /// Everything `bytes` gives through [`Utf8Checked`], or the offset it refuses.
+    fn checked(bytes: &[u8]) -> Result<Vec<u8>, u64> {
+        let mut out = Vec::new();
+        let mut reader = Utf8Checked {
+            inner: ByteByByte(bytes),
+            offset: 0,
+            pending: Vec::new(),
+        };
+        match reader.read_to_end(&mut out) {
+            Ok(_) => Ok(out),
+            Err(e) => Err(e
+                .get_ref()
+                .and_then(|r| r.downcast_ref::<InvalidUtf8>())
+                .expect("an InvalidUtf8 error")
+                .0),
+        }
+    }
+
+    #[test]
+    fn utf8_is_checked_across_reads_and_refused_by_offset() {
+        let text = "a é ü € 𝄞 z".as_bytes();
+        assert_eq!(checked(text), Ok(text.to_vec()));
+        // A Latin-1 é (0xE9) before an ASCII letter, a lone continuation byte, a sequence cut
+        // off by the end.
+        assert_eq!(checked(b"ab\xE9l"), Err(2));
+        assert_eq!(checked("é\u{80}".as_bytes()).map(|_| ()), Ok(()));
+        assert_eq!(checked(b"abc\x80"), Err(3));
+        assert_eq!(checked("ab\u{20AC}".as_bytes()[..4].as_ref()), Err(2));
+    }
+}
