@@ -100,11 +100,18 @@ fn only_ccma_s_own_temporaries_are_removed_and_only_in_its_folders() {
 
 #[test]
 fn export_never_replaces_its_source_nor_an_existing_file_without_force() {
-    let Setup { dir, ck, .. } = setup();
+    let Setup { dir, cfg, .. } = setup();
     let run = dir.path().join("run");
     std::fs::create_dir(&run).unwrap();
     let best = run.join("best.safetensors");
-    std::fs::copy(&ck, &best).unwrap();
+    // 64 wide with one head, as IRRA's code builds that width (width / 64 heads).
+    let wide = dir.path().join("wide.yaml");
+    let text = std::fs::read_to_string(&cfg).unwrap();
+    let text = text
+        .replace("vision_width: 16", "vision_width: 64")
+        .replace("transformer_width: 16", "transformer_width: 64");
+    std::fs::write(&wide, text).unwrap();
+    tiny_checkpoint(&wide, &best, |t| t);
     for force in [&[][..], &["--force"]] {
         let mut args = vec!["export", "--format", "irra", s(&run), s(&best)];
         args.extend(force);

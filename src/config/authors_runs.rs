@@ -18,7 +18,7 @@ pub const PROCESS_KEYS: [(&str, &str); 6] = [
     ),
     (
         "distributed",
-        "whether their train.py ran on several GPUs (ccma: --nproc-per-node)",
+        "whether their train.py ran on several GPUs (ccma starts its ranks itself, or takes torchrun's)",
     ),
     (
         "training",
@@ -26,11 +26,11 @@ pub const PROCESS_KEYS: [(&str, &str); 6] = [
     ),
     (
         "resume",
-        "whether their train.py resumed from resume_ckpt_file (ccma: train --resume RUN_DIR)",
+        "whether their train.py resumed from resume_ckpt_file (ccma resumes a run folder of its own)",
     ),
     (
         "resume_ckpt_file",
-        "the checkpoint their train.py resumed from (ccma: train --resume RUN_DIR)",
+        "the checkpoint their train.py resumed from (ccma resumes a run folder of its own)",
     ),
     (
         "momentum",

@@ -92,7 +92,10 @@ pub struct IrraState {
 /// when IRRA's code could not read it back: its encoders' attention heads are not width /
 /// [`HEAD_WIDTH`], the only heads IRRA's `build_model` gives.
 pub fn irra_state(w: Weights) -> Result<IrraState> {
-    let (conv, norm) = ("base_model.visual.conv1.weight", "base_model.ln_final.weight");
+    let (conv, norm) = (
+        "base_model.visual.conv1.weight",
+        "base_model.ln_final.weight",
+    );
     if w.tensors.contains_key(conv) || w.tensors.contains_key(norm) {
         let vision = super::dims(&w.tensors, conv, 4)?[0];
         let text = super::dims(&w.tensors, norm, 1)?[0];
