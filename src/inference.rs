@@ -45,8 +45,8 @@ pub struct TestSetup {
 impl TestSetup {
     /// Loads `checkpoint` on `device` and the dataset of `cfg` (its images located beforehand),
     /// for evaluating `split`: the input size and caption length are `cfg`'s when `data_given`
-    /// (the user gave data settings), else those of the checkpoint's own model. On CUDA, `cfg`'s
-    /// `matmul_precision` is set for the process.
+    /// (the user gave data settings), else those of the checkpoint's own model. `cfg`'s
+    /// `matmul_precision` is set for the process (it acts on CUDA matmuls only).
     pub fn load(
         cfg: Config,
         checkpoint: PathBuf,
@@ -54,7 +54,7 @@ impl TestSetup {
         split: SplitName,
         device: tch::Device,
     ) -> Result<TestSetup> {
-        crate::model::amp::set_cuda_matmul_precision(cfg.run.matmul_precision.name(), device)?;
+        crate::model::amp::set_cuda_matmul_precision(cfg.run.matmul_precision.name())?;
         let dataset = crate::data::load_dataset(&cfg)?;
         dataset.require_splits(&[split.name()])?;
         let source = WeightsSource::Checkpoint(checkpoint.clone());

@@ -5,6 +5,7 @@ pub mod annotations;
 pub mod audit;
 pub mod batch;
 pub mod formats;
+pub mod host_buffer;
 pub mod loader;
 pub mod mlm;
 pub mod sampler;
