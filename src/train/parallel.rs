@@ -348,8 +348,8 @@ mod tests {
             let (g0, g1) = (rank_grads(0, step), rank_grads(1, step));
             for (i, (a, b)) in g0.iter().zip(&g1).enumerate() {
                 let want = (a + b) / 2.0;
-                for rank in 0..2 {
-                    let have = &got[rank][step as usize][i];
+                for (rank, steps) in got.iter().enumerate() {
+                    let have = &steps[step as usize][i];
                     let bits = |t: &Tensor| -> Vec<u32> {
                         Vec::<f32>::try_from(&t.reshape([-1]))
                             .unwrap()
