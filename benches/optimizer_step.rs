@@ -30,7 +30,7 @@ fn time_steps(cfg: &Config, kernel: Kernel, steps: usize) -> f64 {
     };
     let mut times = Vec::new();
     for i in 0..steps + 3 {
-        opt.zero_grad();
+        opt.zero_grad().unwrap();
         loss().backward();
         let t0 = Instant::now();
         opt.step().expect("a step");

@@ -6,11 +6,16 @@
 #include <torch/csrc/distributed/c10d/Store.hpp>
 
 #include <chrono>
+#include <string>
 
 namespace ccma {
 
 // Whether this build can create NCCL process groups.
 bool nccl_compiled();
+
+// The version of the NCCL library loaded at run time ("2.28.9", as `ncclGetVersion` gives it
+// through libtorch); empty where NCCL was not compiled in.
+std::string nccl_runtime_version();
 
 // An NCCL process group of `world` ranks over `store`, with this thread's current CUDA device set
 // to `device` and the group bound to it; throws where NCCL was not compiled in.

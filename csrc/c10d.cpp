@@ -63,6 +63,16 @@ int ccma_nccl_compiled() {
   return ccma::nccl_compiled() ? 1 : 0;
 }
 
+// The NCCL library's version at run time (free it with ccma_string_free); null where NCCL was not
+// compiled in, or libtorch could not tell.
+char* ccma_nccl_runtime_version() {
+  char* err = nullptr;
+  std::string version;
+  ccma::guarded(&err, [&] { version = ccma::nccl_runtime_version(); });
+  ccma_string_free(err);
+  return version.empty() ? nullptr : ccma::copy_string(version);
+}
+
 // Rendezvous at `master_addr:port` as run `run_id` (rank 0 serves the store) and create the
 // process group. `backend` is "gloo" or "nccl"; an NCCL rank is bound to CUDA device `device` (its
 // LOCAL_RANK) before the group is made, and the group to that device. For Gloo, `interface` or

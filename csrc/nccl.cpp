@@ -8,6 +8,7 @@
 #endif
 
 #include <stdexcept>
+#include <string>
 
 namespace ccma {
 
@@ -15,6 +16,11 @@ namespace ccma {
 
 bool nccl_compiled() {
   return true;
+}
+
+std::string nccl_runtime_version() {
+  auto [major, minor, patch] = c10d::getNcclVersionTuple();
+  return std::to_string(major) + "." + std::to_string(minor) + "." + std::to_string(patch);
 }
 
 c10::intrusive_ptr<c10d::Backend> make_nccl(
@@ -39,6 +45,10 @@ c10::intrusive_ptr<c10d::Backend> make_nccl(
 
 bool nccl_compiled() {
   return false;
+}
+
+std::string nccl_runtime_version() {
+  return "";
 }
 
 c10::intrusive_ptr<c10d::Backend> make_nccl(

@@ -144,6 +144,9 @@ pub fn info_lines() -> Vec<String> {
         format!("libtorch {} (built against)", libtorch_version()),
         build_headers_line(),
     ];
+    if let Some(v) = nccl_runtime_version() {
+        lines.push(format!("NCCL {v} loaded at run time"));
+    }
     let n = tch::Cuda::device_count();
     if tch::Cuda::is_available() && n > 0 {
         let props = cuda_devices();
@@ -189,6 +192,13 @@ fn build_headers_line() -> String {
     }
 }
 
+/// The version of the NCCL library loaded at run time (`ncclGetVersion`, through libtorch), where
+/// the shim was built with NCCL.
+fn nccl_runtime_version() -> Option<String> {
+    // SAFETY: returns a string the shim allocated, or null.
+    crate::shim::take_string(unsafe { crate::shim::ccma_nccl_runtime_version() })
+}
+
 /// The libtorch version the binary runs against, as `torch.__version__` prints it.
 pub fn libtorch_version() -> String {
     // tch exposes no version getter; build.rs records the version of the libtorch it linked.
@@ -219,10 +229,54 @@ pub fn used_memory_gib(device: Device) -> Option<f64> {
     memory_info(device).map(|(free, total)| (total - free) as f64 / (1u64 << 30) as f64)
 }
 
-/// Free memory of `device` in bytes as the driver reports it (what libtorch's caching allocator
-/// has not reserved); `None` on the CPU.
-pub fn free_memory_bytes(device: Device) -> Option<u64> {
-    memory_info(device).map(|(free, _)| free as u64)
+/// The CUDA caching allocator's figures for one card, in bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CudaMemory {
+    /// Allocated to tensors now.
+    pub allocated: u64,
+    /// The most allocated at once since the last [`reset_peak_allocated`].
+    pub peak: u64,
+    /// Held by the allocator (allocated, or cached for reuse).
+    pub reserved: u64,
+    /// Free on the card, as the driver reports it.
+    pub free: u64,
+    pub total: u64,
+}
+
+/// The caching allocator's figures for CUDA device `device` (its own, whichever is current).
+pub fn cuda_memory(device: Device) -> anyhow::Result<CudaMemory> {
+    let Device::Cuda(i) = device else {
+        anyhow::bail!("{device:?} is not a CUDA device");
+    };
+    let mut out = [0i64; 5];
+    // SAFETY: `out` has the five slots the shim writes.
+    crate::shim::call(
+        |err| unsafe { crate::shim::ccma_cuda_memory(i as i32, out.as_mut_ptr(), err) },
+        |ok| *ok == 0,
+    )
+    .map_err(|e| anyhow::anyhow!("cannot read the memory statistics of cuda:{i}: {e}"))?;
+    let [allocated, peak, reserved, free, total] = out.map(|v| v.max(0) as u64);
+    Ok(CudaMemory {
+        allocated,
+        peak,
+        reserved,
+        free,
+        total,
+    })
+}
+
+/// Starts a new peak of the bytes allocated on CUDA device `device` ([`CudaMemory::peak`]).
+pub fn reset_peak_allocated(device: Device) -> anyhow::Result<()> {
+    let Device::Cuda(i) = device else {
+        anyhow::bail!("{device:?} is not a CUDA device");
+    };
+    // SAFETY: a query of libtorch's allocator for a device index.
+    crate::shim::call(
+        |err| unsafe { crate::shim::ccma_cuda_reset_peak(i as i32, err) },
+        |ok| *ok == 0,
+    )
+    .map(|_| ())
+    .map_err(|e| anyhow::anyhow!("cannot reset the memory peak of cuda:{i}: {e}"))
 }
 
 thread_local! {

@@ -20,9 +20,9 @@ pub fn model_config(cfg: &Config, num_classes: i64) -> ModelConfig {
 /// The model to train: from scratch, or from the weights of `pretrained` (CLIP weights in any
 /// layout, or an IRRA/CCMA checkpoint): sizes read off the weights, positional grid resized to the
 /// configured image size, the modules the weights lack randomly initialised. On CUDA, the run's
-/// `matmul_precision` is set for the process (training and its evaluations).
+/// `matmul_precision` is set for the process (training and its evaluations; CUDA matmuls only).
 pub fn training_model(cfg: &Config, num_classes: i64, device: Device) -> Result<(VarStore, Ccma)> {
-    crate::model::amp::set_cuda_matmul_precision(cfg.run.matmul_precision.name(), device)?;
+    crate::model::amp::set_cuda_matmul_precision(cfg.run.matmul_precision.name())?;
     let mut mcfg = model_config(cfg, num_classes);
     let pretrained = match &cfg.model.pretrained {
         Some(p) => {

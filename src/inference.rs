@@ -46,7 +46,7 @@ impl TestSetup {
     /// Loads `checkpoint` on `device` and the dataset of `cfg` (its images located beforehand),
     /// for evaluating `split`: the input size and caption length are `cfg`'s when `sized` (the
     /// user gave them), else those of the checkpoint's own model; the encoding batch is `cfg`'s.
-    /// On CUDA, `cfg`'s `matmul_precision` is set for the process.
+    /// `cfg`'s `matmul_precision` is set for the process (it acts on CUDA matmuls only).
     pub fn load(
         cfg: Config,
         checkpoint: PathBuf,
@@ -54,7 +54,7 @@ impl TestSetup {
         split: SplitName,
         device: tch::Device,
     ) -> Result<TestSetup> {
-        crate::model::amp::set_cuda_matmul_precision(cfg.run.matmul_precision.name(), device)?;
+        crate::model::amp::set_cuda_matmul_precision(cfg.run.matmul_precision.name())?;
         let dataset = crate::data::load_dataset(&cfg)?;
         dataset.require_splits(&[split.name()])?;
         let source = WeightsSource::Checkpoint(checkpoint.clone());

@@ -1,7 +1,9 @@
 //! The C interface of the shim in `csrc/`: c10d (`c10d.cpp`, for the process groups of
 //! [`crate::dist`]) and what `tch` does not bind (`torch_ext.cpp`: CUDA autocast and matmul
-//! precision for [`crate::model::amp`], pinning for [`crate::data::loader`], fused Adam for
-//! [`crate::train::optimizer`]). Tensors cross as `tch`'s `at::Tensor` pointers; a failed call
+//! precision for [`crate::model::amp`], pinned host memory for [`crate::data::host_buffer`], fused Adam and the
+//! foreach zeroing of gradients for [`crate::train::optimizer`], gradients as views of a flat
+//! buffer for [`crate::train::parallel`], the CUDA caching allocator's statistics for
+//! [`crate::device`]). Tensors cross as `tch`'s `at::Tensor` pointers; a failed call
 //! returns null or 0 and leaves a `malloc`ed message in `err`.
 use std::ffi::{c_char, c_int, c_void};
 use tch::Tensor;
@@ -12,6 +14,7 @@ type CTensor = c_void;
 extern "C" {
     pub fn ccma_string_free(s: *mut c_char);
     pub fn ccma_nccl_compiled() -> c_int;
+    pub fn ccma_nccl_runtime_version() -> *mut c_char;
     pub fn ccma_group_new(
         backend: *const c_char,
         master_addr: *const c_char,
@@ -64,12 +67,19 @@ extern "C" {
     pub fn ccma_autocast_cuda_enter(dtype: c_int) -> c_int;
     pub fn ccma_autocast_cuda_exit(previous: c_int);
     pub fn ccma_autocast_cuda_set_enabled(enabled: c_int) -> c_int;
-    pub fn ccma_set_float32_matmul_precision(
-        precision: *const c_char,
+    pub fn ccma_set_cuda_matmul_tf32(tf32: c_int);
+    pub fn ccma_matmul_precision(backend: c_int) -> c_int;
+    pub fn ccma_empty_pinned(
+        like: *mut CTensor,
+        sizes: *const i64,
+        ndim: c_int,
+        device: c_int,
         err: *mut *mut c_char,
-    ) -> c_int;
-    pub fn ccma_float32_matmul_precision() -> c_int;
-    pub fn ccma_pin_memory(t: *mut CTensor, device: c_int, err: *mut *mut c_char) -> *mut CTensor;
+    ) -> *mut CTensor;
+    pub fn ccma_cuda_memory(device: c_int, out: *mut i64, err: *mut *mut c_char) -> c_int;
+    pub fn ccma_cuda_reset_peak(device: c_int, err: *mut *mut c_char) -> c_int;
+    pub fn ccma_foreach_zero(ts: *const *mut CTensor, n: i64, err: *mut *mut c_char) -> c_int;
+    pub fn ccma_set_grad(var: *mut CTensor, grad: *mut CTensor, err: *mut *mut c_char) -> c_int;
     pub fn ccma_fused_adam(
         params: *const *mut CTensor,
         grads: *const *mut CTensor,

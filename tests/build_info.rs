@@ -1,6 +1,6 @@
-//! `ccma info` names the CUDA version libtorch was built with and the CUDA and NCCL headers the
-//! shim was compiled against; both are checked against what the torch in use reports itself
-//! (`torch.version.cuda`, `torch.cuda.nccl.version()`).
+//! `ccma info` names the CUDA version libtorch was built with, the CUDA and NCCL headers the shim
+//! was compiled against and the NCCL library loaded at run time; all are checked against what the
+//! torch in use reports itself (`torch.version.cuda`, `torch.cuda.nccl.version()`).
 mod common;
 
 #[test]
@@ -36,6 +36,12 @@ fn info_names_the_cuda_and_nccl_versions_the_shim_was_built_against() {
     assert!(
         info.contains(&with_nccl) || info.contains(&without),
         "expected {with_nccl:?} or {without:?} in:\n{info}"
+    );
+    // Built with NCCL, the NCCL library loaded at run time is torch's own.
+    assert_eq!(
+        info.contains(&with_nccl),
+        info.contains(&format!("NCCL {nccl} loaded at run time\n")),
+        "{info}"
     );
     // The backends line and the headers line tell one story.
     assert_eq!(

@@ -385,6 +385,7 @@ fn bench_measures_the_step_plain_and_as_a_rank_of_one() {
         succeeded(&out, "bench");
         let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
         assert!(r["step_ms"].as_f64().unwrap() > 0.0, "{r}");
+        assert_eq!(r["autocast"], "off", "no autocast on the CPU: {r}");
         r["ranks"].as_i64().unwrap()
     };
     assert_eq!(run(&[]), 1);
@@ -397,4 +398,46 @@ fn bench_measures_the_step_plain_and_as_a_rank_of_one() {
         ("MASTER_PORT", port.as_str()),
     ];
     assert_eq!(run(&one), 1);
+}
+
+/// `ccma bench` on 2 ranks: every rank steps on its slice of one random global batch with the
+/// layout of both slices, and counts both ranks' samples.
+#[test]
+fn bench_runs_on_two_ranks_over_the_global_batch() {
+    let port = free_port();
+    let ranks: Vec<_> = (0..2)
+        .map(|r| {
+            let mut cmd = Command::new(env!("CARGO_BIN_EXE_ccma"));
+            cmd.args([
+                "bench",
+                "--batch-size",
+                "2",
+                "--steps",
+                "1",
+                "--device",
+                "cpu",
+                "--json",
+            ]);
+            env_rank_with_stdout(cmd, r, &port, Stdio::piped())
+        })
+        .collect();
+    for (r, child) in ranks.into_iter().enumerate() {
+        let out = child.wait_with_output().unwrap();
+        succeeded(&out, &format!("rank {r}"));
+        let b: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(
+            (&b["ranks"], &b["batch_size"], &b["samples_per_step"]),
+            (
+                &serde_json::json!(2),
+                &serde_json::json!(2),
+                &serde_json::json!(4)
+            ),
+            "rank {r}: {b}"
+        );
+        let (ms, per_s) = (
+            b["step_ms"].as_f64().unwrap(),
+            b["samples_per_s"].as_f64().unwrap(),
+        );
+        assert!((per_s * ms / 1e3 - 4.0).abs() < 1e-9, "rank {r}: {b}");
+    }
 }

@@ -92,7 +92,7 @@ fn full_size(cfg: &Config, seed: i64) -> (VarStore, Optimizer, (i64, i64)) {
 /// `n` optimiser steps on the loss sum(p^2) / 2 over every trainable parameter (gradient p).
 fn steps(vs: &VarStore, opt: &mut Optimizer, n: usize) {
     for _ in 0..n {
-        opt.zero_grad();
+        opt.zero_grad().unwrap();
         let loss = vs
             .trainable_variables()
             .iter()

@@ -64,7 +64,7 @@ fn grad(k: usize, name: &str, shape: &[i64]) -> Tensor {
 fn run(vs: &VarStore, opt: &mut Optimizer, from: usize, steps: usize) {
     let vars = vs.variables();
     for k in from..from + steps {
-        opt.zero_grad();
+        opt.zero_grad().unwrap();
         let loss = NAMES
             .iter()
             .filter(|(n, _)| *n != NO_GRAD)

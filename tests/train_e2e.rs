@@ -96,6 +96,10 @@ fn trains_learns_writes_the_run_folder_and_tests() {
     assert!(best > 10.0, "R@1 {best} should be far above chance (3.3%)");
     let log = std::fs::read_to_string(run.join("train_log.txt")).unwrap();
     assert!(log.contains("epoch 6") && log.contains("best R@1"), "{log}");
+    assert!(
+        log.contains("global step 1: the forward ran with autocast off"),
+        "the first step names its autocast: {log}"
+    );
 
     let t = ccma_json(&[
         "test",

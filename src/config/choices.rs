@@ -136,7 +136,8 @@ choice! {
 choice! {
     /// The precision of float32 matmuls on CUDA, as `torch.set_float32_matmul_precision`:
     /// `highest` fp32, `high` TF32 (what PyTorch 1.7-1.11, IRRA's, did by default on Ampere),
-    /// `medium` bf16 passes.
+    /// `medium` TF32 as well (libtorch's bf16 passes of `medium` are oneDNN's, on the CPU, whose
+    /// float32 matmuls stay IEEE fp32 whatever the setting).
     MatmulPrecision { Highest = "highest", High = "high", Medium = "medium" }
 }
 

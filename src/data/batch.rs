@@ -170,6 +170,33 @@ impl TrainBatch {
         Self::random_on_host(b, img_size, text_length, num_classes).to_device(device)
     }
 
+    /// Rank `rank`'s slice of a random global batch of `world` slices of `b` samples (drawn as
+    /// [`TrainBatch::random`] draws one of `world · b`), with the layout of every rank's slice:
+    /// sizes, masked tokens and all pids. Every rank that calls this with libtorch's generator
+    /// in the same state holds a slice of the same global batch.
+    pub fn random_slice(
+        b: i64,
+        img_size: (i64, i64),
+        text_length: i64,
+        num_classes: i64,
+        (rank, world): (usize, usize),
+        device: Device,
+    ) -> TrainBatch {
+        let whole = Self::random_on_host(b * world as i64, img_size, text_length, num_classes);
+        if world == 1 {
+            return whole.to_device(device);
+        }
+        let mut own = whole.narrow(rank as i64 * b, b);
+        own.slices = RankSlices {
+            sizes: vec![b; world],
+            masked: (0..world as i64)
+                .map(|r| whole.narrow(r * b, b).masked_tokens())
+                .collect(),
+            all_pids: Some(whole.pids.shallow_clone()),
+        };
+        own.to_device(device)
+    }
+
     fn random_on_host(
         b: i64,
         img_size: (i64, i64),
@@ -253,6 +280,30 @@ mod tests {
         assert!(original.equal(&mc.targets));
         let whole: i64 = (0..3).map(|s| b.narrow(s * 2, 2).masked_tokens()).sum();
         assert_eq!(whole, b.masked_tokens());
+    }
+
+    #[test]
+    fn the_slices_of_a_random_global_batch_know_every_rank() {
+        let slice = |rank| {
+            tch::manual_seed(3);
+            TrainBatch::random_slice(3, (32, 16), 16, 5, (rank, 2), Device::Cpu)
+        };
+        let (first, second) = (slice(0), slice(1));
+        tch::manual_seed(3);
+        let whole = TrainBatch::random(6, (32, 16), 16, 5, Device::Cpu);
+        for (r, part) in [&first, &second].into_iter().enumerate() {
+            let own = whole.narrow(3 * r as i64, 3);
+            assert!(part.images.equal(&own.images) && part.pids.equal(&own.pids));
+            assert_eq!(part.masked_tokens(), own.masked_tokens());
+            let s = &part.slices;
+            assert_eq!(s.sizes, [3, 3]);
+            assert_eq!(s.masked, [first.masked_tokens(), second.masked_tokens()]);
+            assert!(s.all_pids.as_ref().unwrap().equal(&whole.pids));
+        }
+        assert_eq!(
+            first.masked_tokens() + second.masked_tokens(),
+            whole.masked_tokens()
+        );
     }
 
     #[test]

@@ -10,17 +10,17 @@
 //! whole batch's layout (sizes, pids, masked tokens) on the host.
 use super::annotations::TrainSample;
 use super::batch::{masked_positions, per_sample, MaskedCaptions, RankSlices, TrainBatch};
+use super::host_buffer::{elements_mut, host_from_slice, host_tensor};
 use super::mlm::{mask_tokens, MaskRates};
 use super::sampler::Sampler;
 use super::tokenizer::Tokenizer;
 use super::transforms::{load_rgb, Augment, ImageTransform};
-use crate::shim;
-use anyhow::{anyhow, Context, Result};
+use anyhow::{Context, Result};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use rayon::prelude::*;
 use std::sync::Arc;
-use tch::{Device, Tensor};
+use tch::Device;
 
 /// What the loader produces and how.
 #[derive(Debug, Clone)]
@@ -253,15 +253,16 @@ fn assemble(
         .map(|(pos, &i)| draw(&transform, &tokens[i], opts, epoch, batch_no, pos))
         .collect();
     let own = &idx[slice.clone()];
-    let mut images = vec![0f32; own.len() * per_image];
-    images
+    let b = own.len() as i64;
+    // Decoded straight into the batch's (pinned) tensor.
+    let mut images = host_tensor::<f32>(&[b, 3, h as i64, w as i64], opts.pin_memory)?;
+    elements_mut::<f32>(&mut images)
         .par_chunks_mut(per_image)
         .zip(own.par_iter().zip(&draws[slice.clone()]))
         .try_for_each(|(out, (&i, (aug, _)))| -> Result<()> {
             transform.apply_with(&load_rgb(&samples[i].image)?, aug, out);
             Ok(())
         })?;
-    let b = own.len() as i64;
     let caption_ids: Vec<i64> = own
         .iter()
         .flat_map(|&i| tokens[i].iter().copied())
@@ -273,13 +274,8 @@ fn assemble(
             .copied()
             .collect()
     };
-    let pin = |t: Tensor| -> Result<Tensor> {
-        match opts.pin_memory {
-            Some(device) => pinned(t, device),
-            None => Ok(t),
-        }
-    };
-    let ids = |v: &[i64]| pin(Tensor::from_slice(v).view([b, l as i64]));
+    let host = |v: &[i64], shape: &[i64]| host_from_slice(v, shape, opts.pin_memory);
+    let ids = |v: &[i64]| host(v, &[b, l as i64]);
     let masked = opts
         .mlm
         .map(|_| -> Result<MaskedCaptions> {
@@ -291,8 +287,8 @@ fn assemble(
             let (positions, targets) = masked_positions(&labels);
             Ok(MaskedCaptions {
                 ids: ids(&masked_ids)?,
-                positions: pin(Tensor::from_slice(&positions))?,
-                targets: pin(Tensor::from_slice(&targets))?,
+                positions: host(&positions, &[positions.len() as i64])?,
+                targets: host(&targets, &[targets.len() as i64])?,
                 per_sample: per_sample(&labels, l),
             })
         })
@@ -310,28 +306,16 @@ fn assemble(
             .collect(),
         all_pids: match shard.world {
             1 => None,
-            _ => Some(pin(Tensor::from_slice(&pids_of(idx)))?),
+            _ => Some(host(&pids_of(idx), &[idx.len() as i64])?),
         },
     };
     Ok(TrainBatch {
-        images: pin(Tensor::from_slice(&images).view([b, 3, h as i64, w as i64]))?,
+        images,
         caption_ids,
         masked,
-        pids: pin(Tensor::from_slice(&pids_of(own)))?,
+        pids: host(&pids_of(own), &[b])?,
         slices,
     })
-}
-
-/// `t` in pinned host memory, allocated for CUDA device `device` (libtorch's `pin_memory()`
-/// without the deprecated device argument, under a guard for that device on this thread).
-fn pinned(mut t: Tensor, device: usize) -> Result<Tensor> {
-    // SAFETY: `t` is a live tensor; the shim returns a new one.
-    shim::call(
-        |err| unsafe { shim::ccma_pin_memory(t.as_mut_ptr().cast(), device as i32, err) },
-        |p| p.is_null(),
-    )
-    .map(shim::take_tensor)
-    .map_err(|e| anyhow!("cannot pin a batch in host memory for cuda:{device}: {e}"))
 }
 
 /// The generator of one sample: a distinct stream per (seed, epoch, batch, position).

@@ -6,6 +6,7 @@ pub mod audit;
 pub mod batch;
 pub mod entries_json;
 pub mod formats;
+pub mod host_buffer;
 pub mod loader;
 pub mod mlm;
 pub mod sampler;

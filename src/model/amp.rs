@@ -1,5 +1,5 @@
 //! Mixed precision: the training forward under CUDA autocast in bf16 with fp32 master weights,
-//! and the float32 matmul precision on CUDA.
+//! and the float32 matmul precision on CUDA (the CPU's stays IEEE fp32).
 //!
 //! Autocast is switched through libtorch's device-typed functions
 //! (`at::autocast::set_autocast_enabled(kCUDA, ..)`, `set_autocast_dtype(kCUDA, ..)`) in the shim:
@@ -8,7 +8,7 @@
 //! loss scaling. Autocast state is thread-local; a region restores what it found.
 use crate::shim;
 use anyhow::{anyhow, Result};
-use std::ffi::{c_int, CString};
+use std::ffi::c_int;
 use std::sync::OnceLock;
 use tch::{Device, Kind, Tensor};
 
@@ -64,6 +64,20 @@ pub fn autocast<T>(device: Device, f: impl FnOnce() -> T) -> T {
     f()
 }
 
+/// The type a linear layer returns inside the region [`autocast`] opens on `device`: `bf16`,
+/// `fp16`, or `off` (it returned f32: no autocast, as on the CPU). A probe of two small constant
+/// matrices, run without grad; it draws nothing from libtorch's generator.
+pub fn autocast_in_effect(device: Device) -> &'static str {
+    let x = Tensor::ones([2, 8], (Kind::Float, device));
+    let w = Tensor::ones([4, 8], (Kind::Float, device));
+    let out = autocast(device, || tch::no_grad(|| x.linear::<Tensor>(&w, None)));
+    match out.kind() {
+        Kind::BFloat16 => "bf16",
+        Kind::Half => "fp16",
+        _ => "off",
+    }
+}
+
 /// Switches CUDA autocast back on on drop where it was on (`.0`).
 struct Restore(bool);
 
@@ -93,42 +107,38 @@ pub fn at_least_f32(t: &Tensor) -> Tensor {
     }
 }
 
-/// Sets the float32 matmul precision of every CUDA matmul in this process, as
-/// `torch.set_float32_matmul_precision(precision)`: `highest` (fp32), `high` (TF32) or `medium`
-/// (bf16 passes). The CPU is left as it is (oneDNN would take the setting too).
-pub fn set_cuda_matmul_precision(precision: &str, device: Device) -> Result<()> {
-    if !device.is_cuda() {
-        return Ok(());
-    }
-    set_float32_matmul_precision(precision)
+/// Sets the float32 precision of every CUDA matmul in this process from the `matmul_precision`
+/// names of `torch.set_float32_matmul_precision`: `highest` (IEEE fp32), `high` (TF32) or
+/// `medium` (TF32 too: on CUDA, libtorch 2.11 gives `medium` TF32 matmuls). The CPU's (oneDNN's)
+/// float32 matmuls stay IEEE fp32 whatever the setting, so CPU features do not depend on it.
+pub fn set_cuda_matmul_precision(precision: &str) -> Result<()> {
+    let tf32 = match precision {
+        "highest" => 0,
+        "high" | "medium" => 1,
+        _ => {
+            return Err(anyhow!(
+                "matmul precision {precision:?}: expected highest, high or medium"
+            ))
+        }
+    };
+    // SAFETY: sets a process-wide setting.
+    unsafe { shim::ccma_set_cuda_matmul_tf32(tf32) };
+    Ok(())
 }
 
-/// libtorch's float32 matmul precision: `highest`, `high` or `medium`.
-pub fn float32_matmul_precision() -> &'static str {
-    // SAFETY: reads a process-wide setting.
-    match unsafe { shim::ccma_float32_matmul_precision() } {
-        0 => "highest",
-        1 => "high",
-        _ => "medium",
-    }
-}
-
-/// Sets libtorch's float32 matmul precision and reads it back (libtorch ignores a name it does
-/// not know, with a warning).
-fn set_float32_matmul_precision(precision: &str) -> Result<()> {
-    let p = CString::new(precision).map_err(|_| anyhow!("matmul precision {precision:?}"))?;
-    // SAFETY: a valid C string for the duration of the call.
-    shim::call(
-        |err| unsafe { shim::ccma_set_float32_matmul_precision(p.as_ptr(), err) },
-        |ok| *ok == 0,
-    )
-    .map_err(|e| anyhow!("matmul precision {precision:?}: {e}"))?;
-    match float32_matmul_precision() == precision {
-        true => Ok(()),
-        false => Err(anyhow!(
-            "libtorch did not take the matmul precision {precision:?} (expected highest, high or medium)"
-        )),
-    }
+/// The float32 precision of CUDA's and of the CPU's (oneDNN's) matmuls, as libtorch reports it:
+/// `ieee`, `tf32`, `bf16`, or `default` (none set: IEEE).
+pub fn matmul_precisions() -> (&'static str, &'static str) {
+    let name = |backend| {
+        // SAFETY: reads a process-wide setting.
+        match unsafe { shim::ccma_matmul_precision(backend) } {
+            1 => "ieee",
+            2 => "tf32",
+            3 => "bf16",
+            _ => "default",
+        }
+    };
+    (name(0), name(1))
 }
 
 #[cfg(test)]
@@ -153,24 +163,21 @@ mod tests {
         assert_eq!(full_precision(cuda_autocast), (false, Some(Kind::Half)));
         assert_eq!(cuda_autocast(), (false, Some(Kind::Half)), "still off");
         autocast(Device::Cpu, || assert!(!cuda_autocast().0));
+        assert_eq!(autocast_in_effect(Device::Cpu), "off");
     }
 
-    /// Only `highest` is set here: the other values would reach oneDNN's CPU matmuls of the tests
-    /// running beside this one.
+    /// The CPU's matmuls are never touched, so tests running beside this one compute as before.
     #[test]
     fn the_matmul_precision_is_set_on_cuda_only() {
-        assert_eq!(float32_matmul_precision(), "highest", "libtorch's default");
-        set_cuda_matmul_precision("medium", Device::Cpu).unwrap();
-        assert_eq!(
-            float32_matmul_precision(),
-            "highest",
-            "the CPU is left alone"
-        );
-        set_float32_matmul_precision("highest").unwrap();
-        let err = set_float32_matmul_precision("fastest")
+        assert_eq!(matmul_precisions().1, "default", "libtorch's");
+        for (name, cuda) in [("medium", "tf32"), ("high", "tf32"), ("highest", "ieee")] {
+            set_cuda_matmul_precision(name).unwrap();
+            assert_eq!(matmul_precisions(), (cuda, "default"), "{name}");
+        }
+        let err = set_cuda_matmul_precision("fastest")
             .unwrap_err()
             .to_string();
         assert!(err.contains("\"fastest\""), "{err}");
-        assert_eq!(float32_matmul_precision(), "highest");
+        assert_eq!(matmul_precisions(), ("ieee", "default"));
     }
 }

@@ -2,6 +2,7 @@
 //! `test`, `embed` and `search`), and the scoring of an evaluation split.
 use super::metrics::{evaluate, score_queries, QueryRecord, RetrievalMetrics};
 use crate::data::annotations::EvalSplit;
+use crate::data::host_buffer::{elements_mut, host_tensor};
 use crate::data::tokenizer::Tokenizer;
 use crate::data::transforms::{load_rgb, ImageTransform};
 use crate::model::Ccma;
@@ -80,50 +81,111 @@ pub fn embed_images(model: &Ccma, paths: &[PathBuf], opts: &EncodeOptions) -> Re
     }
 }
 
+/// Batches of images decoded ahead of the encoder, waiting for it.
+const PREFETCH: usize = 2;
+
+/// One batch of images ready for the encoder.
+struct ImageBatch {
+    /// [n, 3, H, W] f32 on the host (pinned when the encoder is on CUDA): the readable images of
+    /// the batch's paths, in order; none when none is.
+    images: Option<Tensor>,
+    /// The index and error of each of the batch's paths that cannot be read or decoded.
+    unreadable: Vec<(usize, anyhow::Error)>,
+    /// Paths in the batch.
+    len: usize,
+}
+
+/// Decodes and transforms `chunk` (paths `first..` of the list) in parallel, straight into one
+/// host tensor (pinned for CUDA device `pin`, when given); the readable images are moved together
+/// over the unreadable ones, in place.
+fn prepare(
+    chunk: &[PathBuf],
+    first: usize,
+    transform: &ImageTransform,
+    opts: &EncodeOptions,
+    pin: Option<usize>,
+) -> Result<ImageBatch> {
+    let (h, w) = opts.img_size;
+    let per_image = 3 * h * w;
+    let shape = [chunk.len() as i64, 3, h as i64, w as i64];
+    let mut images = host_tensor::<f32>(&shape, pin)?;
+    let pixels = elements_mut::<f32>(&mut images);
+    let read: Vec<Result<()>> = pixels
+        .par_chunks_mut(per_image)
+        .zip(chunk.par_iter())
+        .map(|(out, p)| {
+            let img = load_rgb(p)?;
+            // The test transform is deterministic; the generator is never drawn from.
+            transform.apply(&img, &mut rand_chacha::ChaCha8Rng::seed_from_u64(0), out);
+            Ok(())
+        })
+        .collect();
+    let (mut kept, mut unreadable) = (0, Vec::new());
+    for (i, r) in read.into_iter().enumerate() {
+        match r {
+            Ok(()) => {
+                if kept != i {
+                    pixels.copy_within(i * per_image..(i + 1) * per_image, kept * per_image);
+                }
+                kept += 1;
+            }
+            Err(e) => unreadable.push((first + i, e)),
+        }
+    }
+    Ok(ImageBatch {
+        images: (kept > 0).then(|| images.narrow(0, 0, kept as i64)),
+        unreadable,
+        len: chunk.len(),
+    })
+}
+
 /// Like [`embed_images`], but an image that cannot be read or decoded is left out: returns the
 /// features of the readable ones [N', D] in order, and each unreadable one's index and error.
+///
+/// A thread decodes and transforms the next batches (in parallel, [`PREFETCH`] ahead) while the
+/// encoder runs on the current one; on CUDA they are copied from pinned memory without waiting,
+/// and the features stay on the card until the last batch.
 pub fn embed_readable_images(
     model: &Ccma,
     paths: &[PathBuf],
     opts: &EncodeOptions,
 ) -> Result<(Tensor, Vec<(usize, anyhow::Error)>)> {
-    let (h, w) = opts.img_size;
-    let per_image = 3 * h * w;
     let transform = ImageTransform::test(opts.img_size);
+    let pin = match opts.device {
+        Device::Cuda(i) => Some(i),
+        _ => None,
+    };
+    let size = opts.batch_size.max(1);
     let pb = bar(paths.len(), "images");
-    let mut feats = Vec::new();
-    let mut unreadable = Vec::new();
-    for (c, chunk) in paths.chunks(opts.batch_size.max(1)).enumerate() {
-        let mut buf = vec![0f32; chunk.len() * per_image];
-        let read: Vec<Result<()>> = buf
-            .par_chunks_mut(per_image)
-            .zip(chunk.par_iter())
-            .map(|(out, p)| {
-                let img = load_rgb(p)?;
-                // The test transform is deterministic; the generator is never drawn from.
-                transform.apply(&img, &mut rand_chacha::ChaCha8Rng::seed_from_u64(0), out);
-                Ok(())
-            })
-            .collect();
-        let mut kept = Vec::with_capacity(chunk.len());
-        for (i, r) in read.into_iter().enumerate() {
-            match r {
-                Ok(()) => kept.push(i as i64),
-                Err(e) => unreadable.push((c * opts.batch_size.max(1) + i, e)),
+    let (feats, unreadable) = std::thread::scope(|scope| -> Result<_> {
+        let (tx, rx) = crossbeam_channel::bounded(PREFETCH);
+        let transform = &transform;
+        scope.spawn(move || {
+            for (c, chunk) in paths.chunks(size).enumerate() {
+                let batch = prepare(chunk, c * size, transform, opts, pin);
+                let failed = batch.is_err();
+                if tx.send(batch).is_err() || failed {
+                    return; // the encoder stopped, or the error was delivered
+                }
             }
+        });
+        let (mut feats, mut unreadable) = (Vec::new(), Vec::new());
+        for batch in rx {
+            let batch = batch?;
+            if let Some(x) = batch.images {
+                let x = x.to_device_(opts.device, tch::Kind::Float, true, false);
+                feats.push(tch::no_grad(|| model.image_features(&x)));
+            }
+            unreadable.extend(batch.unreadable);
+            pb.inc(batch.len as u64);
         }
-        if !kept.is_empty() {
-            let x = Tensor::from_slice(&buf)
-                .view([chunk.len() as i64, 3, h as i64, w as i64])
-                .index_select(0, &Tensor::from_slice(&kept))
-                .to_device(opts.device);
-            let f = tch::no_grad(|| model.image_features(&x));
-            feats.push(f.to_kind(tch::Kind::Float).to_device(Device::Cpu));
-        }
-        pb.inc(chunk.len() as u64);
-    }
+        Ok((feats, unreadable))
+    })?;
     pb.finish_and_clear();
-    Ok((concat(feats), unreadable))
+    let feats = concat(feats)
+        .to_kind(tch::Kind::Float)
+        .to_device(Device::Cpu);
+    Ok((feats, unreadable))
 }
 
 /// Global text features `f_t` of `captions`, in order: [N, D] f32 on the CPU (not normalised).

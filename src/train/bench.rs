@@ -2,13 +2,15 @@
 //! 512-wide text encoder, cross-modal transformer, DCA; the `imal` loss set with MLM unless told
 //! otherwise), in one pass or in chunks (`micro_batch`), on random batches already on the device
 //! or, with a loader, on TOY-PEDES JPEGs through the data pipeline. Medians over the timed
-//! steps after warm-up, and the peak memory of the steps.
+//! steps after warm-up, and the peak memory of the steps. As a rank of a data-parallel run, each
+//! rank steps on its slice of one global batch and knows every rank's slice (sizes, masked tokens,
+//! pids), as with the training loader.
 use super::optimizer::Optimizer;
 use super::parallel::Ranks;
 use super::step::{step, StepOptions};
 use crate::config::{Config, DatasetName, LossNames, MicroBatch};
 use crate::data::batch::TrainBatch;
-use crate::data::loader::{LoaderOptions, TrainLoader};
+use crate::data::loader::{LoaderOptions, Shard, TrainLoader};
 use crate::loss::LossSpec;
 use anyhow::{Context, Result};
 use serde::Serialize;
@@ -49,6 +51,11 @@ pub struct BenchResult {
     pub loss_names: String,
     /// Samples per pass of a step (none: one pass).
     pub chunk: Option<usize>,
+    /// Samples of every rank in one step (the global batch).
+    pub samples_per_step: usize,
+    /// The type a linear layer returns inside the training forward's autocast region: `bf16`,
+    /// `fp16`, or `off` (fp32, as on the CPU).
+    pub autocast: &'static str,
     pub step_ms: f64,
     pub samples_per_s: f64,
     pub encoder_batch: i64,
@@ -121,17 +128,28 @@ pub fn run(opts: &BenchOptions, ranks: &Ranks) -> Result<BenchResult> {
             crate::data::load_dataset(&data_cfg).context("the loader benchmark reads TOY-PEDES")?;
         Some(TrainLoader::new(
             dataset.train,
-            LoaderOptions::from_config(&cfg, device),
+            LoaderOptions {
+                batch_size: opts.batch_size * ranks.world(),
+                shard: Shard {
+                    rank: ranks.rank(),
+                    world: ranks.world(),
+                },
+                ..LoaderOptions::from_config(&cfg, device)
+            },
         )?)
     } else {
         None
     };
-    let fixed = TrainBatch::random(b, size, l, NUM_CLASSES, device);
+    let slice = (ranks.rank(), ranks.world());
+    let fixed = TrainBatch::random_slice(b, size, l, NUM_CLASSES, slice, device);
     let chunk = super::chunk_size::resolve(opts.micro_batch, opts.batch_size, device, |c| {
-        Ok(super::step::probe(&model, &mut opt, &fixed, &spec, c)?)
+        // The probe runs on this process alone: the slice as a one-process batch.
+        let own = fixed.narrow(0, b);
+        Ok(super::step::probe(&model, &mut opt, &own, &spec, c)?)
     })?;
     let mut batches = loader.as_ref().map(|l| l.epoch(1, 0));
     let mut times = Vec::new();
+    let mut samples_per_step = 0;
     let how = StepOptions {
         chunk,
         ..StepOptions::default()
@@ -153,7 +171,7 @@ pub fn run(opts: &BenchOptions, ranks: &Ranks) -> Result<BenchResult> {
             }
             None => &fixed,
         };
-        step(&model, &mut opt, batch, &spec, ranks, how)?;
+        samples_per_step = step(&model, &mut opt, batch, &spec, ranks, how)?.samples;
         sync(device);
         if i >= WARMUP_STEPS {
             times.push(t0.elapsed().as_secs_f64());
@@ -186,8 +204,10 @@ pub fn run(opts: &BenchOptions, ranks: &Ranks) -> Result<BenchResult> {
             .collect::<Vec<_>>()
             .join("+"),
         chunk,
+        samples_per_step,
+        autocast: crate::model::amp::autocast_in_effect(device),
         step_ms,
-        samples_per_s: (b as usize * ranks.world()) as f64 / step_ms * 1e3,
+        samples_per_s: samples_per_step as f64 / step_ms * 1e3,
         encoder_batch: enc_b,
         images_per_s: img_s,
         texts_per_s: txt_s,

@@ -7,6 +7,7 @@ pub mod bench;
 pub mod checkpoint;
 pub mod chunk_size;
 pub mod faults;
+mod grad_buffer;
 pub mod interrupt;
 mod meter;
 pub mod optimizer;

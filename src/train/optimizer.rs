@@ -14,7 +14,7 @@
 //!
 //! A parameter that has no gradient (one no selected loss has reached yet) is skipped, as PyTorch
 //! skips a `None` gradient; [`Optimizer::zero_grad`] zeroes gradients in place, as PyTorch's
-//! `zero_grad(set_to_none=False)`.
+//! `zero_grad(set_to_none=False)`, with one foreach call (`_foreach_zero_`).
 //!
 //! The saved state is the two moments, the step count and the groups' rules
 //! ([`Optimizer::state_tensors`]); a state of the earlier layout, with a learning-rate multiplier
@@ -305,11 +305,27 @@ impl Optimizer {
         self.params.iter().map(|p| p.var.shallow_clone()).collect()
     }
 
-    /// Zeroes every gradient.
-    pub fn zero_grad(&mut self) {
-        for p in self.params.iter_mut() {
-            p.var.zero_grad();
+    /// Zeroes every gradient in place with one foreach call over those that exist (a parameter
+    /// without one stays without).
+    pub fn zero_grad(&mut self) -> Result<()> {
+        let mut grads: Vec<Tensor> = self
+            .params
+            .iter()
+            .map(|p| p.var.grad())
+            .filter(Tensor::defined)
+            .collect();
+        if grads.is_empty() {
+            return Ok(());
         }
+        let ptrs: Vec<*mut std::ffi::c_void> =
+            grads.iter_mut().map(|g| g.as_mut_ptr().cast()).collect();
+        // SAFETY: a list of live tensors, alive until the call returns; the shim only borrows them.
+        shim::call(
+            |err| unsafe { shim::ccma_foreach_zero(ptrs.as_ptr(), ptrs.len() as i64, err) },
+            |ok| *ok == 0,
+        )
+        .map(|_| ())
+        .map_err(|e| anyhow!("zeroing the gradients failed: {e}"))
     }
 
     /// One Adam step over the parameters that have a gradient (like `torch.optim.Adam`, a

@@ -2,8 +2,10 @@
 //! global batch and knows, from its loader, every rank's pids and counts; per step it gathers
 //! everyone's features (so the batch-spanning losses
 //! see the whole batch, with gradients to its own rows) and averages the gradients with one
-//! all-reduce of a flat buffer that also carries the loss values and the stop flag. One process is
+//! all-reduce of a flat buffer that also carries the loss values and the stop flag: the
+//! gradients live in that buffer, allocated once ([`super::grad_buffer`]). One process is
 //! the world of one: every operation is then the identity and nothing is communicated.
+use super::grad_buffer::GradBuffer;
 use crate::config::{Config, DistBackend};
 use crate::data::batch::TrainBatch;
 use crate::device::read_to_host;
@@ -12,6 +14,7 @@ use crate::dist::{Backend, Group, Launch};
 use crate::loss::{BatchFeatures, Embeddings, LocalShare};
 use anyhow::Result;
 use sha2::{Digest, Sha256};
+use std::cell::RefCell;
 use std::time::Duration;
 use tch::{nn::VarStore, Device, Kind, Tensor};
 
@@ -21,6 +24,8 @@ pub struct Ranks {
     /// Rows every rank pads its slice to when gathering: ceil(batch_size / world).
     cap: i64,
     device: Device,
+    /// The gradients and the step's values, all-reduced together (other ranks only).
+    grads: RefCell<Option<GradBuffer>>,
 }
 
 /// Where a step's samples are across the ranks.
@@ -42,6 +47,7 @@ impl Ranks {
             group: None,
             cap: 0,
             device,
+            grads: RefCell::new(None),
         }
     }
 
@@ -69,6 +75,7 @@ impl Ranks {
             group: Some(group),
             cap,
             device,
+            grads: RefCell::new(None),
         }
     }
 
@@ -163,34 +170,22 @@ impl Ranks {
     }
 
     /// Averages the gradients of `vars` over the ranks and sums `values` ([K] f32, on the
-    /// device), with one all-reduce of a flat buffer; returns the summed values ([K] f32, on the
-    /// device). Every rank has the same graph, so the same parameters have gradients everywhere.
+    /// device), with one all-reduce of the flat buffer the gradients live in; returns the summed
+    /// values ([K] f32, on the device). Every rank has the same graph, so the same parameters have
+    /// gradients everywhere.
     pub fn average_gradients(&self, vars: &[Tensor], values: &Tensor) -> Result<Tensor, RankLost> {
         let Some(g) = &self.group else {
             return Ok(values.shallow_clone());
         };
         tch::no_grad(|| {
-            let mut grads: Vec<Tensor> = vars
-                .iter()
-                .map(Tensor::grad)
-                .filter(Tensor::defined)
-                .collect();
-            let mut pieces: Vec<Tensor> = grads
-                .iter()
-                .map(|t| t.to_kind(Kind::Float).flatten(0, -1))
-                .collect();
-            pieces.push(values.to_kind(Kind::Float));
-            let mut flat = Tensor::cat(&pieces, 0);
-            g.all_reduce_sum(&mut flat)?;
-            let world = g.world() as f64;
-            let mut offset = 0;
-            for grad in &mut grads {
-                let n = grad.numel() as i64;
-                let mean = flat.narrow(0, offset, n).view_as(grad) / world;
-                grad.copy_(&mean);
-                offset += n;
-            }
-            Ok(flat.narrow(0, offset, values.numel() as i64))
+            let mut slot = self.grads.borrow_mut();
+            let k = values.numel() as i64;
+            let current = slot.take();
+            let buf = slot.insert(GradBuffer::for_step(current, vars, k));
+            buf.values().copy_(values);
+            g.all_reduce_sum(buf.flat_mut())?;
+            let _ = buf.gradients().g_div_scalar_(g.world() as f64);
+            Ok(buf.values().copy())
         })
     }
 
@@ -269,4 +264,102 @@ pub fn digest(vs: &VarStore) -> u64 {
     }
     let out = h.finalize();
     u64::from_be_bytes(out[..8].try_into().expect("32-byte hash"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::dist::{free_port, Backend, Launch};
+    use rand::SeedableRng;
+
+    /// Rank `rank`'s gradients at `step`: [2, 3] and [4] f32, drawn from its own generator.
+    fn rank_grads(rank: u64, step: u64) -> Vec<Tensor> {
+        let g = |n: &[i64], seed: u64| {
+            let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+            let v: Vec<f32> = (0..n.iter().product::<i64>())
+                .map(|_| rand::Rng::gen_range(&mut rng, -1.0f32..1.0) / 3.0)
+                .collect();
+            Tensor::from_slice(&v).view(n)
+        };
+        vec![
+            g(&[2, 3], rank * 100 + step),
+            g(&[4], rank * 100 + step + 50),
+        ]
+    }
+
+    /// The gradients leave a backward of `Σ var · grad`, added to what they hold.
+    fn backward(vars: &[Tensor], grads: &[Tensor]) {
+        let total = vars
+            .iter()
+            .zip(grads)
+            .map(|(v, g)| (v * g).sum(Kind::Float))
+            .reduce(|a, b| a + b)
+            .unwrap();
+        total.backward();
+    }
+
+    /// Two ranks (threads, Gloo on the loopback) over three steps: the averaged gradients are
+    /// `(g0 + g1) / 2` to the last bit (what the earlier concatenation, all-reduce and copy back
+    /// gave), the values are summed, and the buffer is allocated on the first step only.
+    #[test]
+    fn two_ranks_average_the_gradients_in_their_buffer_to_the_last_bit() {
+        let port = free_port().unwrap();
+        let threads: Vec<_> = (0..2u64)
+            .map(|rank| {
+                std::thread::spawn(move || {
+                    let launch = Launch {
+                        world_size: 2,
+                        rank: rank as usize,
+                        local_rank: rank as usize,
+                        master_addr: "127.0.0.1".into(),
+                        master_port: port,
+                        run_id: "grad-buffer-test".into(),
+                    };
+                    let group =
+                        Group::connect(&launch, Backend::Gloo, Duration::from_secs(60)).unwrap();
+                    let ranks = Ranks::new(group, 4, Device::Cpu);
+                    let opts = (Kind::Float, Device::Cpu);
+                    let vars = [Tensor::zeros([2, 3], opts), Tensor::zeros([4], opts)]
+                        .map(|t| t.set_requires_grad(true));
+                    let mut out = Vec::new();
+                    let mut buffers = Vec::new();
+                    for step in 0..3 {
+                        for v in &vars {
+                            let g = v.grad();
+                            if g.defined() {
+                                let _ = g.detach().zero_();
+                            }
+                        }
+                        backward(&vars, &rank_grads(rank, step));
+                        let values = Tensor::from_slice(&[rank as f32 + 1.0, 0.5]);
+                        let summed = ranks.average_gradients(&vars, &values).unwrap();
+                        assert_eq!(Vec::<f32>::try_from(&summed).unwrap(), [3.0, 1.0]);
+                        out.push(vars.iter().map(|v| v.grad().copy()).collect::<Vec<_>>());
+                        let held = ranks.grads.borrow();
+                        buffers.push(held.as_ref().unwrap().gradients().data_ptr());
+                    }
+                    assert!(buffers.iter().all(|&b| b == buffers[0]), "one buffer");
+                    out
+                })
+            })
+            .collect();
+        let got: Vec<_> = threads.into_iter().map(|t| t.join().unwrap()).collect();
+        for step in 0..3 {
+            let (g0, g1) = (rank_grads(0, step), rank_grads(1, step));
+            for (i, (a, b)) in g0.iter().zip(&g1).enumerate() {
+                let want = (a + b) / 2.0;
+                for (rank, steps) in got.iter().enumerate() {
+                    let have = &steps[step as usize][i];
+                    let bits = |t: &Tensor| -> Vec<u32> {
+                        Vec::<f32>::try_from(&t.reshape([-1]))
+                            .unwrap()
+                            .iter()
+                            .map(|x| x.to_bits())
+                            .collect()
+                    };
+                    assert_eq!(bits(have), bits(&want), "rank {rank}, step {step}, var {i}");
+                }
+            }
+        }
+    }
 }

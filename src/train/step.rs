@@ -42,7 +42,7 @@ pub enum StepError {
     NonFinite(#[from] NonFiniteTerm),
     #[error(transparent)]
     RankLost(#[from] RankLost),
-    /// The optimiser's kernel failed.
+    /// The optimiser failed (zeroing the gradients, or its update kernel).
     #[error(transparent)]
     Update(#[from] anyhow::Error),
 }
@@ -92,7 +92,7 @@ pub fn step(
         ranks,
         layout: &layout,
     };
-    opt.zero_grad();
+    opt.zero_grad()?;
     let terms = match how.chunk.filter(|&c| (c as i64) < batch.len()) {
         None => pass.whole()?,
         Some(chunk) => pass.chunked(chunk as i64)?,
@@ -141,7 +141,7 @@ pub fn probe(
     batch: &TrainBatch,
     spec: &LossSpec,
     chunk: usize,
-) -> Result<(), RankLost> {
+) -> Result<(), StepError> {
     let ranks = Ranks::single(batch.images.device());
     let layout = ranks.layout(batch);
     let pass = Pass {
@@ -151,9 +151,9 @@ pub fn probe(
         ranks: &ranks,
         layout: &layout,
     };
-    opt.zero_grad();
+    opt.zero_grad()?;
     pass.chunked(chunk as i64)?;
-    opt.zero_grad();
+    opt.zero_grad()?;
     Ok(())
 }
 

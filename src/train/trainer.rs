@@ -52,6 +52,9 @@ pub struct Trainer {
     chunk: Option<usize>,
     faults: Faults,
     events: Option<EventWriter>,
+    /// What the first step this process runs logs: the type a linear layer returns inside the
+    /// training forward's autocast region (`bf16`, `fp16` or `off`); `None` once logged.
+    autocast: Option<&'static str>,
 }
 
 impl Trainer {
@@ -121,6 +124,7 @@ impl Trainer {
             chunk,
             faults,
             events: None,
+            autocast: Some(crate::model::amp::autocast_in_effect(device)),
         })
     }
 
@@ -361,6 +365,13 @@ impl Trainer {
             })?;
             progress.step += 1;
             progress.global_step += 1;
+            if let Some(kind) = self.autocast.take().filter(|_| self.ranks.is_main()) {
+                let line = format!(
+                    "global step {}: the forward ran with autocast {kind} (the type a linear layer returned in its region)",
+                    progress.global_step
+                );
+                pb.suspend(|| tracing::info!("{line}"));
+            }
             meter.add(&outcome);
             pb.set_message(format!(
                 "{} lr {lr:.2e} {:.0} samples/s",

@@ -375,7 +375,12 @@ pub fn free_port() -> String {
 }
 
 /// Rank `rank` of 2 started with torchrun's variables, its stderr piped.
-pub fn env_rank(mut cmd: Command, rank: usize, port: &str) -> Child {
+pub fn env_rank(cmd: Command, rank: usize, port: &str) -> Child {
+    env_rank_with_stdout(cmd, rank, port, Stdio::null())
+}
+
+/// [`env_rank`] with its stdout going to `stdout`.
+pub fn env_rank_with_stdout(mut cmd: Command, rank: usize, port: &str, stdout: Stdio) -> Child {
     cmd.env("WORLD_SIZE", "2")
         .env("RANK", rank.to_string())
         .env("LOCAL_RANK", rank.to_string())
@@ -383,7 +388,7 @@ pub fn env_rank(mut cmd: Command, rank: usize, port: &str) -> Child {
         .env("MASTER_PORT", port)
         // As --nproc-per-node sets it on this 2-core machine, so both launches compute alike.
         .env("OMP_NUM_THREADS", "1")
-        .stdout(Stdio::null())
+        .stdout(stdout)
         .stderr(Stdio::piped())
         .spawn()
         .unwrap()
