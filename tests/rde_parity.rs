@@ -132,8 +132,8 @@ fn tse_layers_match_the_reference_in_eval_and_train_mode() {
         assert!(d < 1e-4, "{name}: max abs diff {d}");
     };
     tch::no_grad(|| {
-        let tse_i = model.image_tse_features(&io["images"]).unwrap();
-        let tse_t = model.text_tse_features(&io["ids"]).unwrap();
+        let tse_i = model.image_embeddings(&io["images"]).1.unwrap();
+        let tse_t = model.text_embeddings(&io["ids"]).1.unwrap();
         close("eval tse_i", &tse_i, &io["tse_i"]);
         close("eval tse_t", &tse_t, &io["tse_t"]);
         assert_eq!(tse_t.get(3).abs().max().double_value(&[]), 0.0);

@@ -1,6 +1,6 @@
 //! `ccma export`.
 use crate::io::output_path::{self, Existing};
-use crate::model::weights::{self, torch_save::irra_state};
+use crate::model::weights::{self, torch_save};
 use crate::UsageError;
 use anyhow::{bail, Result};
 use clap::{Args, ValueEnum};
@@ -11,6 +11,10 @@ use std::path::PathBuf;
 pub enum ExportFormat {
     /// IRRA's state-dict names (load with `model.load_state_dict(safetensors.torch.load_file(...))`).
     Irra,
+    /// RDE's state-dict names, for a model with the TSE layers: CLIP's encoders and
+    /// `visul_emb_layer.*`, `texual_emb_layer.*` with their BatchNorm statistics, and the modules
+    /// RDE registers but never uses filled (loads into RDE's model with `load_state_dict`).
+    Rde,
 }
 
 /// Write a model's weights in another project's layout.
@@ -48,12 +52,20 @@ pub fn run(a: ExportArgs) -> Result<()> {
         .into_iter()
         .filter(|(k, _)| !k.starts_with(weights::OPTIMIZER_PREFIX))
         .collect();
-    let ExportFormat::Irra = a.format;
-    let mut state = irra_state(model);
+    let (mut state, layout) = match a.format {
+        ExportFormat::Irra => (torch_save::irra_state(model), "IRRA's"),
+        ExportFormat::Rde => match torch_save::rde_state(model) {
+            Some(state) => (state, "RDE's"),
+            None => bail!(UsageError(format!(
+                "{} has no TSE layers (`visul_emb_layer`, `texual_emb_layer`): RDE's layout needs a model trained with `tse: true` (expected --format irra for it)",
+                path.display()
+            ))),
+        },
+    };
     state.sort_by(|x, y| x.0.cmp(&y.0));
     crate::io::safetensors::save(&a.out, &state, &Default::default())?;
     tracing::info!(
-        "wrote {} tensors in IRRA's layout to {}",
+        "wrote {} tensors in {layout} layout to {}",
         state.len(),
         a.out.display()
     );

@@ -154,7 +154,7 @@ mod tests {
     use super::*;
     use crate::config::{Config, LossNames};
     use crate::loss::{batch_term, sample_term, Embeddings, LocalShare, LossSpec};
-    use crate::model::Heads;
+    use crate::model::{BatchNormMode, Heads};
     use tch::{Device, Kind};
     use LossTerm::*;
 
@@ -210,6 +210,7 @@ mod tests {
         let rde = LossSpec {
             terms: vec![Tal],
             params: LossSection::default(),
+            tse_batchnorm: BatchNormMode::Running,
         };
         assert_eq!((rde.heads().tse, rde.batch_heads().tse), (true, true));
         assert_eq!(heads(rde.heads()), (false, false));
@@ -222,6 +223,7 @@ mod tests {
         let irra = LossSpec {
             terms: vec![Sdm, Id],
             params: LossSection::default(),
+            tse_batchnorm: BatchNormMode::Running,
         };
         assert_eq!(heads(irra.heads()), (false, true));
         assert_eq!(heads(irra.batch_heads()), (false, false));
@@ -255,6 +257,7 @@ mod tests {
             let spec = LossSpec {
                 terms: vec![term],
                 params: LossSection::default(),
+                tse_batchnorm: BatchNormMode::Running,
             };
             let out = outputs(spec.heads(), spec.mlm());
             let batch = BatchFeatures {

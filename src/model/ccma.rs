@@ -203,26 +203,28 @@ impl Ccma {
         self.tse.is_some()
     }
 
-    /// Image TSE features [B, 2D] for retrieval (running BatchNorm statistics), f32; `None`
-    /// for a model without the TSE layers.
-    pub fn image_tse_features(&self, images: &Tensor) -> Option<Tensor> {
-        let tse = self.tse.as_ref()?;
+    /// Image features for retrieval in one encoder pass, f32 end to end: `f_i` [B, D] and, for a
+    /// model with the TSE layers, the image TSE features [B, 2D] (running BatchNorm statistics).
+    pub fn image_embeddings(&self, images: &Tensor) -> (Tensor, Option<Tensor>) {
+        let Some(tse) = &self.tse else {
+            return (self.image_features(images), None);
+        };
         let (tokens, attention) = self.visual.forward_with_attention(images);
-        Some(
-            tse.image(&tokens, &attention, BatchNormMode::Running)
-                .to_kind(Kind::Float),
-        )
+        let f_i = tokens.select(1, 0).to_kind(Kind::Float);
+        let tse_i = tse.image(&tokens, &attention, BatchNormMode::Running);
+        (f_i, Some(tse_i.to_kind(Kind::Float)))
     }
 
-    /// Text TSE features [B, 2D] for retrieval (running BatchNorm statistics), f32; `None` for a
-    /// model without the TSE layers.
-    pub fn text_tse_features(&self, ids: &Tensor) -> Option<Tensor> {
-        let tse = self.tse.as_ref()?;
+    /// Text features for retrieval in one encoder pass, f32 end to end: `f_t` [B, D] and, for a
+    /// model with the TSE layers, the text TSE features [B, 2D] (running BatchNorm statistics).
+    pub fn text_embeddings(&self, ids: &Tensor) -> (Tensor, Option<Tensor>) {
+        let Some(tse) = &self.tse else {
+            return (self.text_features(ids), None);
+        };
         let (tokens, attention) = self.text.forward_with_attention(ids);
-        Some(
-            tse.text(&tokens, ids, &attention, BatchNormMode::Running)
-                .to_kind(Kind::Float),
-        )
+        let f_t = gather_rows(&tokens, &eot_index(ids)).to_kind(Kind::Float);
+        let tse_t = tse.text(&tokens, ids, &attention, BatchNormMode::Running);
+        (f_t, Some(tse_t.to_kind(Kind::Float)))
     }
 
     /// MLM logits [M, V] f32 at the masked positions of `masked` given image tokens

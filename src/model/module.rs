@@ -85,6 +85,11 @@ impl Module {
         matches!(self, Module::MlmHead | Module::Classifier)
     }
 
+    /// Whether the module is one of RDE's TSE layers.
+    pub fn is_tse(self) -> bool {
+        matches!(self, Module::TseImage | Module::TseText)
+    }
+
     /// Whether IRRA's model has the module (all but CCMA's DCA stacks and RDE's TSE layers).
     pub fn in_irra(self) -> bool {
         !matches!(

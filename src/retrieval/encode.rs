@@ -1,6 +1,9 @@
-//! Batched encoding of images and captions into global features (used by training's evaluation,
-//! `test`, `embed` and `search`), and the scoring of an evaluation split.
+//! Batched encoding of images and captions into the features retrieval compares (used by
+//! training's evaluation, `test`, `embed`, `search` and `serve`), and the scoring of an
+//! evaluation split.
 use super::metrics::{evaluate, score_queries, QueryRecord, RetrievalMetrics};
+use super::similarity::Embedded;
+use crate::config::Similarity;
 use crate::data::annotations::EvalSplit;
 use crate::data::tokenizer::Tokenizer;
 use crate::data::transforms::{load_rgb, ImageTransform};
@@ -19,6 +22,9 @@ pub struct EncodeOptions {
     pub text_length: usize,
     pub batch_size: usize,
     pub device: Device,
+    /// Which embeddings are compared ([`super::similarity::resolve`] decides it for a model):
+    /// what [`embed_images`], [`embed_captions`] and [`embed_split`] return.
+    pub similarity: Similarity,
 }
 
 impl EncodeOptions {
@@ -29,6 +35,7 @@ impl EncodeOptions {
             text_length: d.text_length as usize,
             batch_size: d.test_batch_size,
             device,
+            similarity: Similarity::Bge,
         }
     }
 
@@ -44,6 +51,7 @@ impl EncodeOptions {
             text_length: clip.context_length as usize,
             batch_size,
             device,
+            similarity: Similarity::Bge,
         }
     }
 
@@ -70,8 +78,9 @@ fn bar(len: usize, what: &str) -> indicatif::ProgressBar {
     pb
 }
 
-/// Global image features `f_i` of `paths`, in order: [N, D] f32 on the CPU (not normalised).
-/// Decoding and the test transform run in parallel; an unreadable image is an error naming it.
+/// The compared image features of `paths` ([`EncodeOptions::similarity`]), in order: [N, D'] f32
+/// on the CPU (not normalised). Decoding and the test transform run in parallel; an unreadable
+/// image is an error naming it.
 pub fn embed_images(model: &Ccma, paths: &[PathBuf], opts: &EncodeOptions) -> Result<Tensor> {
     let (feats, unreadable) = embed_readable_images(model, paths, opts)?;
     match unreadable.into_iter().next() {
@@ -81,12 +90,23 @@ pub fn embed_images(model: &Ccma, paths: &[PathBuf], opts: &EncodeOptions) -> Re
 }
 
 /// Like [`embed_images`], but an image that cannot be read or decoded is left out: returns the
-/// features of the readable ones [N', D] in order, and each unreadable one's index and error.
+/// features of the readable ones [N', D'] in order, and each unreadable one's index and error.
 pub fn embed_readable_images(
     model: &Ccma,
     paths: &[PathBuf],
     opts: &EncodeOptions,
 ) -> Result<(Tensor, Vec<(usize, anyhow::Error)>)> {
+    let (parts, unreadable) = embed_readable_image_parts(model, paths, opts)?;
+    Ok((parts.compared(opts.similarity), unreadable))
+}
+
+/// Every embedding the model has of the readable images of `paths` (see
+/// [`embed_readable_images`]), f32 on the CPU.
+pub fn embed_readable_image_parts(
+    model: &Ccma,
+    paths: &[PathBuf],
+    opts: &EncodeOptions,
+) -> Result<(Embedded, Vec<(usize, anyhow::Error)>)> {
     let (h, w) = opts.img_size;
     let per_image = 3 * h * w;
     let transform = ImageTransform::test(opts.img_size);
@@ -117,8 +137,8 @@ pub fn embed_readable_images(
                 .view([chunk.len() as i64, 3, h as i64, w as i64])
                 .index_select(0, &Tensor::from_slice(&kept))
                 .to_device(opts.device);
-            let f = tch::no_grad(|| model.image_features(&x));
-            feats.push(f.to_kind(tch::Kind::Float).to_device(Device::Cpu));
+            let (bge, tse) = tch::no_grad(|| model.image_embeddings(&x));
+            feats.push(on_cpu(bge, tse));
         }
         pb.inc(chunk.len() as u64);
     }
@@ -126,8 +146,18 @@ pub fn embed_readable_images(
     Ok((concat(feats), unreadable))
 }
 
-/// Global text features `f_t` of `captions`, in order: [N, D] f32 on the CPU (not normalised).
+/// The compared text features of `captions` ([`EncodeOptions::similarity`]), in order: [N, D']
+/// f32 on the CPU (not normalised).
 pub fn embed_captions(model: &Ccma, captions: &[String], opts: &EncodeOptions) -> Result<Tensor> {
+    Ok(embed_caption_parts(model, captions, opts)?.compared(opts.similarity))
+}
+
+/// Every embedding the model has of `captions`, in order, f32 on the CPU.
+pub fn embed_caption_parts(
+    model: &Ccma,
+    captions: &[String],
+    opts: &EncodeOptions,
+) -> Result<Embedded> {
     let vocab = model.config.clip.vocab_size;
     if vocab < crate::data::tokenizer::VOCAB_SIZE as i64 {
         anyhow::bail!(crate::UsageError(format!(
@@ -146,34 +176,61 @@ pub fn embed_captions(model: &Ccma, captions: &[String], opts: &EncodeOptions) -
         let ids = Tensor::from_slice(&ids)
             .view([chunk.len() as i64, opts.text_length as i64])
             .to_device(opts.device);
-        let f = tch::no_grad(|| model.text_features(&ids));
-        feats.push(f.to_kind(tch::Kind::Float).to_device(Device::Cpu));
+        let (bge, tse) = tch::no_grad(|| model.text_embeddings(&ids));
+        feats.push(on_cpu(bge, tse));
         pb.inc(chunk.len() as u64);
     }
     pb.finish_and_clear();
     Ok(concat(feats))
 }
 
-fn concat(parts: Vec<Tensor>) -> Tensor {
-    if parts.is_empty() {
-        Tensor::zeros([0, 0], (tch::Kind::Float, Device::Cpu))
-    } else {
-        Tensor::cat(&parts, 0)
+/// A batch's embeddings, f32 on the CPU.
+fn on_cpu(bge: Tensor, tse: Option<Tensor>) -> Embedded {
+    let cpu = |t: Tensor| t.to_kind(tch::Kind::Float).to_device(Device::Cpu);
+    Embedded {
+        bge: cpu(bge),
+        tse: tse.map(cpu),
     }
 }
 
-/// Global features of a split: images [Ni, D] and captions [Nt, D], f32 on the CPU.
+fn concat(parts: Vec<Embedded>) -> Embedded {
+    if parts.is_empty() {
+        let empty = || Tensor::zeros([0, 0], (tch::Kind::Float, Device::Cpu));
+        Embedded {
+            bge: empty(),
+            tse: Some(empty()),
+        }
+    } else {
+        Embedded::concat(&parts)
+    }
+}
+
+/// The compared features of a split: images [Ni, D'] and captions [Nt, D'], f32 on the CPU.
 pub struct SplitFeatures {
     pub images: Tensor,
     pub texts: Tensor,
 }
 
-/// Embeds every image and caption of `split`.
+/// Embeds every image and caption of `split`: the compared features.
 pub fn embed_split(model: &Ccma, split: &EvalSplit, opts: &EncodeOptions) -> Result<SplitFeatures> {
+    let [images, texts] = embed_split_parts(model, split, opts)?;
     Ok(SplitFeatures {
-        images: embed_images(model, &split.image_paths, opts)?,
-        texts: embed_captions(model, &split.captions, opts)?,
+        images: images.compared(opts.similarity),
+        texts: texts.compared(opts.similarity),
     })
+}
+
+/// Every embedding the model has of every image and caption of `split`: [images, captions].
+pub fn embed_split_parts(
+    model: &Ccma,
+    split: &EvalSplit,
+    opts: &EncodeOptions,
+) -> Result<[Embedded; 2]> {
+    let (images, unreadable) = embed_readable_image_parts(model, &split.image_paths, opts)?;
+    if let Some((_, err)) = unreadable.into_iter().next() {
+        return Err(err);
+    }
+    Ok([images, embed_caption_parts(model, &split.captions, opts)?])
 }
 
 /// Text-to-image metrics of `split` from its features; image-to-text too when `i2t`.

@@ -12,7 +12,16 @@ usage: rde_ref.py tse OUT_DIR
     10 words and one with none, whose expected feature is the zero vector); `train_tse_i`,
     `train_tse_t` in train mode for `train_images`, `train_ids` (every caption with at least k
     words, so which tokens are selected is never a tie) and the BatchNorm running statistics
-    after that forward (`visul_emb_layer.mlp.bns.0.running_mean`, ... prefixed `after.`).
+    after that forward (`visul_emb_layer.mlp.bns.0.running_mean`, ... prefixed `after.`); `f_i`,
+    `f_t`, the global features in eval mode. Every parameter and statistic is rounded to fp16
+    precision first, so the fp16 copies below are exact. Also writes, as RDE's code saves them
+    (torch.save of {model, num_epoch, iteration}; linear, convolution and attention weights and
+    the projections in fp16 as its convert_weights leaves them, the rest fp32):
+    OUT_DIR/rde_best.pth, RDE's whole model (CLIP's `logit_scale`, the image layer's unused
+    `linear`, the unused second BatchNorms and the `num_batches_tracked` counters included), and
+    OUT_DIR/irra_best.pth, the same CLIP alone in IRRA's layout (no TSE layers); and
+    OUT_DIR/configs.yaml, the attention heads as a run's configs.yaml beside a best.pth records
+    them.
 """
 import json
 import os
@@ -44,8 +53,8 @@ def tal(argv):
     save_file({"tal": per.detach().float(), "grad.image": image.grad.float(), "grad.text": text.grad.float()}, argv[1])
 
 
-E, VW, VH, VL, P, TW, TH, TL, VOCAB, CTX = 16, 32, 2, 2, 8, 32, 4, 2, 100, 12
-H, W, RATIO = 32, 16, 0.5
+E, VW, VH, VL, P, TW, TH, TL, VOCAB, CTX = 16, 32, 2, 2, 16, 32, 4, 2, 100, 12
+H, W, RATIO = 64, 32, 0.5
 
 
 def quick_gelu(x):
@@ -176,6 +185,10 @@ def tse(argv):
     torch.manual_seed(0)
     clip = Clip()
     image_side, text_side = Side("fc"), Side("linear")
+    # RDE registers these and never uses them.
+    image_side.linear = nn.Linear(E, 2 * E)
+    image_side.mlp.bns.append(nn.BatchNorm1d(2 * E))
+    text_side.mlp.bns.append(nn.BatchNorm1d(2 * E))
     with torch.no_grad():
         for side in [image_side, text_side]:
             bn = side.mlp.bns[0]
@@ -183,11 +196,18 @@ def tse(argv):
             bn.bias.copy_(0.2 * torch.randn(E))
             bn.running_mean.copy_(0.1 * torch.randn(E))
             bn.running_var.copy_(1 + 0.5 * torch.rand(E))
-    state = {f"base_model.{k}": v for k, v in clip.state_dict().items()}
+        for m in [clip, image_side, text_side]:
+            for t in list(m.parameters()) + [b for b in m.buffers() if b.is_floating_point()]:
+                t.copy_(t.half().float())
+    # Copies: the train-mode forward below updates the running statistics in place.
+    rde = {f"base_model.{k}": v.detach().clone() for k, v in clip.state_dict().items()}
+    rde["base_model.logit_scale"] = torch.tensor(4.6)
     for prefix, side in [("visul_emb_layer", image_side), ("texual_emb_layer", text_side)]:
         for k, v in side.state_dict().items():
-            if not k.endswith("num_batches_tracked"):
-                state[f"{prefix}.{k}"] = v
+            rde[f"{prefix}.{k}"] = v.detach().clone()
+    unused = ("visul_emb_layer.linear.", "visul_emb_layer.mlp.bns.1.", "texual_emb_layer.mlp.bns.1.")
+    state = {k: v for k, v in rde.items()
+             if k != "base_model.logit_scale" and not k.endswith("num_batches_tracked") and not k.startswith(unused)}
     state = {k: v.detach().clone().contiguous() for k, v in state.items()}
 
     images, ids = torch.randn(4, 3, H, W), captions([3, 8, 12, 2])
@@ -198,8 +218,10 @@ def tse(argv):
         image_side.eval(), text_side.eval()
         tokens, attn = clip.encode_image(images)
         io["tse_i"] = image_tse(image_side, tokens, attn)
+        io["f_i"] = tokens[:, 0]
         tokens, attn = clip.encode_text(ids)
         io["tse_t"] = text_tse(text_side, tokens, ids, attn)
+        io["f_t"] = tokens[torch.arange(ids.shape[0]), ids.argmax(-1)]
         image_side.train(), text_side.train()
         tokens, attn = clip.encode_image(train_images)
         io["train_tse_i"] = image_tse(image_side, tokens, attn)
@@ -217,6 +239,16 @@ def tse(argv):
                  select_ratio=RATIO)
     with open(os.path.join(out, "config.json"), "w") as f:
         json.dump(sizes, f)
+
+    def half(name, t):
+        fp16 = any(p in name for p in ("attn.", "mlp.c_", "conv1", "proj", ".fc.", ".linear.", "mlp.layers."))
+        return t.detach().clone().half() if fp16 and t.is_floating_point() else t.detach().clone()
+
+    for name, keep in [("rde_best.pth", lambda k: True), ("irra_best.pth", lambda k: k.startswith("base_model."))]:
+        model = {k: half(k, v) for k, v in rde.items() if keep(k)}
+        torch.save({"model": model, "num_epoch": 3, "iteration": 10}, os.path.join(out, name))
+    with open(os.path.join(out, "configs.yaml"), "w") as f:
+        f.write(f"vision_heads: {VH}\ntransformer_heads: {TH}\nselect_ratio: {RATIO}\n")
 
 
 {"tal": tal, "tse": tse}[sys.argv[1]](sys.argv[2:])
