@@ -37,6 +37,14 @@ pub fn training_model(cfg: &Config, num_classes: i64, device: Device) -> Result<
         }
         None => None,
     };
+    crate::retrieval::similarity::resolve(
+        cfg.model.similarity,
+        mcfg.tse,
+        cfg.model
+            .pretrained
+            .as_deref()
+            .unwrap_or(Path::new("the config")),
+    )?;
     let mut vs = VarStore::new(device);
     let model = Ccma::new(&vs.root(), &mcfg);
     if cfg.model.zero_init_residual {
@@ -152,7 +160,11 @@ pub fn inference_model(
         }
         _ => {
             let size = img_size.unwrap_or(crate::config::DataSection::default().img_size);
-            sized_by(&w, ModelConfig::vit_b16(size, 1), path)?
+            let mut base = ModelConfig::vit_b16(size, 1);
+            if let Some(ratio) = weights::select_ratio_beside(path)? {
+                base.select_ratio = ratio;
+            }
+            sized_by(&w, base, path)?
         }
     };
     let (size, patch) = (mcfg.clip.image_size, mcfg.clip.patch_size);
@@ -266,7 +278,7 @@ mod tests {
                 .repeat([2, 1]);
             let heads = crate::model::Heads {
                 dca: true,
-                id: false,
+                ..Default::default()
             };
             let out = tch::no_grad(|| model.forward_train(&images, &ids, None, heads));
             let diff = |a: &tch::Tensor, b: &Option<tch::Tensor>| {

@@ -372,7 +372,15 @@ fn the_defaults_are_the_papers_cuhk_pedes_config() {
 fn shipped_configs_load_and_saved_config_round_trips() {
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
     let dir = tempfile::tempdir().unwrap();
-    for name in ["cuhk-pedes", "icfg-pedes", "rstpreid", "demo"] {
+    for name in [
+        "cuhk-pedes",
+        "icfg-pedes",
+        "rstpreid",
+        "demo",
+        "rde-cuhk-pedes",
+        "rde-icfg-pedes",
+        "rde-rstpreid",
+    ] {
         let cfg =
             ccma::config::Config::from_file(&root.join(format!("configs/{name}.yaml"))).unwrap();
         let saved = dir.path().join(format!("{name}.yaml"));

@@ -151,11 +151,10 @@ impl WeightsArgs {
             (None, Some(p)) => (WeightsSource::Pretrained(p.clone()), None),
             (None, None) => unreachable!("clap requires one of --checkpoint and --pretrained"),
         };
-        let data = beside
-            .map(|p| Config::from_file(&p))
-            .transpose()?
-            .map(|c| c.data);
-        let (model, mut opts) = model_and_options(&source, data.as_ref(), img_size, device)?;
+        let beside = beside.map(|p| Config::from_file(&p)).transpose()?;
+        let data = beside.as_ref().map(|c| &c.data);
+        let similarity = beside.as_ref().and_then(|c| c.model.similarity);
+        let (model, mut opts) = model_and_options(&source, data, img_size, similarity, device)?;
         if let Some(b) = batch_size {
             opts.batch_size = b;
         }

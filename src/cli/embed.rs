@@ -1,8 +1,10 @@
-//! `ccma embed`: global features of image files and captions, written as a feature file.
+//! `ccma embed`: global features of image files and captions (and their TSE features, for a
+//! model with RDE's TSE layers), written as a feature file.
 use super::args::{parse_img_size, DeviceArg, WeightsArgs};
 use crate::io::output_path::{self, Existing};
-use crate::retrieval::encode::{embed_captions, embed_images};
+use crate::retrieval::encode::{embed_caption_parts, embed_readable_image_parts};
 use crate::retrieval::features::{require_finite_output, FeatureFile, FeatureSet};
+use crate::retrieval::similarity::Embedded;
 use crate::UsageError;
 use anyhow::{bail, Context, Result};
 use clap::Args;
@@ -24,7 +26,8 @@ pub struct EmbedArgs {
     /// Captions to embed, one per line.
     #[arg(long, value_name = "FILE")]
     pub captions: Option<PathBuf>,
-    /// Output safetensors: `image_features` [Ni, D] and `text_features` [Nt, D] (f32), image paths
+    /// Output safetensors: `image_features` [Ni, D] and `text_features` [Nt, D] (f32), and for a
+    /// model with TSE `image_tse_features` [Ni, 2D] and `text_tse_features` [Nt, 2D]; image paths
     /// in the metadata. Never one of the inputs; an existing file only with --force.
     #[arg(long, value_name = "FILE")]
     pub out: PathBuf,
@@ -67,23 +70,34 @@ pub fn run(a: EmbedArgs) -> Result<()> {
     let (model, opts) = a
         .weights
         .load(a.img_size, Some(a.batch_size as usize), device)?;
-    let set = |features| FeatureSet {
-        features,
+    let set = |e: Embedded| FeatureSet {
+        features: e.bge,
+        tse_features: e.tse,
         pids: None,
+    };
+    let images_of = |paths| -> Result<Embedded> {
+        let (parts, unreadable) = embed_readable_image_parts(&model.model, paths, &opts)?;
+        match unreadable.into_iter().next() {
+            Some((_, err)) => Err(err),
+            None => Ok(parts),
+        }
     };
     let file = FeatureFile {
         images: match images.is_empty() {
             true => None,
-            false => Some(set(embed_images(&model.model, &images, &opts)?)),
+            false => Some(set(images_of(&images)?)),
         },
         texts: match captions.is_empty() {
             true => None,
-            false => Some(set(embed_captions(&model.model, &captions, &opts)?)),
+            false => Some(set(embed_caption_parts(&model.model, &captions, &opts)?)),
         },
         image_paths: images.clone(),
     };
-    let outputs = [&file.images, &file.texts].map(|s| s.as_ref().map(|s| &s.features));
-    let outputs: Vec<&tch::Tensor> = outputs.into_iter().flatten().collect();
+    let outputs: Vec<&tch::Tensor> = [&file.images, &file.texts]
+        .into_iter()
+        .flatten()
+        .flat_map(|s| std::iter::once(&s.features).chain(&s.tse_features))
+        .collect();
     require_finite_output(&outputs, &model.path, "the given images and captions")?;
     file.write(&a.out)?;
     tracing::info!(

@@ -1,6 +1,6 @@
 //! `ccma export`.
 use crate::io::output_path::{self, Existing};
-use crate::model::weights::{self, torch_save::irra_state};
+use crate::model::weights::{self, torch_save};
 use crate::UsageError;
 use anyhow::{bail, Result};
 use clap::{Args, ValueEnum};
@@ -13,6 +13,10 @@ pub enum ExportFormat {
     /// CCMA's DCA blocks, which IRRA's model does not have, are left out and named; a model whose
     /// attention heads are not width / 64 (the only heads IRRA's code builds) is refused.
     Irra,
+    /// RDE's state-dict names, for a model with the TSE layers: CLIP's encoders and
+    /// `visul_emb_layer.*`, `texual_emb_layer.*` with their BatchNorm statistics, and the modules
+    /// RDE registers but never uses filled (loads into RDE's model with `load_state_dict`).
+    Rde,
 }
 
 /// Write a model's weights in another project's layout.
@@ -46,22 +50,37 @@ pub fn run(a: ExportArgs) -> Result<()> {
     )?;
     // A training state's optimiser tensors are set aside by the reader.
     let w = weights::read(&path)?;
-    let ExportFormat::Irra = a.format;
-    let state = irra_state(w).map_err(|e| UsageError(format!("{}: {e:#}", path.display())))?;
-    crate::io::safetensors::save(&a.out, &state.tensors, &Default::default())?;
+    let (mut tensors, left_out, layout) = match a.format {
+        ExportFormat::Irra => {
+            let state = torch_save::irra_state(w)
+                .map_err(|e| UsageError(format!("{}: {e:#}", path.display())))?;
+            (state.tensors, state.left_out, "IRRA's")
+        }
+        ExportFormat::Rde => {
+            let left_out = torch_save::left_out(w.tensors.keys(), torch_save::in_rde);
+            match torch_save::rde_state(w.tensors.into_iter().collect()) {
+                Some(state) => (state, left_out, "RDE's"),
+            None => bail!(UsageError(format!(
+                "{} has no TSE layers (`visul_emb_layer`, `texual_emb_layer`): RDE's layout needs a model trained with `tse: true` (expected --format irra for it)",
+                    path.display()
+                ))),
+            }
+        }
+    };
+    tensors.sort_by(|x, y| x.0.cmp(&y.0));
+    crate::io::safetensors::save(&a.out, &tensors, &Default::default())?;
     tracing::info!(
-        "wrote {} tensors in IRRA's layout to {}",
-        state.tensors.len(),
+        "wrote {} tensors in {layout} layout to {}",
+        tensors.len(),
         a.out.display()
     );
-    if !state.left_out.is_empty() {
-        let modules: Vec<String> = state
-            .left_out
+    if !left_out.is_empty() {
+        let modules: Vec<String> = left_out
             .iter()
             .map(|(m, n)| format!("{} ({n} tensors)", m.name()))
             .collect();
         super::output::print(format_args!(
-            "not written: {}; IRRA's layout has no such modules (CCMA's DCA blocks), so IRRA's code loads the model without them\n",
+            "not written: {}; {layout} layout has no such modules, so its code loads the model without them\n",
             modules.join(", ")
         ))?;
     }

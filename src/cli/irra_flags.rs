@@ -175,6 +175,15 @@ mod tests {
         );
     }
 
+    /// RDE's `run_rde.sh` line (its noise flags aside), `python train.py` replaced.
+    #[test]
+    fn rdes_command_takes_rdes_flags() {
+        assert_eq!(
+            run("ccma train --name RDE --img_aug --batch_size 64 --select_ratio 0.3 --tau 0.015 --margin 0.1 --loss_names TAL --num_epoch 60").unwrap().join(" "),
+            "ccma train --name RDE --set img_aug=true --batch-size 64 --set select_ratio=0.3 --set tau=0.015 --set margin=0.1 --loss-names TAL --num-epoch 60"
+        );
+    }
+
     #[test]
     fn values_lists_and_what_is_left_alone() {
         assert_eq!(

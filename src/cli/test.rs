@@ -1,10 +1,10 @@
 //! `ccma test`: evaluates a checkpoint on its dataset's test (or validation) split.
 use super::args::{load_test_setup, ConfigArgs, DeviceArg};
-use crate::config::SplitName;
+use crate::config::{Similarity, SplitName};
 use crate::inference::TestSetup;
 use crate::io::output_path::{self, Existing};
-use crate::retrieval::encode::{score_i2t, t2i_records};
-use crate::retrieval::metrics::{write_query_records, RetrievalMetrics};
+use crate::retrieval::encode::{score_i2t, score_split, t2i_records, SplitFeatures};
+use crate::retrieval::metrics::{table, write_query_records, RetrievalMetrics};
 use crate::retrieval::sheets::contact_sheets;
 use crate::train::run_dir::{queries_path, test_results_path, RunDir};
 use anyhow::Result;
@@ -13,7 +13,8 @@ use std::path::{Path, PathBuf};
 
 /// Evaluate a checkpoint on its dataset's test (or validation) split.
 ///
-/// Text-to-image retrieval, optionally image-to-text too. Writes
+/// Text-to-image retrieval, optionally image-to-text too, by the configured `similarity`; for a
+/// model with TSE, the t2i rows of BGE, TSE and BGE+TSE too, as RDE's evaluator prints them. Writes
 /// <split>_results.<checkpoint stem>.<dataset>.<tag>.json beside the checkpoint (tag: the first 8
 /// hex digits of the SHA-256 of the file's `settings`), and every t2i query's rank, AP and INP to
 /// the .queries.jsonl file of the same name.
@@ -43,7 +44,8 @@ pub struct TestArgs {
 }
 
 /// The config keys evaluation uses besides the dataset's ([`crate::data::DATASET_KEYS`]).
-const EVAL_KEYS: [&str; 5] = [
+const EVAL_KEYS: [&str; 6] = [
+    "similarity",
     "img_size",
     "text_length",
     "test_batch_size",
@@ -64,6 +66,11 @@ impl TestSetup {
             "img_size": [self.opts.img_size.0, self.opts.img_size.1],
             "text_length": self.opts.text_length,
         });
+        // Recorded only where it is not the one a model without TSE has (older records' tags
+        // stay as they were).
+        if self.opts.similarity != Similarity::Bge {
+            v["similarity"] = serde_json::json!(self.opts.similarity.name());
+        }
         for (key, value) in crate::data::folder_keys(&self.cfg) {
             v[key] = value;
         }
@@ -100,12 +107,35 @@ pub fn run(a: TestArgs) -> Result<()> {
     let inputs = [checkpoint.clone(), setup.dataset.dir.clone()];
     output_path::check(&out, &inputs, Existing::Replace)?;
     output_path::check(&queries_path(&out), &inputs, Existing::Replace)?;
-    let feats = setup.embed()?;
+    let parts = setup.embed_parts()?;
+    let compared = |s: Similarity| SplitFeatures {
+        images: parts[0].compared(s),
+        texts: parts[1].compared(s),
+    };
+    let feats = compared(setup.opts.similarity);
     let split = setup.eval_split();
     let queries = t2i_records(&feats, split)?;
     let t2i = RetrievalMetrics::from_scores(queries.iter().map(|q| Some(q.score())))?;
     let i2t = a.i2t.then(|| score_i2t(&feats, split)).transpose()?;
-    let mut record = super::output::metrics_json(&t2i, i2t.as_ref());
+    // RDE's rows: each similarity's t2i metrics, for a model with the TSE layers.
+    let by_similarity: Vec<(Similarity, RetrievalMetrics)> = match setup.model.model.has_tse() {
+        true => Similarity::ALL
+            .iter()
+            .map(|&s| Ok((s, score_split(&compared(s), split, false)?.0)))
+            .collect::<Result<_>>()?,
+        false => Vec::new(),
+    };
+    // What is printed with --json, and recorded.
+    let mut metrics = super::output::metrics_json(&t2i, i2t.as_ref());
+    if !by_similarity.is_empty() {
+        metrics["similarity"] = serde_json::json!(setup.opts.similarity.name());
+        let rows: serde_json::Map<String, serde_json::Value> = by_similarity
+            .iter()
+            .map(|(s, m)| (s.name().to_string(), serde_json::json!(m)))
+            .collect();
+        metrics["t2i_by_similarity"] = serde_json::Value::Object(rows);
+    }
+    let mut record = metrics.clone();
     record["checkpoint"] = serde_json::json!(absolute(checkpoint));
     record["checkpoint_fingerprint"] = serde_json::json!(setup.model.fingerprint);
     record["gallery_images"] = serde_json::json!(split.image_paths.len());
@@ -131,7 +161,22 @@ pub fn run(a: TestArgs) -> Result<()> {
             tracing::info!("wrote {n} contact sheets to {}", dir.display());
         }
     }
-    let heading = format!("{dataset} {}, {}", a.split, checkpoint.display());
-    super::output::print_metrics(Some(&heading), &t2i, i2t.as_ref(), a.json)?;
+    let mut heading = format!("{dataset} {}, {}", a.split, checkpoint.display());
+    if !by_similarity.is_empty() {
+        heading += &format!(" (similarity {})", setup.opts.similarity);
+    }
+    if a.json {
+        return super::output::print(format_args!("{metrics}\n"));
+    }
+    super::output::print_metrics(Some(&heading), &t2i, i2t.as_ref(), false)?;
+    if !by_similarity.is_empty() {
+        let rows: Vec<(String, &RetrievalMetrics)> = by_similarity
+            .iter()
+            .map(|(s, m)| (format!("t2i {}", s.name().to_uppercase()), m))
+            .collect();
+        let rows: Vec<(&str, &RetrievalMetrics)> =
+            rows.iter().map(|(n, m)| (n.as_str(), *m)).collect();
+        super::output::print(table(&rows))?;
+    }
     Ok(())
 }

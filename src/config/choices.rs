@@ -102,6 +102,48 @@ choice! {
 }
 
 choice! {
+    /// Which embeddings retrieval compares (METHOD.md section 7): the global features (BGE), the
+    /// token selection embeddings (TSE), or the mean of the two cosine similarities.
+    Similarity { Bge = "bge", Tse = "tse", BgeTse = "bge+tse" }
+}
+
+impl Similarity {
+    /// Whether it reads the TSE features.
+    pub fn needs_tse(self) -> bool {
+        match self {
+            Similarity::Bge => false,
+            Similarity::Tse | Similarity::BgeTse => true,
+        }
+    }
+
+    /// The similarity `configured`, else the default of a model with (`bge+tse`) or without
+    /// (`bge`) the TSE layers.
+    pub fn or_default(configured: Option<Similarity>, has_tse: bool) -> Similarity {
+        configured.unwrap_or(match has_tse {
+            true => Similarity::BgeTse,
+            false => Similarity::Bge,
+        })
+    }
+}
+
+choice! {
+    /// Which statistics the TSE BatchNorm normalises with while training (METHOD.md section 7):
+    /// the running ones, never updated, as the commit behind RDE's published numbers did
+    /// (`running`), or the batch's, updating the running ones, as RDE's later commit (`batch`).
+    TseBatchNorm { Running = "running", Batch = "batch" }
+}
+
+impl TseBatchNorm {
+    /// The model's mode for it.
+    pub fn mode(self) -> crate::model::BatchNormMode {
+        match self {
+            TseBatchNorm::Running => crate::model::BatchNormMode::Running,
+            TseBatchNorm::Batch => crate::model::BatchNormMode::Batch,
+        }
+    }
+}
+
+choice! {
     /// How an epoch orders the training samples.
     SamplerKind { Random = "random", Identity = "identity" }
 }
@@ -143,7 +185,7 @@ choice! {
 
 choice! {
     /// One loss term of `loss_names`.
-    LossTerm { Itc = "itc", Sdm = "sdm", Cmpm = "cmpm", Id = "id", Mlm = "mlm", Imal = "imal" }
+    LossTerm { Itc = "itc", Sdm = "sdm", Cmpm = "cmpm", Id = "id", Mlm = "mlm", Imal = "imal", Tal = "tal" }
 }
 
 impl LossTerm {

@@ -22,7 +22,7 @@ mod run_section;
 pub use crate::model::config::{MAX_IMAGE_SIDE, MAX_TEXT_LENGTH};
 pub use choices::{
     DatasetName, DistBackend, GlobalCaption, LossNames, LossTerm, MatmulPrecision, OptimizerKind,
-    SamplerKind, Scheduler, SplitName, WarmupMethod,
+    SamplerKind, Scheduler, Similarity, SplitName, TseBatchNorm, WarmupMethod,
 };
 pub use data_section::{DataSection, MAX_SYNTH_SEED};
 pub use loss_section::LossSection;
@@ -81,6 +81,12 @@ impl Config {
         self.model.validate()?;
         self.loss.validate()?;
         self.optim.validate()?;
+        if self.model.tse_batchnorm == TseBatchNorm::Batch && self.run.micro_batch.is_some() {
+            invalid!(
+                "tse_batchnorm",
+                "batch with `micro_batch`: each pass would normalise with its own chunk's statistics, and the chunked step would not give the whole batch's gradient (expected running, or no micro_batch)"
+            );
+        }
         let (h, w) = self.data.img_size;
         let patch = self.model.vision_patch_size;
         if h < patch || w < patch {
@@ -266,5 +272,37 @@ mod tests {
             ),
             "{e}"
         );
+    }
+
+    /// RDE's keys act on the TSE layers only: without `tse: true` each is refused by name, as is
+    /// the batch-statistics BatchNorm in a chunked step (`similarity` is checked against the
+    /// model itself, whose weights may bring the layers: `retrieval::similarity::resolve`).
+    #[test]
+    fn the_tse_keys_need_the_tse_layers() {
+        let refused = |pairs: &[(&str, &str)], key: &str| {
+            let e = format!("{:#}", set(pairs).and_then(|c| c.validate()).unwrap_err());
+            assert!(e.contains(&format!("`{key}`")), "{pairs:?}: {e}");
+        };
+        refused(&[("select_ratio", "0.5")], "select_ratio");
+        refused(&[("tse_batchnorm", "batch")], "tse_batchnorm");
+        refused(
+            &[
+                ("tse", "true"),
+                ("tse_batchnorm", "batch"),
+                ("micro_batch", "8"),
+            ],
+            "tse_batchnorm",
+        );
+        refused(&[("tse", "true"), ("select_ratio", "1.5")], "select_ratio");
+        let cfg = set(&[
+            ("tse", "true"),
+            ("select_ratio", "0.5"),
+            ("similarity", "tse"),
+            ("tse_batchnorm", "batch"),
+            ("loss_names", "TAL"),
+        ])
+        .unwrap();
+        cfg.validate().unwrap();
+        assert_eq!(cfg.losses(), vec![LossTerm::Tal]);
     }
 }

@@ -1,6 +1,7 @@
 //! `ModelSection`: the pretrained weights, or the sizes of a model trained from scratch. The sizes
 //! and the paper's values of them are the model's ([`ModelConfig`], its `vit_b16` preset); this
 //! section names them with IRRA's keys, through one table ([`model_keys!`]).
+use super::{Similarity, TseBatchNorm};
 use crate::model::config::ModelConfig;
 use crate::ranges::invalid;
 use anyhow::Result;
@@ -24,6 +25,11 @@ macro_rules! model_keys {
             /// Start the DCA blocks' residual branches at zero (`g = f` at initialisation); off
             /// keeps IRRA's initialisation, as the paper's runs.
             pub zero_init_residual: bool,
+            /// Which embeddings retrieval compares; unset: `bge+tse` for a model with the TSE
+            /// layers, `bge` without.
+            pub similarity: Option<Similarity>,
+            /// The statistics the TSE BatchNorm uses in training.
+            pub tse_batchnorm: TseBatchNorm,
             pub dropout: f64,
         }
 
@@ -35,6 +41,8 @@ macro_rules! model_keys {
                     pretrained: None,
                     $($key: paper.$($path).+,)+
                     zero_init_residual: false,
+                    similarity: None,
+                    tse_batchnorm: TseBatchNorm::Running,
                     dropout: 0.0,
                 }
             }
@@ -72,6 +80,9 @@ model_keys! {
     dca_heads: i64 => dca_heads,
     dca_depth: i64 => dca_depth,
     lambda_init: f64 => lambda_init,
+    /// RDE's token selection embedding layers.
+    tse: bool => tse,
+    select_ratio: f64 => select_ratio,
 }
 
 impl ModelSection {
@@ -84,6 +95,20 @@ impl ModelSection {
                 "{} (expected at least {tokens}: CLIP's tokenizer gives ids up to {})",
                 self.vocab_size,
                 tokens - 1
+            );
+        }
+        let rde = ModelConfig::vit_b16((PAPER_IMAGE_SIDE, PAPER_IMAGE_SIDE), 1).select_ratio;
+        if !self.tse && self.select_ratio != rde {
+            invalid!(
+                "select_ratio",
+                "{} acts only on the TSE layers (expected `tse: true` with it, or the default {rde})",
+                self.select_ratio
+            );
+        }
+        if self.tse_batchnorm == TseBatchNorm::Batch && !self.tse {
+            invalid!(
+                "tse_batchnorm",
+                "batch acts only on the TSE layers (expected `tse: true` with it, or running)"
             );
         }
         if self.dropout != 0.0 {

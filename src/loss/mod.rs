@@ -2,22 +2,24 @@
 //! the set a run trains.
 //!
 //! `terms.rs` describes each term once (batch-spanning or per-sample, what it reads, its weight
-//! key); the formulas are in `matching.rs` (SDM, ITC, CMPM), `imal.rs` (IMAL) and
-//! `cross_entropy.rs` (ID, MLM); `features.rs` holds what the terms are computed on.
+//! key); the formulas are in `matching.rs` (SDM, ITC, CMPM), `imal.rs` (IMAL), `tal.rs` (RDE's
+//! TAL) and `cross_entropy.rs` (ID, MLM); `features.rs` holds what the terms are computed on.
 mod cross_entropy;
 mod features;
 mod imal;
 mod matching;
+mod tal;
 mod terms;
 
 pub use cross_entropy::{id, mlm};
 pub use features::{BatchFeatures, Embeddings, LocalShare, Share};
 pub use imal::{imal, imal_terms, ImalParams};
 pub use matching::{cmpm, itc, sdm};
+pub use tal::tal_per_sample;
 pub use terms::{describe, BatchFormula, Description, Need, Reach, SampleFormula, Weight};
 
 use crate::config::{Config, LossSection, LossTerm};
-use crate::model::{Heads, TrainOutputs};
+use crate::model::{BatchNormMode, Heads, TrainOutputs};
 use tch::Tensor;
 
 /// The loss terms a run trains and their constants.
@@ -26,6 +28,8 @@ pub struct LossSpec {
     /// In the order they are summed (and reported).
     pub terms: Vec<LossTerm>,
     pub params: LossSection,
+    /// The statistics the TSE BatchNorm uses in the training forward.
+    pub tse_batchnorm: BatchNormMode,
 }
 
 impl LossSpec {
@@ -34,17 +38,33 @@ impl LossSpec {
         LossSpec {
             terms: cfg.losses(),
             params: cfg.loss.clone(),
+            tse_batchnorm: cfg.model.tse_batchnorm.mode(),
         }
     }
 
     /// The model heads these terms need.
     pub fn heads(&self) -> Heads {
-        heads_for(self.terms.iter().copied())
+        self.heads_for(self.terms.iter().copied())
     }
 
     /// The model heads the batch-spanning terms need: what the first pass of a chunked step runs.
     pub fn batch_heads(&self) -> Heads {
-        heads_for(self.terms.iter().copied().filter(|&t| spans_batch(t)))
+        self.heads_for(self.terms.iter().copied().filter(|&t| spans_batch(t)))
+    }
+
+    /// The heads that produce what `terms` read.
+    fn heads_for(&self, terms: impl Iterator<Item = LossTerm>) -> Heads {
+        let none = Heads {
+            tse_batchnorm: self.tse_batchnorm,
+            ..Heads::default()
+        };
+        terms
+            .flat_map(|t| describe(t).needs)
+            .fold(none, |heads, need| match need {
+                Need::Embedding(kind) => heads.with(*kind),
+                Need::IdHead => Heads { id: true, ..heads },
+                Need::MlmBranch => heads,
+            })
     }
 
     /// Whether the MLM branch runs (masked captions are needed).
@@ -53,17 +73,6 @@ impl LossSpec {
             .iter()
             .any(|&t| describe(t).needs.contains(&Need::MlmBranch))
     }
-}
-
-/// The heads that produce what `terms` read.
-fn heads_for(terms: impl Iterator<Item = LossTerm>) -> Heads {
-    terms
-        .flat_map(|t| describe(t).needs)
-        .fold(Heads::default(), |heads, need| match need {
-            Need::Embedding(kind) => heads.with(*kind),
-            Need::IdHead => Heads { id: true, ..heads },
-            Need::MlmBranch => heads,
-        })
 }
 
 /// Whether `term` compares samples across the batch, as opposed to a mean of per-sample terms.

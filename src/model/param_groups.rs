@@ -11,6 +11,9 @@ pub enum RateGroup {
     Bias,
     /// Randomly initialised modules and heads: × `lr_factor`.
     New,
+    /// RDE's TSE layers: the absolute rate `tse_lr`, biases included (scaled by the schedule as
+    /// every rate is).
+    Tse,
 }
 
 /// A parameter's rate group and whether it takes the bias weight decay (`weight_decay_bias`).
@@ -20,13 +23,17 @@ pub struct ParamGroup {
     pub bias_decay: bool,
 }
 
-/// In METHOD.md's order of precedence: the heads (`classifier`, `mlm_head`) take `lr_factor`
-/// even for their biases; otherwise any bias takes `bias_lr_factor`; otherwise the modules that
-/// [`Module::takes_lr_factor`] take `lr_factor`. Every bias takes the bias weight decay.
+/// In METHOD.md's order of precedence: RDE's TSE layers take `tse_lr` (section 7), biases
+/// included; the heads (`classifier`, `mlm_head`) take `lr_factor` even for their biases;
+/// otherwise any bias takes `bias_lr_factor`; otherwise the modules that
+/// [`Module::takes_lr_factor`] take `lr_factor`. Every bias (a BatchNorm's shift included) takes
+/// the bias weight decay.
 pub fn param_group(name: &str) -> ParamGroup {
     let bias = name.contains("bias");
     let module = Module::of(name);
-    let rate = if module.is_some_and(Module::is_head) {
+    let rate = if module.is_some_and(Module::is_tse) {
+        RateGroup::Tse
+    } else if module.is_some_and(Module::is_head) {
         RateGroup::New
     } else if bias {
         RateGroup::Bias
@@ -60,6 +67,10 @@ mod tests {
             RateGroup::New
         );
         assert_eq!(g("ln_pre_t.weight"), RateGroup::Base);
+        assert_eq!(g("visul_emb_layer.fc.weight"), RateGroup::Tse);
+        assert_eq!(g("texual_emb_layer.mlp.layers.0.bias"), RateGroup::Tse);
+        assert!(param_group("texual_emb_layer.mlp.bns.0.bias").bias_decay);
+        assert!(!param_group("visul_emb_layer.mlp.bns.0.weight").bias_decay);
         assert!(param_group("classifier.bias").bias_decay);
         assert!(!param_group("classifier.weight").bias_decay);
     }

@@ -1,8 +1,11 @@
-//! Batched encoding of images and captions into global features (used by training's evaluation,
-//! `test`, `embed` and `search`), and the scoring of an evaluation split.
+//! Batched encoding of images and captions into the features retrieval compares (used by
+//! training's evaluation, `test`, `embed`, `search` and `serve`), and the scoring of an
+//! evaluation split.
 use super::metrics::{evaluate, score_queries, QueryRecord, RetrievalMetrics};
-use crate::data::annotations::EvalSplit;
+use super::similarity::Embedded;
+use crate::config::Similarity;
 use crate::data::host_buffer::{elements_mut, host_tensor};
+use crate::data::annotations::EvalSplit;
 use crate::data::tokenizer::Tokenizer;
 use crate::data::transforms::{load_rgb, ImageTransform};
 use crate::model::Ccma;
@@ -20,6 +23,9 @@ pub struct EncodeOptions {
     pub text_length: usize,
     pub batch_size: usize,
     pub device: Device,
+    /// Which embeddings are compared ([`super::similarity::resolve`] decides it for a model):
+    /// what [`embed_images`], [`embed_captions`] and [`embed_split`] return.
+    pub similarity: Similarity,
 }
 
 impl EncodeOptions {
@@ -30,6 +36,7 @@ impl EncodeOptions {
             text_length: d.text_length as usize,
             batch_size: d.test_batch_size,
             device,
+            similarity: Similarity::Bge,
         }
     }
 
@@ -45,6 +52,7 @@ impl EncodeOptions {
             text_length: clip.context_length as usize,
             batch_size,
             device,
+            similarity: Similarity::Bge,
         }
     }
 
@@ -71,8 +79,9 @@ fn bar(len: usize, what: &str) -> indicatif::ProgressBar {
     pb
 }
 
-/// Global image features `f_i` of `paths`, in order: [N, D] f32 on the CPU (not normalised).
-/// Decoding and the test transform run in parallel; an unreadable image is an error naming it.
+/// The compared image features of `paths` ([`EncodeOptions::similarity`]), in order: [N, D'] f32
+/// on the CPU (not normalised). Decoding and the test transform run in parallel; an unreadable
+/// image is an error naming it.
 pub fn embed_images(model: &Ccma, paths: &[PathBuf], opts: &EncodeOptions) -> Result<Tensor> {
     let (feats, unreadable) = embed_readable_images(model, paths, opts)?;
     match unreadable.into_iter().next() {
@@ -140,16 +149,27 @@ fn prepare(
 }
 
 /// Like [`embed_images`], but an image that cannot be read or decoded is left out: returns the
-/// features of the readable ones [N', D] in order, and each unreadable one's index and error.
-///
-/// A thread decodes and transforms the next batches (in parallel, [`PREFETCH`] ahead) while the
-/// encoder runs on the current one; on CUDA they are copied from pinned memory without waiting,
-/// and the features stay on the card until the last batch.
+/// features of the readable ones [N', D'] in order, and each unreadable one's index and error.
 pub fn embed_readable_images(
     model: &Ccma,
     paths: &[PathBuf],
     opts: &EncodeOptions,
 ) -> Result<(Tensor, Vec<(usize, anyhow::Error)>)> {
+    let (parts, unreadable) = embed_readable_image_parts(model, paths, opts)?;
+    Ok((parts.compared(opts.similarity), unreadable))
+}
+
+/// Every embedding the model has of the readable images of `paths` (see
+/// [`embed_readable_images`]), f32 on the CPU.
+///
+/// A thread decodes and transforms the next batches (in parallel, [`PREFETCH`] ahead) while the
+/// encoder runs on the current one; on CUDA they are copied from pinned memory without waiting,
+/// and the features stay on the card until the last batch.
+pub fn embed_readable_image_parts(
+    model: &Ccma,
+    paths: &[PathBuf],
+    opts: &EncodeOptions,
+) -> Result<(Embedded, Vec<(usize, anyhow::Error)>)> {
     let transform = ImageTransform::test(opts.img_size);
     let pin = match opts.device {
         Device::Cuda(i) => Some(i),
@@ -174,7 +194,8 @@ pub fn embed_readable_images(
             let batch = batch?;
             if let Some(x) = batch.images {
                 let x = x.to_device_(opts.device, tch::Kind::Float, true, false);
-                feats.push(tch::no_grad(|| model.image_features(&x)));
+                let (bge, tse) = tch::no_grad(|| model.image_embeddings(&x));
+                feats.push(Embedded { bge, tse });
             }
             unreadable.extend(batch.unreadable);
             pb.inc(batch.len as u64);
@@ -182,14 +203,21 @@ pub fn embed_readable_images(
         Ok((feats, unreadable))
     })?;
     pb.finish_and_clear();
-    let feats = concat(feats)
-        .to_kind(tch::Kind::Float)
-        .to_device(Device::Cpu);
-    Ok((feats, unreadable))
+    Ok((on_cpu(concat(feats)), unreadable))
 }
 
-/// Global text features `f_t` of `captions`, in order: [N, D] f32 on the CPU (not normalised).
+/// The compared text features of `captions` ([`EncodeOptions::similarity`]), in order: [N, D']
+/// f32 on the CPU (not normalised).
 pub fn embed_captions(model: &Ccma, captions: &[String], opts: &EncodeOptions) -> Result<Tensor> {
+    Ok(embed_caption_parts(model, captions, opts)?.compared(opts.similarity))
+}
+
+/// Every embedding the model has of `captions`, in order, f32 on the CPU.
+pub fn embed_caption_parts(
+    model: &Ccma,
+    captions: &[String],
+    opts: &EncodeOptions,
+) -> Result<Embedded> {
     let vocab = model.config.clip.vocab_size;
     if vocab < crate::data::tokenizer::VOCAB_SIZE as i64 {
         anyhow::bail!(crate::UsageError(format!(
@@ -208,34 +236,61 @@ pub fn embed_captions(model: &Ccma, captions: &[String], opts: &EncodeOptions) -
         let ids = Tensor::from_slice(&ids)
             .view([chunk.len() as i64, opts.text_length as i64])
             .to_device(opts.device);
-        let f = tch::no_grad(|| model.text_features(&ids));
-        feats.push(f.to_kind(tch::Kind::Float).to_device(Device::Cpu));
+        let (bge, tse) = tch::no_grad(|| model.text_embeddings(&ids));
+        feats.push(on_cpu(Embedded { bge, tse }));
         pb.inc(chunk.len() as u64);
     }
     pb.finish_and_clear();
     Ok(concat(feats))
 }
 
-fn concat(parts: Vec<Tensor>) -> Tensor {
-    if parts.is_empty() {
-        Tensor::zeros([0, 0], (tch::Kind::Float, Device::Cpu))
-    } else {
-        Tensor::cat(&parts, 0)
+/// Embeddings `e`, f32 on the CPU.
+fn on_cpu(e: Embedded) -> Embedded {
+    let cpu = |t: Tensor| t.to_kind(tch::Kind::Float).to_device(Device::Cpu);
+    Embedded {
+        bge: cpu(e.bge),
+        tse: e.tse.map(cpu),
     }
 }
 
-/// Global features of a split: images [Ni, D] and captions [Nt, D], f32 on the CPU.
+fn concat(parts: Vec<Embedded>) -> Embedded {
+    if parts.is_empty() {
+        let empty = || Tensor::zeros([0, 0], (tch::Kind::Float, Device::Cpu));
+        Embedded {
+            bge: empty(),
+            tse: Some(empty()),
+        }
+    } else {
+        Embedded::concat(&parts)
+    }
+}
+
+/// The compared features of a split: images [Ni, D'] and captions [Nt, D'], f32 on the CPU.
 pub struct SplitFeatures {
     pub images: Tensor,
     pub texts: Tensor,
 }
 
-/// Embeds every image and caption of `split`.
+/// Embeds every image and caption of `split`: the compared features.
 pub fn embed_split(model: &Ccma, split: &EvalSplit, opts: &EncodeOptions) -> Result<SplitFeatures> {
+    let [images, texts] = embed_split_parts(model, split, opts)?;
     Ok(SplitFeatures {
-        images: embed_images(model, &split.image_paths, opts)?,
-        texts: embed_captions(model, &split.captions, opts)?,
+        images: images.compared(opts.similarity),
+        texts: texts.compared(opts.similarity),
     })
+}
+
+/// Every embedding the model has of every image and caption of `split`: [images, captions].
+pub fn embed_split_parts(
+    model: &Ccma,
+    split: &EvalSplit,
+    opts: &EncodeOptions,
+) -> Result<[Embedded; 2]> {
+    let (images, unreadable) = embed_readable_image_parts(model, &split.image_paths, opts)?;
+    if let Some((_, err)) = unreadable.into_iter().next() {
+        return Err(err);
+    }
+    Ok([images, embed_caption_parts(model, &split.captions, opts)?])
 }
 
 /// Text-to-image metrics of `split` from its features; image-to-text too when `i2t`.

@@ -5,6 +5,8 @@
 //! - `image_features` / `image_pids`, with the image paths as a JSON list in the metadata key
 //!   `images` when the features came from files;
 //! - `text_features` / `text_pids`;
+//! - for a model with RDE's TSE layers, `image_tse_features` and `text_tse_features` [N, 2D] beside
+//!   them (the same rows), which `search` reads for the `tse` and `bge+tse` similarities;
 //! - or one set of either kind, unprefixed: `features` / `pids`.
 //!
 //! As queries, a file gives its `text_` set (else the unprefixed one); as a gallery, its `image_`
@@ -31,9 +33,11 @@ impl Side {
     }
 }
 
-/// One set: features [N, D] f32 and, when known, one pid per row.
+/// One set: features [N, D] f32, the TSE features of the same rows [N, 2D] when the model has
+/// TSE, and, when known, one pid per row.
 pub struct FeatureSet {
     pub features: Tensor,
+    pub tse_features: Option<Tensor>,
     pub pids: Option<Vec<i64>>,
 }
 
@@ -63,6 +67,9 @@ impl FeatureFile {
             let Some(set) = set else { continue };
             let p = side.prefix();
             tensors.push((format!("{p}features"), set.features.shallow_clone()));
+            if let Some(tse) = &set.tse_features {
+                tensors.push((format!("{p}tse_features"), tse.shallow_clone()));
+            }
             if let Some(pids) = &set.pids {
                 tensors.push((format!("{p}pids"), Tensor::from_slice(pids)));
             }
@@ -107,6 +114,21 @@ impl FeatureFile {
             )));
         };
         check_features(features, &features_key).map_err(fail)?;
+        let tse_key = format!("{prefix}tse_features");
+        let tse_features = match tensors.get(&tse_key) {
+            Some(t) => {
+                check_features(t, &tse_key).map_err(fail)?;
+                if t.size()[0] != features.size()[0] {
+                    return Err(fail(format!(
+                        "`{tse_key}` has {} rows, `{features_key}` {}: expected the same rows",
+                        t.size()[0],
+                        features.size()[0]
+                    )));
+                }
+                Some(t.shallow_clone())
+            }
+            None => None,
+        };
         let pids_key = format!("{prefix}pids");
         let pids = match tensors.get(&pids_key) {
             Some(p) => Some(check_pids(p, &pids_key, features.size()[0]).map_err(fail)?),
@@ -126,6 +148,7 @@ impl FeatureFile {
         }
         let set = FeatureSet {
             features: features.shallow_clone(),
+            tse_features,
             pids,
         };
         Ok(ReadSet {
@@ -231,10 +254,12 @@ mod tests {
         FeatureFile {
             images: Some(FeatureSet {
                 features: f.shallow_clone(),
+                tse_features: Some(f.shallow_clone() * 3.0),
                 pids: Some(vec![7, 8]),
             }),
             texts: Some(FeatureSet {
                 features: f.shallow_clone() * 2.0,
+                tse_features: None,
                 pids: None,
             }),
             image_paths: vec!["a.jpg".into(), "b.jpg".into()],
@@ -244,12 +269,18 @@ mod tests {
         let img = FeatureFile::read_set(&p, Side::Image).unwrap();
         assert!(img.set.features.equal(&f));
         assert_eq!(img.set.pids, Some(vec![7, 8]));
+        assert!(img
+            .set
+            .tse_features
+            .unwrap()
+            .equal(&(f.shallow_clone() * 3.0)));
         assert_eq!(
             img.paths,
             vec![PathBuf::from("a.jpg"), PathBuf::from("b.jpg")]
         );
         let txt = FeatureFile::read_set(&p, Side::Text).unwrap();
         assert!(txt.set.features.equal(&(f.shallow_clone() * 2.0)) && txt.set.pids.is_none());
+        assert!(txt.set.tse_features.is_none());
         assert_eq!(txt.pids_key, "text_pids");
 
         let q = dir.path().join("plain.safetensors");

@@ -7,6 +7,8 @@
 //! gallery and model (see [`read_cache`]); a stale or invalid one is rebuilt, never used.
 use super::encode::{embed_readable_images, EncodeOptions};
 use super::features::{non_finite, require_finite_output, FeatureFile, Side};
+use super::similarity::{width, Embedded};
+use crate::config::Similarity;
 use crate::io::escape::shown;
 use crate::io::fingerprint;
 use crate::io::regular_file::irregular_kind;
@@ -341,9 +343,14 @@ pub fn from_dir(
             dir.display()
         )));
     }
+    // The compared features depend on the similarity too (a BGE-only cache keeps its key).
+    let model_key = match opts.similarity {
+        Similarity::Bge => model_fingerprint.to_string(),
+        s => format!("{model_fingerprint} {s}"),
+    };
     let key = format!(
         "{:016x}",
-        fingerprint::fnv1a(model_fingerprint.bytes(), fingerprint::files(&files)?)
+        fingerprint::fnv1a(model_key.bytes(), fingerprint::files(&files)?)
     );
     let names: Vec<String> = files
         .iter()
@@ -357,7 +364,7 @@ pub fn from_dir(
     let spec = CacheSpec {
         key: &key,
         names: &names,
-        width: model.config.clip.embed_dim,
+        width: width(opts.similarity, model.config.clip.embed_dim),
     };
     let places = cache_places(dir);
     let cached = places.iter().find_map(|p| Some((p, read_cache(p, &spec)?)));
@@ -397,18 +404,29 @@ pub fn from_dir(
     Ok(Gallery { files, features })
 }
 
-/// A gallery from a feature file (see [`super::features`]) that stores its image paths.
-pub fn from_feature_file(path: &Path) -> Result<Gallery> {
+/// A gallery from a feature file (see [`super::features`]) that stores its image paths: the
+/// features `similarity` compares.
+pub fn from_feature_file(path: &Path, similarity: Similarity) -> Result<Gallery> {
     let read = FeatureFile::read_set(path, Side::Image)?;
+    if similarity.needs_tse() && read.set.tse_features.is_none() {
+        bail!(crate::UsageError(format!(
+            "{} has no `image_tse_features`, which similarity {similarity} compares (embed the gallery with a model with TSE, or set similarity: bge)",
+            path.display()
+        )));
+    }
     if read.paths.is_empty() {
         bail!(crate::UsageError(format!(
             "{} has no `images` metadata naming the image of each row (`ccma embed` writes it for features of image files)",
             path.display()
         )));
     }
+    let embedded = Embedded {
+        bge: read.set.features,
+        tse: read.set.tse_features,
+    };
     Ok(Gallery {
         files: read.paths,
-        features: read.set.features,
+        features: embedded.compared(similarity),
     })
 }
 
@@ -425,14 +443,14 @@ pub fn open(
     let gallery = if path.is_dir() {
         from_dir(path, model, weights, model_fingerprint, opts)?
     } else if path.is_file() {
-        from_feature_file(path)?
+        from_feature_file(path, opts.similarity)?
     } else {
         bail!(crate::UsageError(format!(
             "gallery {} is neither a folder nor a file",
             path.display()
         )));
     };
-    let width = model.config.clip.embed_dim;
+    let width = width(opts.similarity, model.config.clip.embed_dim);
     if gallery.features.size()[1] != width {
         bail!(crate::UsageError(format!(
             "gallery {} has {}-wide features, but the model's are {width}-wide (embed the gallery with this model)",

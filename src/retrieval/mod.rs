@@ -8,4 +8,5 @@ pub mod gallery;
 pub mod metrics;
 pub mod query_ranks;
 pub mod sheets;
+pub mod similarity;
 pub mod topk;

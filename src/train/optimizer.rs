@@ -28,7 +28,7 @@ use std::collections::HashMap;
 use tch::{nn::VarStore, Device, Kind, Tensor};
 
 /// Every parameter group there can be, in the order of the saved rules.
-const GROUPS: [ParamGroup; 6] = [
+const GROUPS: [ParamGroup; 8] = [
     ParamGroup {
         rate: RateGroup::Base,
         bias_decay: false,
@@ -51,9 +51,21 @@ const GROUPS: [ParamGroup; 6] = [
     },
     ParamGroup {
         rate: RateGroup::New,
+        bias_decay: true,
+    },
+    ParamGroup {
+        rate: RateGroup::Tse,
+        bias_decay: false,
+    },
+    ParamGroup {
+        rate: RateGroup::Tse,
         bias_decay: true,
     },
 ];
+
+/// The groups a state saved before the TSE layers' groups existed has rules for (the first ones
+/// of [`GROUPS`]).
+const EARLIER_GROUPS: i64 = 6;
 
 /// Learning-rate multiplier and weight decay of a parameter group under `cfg`.
 fn group_rule(g: ParamGroup, cfg: &OptimSection) -> (f64, f64) {
@@ -61,6 +73,7 @@ fn group_rule(g: ParamGroup, cfg: &OptimSection) -> (f64, f64) {
         RateGroup::Base => 1.0,
         RateGroup::Bias => cfg.bias_lr_factor,
         RateGroup::New => cfg.lr_factor,
+        RateGroup::Tse => cfg.tse_lr / cfg.lr,
     };
     let wd = if g.bias_decay {
         cfg.weight_decay_bias
@@ -427,7 +440,7 @@ impl Optimizer {
     }
 
     /// The state to save: the moments (flat, in name order), the step count and the groups'
-    /// rules ([6, 2] f64, multiplier and weight decay of each possible group).
+    /// rules ([8, 2] f64, multiplier and weight decay of each possible group).
     pub fn state_tensors(&self) -> Vec<(String, Tensor)> {
         vec![
             ("exp_avg".into(), self.exp_avg.shallow_clone()),
@@ -484,15 +497,19 @@ impl Optimizer {
     }
 
     /// (Same multipliers, same weight decays) of saved `group_rules` and this optimiser's.
+    /// A state saved before the TSE groups existed has the first [`EARLIER_GROUPS`] rows.
     fn compare_rules(&self, saved: &Tensor) -> Result<(bool, bool)> {
-        if saved.size() != self.rules.size() || saved.kind() != Kind::Double {
+        let rows = GROUPS.len() as i64;
+        let shape_ok = matches!(saved.size()[..], [r, 2] if r == rows || r == EARLIER_GROUPS);
+        if !shape_ok || saved.kind() != Kind::Double {
             bail!(
-                "optimizer state `group_rules` is {:?} {:?}, expected [6, 2] f64",
+                "optimizer state `group_rules` is {:?} {:?}, expected [{rows}, 2] (or an earlier [{EARLIER_GROUPS}, 2]) f64",
                 saved.kind(),
                 saved.size()
             );
         }
-        let same = |col: i64| saved.select(1, col).equal(&self.rules.select(1, col));
+        let ours = self.rules.narrow(0, 0, saved.size()[0]);
+        let same = |col: i64| saved.select(1, col).equal(&ours.select(1, col));
         Ok((same(0), same(1)))
     }
 

@@ -11,7 +11,7 @@ use super::record::{self, DataRecord, EpochRecord, Results};
 use super::run_dir::RunDir;
 use super::schedule::{group_lr, lr_at};
 use super::step::{step, NonFiniteTerm, StepError};
-use crate::config::{Config, LossTerm, SplitName};
+use crate::config::{Config, LossTerm, Similarity, SplitName};
 use crate::data::annotations::Dataset;
 use crate::data::batch::TrainBatch;
 use crate::data::loader::{LoaderOptions, Shard, TrainLoader};
@@ -154,9 +154,11 @@ impl Trainer {
             .context("cannot write the best checkpoint")
     }
 
-    /// t2i metrics on the evaluation split `split`.
+    /// t2i metrics on the evaluation split `split`, by the configured similarity (the model's
+    /// default when unset: BGE+TSE with the TSE layers, the row RDE chooses its epoch by).
     fn evaluate(&self, split: SplitName) -> Result<RetrievalMetrics> {
-        let opts = EncodeOptions::from_config(&self.cfg.data, self.ranks.device());
+        let mut opts = EncodeOptions::from_config(&self.cfg.data, self.ranks.device());
+        opts.similarity = Similarity::or_default(self.cfg.model.similarity, self.model.has_tse());
         let data = self.dataset.eval_split(split);
         let feats = embed_split(&self.model, data, &opts)?;
         Ok(score_split(&feats, data, false)?.0)

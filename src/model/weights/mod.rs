@@ -141,9 +141,8 @@ fn ccma_weights(
 /// The names under which a training state keeps the optimiser's tensors.
 pub const OPTIMIZER_PREFIX: &str = "optimizer.";
 
-/// (vision, text) heads from the `configs.yaml` beside `path` (a run folder's), when it names
-/// both `vision_heads` and `transformer_heads`.
-fn heads_beside(path: &Path) -> Result<Option<(i64, i64)>> {
+/// The `configs.yaml` beside `path` (a run folder's) and its contents, when there is one.
+fn yaml_beside(path: &Path) -> Result<Option<(std::path::PathBuf, serde_yaml::Value)>> {
     let yaml = path.with_file_name(crate::io::run_files::CONFIG);
     if path.is_dir() || !yaml.is_file() {
         return Ok(None);
@@ -152,6 +151,34 @@ fn heads_beside(path: &Path) -> Result<Option<(i64, i64)>> {
         .with_context(|| format!("cannot read {}", yaml.display()))?;
     let v: serde_yaml::Value =
         serde_yaml::from_str(&text).with_context(|| format!("{} is not YAML", yaml.display()))?;
+    Ok(Some((yaml, v)))
+}
+
+/// RDE's `select_ratio` from the `configs.yaml` beside `path` (RDE's run folder records it
+/// there), when it names one; a value that is not a number is an error naming the file.
+pub fn select_ratio_beside(path: &Path) -> Result<Option<f64>> {
+    let Some((yaml, v)) = yaml_beside(path)? else {
+        return Ok(None);
+    };
+    v.get("select_ratio")
+        .map(|x| {
+            x.as_f64().ok_or_else(|| {
+                UsageError(format!(
+                    "{}: `select_ratio` is not a number",
+                    yaml.display()
+                ))
+                .into()
+            })
+        })
+        .transpose()
+}
+
+/// (vision, text) heads from the `configs.yaml` beside `path` (a run folder's), when it names
+/// both `vision_heads` and `transformer_heads`.
+fn heads_beside(path: &Path) -> Result<Option<(i64, i64)>> {
+    let Some((yaml, v)) = yaml_beside(path)? else {
+        return Ok(None);
+    };
     let get = |k: &str| {
         v.get(k)
             .map(|x| {
@@ -287,7 +314,9 @@ pub fn model_config(w: &Weights, base: ModelConfig) -> Result<ModelConfig> {
         true => dims(&w.tensors, "classifier.weight", 2)?[0],
         false => base.num_classes,
     };
+    let tse_prefix = super::Module::TseImage.prefix();
     let c = ModelConfig {
+        tse: base.tse || w.tensors.keys().any(|k| k.starts_with(&tse_prefix)),
         clip,
         cmt_depth: blocks(&w.tensors, "cross_modal_transformer.resblocks.")
             .unwrap_or(base.cmt_depth),
@@ -319,6 +348,7 @@ pub fn check_description(w: &Weights, c: &ModelConfig) -> Result<()> {
         ("dca_depth", c.dca_depth, s.dca_depth),
         ("dca_heads", c.dca_heads, s.dca_heads),
         ("num_classes", c.num_classes, s.num_classes),
+        ("tse", c.tse as i64, s.tse as i64),
     ];
     match pairs.iter().find(|(_, x, y)| x != y) {
         Some((key, x, y)) => bail!(UsageError(format!(
