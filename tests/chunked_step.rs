@@ -114,10 +114,13 @@ fn rank_slice(batch: &TrainBatch, rank: i64) -> TrainBatch {
             per_sample: m.per_sample.clone(),
         }),
         pids: b.pids.copy(),
+        indices: b.indices.clone(),
+        weights: batch.weights.as_ref().map(Tensor::copy),
         slices: RankSlices {
             sizes: vec![half, half],
             masked,
             all_pids: Some(batch.pids.copy()),
+            all_indices: batch.indices.clone(),
         },
     }
 }

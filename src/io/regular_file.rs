@@ -45,11 +45,9 @@ fn open_nonblocking(path: &Path) -> std::io::Result<File> {
         .open(path)
 }
 
-/// The bytes of `path` (links followed), `what` naming it in errors (e.g. "image"). It must be a
-/// regular file of at most `limit` bytes: that is checked on the opened file before any byte is
-/// read, and no more than `limit` bytes are read even from a file that grows meanwhile. A FIFO,
-/// device, socket or folder, and a file over the limit, are a [`UsageError`] naming the file.
-pub fn read_regular_file(path: &Path, what: &str, limit: u64) -> Result<Vec<u8>> {
+/// `path` (links followed) opened for reading without blocking, with its metadata, `what` naming
+/// it in errors. A FIFO, device, socket or folder is a [`UsageError`] naming the file.
+pub fn open_regular_file(path: &Path, what: &str) -> Result<(File, std::fs::Metadata)> {
     let shown = path.display();
     let file = open_nonblocking(path).with_context(|| format!("cannot read {what} {shown}"))?;
     let meta = file
@@ -61,6 +59,16 @@ pub fn read_regular_file(path: &Path, what: &str, limit: u64) -> Result<Vec<u8>>
             irregular_kind(meta.file_type())
         )));
     }
+    Ok((file, meta))
+}
+
+/// The bytes of `path` (links followed), `what` naming it in errors (e.g. "image"). It must be a
+/// regular file of at most `limit` bytes: that is checked on the opened file before any byte is
+/// read, and no more than `limit` bytes are read even from a file that grows meanwhile. A FIFO,
+/// device, socket or folder, and a file over the limit, are a [`UsageError`] naming the file.
+pub fn read_regular_file(path: &Path, what: &str, limit: u64) -> Result<Vec<u8>> {
+    let shown = path.display();
+    let (file, meta) = open_regular_file(path, what)?;
     let too_big = || {
         UsageError(format!(
             "{what} {shown} is larger than the {} limit for {what} files",

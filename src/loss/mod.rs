@@ -3,11 +3,15 @@
 //!
 //! `terms.rs` describes each term once (batch-spanning or per-sample, what it reads, its weight
 //! key); the formulas are in `matching.rs` (SDM, ITC, CMPM), `imal.rs` (IMAL) and
-//! `cross_entropy.rs` (ID, MLM); `features.rs` holds what the terms are computed on.
+//! `cross_entropy.rs` (ID, MLM); `features.rs` holds what the terms are computed on. RDE's
+//! consensus clean division of the pairs by their per-sample losses is `division.rs`, on the
+//! two-component Gaussian mixture of `mixture.rs`.
 mod cross_entropy;
+pub mod division;
 mod features;
 mod imal;
 mod matching;
+pub mod mixture;
 mod terms;
 
 pub use cross_entropy::{id, mlm};

@@ -224,6 +224,7 @@ mod tests {
             let batch = BatchFeatures {
                 embeddings: Embeddings::of(&out),
                 pids: pids.shallow_clone(),
+                weights: None,
             };
             let p = &spec.params;
             let value = batch_term(term, p, &batch)

@@ -15,6 +15,8 @@ use crate::config::{Config, LossTerm, SplitName};
 use crate::data::annotations::Dataset;
 use crate::data::batch::TrainBatch;
 use crate::data::loader::{LoaderOptions, Shard, TrainLoader};
+use crate::data::noise::NoiseIndex;
+use crate::io::npy::write_npy;
 use crate::loss::LossSpec;
 use crate::model::Ccma;
 use crate::report::tfevents::EventWriter;
@@ -71,8 +73,24 @@ impl Trainer {
             dataset.test.image_paths.len(),
             dataset.test.captions.len()
         );
+        let noise = NoiseIndex::of_config(&cfg, dataset.train.len())?;
+        let pairs = match &noise {
+            Some(index) => {
+                let clean = index.clean_count();
+                tracing::info!(
+                    "noisy correspondences: {clean} clean pairs, {} noisy pairs of {}",
+                    index.len() - clean,
+                    index.len()
+                );
+                if ranks.rank() == 0 {
+                    write_npy(&run.noise_index(), index.sources())?;
+                }
+                index.apply(&dataset.train)
+            }
+            None => dataset.train.clone(),
+        };
         let loader = TrainLoader::new(
-            dataset.train.clone(),
+            pairs,
             LoaderOptions {
                 shard: Shard {
                     rank: ranks.rank(),
@@ -180,6 +198,9 @@ impl Trainer {
                     .collect::<BTreeMap<_, _>>(),
                 t2i: None,
                 val_t2i: None,
+                ccd_precision: None,
+                ccd_recall: None,
+                ccd_clean_fraction: None,
             };
             self.check_ranks_agree(epoch)?;
             if epoch.is_multiple_of(self.cfg.run.eval_period) || epoch == last {
@@ -297,6 +318,13 @@ impl Trainer {
             events.scalar(&format!("loss/{term}"), *v as f32, epoch)?;
         }
         events.scalar("lr", record.lr as f32, epoch)?;
+        for (name, v) in record.division() {
+            events.scalar(
+                &format!("ccd/{}", name.trim_start_matches("ccd_")),
+                v as f32,
+                epoch,
+            )?;
+        }
         for (split, m) in [("test", &record.t2i), ("val", &record.val_t2i)] {
             let Some(m) = m else { continue };
             for (k, v) in [
