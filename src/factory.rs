@@ -266,7 +266,7 @@ mod tests {
                 .repeat([2, 1]);
             let heads = crate::model::Heads {
                 dca: true,
-                id: false,
+                ..Default::default()
             };
             let out = tch::no_grad(|| model.forward_train(&images, &ids, None, heads));
             let diff = |a: &tch::Tensor, b: &Option<tch::Tensor>| {

@@ -142,7 +142,7 @@ choice! {
 
 choice! {
     /// One loss term of `loss_names`.
-    LossTerm { Itc = "itc", Sdm = "sdm", Cmpm = "cmpm", Id = "id", Mlm = "mlm", Imal = "imal" }
+    LossTerm { Itc = "itc", Sdm = "sdm", Cmpm = "cmpm", Id = "id", Mlm = "mlm", Imal = "imal", Tal = "tal" }
 }
 
 impl LossTerm {

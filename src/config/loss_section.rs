@@ -23,6 +23,9 @@ pub struct LossSection {
     pub imal_temperature: f64,
     pub imal_gamma: f64,
     pub imal_kl_weight: f64,
+    /// TAL's temperature τ and margin m (RDE's `tau`, `margin`).
+    pub tau: f64,
+    pub margin: f64,
 }
 
 impl Default for LossSection {
@@ -39,6 +42,8 @@ impl Default for LossSection {
             imal_temperature: 0.5,
             imal_gamma: 0.05,
             imal_kl_weight: 0.005,
+            tau: 0.015,
+            margin: 0.1,
         }
     }
 }
@@ -48,12 +53,14 @@ impl LossSection {
         check_positive(&[
             ("temperature", self.temperature),
             ("imal_temperature", self.imal_temperature),
+            ("tau", self.tau),
         ])?;
         check_range(&[
             ("id_loss_weight", self.id_loss_weight, 0.0, 1e6),
             ("mlm_loss_weight", self.mlm_loss_weight, 0.0, 1e6),
             ("imal_gamma", self.imal_gamma, 0.0, 1e6),
             ("imal_kl_weight", self.imal_kl_weight, 0.0, 1e6),
+            ("margin", self.margin, 0.0, 1e6),
             ("masked_token_rate", self.masked_token_rate, 0.0, 1.0),
             (
                 "masked_token_unchanged_rate",

@@ -72,6 +72,9 @@ model_keys! {
     dca_heads: i64 => dca_heads,
     dca_depth: i64 => dca_depth,
     lambda_init: f64 => lambda_init,
+    /// RDE's token selection embedding layers.
+    tse: bool => tse,
+    select_ratio: f64 => select_ratio,
 }
 
 impl ModelSection {
@@ -84,6 +87,14 @@ impl ModelSection {
                 "{} (expected at least {tokens}: CLIP's tokenizer gives ids up to {})",
                 self.vocab_size,
                 tokens - 1
+            );
+        }
+        let rde = ModelConfig::vit_b16((PAPER_IMAGE_SIDE, PAPER_IMAGE_SIDE), 1).select_ratio;
+        if !self.tse && self.select_ratio != rde {
+            invalid!(
+                "select_ratio",
+                "{} acts only on the TSE layers (expected `tse: true` with it, or the default {rde})",
+                self.select_ratio
             );
         }
         if self.dropout != 0.0 {

@@ -21,6 +21,13 @@ impl Embeddings {
         [i, t]
     }
 
+    /// The `kind` pair when the forward ran it: for a term that reads a pair only when the model
+    /// has it (TAL's TSE pair).
+    pub fn get(&self, kind: Embedding) -> Option<[&Tensor; 2]> {
+        let (_, [i, t]) = self.0.iter().find(|(k, _)| *k == kind)?;
+        Some([i, t])
+    }
+
     /// Shallow copies of the pairs.
     pub fn shallow_clone(&self) -> Embeddings {
         Embeddings::copies(self.0.iter().map(|(kind, [i, t])| (*kind, [i, t])))

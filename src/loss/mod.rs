@@ -2,22 +2,24 @@
 //! the set a run trains.
 //!
 //! `terms.rs` describes each term once (batch-spanning or per-sample, what it reads, its weight
-//! key); the formulas are in `matching.rs` (SDM, ITC, CMPM), `imal.rs` (IMAL) and
-//! `cross_entropy.rs` (ID, MLM); `features.rs` holds what the terms are computed on. RDE's
-//! consensus clean division of the pairs by their per-sample losses is `division.rs`, on the
-//! two-component Gaussian mixture of `mixture.rs`.
+//! key); the formulas are in `matching.rs` (SDM, ITC, CMPM), `imal.rs` (IMAL), `tal.rs` (RDE's
+//! TAL) and `cross_entropy.rs` (ID, MLM); `features.rs` holds what the terms are computed on.
+//! RDE's consensus clean division of the pairs by their per-sample losses is `division.rs`, on
+//! the two-component Gaussian mixture of `mixture.rs`.
 mod cross_entropy;
 pub mod division;
 mod features;
 mod imal;
 mod matching;
 pub mod mixture;
+mod tal;
 mod terms;
 
 pub use cross_entropy::{id, mlm};
 pub use features::{BatchFeatures, Embeddings, LocalShare, Share};
 pub use imal::{imal, imal_terms, ImalParams};
 pub use matching::{cmpm, itc, sdm};
+pub use tal::tal_per_sample;
 pub use terms::{describe, BatchFormula, Description, Need, Reach, SampleFormula, Weight};
 
 use crate::config::{Config, LossSection, LossTerm};

@@ -9,6 +9,7 @@ use super::cross_entropy::{id, mlm};
 use super::features::{BatchFeatures, Share};
 use super::imal::{imal, ImalParams};
 use super::matching::{cmpm, itc, sdm};
+use super::tal::tal_per_sample;
 use crate::config::{LossSection, LossTerm};
 use crate::model::{Embedding, TrainOutputs};
 use tch::Tensor;
@@ -34,7 +35,8 @@ pub enum Reach {
 /// What a term reads from a training forward.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Need {
-    /// An embedding pair (the global features always run; others need their heads).
+    /// An embedding pair (the global features always run; others need their heads, and the TSE
+    /// pair runs only in a model with the TSE layers).
     Embedding(Embedding),
     /// The ID classifier's logits.
     IdHead,
@@ -118,7 +120,26 @@ pub fn describe(term: LossTerm) -> Description {
             needs: &[Need::Embedding(Embedding::Dca)],
             weight: None,
         },
+        LossTerm::Tal => Description {
+            reach: Reach::Batch(tal),
+            needs: &[
+                Need::Embedding(Embedding::Global),
+                Need::Embedding(Embedding::Tse),
+            ],
+            weight: None,
+        },
     }
+}
+
+/// RDE's batch loss: the sum over the batch's samples (not the mean) of the per-sample TAL of
+/// the global features, plus that of the TSE features when the model has them.
+fn tal(p: &LossSection, b: &BatchFeatures) -> Tensor {
+    let per_sample = |[i, t]: [&Tensor; 2]| tal_per_sample(i, t, &b.pids, p.tau, p.margin);
+    let mut total = per_sample(b.embeddings.pair(Embedding::Global));
+    if let Some(pair) = b.embeddings.get(Embedding::Tse) {
+        total = total + per_sample(pair);
+    }
+    total.sum(tch::Kind::Float)
 }
 
 /// An output the forward ran for `what`'s loss (the heads follow the descriptions, so a missing
@@ -137,11 +158,16 @@ mod tests {
     use tch::{Device, Kind};
     use LossTerm::*;
 
-    /// Each term's kind, what it reads and its weight key, as METHOD.md section 3 has them.
+    /// Each term's kind, what it reads and its weight key, as METHOD.md sections 3 and 7 have
+    /// them.
     #[test]
     fn each_term_is_described_as_the_method_has_it() {
-        let global = Need::Embedding(Embedding::Global);
-        let dca = Need::Embedding(Embedding::Dca);
+        let global: &[Need] = &[Need::Embedding(Embedding::Global)];
+        let dca: &[Need] = &[Need::Embedding(Embedding::Dca)];
+        let both: &[Need] = &[
+            Need::Embedding(Embedding::Global),
+            Need::Embedding(Embedding::Tse),
+        ];
         let table = [
             (Itc, None, global, None),
             (Sdm, None, global, None),
@@ -149,16 +175,17 @@ mod tests {
             (
                 Id,
                 Some(Share::Samples),
-                Need::IdHead,
+                &[Need::IdHead][..],
                 Some("id_loss_weight"),
             ),
             (
                 Mlm,
                 Some(Share::MaskedTokens),
-                Need::MlmBranch,
+                &[Need::MlmBranch][..],
                 Some("mlm_loss_weight"),
             ),
             (Imal, None, dca, None),
+            (Tal, None, both, None),
         ];
         assert_eq!(table.len(), LossTerm::ALL.len());
         for (term, over, need, weight) in table {
@@ -169,7 +196,7 @@ mod tests {
             };
             assert_eq!(kind, over, "{term}");
             assert_eq!(crate::loss::spans_batch(term), over.is_none(), "{term}");
-            assert_eq!(d.needs, [need], "{term}");
+            assert_eq!(d.needs, need, "{term}");
             assert_eq!(d.weight.map(|w| w.key), weight, "{term}");
         }
     }
@@ -180,6 +207,13 @@ mod tests {
     #[test]
     fn the_heads_are_those_the_terms_need() {
         let heads = |h: Heads| (h.dca, h.id);
+        let rde = LossSpec {
+            terms: vec![Tal],
+            params: LossSection::default(),
+        };
+        assert_eq!((rde.heads().tse, rde.batch_heads().tse), (true, true));
+        assert_eq!(heads(rde.heads()), (false, false));
+        assert!(!rde.mlm());
         let ccma = LossSpec::of(&Config::default());
         assert_eq!(ccma.terms, LossTerm::CCMA);
         assert_eq!(heads(ccma.heads()), (true, true));
@@ -203,6 +237,8 @@ mod tests {
             f_t: f(&[4, 8]),
             g_i: some(heads.dca, &[4, 8]),
             g_t: some(heads.dca, &[4, 8]),
+            tse_i: some(heads.tse, &[4, 16]),
+            tse_t: some(heads.tse, &[4, 16]),
             id_logits_i: some(heads.id, &[4, 3]),
             id_logits_t: some(heads.id, &[4, 3]),
             mlm_logits: some(mlm, &[5, 10]),

@@ -1,10 +1,12 @@
 //! The CCMA model: CLIP dual encoder, IRRA's cross-modal MLM branch, the ID classifier and the two
-//! differential cross-modal attention stacks used by IMAL.
+//! differential cross-modal attention stacks used by IMAL, and RDE's token selection embedding
+//! layers when the model has them.
 use super::clip::{TextTransformer, VisionTransformer};
 use super::config::ModelConfig;
 use super::cross_modal::CrossModal;
 use super::dca::{text_padding_mask, DcaStack};
 use super::layers::{eot_index, gather_rows};
+use super::tse::{BatchNormMode, TokenSelection};
 use super::Module;
 use tch::nn;
 use tch::{Kind, Tensor};
@@ -16,6 +18,10 @@ pub struct Heads {
     pub dca: bool,
     /// The ID classifier.
     pub id: bool,
+    /// The TSE layers, when the model has them (`tse: true`); a model without them runs none.
+    pub tse: bool,
+    /// The statistics the TSE BatchNorm uses in this forward.
+    pub tse_batchnorm: BatchNormMode,
 }
 
 impl Heads {
@@ -24,6 +30,7 @@ impl Heads {
         match kind {
             Embedding::Global => self,
             Embedding::Dca => Heads { dca: true, ..self },
+            Embedding::Tse => Heads { tse: true, ..self },
         }
     }
 }
@@ -36,11 +43,14 @@ pub enum Embedding {
     /// `g_i`, `g_t`: the DCA features (text-guided image, image-guided text), when the DCA heads
     /// run.
     Dca,
+    /// The TSE features (RDE's token selection embeddings, [B, 2D]), when the model has the TSE
+    /// layers and the TSE heads run.
+    Tse,
 }
 
 impl Embedding {
     /// Every kind (a new one is added here too), in the order a step gathers and caches them.
-    pub const ALL: &'static [Embedding] = &[Embedding::Global, Embedding::Dca];
+    pub const ALL: &'static [Embedding] = &[Embedding::Global, Embedding::Dca, Embedding::Tse];
 }
 
 /// What one training forward produces for the losses (all f32).
@@ -54,6 +64,9 @@ pub struct TrainOutputs {
     pub g_i: Option<Tensor>,
     /// [B, D] image-guided text features from DCA (EOT token), when the DCA heads run.
     pub g_t: Option<Tensor>,
+    /// [B, 2D] image and text TSE features, when the model has the TSE layers and they run.
+    pub tse_i: Option<Tensor>,
+    pub tse_t: Option<Tensor>,
     /// [B, C] ID logits of `f_i` and `f_t`, when the ID head runs.
     pub id_logits_i: Option<Tensor>,
     pub id_logits_t: Option<Tensor>,
@@ -68,6 +81,7 @@ impl TrainOutputs {
         match kind {
             Embedding::Global => Some([&self.f_i, &self.f_t]),
             Embedding::Dca => Some([self.g_i.as_ref()?, self.g_t.as_ref()?]),
+            Embedding::Tse => Some([self.tse_i.as_ref()?, self.tse_t.as_ref()?]),
         }
     }
 
@@ -97,6 +111,7 @@ pub struct Ccma {
     classifier: nn::Linear,
     dca_image: DcaStack,
     dca_text: DcaStack,
+    tse: Option<TokenSelection>,
     device: tch::Device,
 }
 
@@ -140,6 +155,9 @@ impl Ccma {
                 cfg.dca_depth,
                 cfg.lambda_init,
             ),
+            tse: cfg
+                .tse
+                .then(|| TokenSelection::new(vs, d, cfg.select_ratio)),
             device: vs.device(),
         }
     }
@@ -178,6 +196,33 @@ impl Ccma {
     /// Global text features `f_t` [B, D] for retrieval (the EOT token): f32 end to end.
     pub fn text_features(&self, ids: &Tensor) -> Tensor {
         gather_rows(&self.text.forward(ids), &eot_index(ids)).to_kind(Kind::Float)
+    }
+
+    /// Whether the model has the TSE layers.
+    pub fn has_tse(&self) -> bool {
+        self.tse.is_some()
+    }
+
+    /// Image TSE features [B, 2D] for retrieval (running BatchNorm statistics), f32; `None`
+    /// for a model without the TSE layers.
+    pub fn image_tse_features(&self, images: &Tensor) -> Option<Tensor> {
+        let tse = self.tse.as_ref()?;
+        let (tokens, attention) = self.visual.forward_with_attention(images);
+        Some(
+            tse.image(&tokens, &attention, BatchNormMode::Running)
+                .to_kind(Kind::Float),
+        )
+    }
+
+    /// Text TSE features [B, 2D] for retrieval (running BatchNorm statistics), f32; `None` for a
+    /// model without the TSE layers.
+    pub fn text_tse_features(&self, ids: &Tensor) -> Option<Tensor> {
+        let tse = self.tse.as_ref()?;
+        let (tokens, attention) = self.text.forward_with_attention(ids);
+        Some(
+            tse.text(&tokens, ids, &attention, BatchNormMode::Running)
+                .to_kind(Kind::Float),
+        )
     }
 
     /// MLM logits [M, V] f32 at the masked positions of `masked` given image tokens
@@ -248,8 +293,23 @@ impl Ccma {
         masked: Option<Masked>,
         heads: Heads,
     ) -> TrainOutputs {
-        let img = self.visual.forward(images);
-        let txt = self.text.forward(ids);
+        let tse = self.tse.as_ref().filter(|_| heads.tse);
+        let (img, txt, tse_i, tse_t) = match tse {
+            Some(tse) => {
+                let (img, attn_i) = self.visual.forward_with_attention(images);
+                let (txt, attn_t) = self.text.forward_with_attention(ids);
+                let mode = heads.tse_batchnorm;
+                let tse_i = tse.image(&img, &attn_i, mode).to_kind(Kind::Float);
+                let tse_t = tse.text(&txt, ids, &attn_t, mode).to_kind(Kind::Float);
+                (img, txt, Some(tse_i), Some(tse_t))
+            }
+            None => (
+                self.visual.forward(images),
+                self.text.forward(ids),
+                None,
+                None,
+            ),
+        };
         let f_i = img.select(1, 0).to_kind(Kind::Float);
         let f_t = gather_rows(&txt, &eot_index(ids)).to_kind(Kind::Float);
         let (g_i, g_t) = if heads.dca {
@@ -275,6 +335,8 @@ impl Ccma {
             f_t,
             g_i,
             g_t,
+            tse_i,
+            tse_t,
             id_logits_i,
             id_logits_t,
             mlm_logits,

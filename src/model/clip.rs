@@ -113,6 +113,22 @@ impl VisionTransformer {
 
     /// Images [B, 3, H, W] -> tokens [B, 1 + patches, embed_dim] (`ln_post` on all tokens).
     pub fn forward(&self, images: &Tensor) -> Tensor {
+        let x = self.transformer.forward(&self.embed(images), false);
+        project(&x.apply(&self.ln_post), &self.proj)
+    }
+
+    /// [`VisionTransformer::forward`] and the last layer's attention weights averaged over heads:
+    /// images [B, 3, H, W] -> (tokens [B, N, embed_dim], weights [B, N, N] f32 without gradient),
+    /// N = 1 + patches.
+    pub fn forward_with_attention(&self, images: &Tensor) -> (Tensor, Tensor) {
+        let (x, weights) = self
+            .transformer
+            .forward_with_attention(&self.embed(images), false);
+        (project(&x.apply(&self.ln_post), &self.proj), weights)
+    }
+
+    /// Images [B, 3, H, W] -> the transformer's input [B, 1 + patches, W] (`ln_pre` applied).
+    fn embed(&self, images: &Tensor) -> Tensor {
         let x = images.to_kind(self.conv1.ws.kind()).apply(&self.conv1); // [B, W, gh, gw]
         let (b, w) = (x.size()[0], x.size()[1]);
         let x = x.reshape([b, w, -1]).transpose(1, 2); // [B, N, W]
@@ -122,8 +138,7 @@ impl VisionTransformer {
             .view([1, 1, w])
             .expand([b, 1, w], false);
         let x = Tensor::cat(&[cls, x], 1) + &self.positional_embedding;
-        let x = self.transformer.forward(&x.apply(&self.ln_pre), false);
-        project(&x.apply(&self.ln_post), &self.proj)
+        x.apply(&self.ln_pre)
     }
 }
 
@@ -179,10 +194,26 @@ impl TextTransformer {
 
     /// Token ids [B, L] i64 -> tokens [B, L, embed_dim] (causal attention).
     pub fn forward(&self, ids: &Tensor) -> Tensor {
-        let l = ids.size()[1];
-        let x = ids.apply(&self.token_embedding) + self.positional_embedding.narrow(0, 0, l);
-        let x = self.transformer.forward(&x, true);
+        let x = self.transformer.forward(&self.embed(ids), true);
         project(&x.apply(&self.ln_final), &self.text_projection)
+    }
+
+    /// [`TextTransformer::forward`] and the last layer's attention weights averaged over heads:
+    /// ids [B, L] -> (tokens [B, L, embed_dim], weights [B, L, L] f32 without gradient).
+    pub fn forward_with_attention(&self, ids: &Tensor) -> (Tensor, Tensor) {
+        let (x, weights) = self
+            .transformer
+            .forward_with_attention(&self.embed(ids), true);
+        (
+            project(&x.apply(&self.ln_final), &self.text_projection),
+            weights,
+        )
+    }
+
+    /// Token ids [B, L] -> the transformer's input [B, L, W].
+    fn embed(&self, ids: &Tensor) -> Tensor {
+        let l = ids.size()[1];
+        ids.apply(&self.token_embedding) + self.positional_embedding.narrow(0, 0, l)
     }
 }
 

@@ -31,6 +31,18 @@ pub struct ModelConfig {
     pub lambda_init: f64,
     /// Identities of the ID classifier (rows of `classifier.weight`).
     pub num_classes: i64,
+    /// RDE's token selection embedding layers (METHOD.md section 7); absent from the
+    /// descriptions of earlier checkpoints, which had none.
+    #[serde(default)]
+    pub tse: bool,
+    /// The fraction of the tokens the TSE layers select (ρ).
+    #[serde(default = "rde_select_ratio")]
+    pub select_ratio: f64,
+}
+
+/// RDE's `select_ratio`.
+fn rde_select_ratio() -> f64 {
+    0.3
 }
 
 impl ModelConfig {
@@ -44,6 +56,8 @@ impl ModelConfig {
             dca_depth: 1,
             lambda_init: 0.8,
             num_classes,
+            tse: false,
+            select_ratio: rde_select_ratio(),
         }
     }
 
@@ -118,7 +132,10 @@ impl ModelConfig {
                 invalid!(key, "{heads} does not divide `{of}` {width}");
             }
         }
-        check_range(&[("lambda_init", self.lambda_init, 0.0, 1.0)])
+        check_range(&[
+            ("lambda_init", self.lambda_init, 0.0, 1.0),
+            ("select_ratio", self.select_ratio, 0.0, 1.0),
+        ])
     }
 
     /// [`ModelConfig::validate_sizes`], and the input (text length, image size against the

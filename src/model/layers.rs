@@ -98,6 +98,29 @@ impl Attention {
         self.attend(&q, &kv[0], &kv[1], mask, false)
     }
 
+    /// The attention weights of self-attention over `x` [B, N, D] (causal when asked), averaged
+    /// over the heads, as `torch.nn.MultiheadAttention` returns them: [B, N, N] f32, no gradient
+    /// (they only choose tokens).
+    pub fn self_attn_weights(&self, x: &Tensor, causal: bool) -> Tensor {
+        tch::no_grad(|| {
+            let qkv = x
+                .linear(&self.in_proj_weight, Some(&self.in_proj_bias))
+                .to_kind(Kind::Float)
+                .chunk(3, -1);
+            let (q, k) = (self.split(&qkv[0]), self.split(&qkv[1]));
+            let d = q.size()[3] as f64;
+            let mut scores = q.matmul(&k.transpose(-2, -1)) * d.powf(-0.5);
+            if causal {
+                let n = scores.size()[3];
+                let future = Tensor::ones([n, n], (Kind::Bool, x.device())).triu(1);
+                scores = scores.masked_fill(&future, f64::NEG_INFINITY);
+            }
+            scores
+                .softmax(-1, Kind::Float)
+                .mean_dim([1i64].as_slice(), false, Kind::Float)
+        })
+    }
+
     fn attend(
         &self,
         q: &Tensor,
@@ -150,7 +173,20 @@ impl ResidualBlock {
 
     /// [B, N, D] -> [B, N, D].
     pub fn forward(&self, x: &Tensor, causal: bool) -> Tensor {
-        let x = x + self.attn.self_attn(&x.apply(&self.ln_1), causal);
+        self.forward_normed(x, &x.apply(&self.ln_1), causal)
+    }
+
+    /// [`ResidualBlock::forward`] and its attention weights averaged over heads: [B, N, D] ->
+    /// ([B, N, D], [B, N, N] f32 without gradient).
+    pub fn forward_with_attention(&self, x: &Tensor, causal: bool) -> (Tensor, Tensor) {
+        let normed = x.apply(&self.ln_1);
+        let weights = self.attn.self_attn_weights(&normed, causal);
+        (self.forward_normed(x, &normed, causal), weights)
+    }
+
+    /// The block on `x` and its `ln_1(x)`.
+    fn forward_normed(&self, x: &Tensor, normed: &Tensor, causal: bool) -> Tensor {
+        let x = x + self.attn.self_attn(normed, causal);
         let h = quick_gelu(&x.apply(&self.ln_2).apply(&self.c_fc)).apply(&self.c_proj);
         x + h
     }
@@ -177,6 +213,16 @@ impl Transformer {
         self.blocks
             .iter()
             .fold(x.shallow_clone(), |x, b| b.forward(&x, causal))
+    }
+
+    /// [`Transformer::forward`] and the last block's attention weights averaged over heads:
+    /// [B, N, D] -> ([B, N, D], [B, N, N] f32 without gradient).
+    pub fn forward_with_attention(&self, x: &Tensor, causal: bool) -> (Tensor, Tensor) {
+        let (last, first) = self.blocks.split_last().expect("at least one block");
+        let x = first
+            .iter()
+            .fold(x.shallow_clone(), |x, b| b.forward(&x, causal));
+        last.forward_with_attention(&x, causal)
     }
 }
 

@@ -1,5 +1,6 @@
 //! The network: CLIP's two encoders ([`clip`], on the blocks of [`layers`]), IRRA's cross-modal
-//! MLM branch ([`cross_modal`]), CCMA's differential cross-modal attention ([`dca`]), assembled
+//! MLM branch ([`cross_modal`]), CCMA's differential cross-modal attention ([`dca`]), RDE's token
+//! selection embedding layers ([`tse`]), assembled
 //! in [`Ccma`]; its sizes ([`ModelConfig`]); its top-level modules ([`Module`]) and the
 //! parameter-group rule that reads them; mixed precision ([`amp`]); weight readers ([`weights`]).
 //!
@@ -17,8 +18,10 @@ pub mod dca;
 pub mod layers;
 pub mod module;
 pub mod param_groups;
+pub mod tse;
 pub mod weights;
 
 pub use ccma::{Ccma, Embedding, Heads, Masked, TrainOutputs};
 pub use config::ModelConfig;
 pub use module::Module;
+pub use tse::BatchNormMode;

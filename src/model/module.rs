@@ -23,10 +23,13 @@ pub enum Module {
     /// CCMA's differential cross-modal attention over image tokens, and over text tokens.
     DcaImage,
     DcaText,
+    /// RDE's token selection embedding layers, image and text (`tse: true`).
+    TseImage,
+    TseText,
 }
 
 impl Module {
-    pub const ALL: [Module; 10] = [
+    pub const ALL: [Module; 12] = [
         Module::Backbone,
         Module::CrossAttn,
         Module::CrossModalTransformer,
@@ -37,6 +40,8 @@ impl Module {
         Module::Classifier,
         Module::DcaImage,
         Module::DcaText,
+        Module::TseImage,
+        Module::TseText,
     ];
 
     /// The module's name: the first segment of its parameters' names.
@@ -52,6 +57,9 @@ impl Module {
             Module::Classifier => "classifier",
             Module::DcaImage => "dca_image",
             Module::DcaText => "dca_text",
+            // RDE's spellings.
+            Module::TseImage => "visul_emb_layer",
+            Module::TseText => "texual_emb_layer",
         }
     }
 
@@ -77,9 +85,12 @@ impl Module {
         matches!(self, Module::MlmHead | Module::Classifier)
     }
 
-    /// Whether IRRA's model has the module (all but CCMA's DCA stacks).
+    /// Whether IRRA's model has the module (all but CCMA's DCA stacks and RDE's TSE layers).
     pub fn in_irra(self) -> bool {
-        !matches!(self, Module::DcaImage | Module::DcaText)
+        !matches!(
+            self,
+            Module::DcaImage | Module::DcaText | Module::TseImage | Module::TseText
+        )
     }
 
     /// Whether the module's weights take `lr_factor` (METHOD.md section 5): the heads, the
@@ -133,6 +144,8 @@ mod tests {
             dca_depth: 1,
             lambda_init: 0.8,
             num_classes: 3,
+            tse: true,
+            select_ratio: 0.3,
         };
         let vs = tch::nn::VarStore::new(tch::Device::Cpu);
         let _model = crate::model::Ccma::new(&vs.root(), &cfg);
