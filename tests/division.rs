@@ -2,8 +2,11 @@
 //! the same initialisation, and the clean verdict against RDE's `split_prob` on its posteriors
 //! (tests/reference/mixture_ref.py).
 mod common;
+use ccma::config::{LossSection, LossTerm};
 use ccma::loss::division::{fit_options, normalise, verdict, Verdict};
 use ccma::loss::mixture::{FitOptions, Mixture};
+use ccma::loss::{batch_term, tal_per_sample, BatchFeatures, Embeddings};
+use ccma::model::Embedding;
 use common::*;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -89,4 +92,51 @@ fn the_mixture_matches_scikit_learn_from_the_same_initialisation() {
             Verdict::NoSpread { .. } => panic!("case {n} not fitted"),
         }
     }
+}
+
+/// TAL's batch loss with the division's weights is `Σ_i w_i ℓ_i`: by hand on two orthogonal
+/// pairs of different pids (each ℓ = [m − 1]₊ per direction: 1 at m = 1.5), and on a random
+/// batch against the per-sample losses of BGE and TSE.
+#[test]
+fn weighted_tal_is_the_weighted_sum_of_the_per_sample_losses() {
+    let p = LossSection {
+        margin: 1.5,
+        ..LossSection::default()
+    };
+    let f = tch::Tensor::from_slice(&[1.0f32, 0.0, 0.0, 1.0]).view([2, 2]);
+    let pairs = |w: Option<&[f32]>, emb: Vec<(Embedding, [tch::Tensor; 2])>, pids: &[i64]| {
+        let b = BatchFeatures {
+            embeddings: Embeddings(emb),
+            pids: tch::Tensor::from_slice(pids),
+            weights: w.map(tch::Tensor::from_slice),
+        };
+        batch_term(LossTerm::Tal, &p, &b).unwrap().double_value(&[])
+    };
+    let global = || vec![(Embedding::Global, [f.copy(), f.copy()])];
+    assert!((pairs(None, global(), &[0, 1]) - 2.0).abs() < 1e-6);
+    assert!((pairs(Some(&[1.0, 0.0]), global(), &[0, 1]) - 1.0).abs() < 1e-6);
+    assert_eq!(pairs(Some(&[0.0, 0.0]), global(), &[0, 1]), 0.0);
+
+    tch::manual_seed(5);
+    let r = |d| tch::Tensor::randn([6, d], (tch::Kind::Float, tch::Device::Cpu));
+    let (gi, gt, ti, tt) = (r(8), r(8), r(16), r(16));
+    let pids = [0i64, 1, 0, 2, 3, 1];
+    let w = [1.0f32, 0.0, 1.0, 1.0, 0.0, 1.0];
+    let per = |i: &tch::Tensor, t: &tch::Tensor| {
+        let l = tal_per_sample(i, t, &tch::Tensor::from_slice(&pids), p.tau, p.margin);
+        Vec::<f32>::try_from(&l).unwrap()
+    };
+    let (bge, tse) = (per(&gi, &gt), per(&ti, &tt));
+    let expected: f64 = (0..6)
+        .map(|i| f64::from(w[i]) * f64::from(bge[i] + tse[i]))
+        .sum();
+    let got = pairs(
+        Some(&w),
+        vec![(Embedding::Global, [gi, gt]), (Embedding::Tse, [ti, tt])],
+        &pids,
+    );
+    assert!(
+        (got - expected).abs() <= 1e-5 * expected.abs().max(1.0),
+        "{got} vs {expected}"
+    );
 }

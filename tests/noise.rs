@@ -195,3 +195,66 @@ fn a_run_keeps_its_noise_index_and_states_the_counts() {
         .unwrap();
     assert_one_line_error(&out, "noisy_rate");
 }
+
+/// `--set KEY=VALUE` for each of `pairs`.
+fn sets(pairs: &[&str]) -> Vec<String> {
+    pairs
+        .iter()
+        .flat_map(|p| ["--set".to_string(), p.to_string()])
+        .collect()
+}
+
+/// RDE's recipe with the clean division on the generated set at noise 0.5: no division in the
+/// warm-up epoch, then each epoch's precision, recall and clean fraction in metrics.jsonl; the
+/// division's settings that cannot act are refused by name.
+#[test]
+fn the_clean_division_runs_before_every_epoch_after_the_warm_up() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = synth_config(dir.path(), 2);
+    let run = dir.path().join("run");
+    let rde = sets(&[
+        "tse=true",
+        "loss_names=tal",
+        "MLM=false",
+        "noise_filter=ccd",
+        "ccd_warmup=1",
+        "noisy_rate=0.5",
+        "txt_aug=true",
+    ]);
+    let out = train_command(&cfg, &run, &[]).args(&rde).output().unwrap();
+    succeeded(&out, "ccma train with noise_filter: ccd");
+    let records = metrics(&run);
+    assert_eq!(records.len(), 2);
+    assert!(
+        records[0].get("ccd_clean_fraction").is_none(),
+        "{}",
+        records[0]
+    );
+    let r = &records[1];
+    for key in ["ccd_precision", "ccd_recall", "ccd_clean_fraction"] {
+        let v = r[key].as_f64().unwrap_or_else(|| panic!("{key} in {r}"));
+        assert!((0.0..=1.0).contains(&v), "{key} {v}");
+    }
+    let log = std::fs::read_to_string(run.join("train_log.txt")).unwrap();
+    assert!(log.contains("epoch 2 clean division"), "{log}");
+
+    for (n, (extra, needle)) in [
+        (
+            &["loss_names=tal", "MLM=false", "noise_filter=ccd"][..],
+            "noise_filter",
+        ),
+        (
+            &["tse=true", "noise_filter=ccd"][..],
+            "ccd weights only the tal term",
+        ),
+        (&["ccd_warmup=2"][..], "ccd_warmup"),
+        (&["tse_batchnorm=train"][..], "tse_batchnorm"),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let bad = dir.path().join(format!("bad{n}"));
+        let out = train_command(&cfg, &bad, &[]).args(sets(extra)).output().unwrap();
+        assert_one_line_error(&out, needle);
+    }
+}

@@ -63,6 +63,17 @@ impl Verdict {
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
+
+    /// In words, for the log: "81.20% clean, 7 EM iterations" or "no spread: all clean".
+    pub fn describe(&self) -> String {
+        match self {
+            Verdict::Fitted { clean, iterations } => format!(
+                "{:.2}% clean, {iterations} EM iterations",
+                100.0 * clean.iter().filter(|&&c| c).count() as f64 / clean.len().max(1) as f64
+            ),
+            Verdict::NoSpread { .. } => "losses without spread: all clean".to_string(),
+        }
+    }
 }
 
 /// Clean iff `p > 0.5`; when every `p` exceeds 0.5, the threshold becomes the 1%-quantile of `p`

@@ -22,8 +22,8 @@ pub use matching::{cmpm, itc, sdm};
 pub use tal::tal_per_sample;
 pub use terms::{describe, BatchFormula, Description, Need, Reach, SampleFormula, Weight};
 
-use crate::config::{Config, LossSection, LossTerm};
-use crate::model::{Heads, TrainOutputs};
+use crate::config::{Config, LossSection, LossTerm, TseBatchnorm};
+use crate::model::{BatchNormMode, Heads, TrainOutputs};
 use tch::Tensor;
 
 /// The loss terms a run trains and their constants.
@@ -43,14 +43,27 @@ impl LossSpec {
         }
     }
 
-    /// The model heads these terms need.
+    /// The model heads these terms need, the TSE BatchNorm in the `tse_batchnorm` mode.
     pub fn heads(&self) -> Heads {
-        heads_for(self.terms.iter().copied())
+        self.in_training(heads_for(self.terms.iter().copied()))
     }
 
     /// The model heads the batch-spanning terms need: what the first pass of a chunked step runs.
     pub fn batch_heads(&self) -> Heads {
-        heads_for(self.terms.iter().copied().filter(|&t| spans_batch(t)))
+        self.in_training(heads_for(
+            self.terms.iter().copied().filter(|&t| spans_batch(t)),
+        ))
+    }
+
+    /// `heads` with the TSE BatchNorm mode the config trains with.
+    fn in_training(&self, heads: Heads) -> Heads {
+        Heads {
+            tse_batchnorm: match self.params.tse_batchnorm {
+                TseBatchnorm::Eval => BatchNormMode::Running,
+                TseBatchnorm::Train => BatchNormMode::Batch,
+            },
+            ..heads
+        }
     }
 
     /// Whether the MLM branch runs (masked captions are needed).
