@@ -254,7 +254,10 @@ fn the_clean_division_runs_before_every_epoch_after_the_warm_up() {
     .enumerate()
     {
         let bad = dir.path().join(format!("bad{n}"));
-        let out = train_command(&cfg, &bad, &[]).args(sets(extra)).output().unwrap();
+        let out = train_command(&cfg, &bad, &[])
+            .args(sets(extra))
+            .output()
+            .unwrap();
         assert_one_line_error(&out, needle);
     }
 }

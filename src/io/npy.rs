@@ -159,7 +159,7 @@ impl NpyVector {
             ));
         };
         let offset = (8 + len_bytes + header_len) as u64;
-        let expected = (len as u64)
+        let expected = len
             .checked_mul(dtype.size() as u64)
             .and_then(|d| d.checked_add(offset));
         match expected {

@@ -138,10 +138,10 @@ fn tal(p: &LossSection, b: &BatchFeatures) -> Tensor {
     let per_sample = |[i, t]: [&Tensor; 2]| tal_per_sample(i, t, &b.pids, p.tau, p.margin);
     let mut total = per_sample(b.embeddings.pair(Embedding::Global));
     if let Some(pair) = b.embeddings.get(Embedding::Tse) {
-        total = total + per_sample(pair);
+        total += per_sample(pair);
     }
     if let Some(w) = &b.weights {
-        total = total * w;
+        total *= w;
     }
     total.sum(tch::Kind::Float)
 }

@@ -7,8 +7,8 @@ use super::parallel::Ranks;
 use crate::config::Config;
 use crate::data::loader::TrainLoader;
 use crate::loss::division::{consensus, fit_options, quality, verdict, DivisionQuality, Verdict};
-use crate::loss::tal_per_sample;
-use crate::model::{BatchNormMode, Ccma, Heads};
+use crate::loss::{tal_per_sample, Embeddings};
+use crate::model::{BatchNormMode, Ccma, Embedding, Heads};
 use anyhow::{bail, Result};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
@@ -26,8 +26,8 @@ pub struct Division {
 }
 
 /// Each training pair's per-sample TAL of the BGE and of the TSE embeddings, `[2][N]`, from the
-/// batches `loader` serves for `epoch` (this rank's slices; the ranks' losses are summed, each
-/// rank holding only its own pairs', so every rank ends with all of them).
+/// batches `loader` serves for `epoch`: each on the whole batch's features (every rank's,
+/// gathered), as one process computes it, so every rank ends with the same losses.
 fn per_sample_losses(
     model: &Ccma,
     loader: &TrainLoader,
@@ -46,21 +46,26 @@ fn per_sample_losses(
     let mut losses = Tensor::zeros([2, n as i64], (Kind::Float, device));
     for batch in loader.epoch(epoch, 0) {
         let batch = batch?.to_device(device);
-        let own = Tensor::from_slice(&batch.indices).to_device(device);
+        let all = Tensor::from_slice(&batch.slices.all_indices).to_device(device);
+        let layout = ranks.layout(&batch);
         tch::no_grad(|| -> Result<()> {
             let out = model.forward_train(&batch.images, &batch.caption_ids, None, heads);
-            let (Some(tse_i), Some(tse_t)) = (&out.tse_i, &out.tse_t) else {
+            if out.tse_i.is_none() {
                 bail!("the division needs the TSE layers, which this model lacks");
+            }
+            let whole = ranks.batch_features(Embeddings::of(&out), &layout)?;
+            let per_sample = |kind| {
+                let [i, t] = whole.embeddings.pair(kind);
+                tal_per_sample(i, t, &whole.pids, tau, margin)
             };
-            let bge = tal_per_sample(&out.f_i, &out.f_t, &batch.pids, tau, margin);
-            let tse = tal_per_sample(tse_i, tse_t, &batch.pids, tau, margin);
-            let both = Tensor::stack(&[bge, tse], 0).to_kind(Kind::Float);
-            let _ = losses.index_put_(&[None, Some(own)], &both, false);
+            let both = Tensor::stack(
+                &[per_sample(Embedding::Global), per_sample(Embedding::Tse)],
+                0,
+            )
+            .to_kind(Kind::Float);
+            let _ = losses.index_put_(&[None, Some(all)], &both, false);
             Ok(())
         })?;
-    }
-    if let Some(group) = ranks.group() {
-        group.all_reduce_sum(&mut losses)?;
     }
     let host = Vec::<f32>::try_from(&losses.reshape([-1]).to_device(tch::Device::Cpu))
         .expect("f32 losses");
