@@ -18,13 +18,6 @@ pub struct NoiseIndex {
 }
 
 impl NoiseIndex {
-    /// No noise over `n` pairs: `n[i] = i`.
-    pub fn identity(n: usize) -> NoiseIndex {
-        NoiseIndex {
-            source: (0..n as i64).collect(),
-        }
-    }
-
     /// RDE's rule after `np.random.seed(seed)`: `idx = shuffle(arange(N))[: int(rate·N)]`, then
     /// `n[idx] = shuffle(idx)` (a drawn pair can land on itself and stay clean). `rate` in
     /// `[0, 1)` (the config holds it there); `seed` must be below 2^32, as NumPy requires.
@@ -140,8 +133,8 @@ mod tests {
         let moved = 1000 - idx.clean_count();
         assert!(moved <= 300 && moved > 290, "{moved}");
         assert_eq!(
-            NoiseIndex::draw(1000, 0.0, 1).unwrap(),
-            NoiseIndex::identity(1000)
+            NoiseIndex::draw(1000, 0.0, 1).unwrap().sources(),
+            (0..1000).collect::<Vec<i64>>()
         );
         assert_ne!(idx, NoiseIndex::draw(1000, 0.3, 2).unwrap());
         let e = NoiseIndex::draw(10, 0.2, 1 << 32).unwrap_err();
