@@ -168,6 +168,7 @@ fn main() {
         batch_size: 64,
         img_size: (384, 128),
         img_aug: true,
+        txt_aug: false,
         mlm: Some(MaskRates::default()),
         text_length: 77,
         sampler: ccma::data::sampler::Sampler::Random,

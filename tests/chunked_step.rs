@@ -114,10 +114,13 @@ fn rank_slice(batch: &TrainBatch, rank: i64) -> TrainBatch {
             per_sample: m.per_sample.clone(),
         }),
         pids: b.pids.copy(),
+        indices: b.indices.clone(),
+        weights: batch.weights.as_ref().map(Tensor::copy),
         slices: RankSlices {
             sizes: vec![half, half],
             masked,
             all_pids: Some(batch.pids.copy()),
+            all_indices: batch.indices.clone(),
         },
     }
 }
@@ -180,6 +183,37 @@ fn chunked_steps_give_the_one_pass_gradients_on_one_process_and_on_two_ranks() {
                 &format!("{losses}, 2 ranks, chunks of {chunk:?}"),
             );
         }
+    }
+}
+
+/// RDE's TAL with the clean division's weights on the batch (`noise_filter: ccd`): chunks and
+/// 2 ranks give the one-pass gradients, and the weights act (a pair of weight 0 changes them).
+#[test]
+fn weighted_tal_steps_agree_in_chunks_and_on_two_ranks() {
+    tch::manual_seed(3);
+    let mut batch = TrainBatch::random(BATCH, (32, 16), 16, CLASSES, Device::Cpu);
+    let sets = [("tse".to_string(), "true".to_string())];
+    let cfg = tiny("tal").with_overrides(&sets).unwrap();
+    let single = Ranks::single(Device::Cpu);
+    let unweighted = step_gradients(&cfg, &batch, &single, None);
+    batch.weights = Some(Tensor::from_slice(&[1f32, 0., 1., 1., 0., 1., 0., 1.]));
+    let whole = step_gradients(&cfg, &batch, &single, None);
+    let moved: f64 = whole
+        .iter()
+        .map(|(k, g)| max_abs_diff(g, &unweighted[k]))
+        .fold(0.0, f64::max);
+    assert!(moved > 1e-6, "the weights act: {moved}");
+    for chunk in [1, 3] {
+        let got = step_gradients(&cfg, &batch, &single, Some(chunk));
+        assert_same_gradients(&whole, &got, &format!("weighted tal, chunks of {chunk}"));
+    }
+    for chunk in [None, Some(3)] {
+        let got = two_rank_gradients(&cfg, &batch, chunk);
+        assert_same_gradients(
+            &whole,
+            &got,
+            &format!("weighted tal, 2 ranks, chunks of {chunk:?}"),
+        );
     }
 }
 

@@ -105,6 +105,40 @@ fn two_ranks_agree_with_each_other_and_with_one_process() {
     assert!(two.join("best.safetensors").is_file() && two.join("results.json").is_file());
 }
 
+/// RDE's recipe with the clean division (`noise_filter: ccd`) at noise 0.5: 2 ranks divide the
+/// pairs as one process does (the same precision, recall and clean fraction) and record its
+/// `tal` loss.
+#[test]
+fn two_ranks_divide_the_pairs_as_one_process() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = synth_config(dir.path(), 1);
+    let text = std::fs::read_to_string(&cfg).unwrap().replace(
+        "loss_names: imal\n",
+        "loss_names: tal\nMLM: false\ntse: true\nnoise_filter: ccd\nnoisy_rate: 0.5\n",
+    );
+    std::fs::write(&cfg, text).unwrap();
+    let (two, one) = train_two_ranks_and_one_process(&cfg, dir.path());
+    let (two, one) = (&metrics(&two)[0], &metrics(&one)[0]);
+    for key in ["ccd_precision", "ccd_recall", "ccd_clean_fraction"] {
+        let v = one[key]
+            .as_f64()
+            .unwrap_or_else(|| panic!("{key} in {one}"));
+        assert_eq!(
+            two[key].as_f64(),
+            Some(v),
+            "{key}: 2 ranks {two}, one process {one}"
+        );
+    }
+    let (l2, l1) = (
+        two["loss"]["tal"].as_f64().unwrap(),
+        one["loss"]["tal"].as_f64().unwrap(),
+    );
+    assert!(
+        (l2 - l1).abs() <= LOSS_RTOL * l1.abs(),
+        "tal: 2 ranks {l2}, one process {l1}"
+    );
+}
+
 #[test]
 fn torchrun_variables_launch_the_same_run_and_a_killed_rank_is_named() {
     let dir = tempfile::tempdir().unwrap();

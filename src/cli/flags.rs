@@ -82,7 +82,7 @@ const fn irra(key: &'static str, form: Form) -> Setting {
 /// The records: `ccma`'s flags first, in `--help`'s order, then IRRA's spellings of the keys
 /// `ccma` has no flag for, in the order of IRRA's `utils/options.py` (which CCMA's `train.py`
 /// reads too; the flags of it that `ccma` refuses are in [`super::irra_flags`]).
-pub const SETTINGS: [Setting; 50] = [
+pub const SETTINGS: [Setting; 53] = [
     Setting {
         key: "dataset_name",
         flag: Some(Flag {
@@ -255,6 +255,9 @@ pub const SETTINGS: [Setting; 50] = [
     irra("select_ratio", Form::Value),
     irra("tau", Form::Value),
     irra("margin", Form::Value),
+    irra("noisy_rate", Form::Value),
+    irra("noisy_file", Form::Value),
+    irra("txt_aug", Form::Switch),
 ];
 
 /// The records with a `ccma` flag of `scope`, with the flag.

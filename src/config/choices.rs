@@ -171,6 +171,12 @@ choice! {
 }
 
 choice! {
+    /// Whether the training pairs are divided before every epoch (RDE's consensus clean
+    /// division, METHOD.md section 7): `none`, or `ccd` (needs the TSE layers).
+    NoiseFilter { None = "none", Ccd = "ccd" }
+}
+
+choice! {
     /// The c10d backend of a data-parallel run (`auto`: NCCL on CUDA, Gloo on the CPU).
     DistBackend { Auto = "auto", Gloo = "gloo", Nccl = "nccl" }
 }

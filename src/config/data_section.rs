@@ -28,6 +28,15 @@ pub struct DataSection {
     pub img_aug: bool,
     /// Tokens per caption (start and end tokens included).
     pub text_length: i64,
+    /// RDE's caption augmentation of the training data (METHOD.md 7): each word token with
+    /// probability 0.2 masked, replaced or removed.
+    pub txt_aug: bool,
+    /// The fraction of training pairs given another pair's caption, drawn by RDE's rule from the
+    /// run's `seed` (METHOD.md 7), in `[0, 1)`; with `noisy_file`, the file's index is used and
+    /// this chooses only the division's mixture settings.
+    pub noisy_rate: f64,
+    /// A noise index in RDE's `.npy` format over the training pairs, used instead of a drawn one.
+    pub noisy_file: Option<PathBuf>,
     /// TOY-PEDES identities per split (train, val, test), used when the set is generated.
     pub synth_ids: (usize, usize, usize),
     /// The seed TOY-PEDES is generated from (its people, images and captions); `seed` varies
@@ -49,6 +58,9 @@ impl Default for DataSection {
             img_size: (384, 128),
             img_aug: true,
             text_length: 77,
+            txt_aug: false,
+            noisy_rate: 0.0,
+            noisy_file: None,
             synth_ids: (1000, 100, 200),
             synth_seed: 1,
         }
@@ -78,6 +90,13 @@ impl DataSection {
             ("synth_ids", self.synth_ids.1 as f64, 0.0, 1e6),
             ("synth_ids", self.synth_ids.2 as f64, 1.0, 1e6),
         ])?;
+        if !(0.0..1.0).contains(&self.noisy_rate) {
+            invalid!(
+                "noisy_rate",
+                "{} (expected a fraction of the training pairs from 0 to below 1)",
+                self.noisy_rate
+            );
+        }
         if self.synth_seed > MAX_SYNTH_SEED {
             invalid!(
                 "synth_seed",

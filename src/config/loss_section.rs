@@ -1,5 +1,5 @@
 //! `LossSection`: which loss terms are trained and their constants.
-use super::{GlobalCaption, LossNames, LossTerm};
+use super::{GlobalCaption, LossNames, LossTerm, NoiseFilter};
 use crate::ranges::{check_positive, check_range, invalid};
 use anyhow::Result;
 use serde::{Deserialize, Serialize};
@@ -26,6 +26,10 @@ pub struct LossSection {
     /// TAL's temperature τ and margin m (RDE's `tau`, `margin`).
     pub tau: f64,
     pub margin: f64,
+    /// RDE's consensus clean division before every epoch (`ccd`), or none.
+    pub noise_filter: NoiseFilter,
+    /// Epochs trained on all pairs before the division starts (it runs before every later one).
+    pub ccd_warmup: usize,
 }
 
 impl Default for LossSection {
@@ -44,6 +48,8 @@ impl Default for LossSection {
             imal_kl_weight: 0.005,
             tau: 0.015,
             margin: 0.1,
+            noise_filter: NoiseFilter::None,
+            ccd_warmup: 0,
         }
     }
 }
@@ -61,6 +67,7 @@ impl LossSection {
             ("imal_gamma", self.imal_gamma, 0.0, 1e6),
             ("imal_kl_weight", self.imal_kl_weight, 0.0, 1e6),
             ("margin", self.margin, 0.0, 1e6),
+            ("ccd_warmup", self.ccd_warmup as f64, 0.0, 1e6),
             ("masked_token_rate", self.masked_token_rate, 0.0, 1.0),
             (
                 "masked_token_unchanged_rate",

@@ -21,8 +21,8 @@ mod run_section;
 
 pub use crate::model::config::{MAX_IMAGE_SIDE, MAX_TEXT_LENGTH};
 pub use choices::{
-    DatasetName, DistBackend, GlobalCaption, LossNames, LossTerm, MatmulPrecision, OptimizerKind,
-    SamplerKind, Scheduler, Similarity, SplitName, TseBatchNorm, WarmupMethod,
+    DatasetName, DistBackend, GlobalCaption, LossNames, LossTerm, MatmulPrecision, NoiseFilter,
+    OptimizerKind, SamplerKind, Scheduler, Similarity, SplitName, TseBatchNorm, WarmupMethod,
 };
 pub use data_section::{DataSection, MAX_SYNTH_SEED};
 pub use loss_section::LossSection;
@@ -95,6 +95,36 @@ impl Config {
                 "[{h}, {w}] is smaller than the patch size {patch}"
             );
         }
+        self.validate_noise_keys()
+    }
+
+    /// The clean division's keys against the model and the loss terms.
+    fn validate_noise_keys(&self) -> Result<()> {
+        let l = &self.loss;
+        if !self.model.tse {
+            if l.noise_filter == NoiseFilter::Ccd {
+                invalid!(
+                    "noise_filter",
+                    "ccd divides by the TSE embeddings too (expected `tse: true` with it)"
+                );
+            }
+        }
+        match l.noise_filter {
+            NoiseFilter::None if l.ccd_warmup > 0 => invalid!(
+                "ccd_warmup",
+                "{} acts only with the clean division (expected `noise_filter: ccd` with it, or 0)",
+                l.ccd_warmup
+            ),
+            NoiseFilter::Ccd => {
+                if let Some(t) = self.losses().into_iter().find(|&t| t != LossTerm::Tal) {
+                    invalid!(
+                        "noise_filter",
+                        "ccd weights only the tal term in this release, and `loss_names` has {t} (expected `loss_names: tal`)"
+                    );
+                }
+            }
+            NoiseFilter::None => {}
+        }
         Ok(())
     }
 
@@ -116,6 +146,7 @@ impl Config {
         abs(&mut self.run.output_dir);
         self.run.run_dir.as_mut().map(abs);
         self.model.pretrained.as_mut().map(abs);
+        self.data.noisy_file.as_mut().map(abs);
         self
     }
 

@@ -15,6 +15,12 @@ pub struct TrainBatch {
     pub masked: Option<MaskedCaptions>,
     /// [B] i64 person ids (0..num_classes-1).
     pub pids: Tensor,
+    /// The training-pair index of each of the B samples (on the host).
+    pub indices: Vec<i64>,
+    /// [ΣB] f32 the clean division's weight of every sample of the whole batch (every rank's,
+    /// in rank order), where the run divides its pairs (`noise_filter: ccd`); the trainer sets
+    /// them.
+    pub weights: Option<Tensor>,
     /// Where the global batch's samples are across the ranks.
     pub slices: RankSlices,
 }
@@ -77,15 +83,19 @@ pub struct RankSlices {
     pub masked: Vec<i64>,
     /// [ΣB] i64 every rank's pids in rank order, where there are other ranks.
     pub all_pids: Option<Tensor>,
+    /// Every rank's training-pair indices in rank order (the batch's own in a one-process run).
+    pub all_indices: Vec<i64>,
 }
 
 impl RankSlices {
-    /// The slices of a one-process batch of `b` samples with `m` masked tokens.
-    pub fn whole(b: i64, m: i64) -> RankSlices {
+    /// The slices of a one-process batch of `b` samples with `m` masked tokens and training-pair
+    /// `indices`.
+    pub fn whole(b: i64, m: i64, indices: &[i64]) -> RankSlices {
         RankSlices {
             sizes: vec![b],
             masked: vec![m],
             all_pids: None,
+            all_indices: indices.to_vec(),
         }
     }
 }
@@ -126,12 +136,15 @@ impl TrainBatch {
         let part = |t: &Tensor| t.narrow(0, start, len);
         let masked = self.masked.as_ref().map(|m| m.narrow(start, len));
         let m = masked.as_ref().map_or(0, MaskedCaptions::tokens);
+        let indices = self.indices[start as usize..(start + len) as usize].to_vec();
         TrainBatch {
             images: part(&self.images),
             caption_ids: part(&self.caption_ids),
             masked,
             pids: part(&self.pids),
-            slices: RankSlices::whole(len, m),
+            weights: self.weights.as_ref().map(part),
+            slices: RankSlices::whole(len, m, &indices),
+            indices,
         }
     }
 
@@ -148,10 +161,13 @@ impl TrainBatch {
             caption_ids: mv(&self.caption_ids),
             masked: self.masked.as_ref().map(|m| m.to_device(device)),
             pids: mv(&self.pids),
+            indices: self.indices.clone(),
+            weights: self.weights.as_ref().map(mv),
             slices: RankSlices {
                 sizes: self.slices.sizes.clone(),
                 masked: self.slices.masked.clone(),
                 all_pids: self.slices.all_pids.as_ref().map(mv),
+                all_indices: self.slices.all_indices.clone(),
             },
         }
     }
@@ -193,6 +209,7 @@ impl TrainBatch {
                 .map(|r| whole.narrow(r * b, b).masked_tokens())
                 .collect(),
             all_pids: Some(whole.pids.shallow_clone()),
+            all_indices: whole.indices.clone(),
         };
         own.to_device(device)
     }
@@ -232,7 +249,9 @@ impl TrainBatch {
             pids: Tensor::arange(b, opts)
                 .floor_divide_scalar(2)
                 .remainder(num_classes),
-            slices: RankSlices::whole(b, positions.len() as i64),
+            indices: (0..b).collect(),
+            weights: None,
+            slices: RankSlices::whole(b, positions.len() as i64, &(0..b).collect::<Vec<_>>()),
         }
     }
 }
@@ -250,7 +269,8 @@ mod tests {
         }
         assert_eq!(Vec::<i64>::try_from(&b.pids).unwrap(), [0, 0, 1, 1, 0, 0]);
         let m = mc.positions.size()[0];
-        assert!(m > 0 && m == b.masked_tokens() && b.slices == RankSlices::whole(6, m));
+        assert!(m > 0 && m == b.masked_tokens());
+        assert_eq!(b.slices, RankSlices::whole(6, m, &[0, 1, 2, 3, 4, 5]));
         let masked = mc.ids.reshape([-1]).index_select(0, &mc.positions);
         let original = b.caption_ids.reshape([-1]).index_select(0, &mc.positions);
         assert!(original.equal(&mc.targets));

@@ -1,4 +1,5 @@
-//! The parallel training loader: decodes, augments, tokenises and masks ahead of the model.
+//! The parallel training loader: decodes, augments (images and, with `txt_aug`, captions),
+//! tokenises and masks ahead of the model.
 //!
 //! One producer thread assembles batches in epoch order; the samples of a batch are processed in
 //! parallel on a dedicated rayon pool and written straight into the batch buffer. Finished batches
@@ -15,6 +16,7 @@ use super::mlm::{mask_tokens, MaskRates};
 use super::sampler::Sampler;
 use super::tokenizer::Tokenizer;
 use super::transforms::{load_rgb, Augment, ImageTransform};
+use super::txt_aug::augment_caption;
 use anyhow::{Context, Result};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
@@ -29,6 +31,8 @@ pub struct LoaderOptions {
     /// (H, W).
     pub img_size: (usize, usize),
     pub img_aug: bool,
+    /// Augment the captions as RDE's `txt_aug` does (before MLM masking).
+    pub txt_aug: bool,
     /// Produce MLM-masked captions and labels, with these rates.
     pub mlm: Option<MaskRates>,
     pub text_length: usize,
@@ -72,6 +76,7 @@ impl LoaderOptions {
             batch_size: d.batch_size,
             img_size: (d.img_size.0 as usize, d.img_size.1 as usize),
             img_aug: d.img_aug,
+            txt_aug: d.txt_aug,
             mlm: cfg.loss.MLM.then_some(MaskRates {
                 mask: cfg.loss.masked_token_rate,
                 unchanged: cfg.loss.masked_token_unchanged_rate,
@@ -212,8 +217,9 @@ impl Drop for EpochBatches {
 /// masked).
 type Masking = (Vec<i64>, Vec<i64>);
 
-/// The random choices of the sample at position `pos` of batch `batch_no`: its augmentation,
-/// then (with MLM) its masked caption ids and labels ([L] each).
+/// The random choices of the sample at position `pos` of batch `batch_no`: its image
+/// augmentation, then (with `txt_aug`) its augmented caption ids ([L]), then (with MLM) the masked
+/// ids and labels of that caption ([L] each).
 fn draw(
     transform: &ImageTransform,
     tokens: &[i64],
@@ -221,13 +227,14 @@ fn draw(
     epoch: usize,
     batch_no: usize,
     pos: usize,
-) -> (Augment, Option<Masking>) {
+) -> (Augment, Option<Vec<i64>>, Option<Masking>) {
     let mut rng = sample_rng(opts.seed, epoch, batch_no, pos);
     let aug = transform.sample(&mut rng);
-    (
-        aug,
-        opts.mlm.map(|rates| mask_tokens(tokens, rates, &mut rng)),
-    )
+    let caption = opts.txt_aug.then(|| augment_caption(tokens, &mut rng));
+    let masking = opts
+        .mlm
+        .map(|rates| mask_tokens(caption.as_deref().unwrap_or(tokens), rates, &mut rng));
+    (aug, caption, masking)
 }
 
 /// Builds this process's slice of the global batch `idx`: images [B,3,H,W] f32, caption ids and
@@ -259,18 +266,21 @@ fn assemble(
     elements_mut::<f32>(&mut images)
         .par_chunks_mut(per_image)
         .zip(own.par_iter().zip(&draws[slice.clone()]))
-        .try_for_each(|(out, (&i, (aug, _)))| -> Result<()> {
+        .try_for_each(|(out, (&i, (aug, _, _)))| -> Result<()> {
             transform.apply_with(&load_rgb(&samples[i].image)?, aug, out);
             Ok(())
         })?;
     let caption_ids: Vec<i64> = own
         .iter()
-        .flat_map(|&i| tokens[i].iter().copied())
+        .zip(&draws[slice.clone()])
+        .flat_map(|(&i, (_, augmented, _))| {
+            augmented.as_deref().unwrap_or(&tokens[i]).iter().copied()
+        })
         .collect();
     let masked_of = |range: std::ops::Range<usize>| -> Vec<i64> {
         draws[range]
             .iter()
-            .flat_map(|(_, m)| m.as_ref().map_or(&[][..], |(_, labels)| &labels[..]))
+            .flat_map(|(_, _, m)| m.as_ref().map_or(&[][..], |(_, labels)| &labels[..]))
             .copied()
             .collect()
     };
@@ -281,7 +291,7 @@ fn assemble(
         .map(|_| -> Result<MaskedCaptions> {
             let masked_ids: Vec<i64> = draws[slice.clone()]
                 .iter()
-                .flat_map(|(_, m)| m.as_ref().expect("masked with MLM").0.iter().copied())
+                .flat_map(|(_, _, m)| m.as_ref().expect("masked with MLM").0.iter().copied())
                 .collect();
             let labels = masked_of(slice.clone());
             let (positions, targets) = masked_positions(&labels);
@@ -308,12 +318,15 @@ fn assemble(
             1 => None,
             _ => Some(host(&pids_of(idx), &[idx.len() as i64])?),
         },
+        all_indices: idx.iter().map(|&i| i as i64).collect(),
     };
     Ok(TrainBatch {
         images,
         caption_ids,
         masked,
         pids: host(&pids_of(own), &[b])?,
+        indices: own.iter().map(|&i| i as i64).collect(),
+        weights: None,
         slices,
     })
 }

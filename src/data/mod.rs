@@ -1,4 +1,5 @@
-//! Datasets and their audit, tokenizer, MLM masking, image transforms, samplers and the parallel loader.
+//! Datasets and their audit, tokenizer, MLM masking, RDE's caption augmentation, injected noisy
+//! correspondences, image transforms, samplers and the parallel loader.
 //!
 //! Knows the run configuration ([`crate::config`]) but no model: a batch is plain tensors.
 pub mod annotations;
@@ -9,12 +10,15 @@ pub mod formats;
 pub mod host_buffer;
 pub mod loader;
 pub mod mlm;
+pub mod noise;
+pub mod numpy_rng;
 pub mod sampler;
 pub mod synthetic;
 pub mod text_clean;
 mod text_tables;
 pub mod tokenizer;
 pub mod transforms;
+pub mod txt_aug;
 
 use crate::config::datasets::Source;
 use crate::config::Config;

@@ -1,9 +1,10 @@
 //! Files: atomic writes, the rule for output paths, safetensors with string metadata,
-//! fingerprints of files for cache keys, bounded reads of regular files, the names of a run
-//! folder's files, file text made safe to print.
+//! fingerprints of files for cache keys, bounded reads of regular files, NumPy `.npy` integer
+//! vectors, the names of a run folder's files, file text made safe to print.
 pub mod atomic;
 pub mod escape;
 pub mod fingerprint;
+pub mod npy;
 pub mod output_path;
 pub mod pickle;
 pub mod regular_file;

@@ -2,7 +2,7 @@
 //! device, never more than a stated number of bytes. Every image `ccma` opens (training, testing,
 //! `check`, galleries, `serve`) is opened here, by [`open_regular`].
 use crate::UsageError;
-use anyhow::{bail, Result};
+use anyhow::Result;
 use std::fs::{File, Metadata, OpenOptions};
 use std::io::Read;
 use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
@@ -97,19 +97,27 @@ pub fn read_bounded(path: &Path, limit: u64) -> Result<Vec<u8>, ReadFault> {
     Ok(bytes)
 }
 
+/// `path` opened as [`open_regular`] does, `what` naming it in errors (e.g. "noise file"): a FIFO,
+/// device, socket or folder is a [`UsageError`] naming the file.
+pub fn open_regular_file(path: &Path, what: &str) -> Result<(File, Metadata)> {
+    open_regular(path).map_err(|f| fault_error(f, path, what))
+}
+
 /// The bytes of `path` (see [`read_bounded`]), `what` naming it in errors (e.g. "image"). A FIFO,
 /// device, socket or folder, and a file over the limit, are a [`UsageError`] naming the file.
 pub fn read_regular_file(path: &Path, what: &str, limit: u64) -> Result<Vec<u8>> {
+    read_bounded(path, limit).map_err(|f| fault_error(f, path, what))
+}
+
+/// `fault` as the error of reading `what` at `path`.
+fn fault_error(fault: ReadFault, path: &Path, what: &str) -> anyhow::Error {
     let shown = crate::io::escape::shown(path);
-    match read_bounded(path, limit) {
-        Ok(bytes) => Ok(bytes),
-        Err(ReadFault::Io(e)) => {
-            Err(anyhow::Error::new(e).context(format!("cannot read {what} {shown}")))
-        }
-        Err(ReadFault::Irregular(kind)) => bail!(UsageError(format!(
+    match fault {
+        ReadFault::Io(e) => anyhow::Error::new(e).context(format!("cannot read {what} {shown}")),
+        ReadFault::Irregular(kind) => anyhow::Error::new(UsageError(format!(
             "{what} {shown} is {kind}, expected a regular file"
         ))),
-        Err(ReadFault::TooLarge(limit)) => bail!(UsageError(format!(
+        ReadFault::TooLarge(limit) => anyhow::Error::new(UsageError(format!(
             "{what} {shown} is larger than the {} limit for {what} files",
             size_in_words(limit)
         ))),

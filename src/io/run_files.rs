@@ -16,6 +16,8 @@ pub const LOG: &str = "train_log.txt";
 pub const METRICS: &str = "metrics.jsonl";
 /// The training curves.
 pub const CURVES: &str = "curves.png";
+/// The noise index the run trained with, in RDE's `.npy` format (runs with injected noise).
+pub const NOISE_INDEX: &str = "noise_index.npy";
 /// The final report: the best epoch and its metrics.
 pub const RESULTS: &str = "results.json";
 /// The best model of a folder that IRRA's, CCMA's or RDE's `train.py` wrote, beside its

@@ -48,6 +48,8 @@ impl Embeddings {
 pub struct BatchFeatures {
     pub embeddings: Embeddings,
     pub pids: Tensor,
+    /// [B] f32 the clean division's weight of each sample (`noise_filter: ccd`), else `None`.
+    pub weights: Option<Tensor>,
 }
 
 /// What a per-sample term is a mean over.

@@ -4,10 +4,14 @@
 //! `terms.rs` describes each term once (batch-spanning or per-sample, what it reads, its weight
 //! key); the formulas are in `matching.rs` (SDM, ITC, CMPM), `imal.rs` (IMAL), `tal.rs` (RDE's
 //! TAL) and `cross_entropy.rs` (ID, MLM); `features.rs` holds what the terms are computed on.
+//! RDE's consensus clean division of the pairs by their per-sample losses is `division.rs`, on
+//! the two-component Gaussian mixture of `mixture.rs`.
 mod cross_entropy;
+pub mod division;
 mod features;
 mod imal;
 mod matching;
+pub mod mixture;
 mod tal;
 mod terms;
 
@@ -42,7 +46,7 @@ impl LossSpec {
         }
     }
 
-    /// The model heads these terms need.
+    /// The model heads these terms need, the TSE BatchNorm in the `tse_batchnorm` mode.
     pub fn heads(&self) -> Heads {
         self.heads_for(self.terms.iter().copied())
     }

@@ -132,12 +132,16 @@ pub fn describe(term: LossTerm) -> Description {
 }
 
 /// RDE's batch loss: the sum over the batch's samples (not the mean) of the per-sample TAL of
-/// the global features, plus that of the TSE features when the model has them.
+/// the global features, plus that of the TSE features when the model has them, each sample's
+/// times its clean-division weight where the run divides its pairs (`Σ_i w_i ℓ_i`).
 fn tal(p: &LossSection, b: &BatchFeatures) -> Tensor {
     let per_sample = |[i, t]: [&Tensor; 2]| tal_per_sample(i, t, &b.pids, p.tau, p.margin);
     let mut total = per_sample(b.embeddings.pair(Embedding::Global));
     if let Some(pair) = b.embeddings.get(Embedding::Tse) {
         total += per_sample(pair);
+    }
+    if let Some(w) = &b.weights {
+        total *= w;
     }
     total.sum(tch::Kind::Float)
 }
@@ -263,6 +267,7 @@ mod tests {
             let batch = BatchFeatures {
                 embeddings: Embeddings::of(&out),
                 pids: pids.shallow_clone(),
+                weights: None,
             };
             let p = &spec.params;
             let value = batch_term(term, p, &batch)

@@ -1,4 +1,5 @@
-//! `curves.png`: loss terms, learning rate and t2i R@1 per epoch (on each evaluated split).
+//! `curves.png`: loss terms, learning rate and t2i R@1 per epoch (on each evaluated split), and
+//! the clean division's precision, recall and clean fraction where a run divides its pairs.
 use super::canvas::{Canvas, BLACK, GREY, MEDIUM, PALETTE, SMALL};
 use anyhow::{Context, Result};
 use std::path::Path;
@@ -6,19 +7,23 @@ use std::path::Path;
 /// One named series of (x, y) points.
 pub type Series = (String, Vec<(f64, f64)>);
 
-/// The three panels: loss terms (log scale), learning rate, t2i R@1 (one series per evaluated
-/// split), each against the epoch.
+/// The panels: loss terms (log scale), learning rate, t2i R@1 (one series per evaluated split),
+/// and, when it has series, the clean division (precision, recall, clean fraction), each against
+/// the epoch.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct Curves {
     pub losses: Vec<Series>,
     pub lr: Series,
     pub r1: Vec<Series>,
+    /// Empty for a run that does not divide its pairs: no fourth panel.
+    pub division: Vec<Series>,
 }
 
 /// Draws `curves` and writes them to `path` atomically.
 pub fn write(path: &Path, curves: &Curves) -> Result<()> {
     let (pw, ph) = (420u32, 330u32);
-    let mut c = Canvas::new(pw * 3, ph);
+    let panels = if curves.division.is_empty() { 3 } else { 4 };
+    let mut c = Canvas::new(pw * panels, ph);
     panel(
         &mut c,
         0,
@@ -46,6 +51,17 @@ pub fn write(path: &Path, curves: &Curves) -> Result<()> {
         &curves.r1,
         false,
     );
+    if !curves.division.is_empty() {
+        panel(
+            &mut c,
+            3 * pw as i32,
+            pw,
+            ph,
+            "clean division",
+            &curves.division,
+            false,
+        );
+    }
     let mut bytes = Vec::new();
     c.0.write_to(
         &mut std::io::Cursor::new(&mut bytes),
@@ -157,6 +173,7 @@ mod tests {
                 ("test".into(), vec![(1.0, 10.0), (2.0, 20.0), (3.0, 30.0)]),
                 ("val".into(), vec![(1.0, 15.0), (2.0, 25.0), (3.0, 28.0)]),
             ],
+            division: Vec::new(),
         };
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("curves.png");
@@ -170,5 +187,15 @@ mod tests {
         if let Ok(keep) = std::env::var("CCMA_KEEP_PICTURES") {
             std::fs::copy(&p, std::path::Path::new(&keep).join("curves.png")).unwrap();
         }
+        let divided = Curves {
+            division: vec![("precision".into(), vec![(1.0, 0.7), (2.0, 0.9)])],
+            ..curves
+        };
+        write(&p, &divided).unwrap();
+        assert_eq!(
+            image::open(&p).unwrap().to_rgb8().dimensions(),
+            (1680, 330),
+            "a fourth panel"
+        );
     }
 }

@@ -4,8 +4,8 @@
 use super::metrics::{evaluate, score_queries, QueryRecord, RetrievalMetrics};
 use super::similarity::Embedded;
 use crate::config::Similarity;
-use crate::data::host_buffer::{elements_mut, host_tensor};
 use crate::data::annotations::EvalSplit;
+use crate::data::host_buffer::{elements_mut, host_tensor};
 use crate::data::tokenizer::Tokenizer;
 use crate::data::transforms::{load_rgb, ImageTransform};
 use crate::model::Ccma;

@@ -38,6 +38,9 @@ pub struct BatchLayout {
     pub share: LocalShare,
     /// Samples in the global batch.
     pub samples: usize,
+    /// [ΣB] f32 the clean division's weights of every rank's samples in rank order, where the
+    /// run divides its pairs.
+    pub weights: Option<Tensor>,
 }
 
 impl Ranks {
@@ -121,6 +124,7 @@ impl Ranks {
             sizes: s.sizes.clone(),
             share,
             samples: samples as usize,
+            weights: batch.weights.as_ref().map(Tensor::shallow_clone),
         }
     }
 
@@ -132,10 +136,12 @@ impl Ranks {
         layout: &BatchLayout,
     ) -> Result<BatchFeatures, RankLost> {
         let pids = layout.pids.shallow_clone();
+        let weights = layout.weights.as_ref().map(Tensor::shallow_clone);
         let Some(g) = &self.group else {
             return Ok(BatchFeatures {
                 embeddings: own,
                 pids,
+                weights,
             });
         };
         let parts: Vec<&Tensor> = own.0.iter().flat_map(|(_, pair)| pair).collect();
@@ -166,6 +172,7 @@ impl Ranks {
         Ok(BatchFeatures {
             embeddings: Embeddings(pairs.collect()),
             pids,
+            weights,
         })
     }
 

@@ -20,9 +20,31 @@ pub struct EpochRecord {
     pub t2i: Option<RetrievalMetrics>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub val_t2i: Option<RetrievalMetrics>,
+    /// The clean division before the epoch (`noise_filter: ccd`): truly clean among the pairs
+    /// divided clean, absent when none was.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ccd_precision: Option<f64>,
+    /// Divided clean among the truly clean pairs, absent when none is.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ccd_recall: Option<f64>,
+    /// Pairs divided clean over all pairs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ccd_clean_fraction: Option<f64>,
 }
 
 impl EpochRecord {
+    /// The clean division's figures by their `metrics.jsonl` names, where the epoch has them.
+    pub fn division(&self) -> Vec<(&'static str, f64)> {
+        [
+            ("ccd_precision", self.ccd_precision),
+            ("ccd_recall", self.ccd_recall),
+            ("ccd_clean_fraction", self.ccd_clean_fraction),
+        ]
+        .into_iter()
+        .filter_map(|(k, v)| v.map(|v| (k, v)))
+        .collect()
+    }
+
     /// The t2i metrics of `split` at this epoch, when it was evaluated there.
     pub fn on(&self, split: SplitName) -> Option<&RetrievalMetrics> {
         match split {
@@ -140,18 +162,27 @@ impl Results {
 }
 
 /// The series `curves.png` draws from the records: loss terms, learning rate and t2i R@1 per
-/// epoch on the test split, and on the validation split where it was evaluated.
+/// epoch on the test split, and on the validation split where it was evaluated; the clean
+/// division's figures where the records have them.
 pub fn curves(records: &[EpochRecord]) -> Curves {
     let mut losses: Vec<Series> = Vec::new();
     let mut lr = ("lr".to_string(), Vec::new());
     let mut r1: Vec<Series> = vec![("test".to_string(), Vec::new())];
+    let mut division: Vec<Series> = Vec::new();
+    let add = |series: &mut Vec<Series>, name: &str, point: (f64, f64)| match series
+        .iter_mut()
+        .find(|(n, _)| n == name)
+    {
+        Some((_, pts)) => pts.push(point),
+        None => series.push((name.to_string(), vec![point])),
+    };
     for rec in records {
         let epoch = rec.epoch as f64;
         for (term, &v) in &rec.loss {
-            match losses.iter_mut().find(|(n, _)| n == term) {
-                Some((_, pts)) => pts.push((epoch, v)),
-                None => losses.push((term.clone(), vec![(epoch, v)])),
-            }
+            add(&mut losses, term, (epoch, v));
+        }
+        for (name, v) in rec.division() {
+            add(&mut division, name.trim_start_matches("ccd_"), (epoch, v));
         }
         lr.1.push((epoch, rec.lr));
         if let Some(m) = &rec.t2i {
@@ -164,7 +195,12 @@ pub fn curves(records: &[EpochRecord]) -> Curves {
             }
         }
     }
-    Curves { losses, lr, r1 }
+    Curves {
+        losses,
+        lr,
+        r1,
+        division,
+    }
 }
 
 #[cfg(test)]
@@ -187,6 +223,9 @@ mod tests {
             loss: BTreeMap::new(),
             t2i: Some(m(test_r1)),
             val_t2i: val_r1.map(m),
+            ccd_precision: None,
+            ccd_recall: None,
+            ccd_clean_fraction: None,
         }
     }
 
@@ -267,5 +306,21 @@ mod tests {
             c.r1,
             vec![("test".to_string(), vec![(1.0, 10.0), (3.0, 30.0)])]
         );
+        assert!(c.division.is_empty());
+        let divided: EpochRecord = serde_json::from_str(
+            r#"{"epoch":1,"lr":0.1,"loss":{},"ccd_precision":0.9,"ccd_recall":0.8,"ccd_clean_fraction":0.5}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            divided.division(),
+            [
+                ("ccd_precision", 0.9),
+                ("ccd_recall", 0.8),
+                ("ccd_clean_fraction", 0.5)
+            ]
+        );
+        let c = curves(&[divided]);
+        let names: Vec<&str> = c.division.iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(names, ["precision", "recall", "clean_fraction"]);
     }
 }

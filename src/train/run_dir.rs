@@ -204,6 +204,9 @@ impl RunDir {
     pub fn results(&self) -> PathBuf {
         self.dir.join(run_files::RESULTS)
     }
+    pub fn noise_index(&self) -> PathBuf {
+        self.dir.join(run_files::NOISE_INDEX)
+    }
 
     /// `results.json`, atomically.
     pub fn write_results(&self, results: &Results) -> Result<()> {

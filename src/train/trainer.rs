@@ -1,5 +1,6 @@
 //! The training loop: epochs of optimiser steps, with periodic evaluation, the best and the
 //! resumable checkpoints, and the epoch's report (TensorBoard scalars, curves).
+use super::ccd::Division;
 use super::checkpoint::{restore_resumable, resumable_tensors};
 use super::faults::Faults;
 use super::interrupt::Interrupted;
@@ -11,10 +12,12 @@ use super::record::{self, DataRecord, EpochRecord, Results};
 use super::run_dir::RunDir;
 use super::schedule::{group_lr, lr_at};
 use super::step::{step, NonFiniteTerm, StepError};
-use crate::config::{Config, LossTerm, Similarity, SplitName};
+use crate::config::{Config, LossTerm, NoiseFilter, Similarity, SplitName};
 use crate::data::annotations::Dataset;
 use crate::data::batch::TrainBatch;
 use crate::data::loader::{LoaderOptions, Shard, TrainLoader};
+use crate::data::noise::NoiseIndex;
+use crate::io::npy::write_npy;
 use crate::loss::LossSpec;
 use crate::model::Ccma;
 use crate::report::tfevents::EventWriter;
@@ -55,6 +58,8 @@ pub struct Trainer {
     /// What the first step this process runs logs: the type a linear layer returns inside the
     /// training forward's autocast region (`bf16`, `fp16` or `off`); `None` once logged.
     autocast: Option<&'static str>,
+    /// Whether each training pair is truly clean (all of them without injected noise).
+    truly_clean: Vec<bool>,
 }
 
 impl Trainer {
@@ -74,8 +79,28 @@ impl Trainer {
             dataset.test.image_paths.len(),
             dataset.test.captions.len()
         );
+        let noise = NoiseIndex::of_config(&cfg, dataset.train.len())?;
+        let truly_clean: Vec<bool> = match &noise {
+            Some(index) => (0..index.len()).map(|i| index.is_clean(i)).collect(),
+            None => vec![true; dataset.train.len()],
+        };
+        let pairs = match &noise {
+            Some(index) => {
+                let clean = index.clean_count();
+                tracing::info!(
+                    "noisy correspondences: {clean} clean pairs, {} noisy pairs of {}",
+                    index.len() - clean,
+                    index.len()
+                );
+                if ranks.rank() == 0 {
+                    write_npy(&run.noise_index(), index.sources())?;
+                }
+                index.apply(&dataset.train)
+            }
+            None => dataset.train.clone(),
+        };
         let loader = TrainLoader::new(
-            dataset.train.clone(),
+            pairs,
             LoaderOptions {
                 shard: Shard {
                     rank: ranks.rank(),
@@ -125,6 +150,7 @@ impl Trainer {
             faults,
             events: None,
             autocast: Some(crate::model::amp::autocast_in_effect(device)),
+            truly_clean,
         })
     }
 
@@ -173,7 +199,9 @@ impl Trainer {
             let lr = lr_at(&self.cfg.optim, epoch);
             let optim = &self.cfg.optim;
             self.opt.set_lr(|base| group_lr(optim, epoch, base));
-            let meter = self.train_epoch(&mut progress, lr)?;
+            let division = self.divide(epoch)?;
+            let weights = division.as_ref().map(|d| &d.weights[..]);
+            let meter = self.train_epoch(&mut progress, lr, weights)?;
             progress.epoch += 1;
             progress.step = 0;
             progress.epoch_loss.clear();
@@ -186,6 +214,9 @@ impl Trainer {
                     .collect::<BTreeMap<_, _>>(),
                 t2i: None,
                 val_t2i: None,
+                ccd_precision: division.as_ref().and_then(|d| d.quality.precision),
+                ccd_recall: division.as_ref().and_then(|d| d.quality.recall),
+                ccd_clean_fraction: division.as_ref().map(|d| d.quality.clean_fraction),
             };
             self.check_ranks_agree(epoch)?;
             if epoch.is_multiple_of(self.cfg.run.eval_period) || epoch == last {
@@ -306,6 +337,13 @@ impl Trainer {
             events.scalar(&format!("loss/{term}"), *v as f32, epoch)?;
         }
         events.scalar("lr", record.lr as f32, epoch)?;
+        for (name, v) in record.division() {
+            events.scalar(
+                &format!("ccd/{}", name.trim_start_matches("ccd_")),
+                v as f32,
+                epoch,
+            )?;
+        }
         for (split, m) in [("test", &record.t2i), ("val", &record.val_t2i)] {
             let Some(m) = m else { continue };
             for (k, v) in [
@@ -324,8 +362,44 @@ impl Trainer {
         )
     }
 
-    /// One epoch from `progress.step` on; returns its loss means and throughput.
-    fn train_epoch(&mut self, progress: &mut Progress, lr: f64) -> Result<EpochMeter> {
+    /// The clean division before `epoch` (`noise_filter: ccd`, after the `ccd_warmup` epochs),
+    /// logged; `None` when the epoch trains on all pairs.
+    fn divide(&self, epoch: usize) -> Result<Option<Division>> {
+        let l = &self.cfg.loss;
+        if l.noise_filter == NoiseFilter::None || epoch <= l.ccd_warmup {
+            return Ok(None);
+        }
+        let started = Instant::now();
+        let d = super::ccd::divide(
+            &self.model,
+            &self.loader,
+            epoch,
+            &self.cfg,
+            &self.ranks,
+            &self.truly_clean,
+        )?;
+        let q = &d.quality;
+        let percent = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{:.2}%", 100.0 * v));
+        tracing::info!(
+            "epoch {epoch} clean division ({:.1} s): {:.2}% of the pairs clean (BGE {}, TSE {}); precision {}, recall {}",
+            started.elapsed().as_secs_f64(),
+            100.0 * q.clean_fraction,
+            d.bge.describe(),
+            d.tse.describe(),
+            percent(q.precision),
+            percent(q.recall)
+        );
+        Ok(Some(d))
+    }
+
+    /// One epoch from `progress.step` on, each pair's loss times its clean-division weight where
+    /// `weights` ([N], by training-pair index) are given; returns its loss means and throughput.
+    fn train_epoch(
+        &mut self,
+        progress: &mut Progress,
+        lr: f64,
+        weights: Option<&[f32]>,
+    ) -> Result<EpochMeter> {
         let epoch = progress.epoch;
         let pb = crate::report::progress::bar(
             self.loader.num_batches(epoch),
@@ -338,7 +412,17 @@ impl Trainer {
         pb.set_prefix(format!("{epoch}/{}", self.cfg.optim.num_epoch));
         let mut meter = EpochMeter::resume(progress);
         for batch in self.loader.epoch(epoch, progress.step) {
-            let batch = batch?.to_device(self.ranks.device());
+            let mut batch = batch?;
+            if let Some(w) = weights {
+                let of_batch: Vec<f32> = batch
+                    .slices
+                    .all_indices
+                    .iter()
+                    .map(|&i| w[i as usize])
+                    .collect();
+                batch.weights = Some(Tensor::from_slice(&of_batch));
+            }
+            let batch = batch.to_device(self.ranks.device());
             let how = self
                 .faults
                 .before_step(self.ranks.rank(), progress.global_step, self.chunk);
