@@ -101,13 +101,11 @@ impl Config {
     /// The clean division's keys against the model and the loss terms.
     fn validate_noise_keys(&self) -> Result<()> {
         let l = &self.loss;
-        if !self.model.tse {
-            if l.noise_filter == NoiseFilter::Ccd {
-                invalid!(
-                    "noise_filter",
-                    "ccd divides by the TSE embeddings too (expected `tse: true` with it)"
-                );
-            }
+        if !self.model.tse && l.noise_filter == NoiseFilter::Ccd {
+            invalid!(
+                "noise_filter",
+                "ccd divides by the TSE embeddings too (expected `tse: true` with it)"
+            );
         }
         match l.noise_filter {
             NoiseFilter::None if l.ccd_warmup > 0 => invalid!(
