@@ -316,3 +316,68 @@ fn a_feature_file_naming_a_fifo_never_blocks() {
     );
     assert!(log.contains("a FIFO, not a regular file"), "{log}");
 }
+
+/// A feature file names its images itself: only those inside its own folder (or `--images-root`)
+/// are sent; `--images-root` with a gallery folder is refused, as it could not act.
+#[test]
+fn a_feature_file_sends_only_images_inside_its_root() {
+    let dir = tempfile::tempdir().unwrap();
+    let ck = setup(dir.path());
+    let gallery = dir.path().join("gallery");
+    let elsewhere = dir.path().join("elsewhere");
+    std::fs::create_dir(&elsewhere).unwrap();
+    let feats = elsewhere.join("feats.safetensors");
+    let out = common::ccma(&[
+        "embed",
+        "--checkpoint",
+        s(&ck),
+        "--images",
+        s(&gallery.join("a.jpg")),
+        "--out",
+        s(&feats),
+    ]);
+    common::succeeded(&out, "ccma embed");
+    let a = std::fs::read(gallery.join("a.jpg")).unwrap();
+
+    // The image lies outside the feature file's folder: a placeholder.
+    let server = Server::start(&["--checkpoint", s(&ck), "--gallery", s(&feats)]);
+    let (status, body) = get(server.addr(), "/img/g/0");
+    assert_eq!(status, "HTTP/1.1 200 OK");
+    assert!(String::from_utf8_lossy(&body).contains("<svg"));
+    let (status, log) = server.stop(libc::SIGTERM);
+    assert!(status.success(), "{status}: {log}");
+    assert!(log.contains("inside the gallery"), "{log}");
+
+    // With the folder that holds it as --images-root, the image itself.
+    let server = Server::start(&[
+        "--checkpoint",
+        s(&ck),
+        "--gallery",
+        s(&feats),
+        "--images-root",
+        s(&gallery),
+    ]);
+    let (status, body) = get(server.addr(), "/img/g/0");
+    assert_eq!(status, "HTTP/1.1 200 OK");
+    assert_eq!(body, a);
+    let (status, log) = server.stop(libc::SIGTERM);
+    assert!(status.success(), "{status}: {log}");
+
+    let out = common::ccma(&[
+        "serve",
+        "--checkpoint",
+        s(&ck),
+        "--gallery",
+        s(&gallery),
+        "--images-root",
+        s(&gallery),
+        "--port",
+        "0",
+    ]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("--images-root") && err.contains("acts only with a feature file"),
+        "{err}"
+    );
+}

@@ -45,6 +45,10 @@ pub struct ServeArgs {
     /// each query's result can be browsed, worst first.
     #[arg(long, value_name = "RUN_DIR")]
     pub run: Option<PathBuf>,
+    /// With a feature file as --gallery: the folder its images must lie inside; an image named
+    /// outside it is never sent [default: the feature file's folder].
+    #[arg(long, value_name = "DIR")]
+    pub images_root: Option<PathBuf>,
     /// Address to listen on; anything but a loopback address lets other machines connect.
     #[arg(long, value_name = "HOST", default_value = "127.0.0.1")]
     pub host: String,
@@ -62,8 +66,8 @@ struct Loaded {
     gallery: Gallery,
     /// What `/api/info` calls the gallery (a folder's or file's name, not its path).
     gallery_source: String,
-    /// The folder the gallery's images must stay inside, when it has one.
-    gallery_root: Option<PathBuf>,
+    /// The folder the gallery's images must stay inside.
+    gallery_root: PathBuf,
     run: Option<failures::TestRun>,
     /// The folder the run's test images must stay inside.
     test_root: Option<PathBuf>,
@@ -77,12 +81,29 @@ fn short_name(path: &Path) -> String {
     )
 }
 
-/// `path` when it is a gallery folder (whose images must stay inside it).
-fn folder(path: &Path) -> Option<PathBuf> {
-    path.is_dir().then(|| path.to_path_buf())
+/// The folder the images of gallery `path` must stay inside: the gallery folder itself, or for a
+/// feature file (which names its images itself) `images_root`, else the file's own folder.
+fn gallery_root(path: &Path, images_root: Option<&Path>) -> PathBuf {
+    match (path.is_dir(), images_root) {
+        (true, _) => path.to_path_buf(),
+        (false, Some(root)) => root.to_path_buf(),
+        (false, None) => path
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(Path::new("."))
+            .to_path_buf(),
+    }
 }
 
 fn load(a: &ServeArgs) -> Result<Loaded> {
+    if let Some(root) = &a.images_root {
+        if a.gallery.as_deref().is_none_or(Path::is_dir) {
+            bail!(UsageError(format!(
+                "--images-root {}: acts only with a feature file as --gallery (a gallery folder's images stay inside it)",
+                root.display()
+            )));
+        }
+    }
     if let Some(dir) = &a.run {
         let config = dir.join(crate::io::run_files::CONFIG);
         if !config.is_file() {
@@ -104,7 +125,7 @@ fn load(a: &ServeArgs) -> Result<Loaded> {
         let feats = split.embed()?;
         let run = failures::TestRun::new(&split, &feats)?;
         let imgs = split.dataset.dir.join("imgs");
-        let (gallery, gallery_source, gallery_root) = match &a.gallery {
+        let (gallery, gallery_source, root) = match &a.gallery {
             Some(g) => (
                 gallery::open(
                     g,
@@ -114,7 +135,7 @@ fn load(a: &ServeArgs) -> Result<Loaded> {
                     &split.opts,
                 )?,
                 short_name(g),
-                folder(g),
+                gallery_root(g, a.images_root.as_deref()),
             ),
             None => (
                 Gallery {
@@ -122,7 +143,7 @@ fn load(a: &ServeArgs) -> Result<Loaded> {
                     features: feats.images.shallow_clone(),
                 },
                 format!("the {} test split", split.dataset.name),
-                Some(imgs.clone()),
+                imgs.clone(),
             ),
         };
         return Ok(Loaded {
@@ -130,7 +151,7 @@ fn load(a: &ServeArgs) -> Result<Loaded> {
             opts: split.opts,
             gallery,
             gallery_source,
-            gallery_root,
+            gallery_root: root,
             run: Some(run),
             test_root: Some(imgs),
         });
@@ -157,7 +178,7 @@ fn load(a: &ServeArgs) -> Result<Loaded> {
         opts,
         gallery,
         gallery_source: short_name(path),
-        gallery_root: folder(path),
+        gallery_root: gallery_root(path, a.images_root.as_deref()),
         run: None,
         test_root: None,
     })
@@ -194,7 +215,7 @@ pub fn run(a: ServeArgs) -> Result<()> {
     let state = Arc::new(routes::State {
         searcher,
         names: images::relative_names(&files),
-        gallery: images::list(&files, loaded.gallery_root.as_deref()),
+        gallery: images::list(&files, Some(&loaded.gallery_root)),
         test_images,
         run: loaded.run,
         info,
