@@ -2,9 +2,8 @@
 //! it. Their `save_train_configs` dumps the whole argparse namespace with `yaml.dump`: the keys
 //! of the method (ccma's own, under IRRA's names), the keys that only drove their process
 //! ([`PROCESS_KEYS`]: read and set aside, named in the log once), the tuples of their defaults
-//! (`img_size: !!python/tuple [384, 128]`, `milestones`: read as lists), and, in RDE's, keys of
-//! a method ccma does not implement ([`NOT_DONE`]: refused by name). Any other Python tag is
-//! refused, naming the key.
+//! (`img_size: !!python/tuple [384, 128]`, `milestones`: read as lists). RDE's keys (noise, TSE,
+//! TAL) are ccma's own. Any other Python tag is refused, naming the key.
 use anyhow::{bail, Result};
 use serde_yaml::{Mapping, Value};
 use std::path::Path;
@@ -38,29 +37,14 @@ pub const PROCESS_KEYS: [(&str, &str); 6] = [
     ),
 ];
 
-/// Keys of RDE's options for what `ccma` does not do (training on noisy correspondences, RDE's
-/// losses and text augmentation): refused by name, with what they are.
-pub const NOT_DONE: [(&str, &str); 6] = [
-    ("noisy_rate", "RDE's rate of shuffled captions"),
-    ("noisy_file", "RDE's file of shuffled captions"),
-    (
-        "select_ratio",
-        "RDE's ratio of samples its consensus selects",
-    ),
-    ("tau", "RDE's temperature of its TAL loss"),
-    ("margin", "RDE's margin of its TAL loss"),
-    ("txt_aug", "RDE's caption augmentation"),
-];
-
 /// Python's tuple tag as `yaml.dump` writes it, in both of the forms a reader may give it.
 fn is_python_tuple(tag: &serde_yaml::value::Tag) -> bool {
     *tag == "!!python/tuple" || *tag == "tag:yaml.org,2002:python/tuple"
 }
 
-/// The keys of config file `path`, with their process keys set aside, their tuples read as
-/// lists and their keys for what ccma does not do refused, naming the key (unless `valid`, the
-/// config's keys, has it).
-pub(super) fn read(path: &Path, keys: Mapping, valid: &[String]) -> Result<Mapping> {
+/// The keys of config file `path`, with their process keys set aside and their tuples read as
+/// lists.
+pub(super) fn read(path: &Path, keys: Mapping) -> Result<Mapping> {
     let mut kept = Mapping::new();
     let mut set_aside = Vec::new();
     for (k, v) in keys {
@@ -68,10 +52,6 @@ pub(super) fn read(path: &Path, keys: Mapping, valid: &[String]) -> Result<Mappi
         if PROCESS_KEYS.iter().any(|(p, _)| *p == name) {
             set_aside.push(name.to_string());
             continue;
-        }
-        let not_done = NOT_DONE.iter().find(|(p, _)| *p == name);
-        if let Some((_, what)) = not_done.filter(|_| !valid.iter().any(|v| v == name)) {
-            bail!("`{name}` is {what}, which ccma does not do");
         }
         let v = untuple(name, v)?;
         kept.insert(k, v);
@@ -123,26 +103,25 @@ mod tests {
     use super::*;
 
     fn read_yaml(yaml: &str) -> Result<Mapping> {
-        let valid = crate::config::valid_keys();
         read(
             Path::new("configs.yaml"),
             serde_yaml::from_str(yaml).unwrap(),
-            &valid,
         )
     }
 
     #[test]
-    fn tuples_are_lists_process_keys_are_set_aside_and_rdes_keys_refused() {
+    fn tuples_are_lists_process_keys_are_set_aside_and_rdes_keys_read() {
         let m = read_yaml(
             "img_size: !!python/tuple\n- 384\n- 128\nlocal_rank: 0\ntraining: true\nlr: 1.0e-05\n",
         )
         .unwrap();
         let want: Mapping = serde_yaml::from_str("img_size: [384, 128]\nlr: 1.0e-05\n").unwrap();
         assert_eq!(m, want);
-        let e = format!("{:#}", read_yaml("noisy_rate: 0.2\n").unwrap_err());
+        // RDE's keys are ccma's own: read as any other.
+        let m = read_yaml("noisy_rate: 0.2\ntau: 0.015\n").unwrap();
         assert_eq!(
-            e,
-            "`noisy_rate` is RDE's rate of shuffled captions, which ccma does not do"
+            m,
+            serde_yaml::from_str::<Mapping>("noisy_rate: 0.2\ntau: 0.015\n").unwrap()
         );
         let e = format!(
             "{:#}",

@@ -89,7 +89,7 @@ pub(super) fn load(path: &Path) -> Result<Config> {
     let (valid, defaults) = (valid_keys(), defaults());
     let mut merged = defaults.clone();
     let keys = super::earlier_runs::update(path, parse_mapping(&text).with_context(in_file)?);
-    let keys = super::authors_runs::read(path, keys, &valid).with_context(in_file)?;
+    let keys = super::authors_runs::read(path, keys).with_context(in_file)?;
     for (k, v) in keys {
         let key = k
             .as_str()
