@@ -492,6 +492,7 @@ fn every_subcommand_lists_only_its_own_flags() {
                 "device",
                 "gallery",
                 "host",
+                "images-root",
                 "port",
                 "pretrained",
                 "run",
