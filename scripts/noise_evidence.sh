@@ -2,15 +2,16 @@
 # Noisy correspondences at the demo's scale (README, "Noisy correspondences"): trains the arms on
 # the generated TOY-PEDES with configs/demo.yaml at several noise rates and seeds, and prints one
 # markdown row per run: test t2i R@1 at the epoch the validation split chose, and the clean
-# division's precision and recall before that epoch (RDE's arm).
+# division's precision and recall before that epoch (the arms that divide).
 #
-# Arms: `ccma` (the demo's CCMA loss set) and `rde` (RDE's recipe on the demo's model: TSE layers,
+# Arms: `ccma` (the demo's CCMA loss set), `rde` (RDE's recipe on the demo's model: TSE layers,
 # TAL, txt_aug, the consensus clean division after CCD_WARMUP epochs on all pairs, 3 by default:
-# a from-scratch model's first losses do not separate clean from wrong pairs). CCMA with the
-# division (`imal+tal` with `noise_filter: ccd`) is refused in this release and not run.
+# a from-scratch model's first losses do not separate clean from wrong pairs) and `ccma+ccd`
+# (CCMA's loss set plus TAL on the TSE layers, every term weighted by the same division after the
+# same warm-up; CCMA's data path, without txt_aug).
 #
-#   scripts/noise_evidence.sh                          # noise 0.5 with seeds 1-3, 0 and 0.2 with seed 1
-#   RUNS="rde:0.5:1 ccma:0.5:1" scripts/noise_evidence.sh   # a chosen subset (arm:rate:seed)
+#   scripts/noise_evidence.sh                          # each arm: noise 0.5 with seeds 1-3, 0 and 0.2 with seed 1
+#   RUNS="rde:0.5:1 ccma+ccd:0.5:1" scripts/noise_evidence.sh   # a chosen subset (arm:rate:seed)
 #   CCMA_BIN=path/to/ccma scripts/noise_evidence.sh           # another binary (default: release)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -19,7 +20,12 @@ if [ -z "${CCMA_BIN:-}" ]; then
   cargo build --release
   CCMA_BIN=./target/release/ccma
 fi
-RUNS="${RUNS:-ccma:0.5:1 ccma:0.5:2 ccma:0.5:3 rde:0.5:1 rde:0.5:2 rde:0.5:3 ccma:0:1 rde:0:1 ccma:0.2:1 rde:0.2:1}"
+if [ -z "${RUNS:-}" ]; then
+  RUNS=""
+  for arm in ccma rde ccma+ccd; do
+    RUNS="$RUNS $arm:0.5:1 $arm:0.5:2 $arm:0.5:3 $arm:0:1 $arm:0.2:1"
+  done
+fi
 CCD_WARMUP="${CCD_WARMUP:-3}"
 out="logs/TOY-PEDES/noise-evidence-$(date +%Y%m%d_%H%M%S)"  # a new folder each time
 mkdir -p "$out"
@@ -31,7 +37,9 @@ for run in $RUNS; do
     ccma) extra=() ;;
     rde) extra=(--set tse=true --set loss_names=tal --set MLM=false --set txt_aug=true
                 --set noise_filter=ccd --set "ccd_warmup=$CCD_WARMUP") ;;
-    *) echo "unknown arm $arm (expected ccma or rde)" >&2; exit 2 ;;
+    ccma+ccd) extra=(--set tse=true --set loss_names=imal+tal --set noise_filter=ccd
+                     --set "ccd_warmup=$CCD_WARMUP") ;;
+    *) echo "unknown arm $arm (expected ccma, rde or ccma+ccd)" >&2; exit 2 ;;
   esac
   dir="$out/$arm-$rate-s$seed"
   "$CCMA_BIN" train --config configs/demo.yaml --run-dir "$dir" --set "noisy_rate=$rate" \

@@ -101,9 +101,6 @@ fn two_rank_gradients(
 fn rank_slice(batch: &TrainBatch, rank: i64) -> TrainBatch {
     let half = BATCH / 2;
     let b = batch.narrow(rank * half, half);
-    let masked = (0..2)
-        .map(|r| batch.narrow(r * half, half).masked_tokens())
-        .collect();
     TrainBatch {
         images: b.images.copy(),
         caption_ids: b.caption_ids.copy(),
@@ -115,10 +112,10 @@ fn rank_slice(batch: &TrainBatch, rank: i64) -> TrainBatch {
         }),
         pids: b.pids.copy(),
         indices: b.indices.clone(),
-        weights: batch.weights.as_ref().map(Tensor::copy),
+        weights: batch.weights.clone(),
         slices: RankSlices {
             sizes: vec![half, half],
-            masked,
+            all_masked: batch.slices.all_masked.clone(),
             all_pids: Some(batch.pids.copy()),
             all_indices: batch.indices.clone(),
         },
@@ -186,34 +183,43 @@ fn chunked_steps_give_the_one_pass_gradients_on_one_process_and_on_two_ranks() {
     }
 }
 
-/// RDE's TAL with the clean division's weights on the batch (`noise_filter: ccd`): chunks and
-/// 2 ranks give the one-pass gradients, and the weights act (a pair of weight 0 changes them).
+/// The clean division's weights on the batch (`noise_filter: ccd`) on RDE's TAL alone and on
+/// CCMA's set with it (every batch-spanning term's rows, ID's samples and MLM's tokens weighted):
+/// chunks and 2 ranks give the one-pass gradients, and the weights act (pairs of weight 0 change
+/// them).
 #[test]
-fn weighted_tal_steps_agree_in_chunks_and_on_two_ranks() {
+fn weighted_steps_agree_in_chunks_and_on_two_ranks() {
     tch::manual_seed(3);
     let mut batch = TrainBatch::random(BATCH, (32, 16), 16, CLASSES, Device::Cpu);
     let sets = [("tse".to_string(), "true".to_string())];
-    let cfg = tiny("tal").with_overrides(&sets).unwrap();
-    let single = Ranks::single(Device::Cpu);
-    let unweighted = step_gradients(&cfg, &batch, &single, None);
-    batch.weights = Some(Tensor::from_slice(&[1f32, 0., 1., 1., 0., 1., 0., 1.]));
-    let whole = step_gradients(&cfg, &batch, &single, None);
-    let moved: f64 = whole
-        .iter()
-        .map(|(k, g)| max_abs_diff(g, &unweighted[k]))
-        .fold(0.0, f64::max);
-    assert!(moved > 1e-6, "the weights act: {moved}");
-    for chunk in [1, 3] {
-        let got = step_gradients(&cfg, &batch, &single, Some(chunk));
-        assert_same_gradients(&whole, &got, &format!("weighted tal, chunks of {chunk}"));
-    }
-    for chunk in [None, Some(3)] {
-        let got = two_rank_gradients(&cfg, &batch, chunk);
-        assert_same_gradients(
-            &whole,
-            &got,
-            &format!("weighted tal, 2 ranks, chunks of {chunk:?}"),
-        );
+    for losses in ["tal", "imal+tal"] {
+        let cfg = tiny(losses).with_overrides(&sets).unwrap();
+        let single = Ranks::single(Device::Cpu);
+        batch.weights = None;
+        let unweighted = step_gradients(&cfg, &batch, &single, None);
+        batch.weights = Some(vec![1., 0., 1., 1., 0., 1., 0., 1.]);
+        let whole = step_gradients(&cfg, &batch, &single, None);
+        let moved: f64 = whole
+            .iter()
+            .map(|(k, g)| max_abs_diff(g, &unweighted[k]))
+            .fold(0.0, f64::max);
+        assert!(moved > 1e-6, "{losses}: the weights act: {moved}");
+        for chunk in [1, 3] {
+            let got = step_gradients(&cfg, &batch, &single, Some(chunk));
+            assert_same_gradients(
+                &whole,
+                &got,
+                &format!("weighted {losses}, chunks of {chunk}"),
+            );
+        }
+        for chunk in [None, Some(3)] {
+            let got = two_rank_gradients(&cfg, &batch, chunk);
+            assert_same_gradients(
+                &whole,
+                &got,
+                &format!("weighted {losses}, 2 ranks, chunks of {chunk:?}"),
+            );
+        }
     }
 }
 

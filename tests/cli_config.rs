@@ -470,6 +470,7 @@ fn every_subcommand_lists_only_its_own_flags() {
                 "json",
                 "queries",
                 "query-pids",
+                "similarity",
             ],
         ),
         (

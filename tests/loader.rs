@@ -37,7 +37,7 @@ fn without_mlm_a_batch_has_no_masked_captions() {
     assert_eq!(b.len(), 4, "the four training pairs in one batch");
     assert!(b.masked.is_none());
     assert_eq!(b.masked_tokens(), 0);
-    assert_eq!(b.slices.masked, [0]);
+    assert_eq!(b.slices.all_masked, [0; 4]);
 }
 
 #[test]
@@ -51,7 +51,7 @@ fn with_mlm_the_masked_captions_differ_from_the_captions_at_their_positions_only
         (m.positions.size(), m.targets.size()),
         (vec![total], vec![total])
     );
-    assert_eq!(b.slices.masked, [total]);
+    assert_eq!(b.slices.all_masked, m.per_sample);
     let (ids, caps) = (m.ids.reshape([-1]), b.caption_ids.reshape([-1]));
     assert!(
         ids.index_select(0, &m.positions)

@@ -1,14 +1,19 @@
-//! Loss values and gradients against the independent PyTorch reference (tests/reference/loss_ref.py).
+//! Loss values and gradients against the independent PyTorch reference (tests/reference/loss_ref.py),
+//! unweighted and with the clean division's weights on every term (METHOD.md section 7, "Beyond
+//! both"). Tolerance: 1e-5 relative on values (absolute below 1), 1e-5 absolute on gradients.
 mod common;
 use ccma::loss;
 use common::*;
 use tch::{Kind, Tensor};
 
-fn check(pids: &[i64], seed: i64) {
+/// The terms of random features of a batch with `pids` (drawn from `seed`) against the reference,
+/// with the division's `weights` of its samples when given (the 9 masked tokens belong to samples
+/// 0, 0, 1, 2, 2, 2, 3, 4 and 5).
+fn check(pids: &[i64], seed: i64, weights: Option<&[f32]>) {
     tch::manual_seed(seed);
     let b = pids.len() as i64;
     let opts = (Kind::Float, tch::Device::Cpu);
-    let inputs: Vec<(&str, Tensor)> = vec![
+    let mut inputs: Vec<(&str, Tensor)> = vec![
         ("f_i", Tensor::randn([b, 16], opts)),
         ("f_t", Tensor::randn([b, 16], opts)),
         ("g_i", Tensor::randn([b, 16], opts)),
@@ -22,6 +27,13 @@ fn check(pids: &[i64], seed: i64) {
         ),
         ("pids", Tensor::from_slice(pids)),
     ];
+    let owners = [0usize, 0, 1, 2, 2, 2, 3, 4, 5];
+    let w = weights.map(Tensor::from_slice);
+    let mlm_w = weights.map(|w| Tensor::from_slice(&owners.map(|s| w[s])));
+    if let (Some(w), Some(mlm_w)) = (&w, &mlm_w) {
+        inputs.push(("w", w.shallow_clone()));
+        inputs.push(("mlm_w", mlm_w.shallow_clone()));
+    }
     let dir = tempfile::tempdir().unwrap();
     let (inp, out) = (
         dir.path().join("in.safetensors"),
@@ -58,33 +70,36 @@ fn check(pids: &[i64], seed: i64) {
         scale,
     };
     type Term = Box<dyn Fn(&[Tensor]) -> Tensor>;
-    let p = pids_t.shallow_clone();
+    let copies = || {
+        (
+            pids_t.shallow_clone(),
+            w.as_ref().map(Tensor::shallow_clone),
+        )
+    };
     let terms: Vec<(&str, Vec<&str>, Term)> = vec![
-        (
-            "sdm",
-            vec!["f_i", "f_t"],
-            Box::new(move |x| loss::sdm(&x[0], &x[1], &p, scale)),
-        ),
-        (
-            "itc",
-            vec!["f_i", "f_t"],
-            Box::new(move |x| loss::itc(&x[0], &x[1], scale)),
-        ),
+        ("sdm", vec!["f_i", "f_t"], {
+            let (p, w) = copies();
+            Box::new(move |x| loss::sdm(&x[0], &x[1], &p, scale, w.as_ref()))
+        }),
+        ("itc", vec!["f_i", "f_t"], {
+            let (_, w) = copies();
+            Box::new(move |x| loss::itc(&x[0], &x[1], scale, w.as_ref()))
+        }),
         ("cmpm", vec!["f_i", "f_t"], {
-            let p = pids_t.shallow_clone();
-            Box::new(move |x| loss::cmpm(&x[0], &x[1], &p))
+            let (p, w) = copies();
+            Box::new(move |x| loss::cmpm(&x[0], &x[1], &p, w.as_ref()))
         }),
         ("id", vec!["logits_i", "logits_t"], {
-            let p = pids_t.shallow_clone();
-            Box::new(move |x| loss::id(&x[0], &x[1], &p))
+            let (p, w) = copies();
+            Box::new(move |x| loss::id(&x[0], &x[1], &p, w.as_ref()))
         }),
         ("mlm", vec!["mlm_logits"], {
             let l = inputs[7].1.shallow_clone();
-            Box::new(move |x| loss::mlm(&x[0], &l))
+            Box::new(move |x| loss::mlm(&x[0], &l, mlm_w.as_ref()))
         }),
         ("imal", vec!["g_i", "g_t"], {
-            let p = pids_t.shallow_clone();
-            Box::new(move |x| loss::imal(&x[0], &x[1], &p, &params))
+            let (p, w) = copies();
+            Box::new(move |x| loss::imal(&x[0], &x[1], &p, &params, w.as_ref()))
         }),
     ];
     for (name, wrt, f) in terms {
@@ -107,8 +122,55 @@ fn check(pids: &[i64], seed: i64) {
 
 #[test]
 fn losses_match_reference_with_repeated_pids() {
-    check(&[0, 0, 1, 2, 2, 2, 3, 4], 0);
-    check(&[5, 1, 5, 1, 1, 0, 2, 2, 3, 3, 3, 4], 1);
+    check(&[0, 0, 1, 2, 2, 2, 3, 4], 0, None);
+    check(&[5, 1, 5, 1, 1, 0, 2, 2, 3, 3, 3, 4], 1, None);
+}
+
+/// Weights of 0 and 1 gate each sample's rows (and its masked tokens), and divide by the pairs
+/// of weight 1.
+#[test]
+fn weighted_losses_match_reference() {
+    check(
+        &[0, 0, 1, 2, 2, 2, 3, 4],
+        0,
+        Some(&[1., 0., 1., 1., 0., 0., 1., 1.]),
+    );
+    check(
+        &[5, 1, 5, 1, 1, 0, 2, 2, 3, 3, 3, 4],
+        1,
+        Some(&[0., 1., 1., 1., 1., 1., 1., 0., 1., 1., 1., 0.]),
+    );
+}
+
+/// A batch whose pairs all have weight 0 contributes 0 to every term, with zero (not NaN)
+/// gradients.
+#[test]
+fn a_batch_without_clean_pairs_gives_zero_terms_and_gradients() {
+    let opts = (Kind::Float, tch::Device::Cpu);
+    let f = || Tensor::randn([4, 8], opts).set_requires_grad(true);
+    let (a, b) = (f(), f());
+    let pids = Tensor::from_slice(&[0i64, 0, 1, 2]);
+    let w = Tensor::zeros([4], opts);
+    let p = loss::ImalParams {
+        temperature: 0.5,
+        gamma: 0.05,
+        kl_weight: 0.005,
+        scale: 50.0,
+    };
+    let w = Some(&w);
+    for (name, value) in [
+        ("sdm", loss::sdm(&a, &b, &pids, 10.0, w)),
+        ("itc", loss::itc(&a, &b, 10.0, w)),
+        ("cmpm", loss::cmpm(&a, &b, &pids, w)),
+        ("imal", loss::imal(&a, &b, &pids, &p, w)),
+        ("id", loss::id(&a, &b, &pids, w)),
+    ] {
+        assert_eq!(value.double_value(&[]), 0.0, "{name}");
+        let grads = Tensor::run_backward(&[value], &[&a, &b], false, false);
+        for g in grads {
+            assert_eq!(g.abs().max().double_value(&[]), 0.0, "{name}");
+        }
+    }
 }
 
 #[test]
@@ -120,7 +182,7 @@ fn imal_with_one_sample_has_no_intra_modal_term() {
         kl_weight: 0.005,
         scale: 50.0,
     };
-    let (cm, im, _) = loss::imal_terms(&g, &g, &Tensor::from_slice(&[3i64]), &p);
+    let (cm, im, _) = loss::imal_terms(&g, &g, &Tensor::from_slice(&[3i64]), &p, None);
     assert_eq!(im.double_value(&[]), 0.0);
     assert!(
         cm.double_value(&[]).abs() < 1e-6,

@@ -245,7 +245,7 @@ fn the_clean_division_runs_before_every_epoch_after_the_warm_up() {
         ),
         (
             &["tse=true", "noise_filter=ccd"][..],
-            "ccd weights only the tal term",
+            "which only the tal term trains",
         ),
         (&["ccd_warmup=2"][..], "ccd_warmup"),
         (&["tse_batchnorm=batch"][..], "tse_batchnorm"),

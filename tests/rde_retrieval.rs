@@ -1,8 +1,9 @@
 //! Retrieval with two embeddings (METHOD.md section 7): a tiny model with the TSE layers trained
 //! with `tal` for one epoch on generated data; `ccma test` reports the configured similarity and
 //! the BGE, TSE and BGE+TSE rows, `ccma embed` writes the TSE features, `ccma search` ranks a
-//! feature file by the configured similarity, and a similarity that needs TSE is refused, by
-//! name, for a model without it.
+//! feature file by the configured similarity, `ccma rank` of the embedded test split gives each
+//! of test's rows, and a similarity that needs TSE is refused, by name, for a model or a feature
+//! file without it.
 mod common;
 use common::*;
 use std::path::Path;
@@ -61,6 +62,59 @@ fn a_model_with_tse_is_tested_embedded_and_searched_by_its_similarity() {
     for row in ["t2i BGE ", "t2i TSE ", "t2i BGE+TSE "] {
         assert!(text.contains(row), "{row}: {text}");
     }
+
+    // rank of the test split's features gives test's row of each similarity: BGE+TSE by default,
+    // as both files have TSE features, and BGE where one lacks them; TSE is refused there.
+    let split = embed_split(
+        dir.path(),
+        &run.join("best.safetensors"),
+        &dir.path().join("data/TOY-PEDES-8-4-4-s3"),
+        "test",
+    );
+    let rank = |gallery: &Path, extra: &[&str]| {
+        let mut args = vec![
+            "rank",
+            "--queries",
+            s(&split.features),
+            "--gallery",
+            s(gallery),
+        ];
+        args.extend(["--query-pids", s(&split.query_pids)]);
+        args.extend(["--gallery-pids", s(&split.gallery_pids), "--json"]);
+        args.extend_from_slice(extra);
+        ccma(&args)
+    };
+    let same_metrics = |r: &serde_json::Value, row: &serde_json::Value| {
+        for (k, v) in row.as_object().unwrap() {
+            let got = r["t2i"][k].as_f64().unwrap();
+            assert!(
+                (got - v.as_f64().unwrap()).abs() < 1e-9,
+                "{k}: {r} vs {row}"
+            );
+        }
+    };
+    let json = |out: std::process::Output| -> serde_json::Value {
+        succeeded(&out, "rank");
+        serde_json::from_slice(&out.stdout).unwrap()
+    };
+    let r = json(rank(&split.features, &[]));
+    assert_eq!(r["similarity"], "bge+tse", "{r}");
+    same_metrics(&r, &rows["bge+tse"]);
+    for sim in ["bge", "tse", "bge+tse"] {
+        let r = json(rank(&split.features, &["--similarity", sim]));
+        assert_eq!(r["similarity"], sim, "{r}");
+        same_metrics(&r, &rows[sim]);
+    }
+    let without = dir.path().join("without_tse.safetensors");
+    let f = load(&split.features);
+    save(&without, &[("image_features", &f["image_features"])]);
+    let r = json(rank(&without, &[]));
+    assert_eq!(r["similarity"], "bge", "{r}");
+    same_metrics(&r, &rows["bge"]);
+    assert_one_line_error(
+        &rank(&without, &["--similarity", "tse"]),
+        "missing tensor `image_tse_features`, which similarity tse compares",
+    );
 
     // embed writes both embeddings of each side.
     let images = dir.path().join("images");

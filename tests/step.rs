@@ -103,7 +103,14 @@ fn global_caption_chooses_what_the_global_features_see() {
         let (model, _) = model(&base);
         let _guard = tch::no_grad_guard();
         let out = model.forward_train(&batch.images, ids, None, Default::default());
-        sdm(&out.f_i, &out.f_t, &batch.pids, 1.0 / base.loss.temperature).double_value(&[])
+        sdm(
+            &out.f_i,
+            &out.f_t,
+            &batch.pids,
+            1.0 / base.loss.temperature,
+            None,
+        )
+        .double_value(&[])
     };
     let (masked, clean) = (sdm_of("masked"), sdm_of("clean"));
     assert!((masked - by_hand(masked_ids)).abs() < 1e-5, "{masked}");

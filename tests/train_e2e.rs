@@ -286,51 +286,9 @@ fn checkpoint_alone_then_embed_rank_and_search(dir: &Path, run: &Path, best: f64
         "{t}"
     );
 
-    // The test split as ccma reads it: images in annotation order, every caption of each.
-    let ann: Vec<serde_json::Value> = serde_json::from_str(
-        &std::fs::read_to_string(data.join("TOY-PEDES-120-10-30-s3/reid_raw.json")).unwrap(),
-    )
-    .unwrap();
-    let (mut images, mut image_pids, mut captions, mut caption_pids) =
-        (vec![], vec![], vec![], vec![]);
-    for e in ann.iter().filter(|e| e["split"] == "test") {
-        let pid = e["id"].as_i64().unwrap().to_string();
-        images.push(
-            data.join("TOY-PEDES-120-10-30-s3/imgs")
-                .join(e["file_path"].as_str().unwrap()),
-        );
-        image_pids.push(pid.clone());
-        for c in e["captions"].as_array().unwrap() {
-            captions.push(c.as_str().unwrap().to_string());
-            caption_pids.push(pid.clone());
-        }
-    }
-    let write = |name: &str, lines: &[String]| {
-        let p = dir.join(name);
-        std::fs::write(&p, lines.join("\n") + "\n").unwrap();
-        p.to_str().unwrap().to_string()
-    };
-    let (caps, qp, gp) = (
-        write("captions.txt", &captions),
-        write("query_pids.txt", &caption_pids),
-        write("gallery_pids.txt", &image_pids),
-    );
-    let emb = dir.join("test_split.safetensors");
-    let mut args = vec![
-        "embed",
-        "--checkpoint",
-        ck.to_str().unwrap(),
-        "--captions",
-        &caps,
-    ];
-    args.extend(["--out", emb.to_str().unwrap(), "--images"]);
-    let image_args: Vec<String> = images
-        .iter()
-        .map(|p| p.to_str().unwrap().to_string())
-        .collect();
-    args.extend(image_args.iter().map(String::as_str));
-    ccma_ok(&args);
-    let e = emb.to_str().unwrap();
+    let split = embed_split(dir, &ck, &data.join("TOY-PEDES-120-10-30-s3"), "test");
+    let e = s(&split.features);
+    let (qp, gp) = (s(&split.query_pids), s(&split.gallery_pids));
     let r = ccma_json(&[
         "rank",
         "--queries",
@@ -338,9 +296,9 @@ fn checkpoint_alone_then_embed_rank_and_search(dir: &Path, run: &Path, best: f64
         "--gallery",
         e,
         "--query-pids",
-        &qp,
+        qp,
         "--gallery-pids",
-        &gp,
+        gp,
         "--json",
     ]);
     assert!(

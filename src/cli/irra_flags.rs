@@ -175,12 +175,12 @@ mod tests {
         );
     }
 
-    /// RDE's `run_rde.sh` line (its noise flags aside), `python train.py` replaced.
+    /// RDE's `run_rde.sh` line, `python train.py` replaced.
     #[test]
     fn rdes_command_takes_rdes_flags() {
         assert_eq!(
-            run("ccma train --name RDE --img_aug --batch_size 64 --select_ratio 0.3 --tau 0.015 --margin 0.1 --loss_names TAL --num_epoch 60").unwrap().join(" "),
-            "ccma train --name RDE --set img_aug=true --batch-size 64 --set select_ratio=0.3 --set tau=0.015 --set margin=0.1 --loss-names TAL --num-epoch 60"
+            run("ccma train --noisy_rate 0.2 --noisy_file n/CUHK-PEDES_0.2.npy --name RDE --img_aug --txt_aug --batch_size 64 --select_ratio 0.3 --tau 0.015 --root_dir d --output_dir run_logs --margin 0.1 --dataset_name CUHK-PEDES --loss_names TAL+sr0.3_tau0.015_margin0.1_n0.2 --num_epoch 60").unwrap().join(" "),
+            "ccma train --set noisy_rate=0.2 --set noisy_file=n/CUHK-PEDES_0.2.npy --name RDE --set img_aug=true --set txt_aug=true --batch-size 64 --set select_ratio=0.3 --set tau=0.015 --root-dir d --output-dir run_logs --set margin=0.1 --dataset CUHK-PEDES --loss-names TAL+sr0.3_tau0.015_margin0.1_n0.2 --num-epoch 60"
         );
     }
 

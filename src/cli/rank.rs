@@ -1,7 +1,9 @@
 //! `ccma rank`: retrieval metrics from feature files.
-use super::output::print_metrics;
+use super::output::{metrics_json, print, print_metrics};
+use crate::config::Similarity;
 use crate::retrieval::features::{read_pids_file, FeatureFile, FeatureSet, Side};
 use crate::retrieval::metrics::evaluate;
+use crate::retrieval::similarity::Embedded;
 use crate::UsageError;
 use anyhow::{bail, Result};
 use clap::Args;
@@ -9,7 +11,8 @@ use std::path::{Path, PathBuf};
 
 /// Compute retrieval metrics from feature files.
 ///
-/// The query and gallery features are feature files as `ccma embed` writes them.
+/// The query and gallery features are feature files as `ccma embed` writes them; with a model's
+/// TSE features in both, they are compared by BGE+TSE unless --similarity says otherwise.
 #[derive(Args, Debug)]
 pub struct RankArgs {
     /// Query features: the file's `text_features` (else `features`), with `text_pids` (else `pids`).
@@ -24,6 +27,11 @@ pub struct RankArgs {
     /// The gallery's person ids, one integer per line (when the file has none).
     #[arg(long, value_name = "FILE")]
     pub gallery_pids: Option<PathBuf>,
+    /// Which embeddings to compare: bge (the global features), tse (the `*_tse_features`) or
+    /// bge+tse (the mean of the two cosine similarities) [default: bge+tse where both files have
+    /// TSE features, else bge].
+    #[arg(long, value_name = "SIMILARITY", value_parser = parse_similarity)]
+    pub similarity: Option<Similarity>,
     /// Also report image-to-text (gallery as queries).
     #[arg(long)]
     pub i2t: bool,
@@ -73,18 +81,47 @@ pub fn run(a: RankArgs) -> Result<()> {
         a.gallery_pids.as_deref(),
         "--gallery-pids",
     )?;
-    let (dq, dg) = (q.features.size()[1], g.features.size()[1]);
+    let both_tse = q.tse_features.is_some() && g.tse_features.is_some();
+    let similarity = Similarity::or_default(a.similarity, both_tse);
+    if similarity.needs_tse() {
+        let sides = [(&a.queries, &q, "text"), (&a.gallery, &g, "image")];
+        if let Some((path, _, side)) = sides.iter().find(|(_, s, _)| s.tse_features.is_none()) {
+            bail!(UsageError(format!(
+                "{}: missing tensor `{side}_tse_features`, which similarity {similarity} compares (embed with a model with TSE, or --similarity bge)",
+                path.display()
+            )));
+        }
+    }
+    let compared = |set: FeatureSet| {
+        Embedded {
+            bge: set.features,
+            tse: set.tse_features,
+        }
+        .compared(similarity)
+    };
+    let (q, g) = (compared(q), compared(g));
+    let (dq, dg) = (q.size()[1], g.size()[1]);
     if dq != dg {
         bail!(UsageError(format!(
-            "feature widths differ: {} has D = {dq}, {} has D = {dg}",
+            "feature widths differ: {} has D = {dq}, {} has D = {dg} ({similarity})",
             a.queries.display(),
             a.gallery.display()
         )));
     }
-    let t2i = evaluate(&q.features, &g.features, &qp, &gp)?;
+    let t2i = evaluate(&q, &g, &qp, &gp)?;
     let i2t = match a.i2t {
-        true => Some(evaluate(&g.features, &q.features, &gp, &qp)?),
+        true => Some(evaluate(&g, &q, &gp, &qp)?),
         false => None,
     };
-    print_metrics(None, &t2i, i2t.as_ref(), a.json)
+    if a.json {
+        let mut v = metrics_json(&t2i, i2t.as_ref());
+        v["similarity"] = similarity.to_string().into();
+        return print(format_args!("{v}\n"));
+    }
+    let heading = format!("similarity {similarity}");
+    print_metrics(Some(&heading), &t2i, i2t.as_ref(), false)
+}
+
+fn parse_similarity(s: &str) -> Result<Similarity, String> {
+    s.parse()
 }

@@ -208,11 +208,13 @@ impl LossTerm {
 }
 
 /// `loss_names`: loss terms joined by `+`, as written (`imal` stands for the CCMA set
-/// [`LossTerm::CCMA`]). Names are case-insensitive; order of first appearance is kept.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// [`LossTerm::CCMA`]), and at most one [`RunTag`]. Names are case-insensitive; order of first
+/// appearance is kept.
+#[derive(Debug, Clone, PartialEq)]
 pub struct LossNames {
     text: String,
     terms: Vec<LossTerm>,
+    tag: Option<RunTag>,
 }
 
 impl LossNames {
@@ -220,16 +222,65 @@ impl LossNames {
     pub fn terms(&self) -> &[LossTerm] {
         &self.terms
     }
+
+    /// The run tag, where the names carry one.
+    pub fn tag(&self) -> Option<&RunTag> {
+        self.tag.as_ref()
+    }
+}
+
+/// The settings RDE's `run_rde.sh` appends to its term in `--loss_names` to name the run's folder
+/// (`TAL+sr0.3_tau0.015_margin0.1_n0.0`), as written. RDE's model reads only the term; `ccma`
+/// checks the tag against the settings it names.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RunTag {
+    pub text: String,
+    pub select_ratio: f64,
+    pub tau: f64,
+    pub margin: f64,
+    pub noisy_rate: f64,
+}
+
+impl RunTag {
+    /// `name` (lowercase) as a run tag: four `_`-joined parts `sr<x>`, `tau<x>`, `margin<x>`,
+    /// `n<x>` with finite numbers; `None` for anything else.
+    fn parse(name: &str) -> Option<RunTag> {
+        let parts: Vec<&str> = name.split('_').collect();
+        let [sr, tau, margin, n] = parts[..] else {
+            return None;
+        };
+        let number = |part: &str, prefix: &str| -> Option<f64> {
+            let v: f64 = part.strip_prefix(prefix)?.parse().ok()?;
+            v.is_finite().then_some(v)
+        };
+        Some(RunTag {
+            text: name.to_string(),
+            select_ratio: number(sr, "sr")?,
+            tau: number(tau, "tau")?,
+            margin: number(margin, "margin")?,
+            noisy_rate: number(n, "n")?,
+        })
+    }
 }
 
 impl std::str::FromStr for LossNames {
     type Err = String;
     fn from_str(text: &str) -> Result<LossNames, String> {
         let mut terms = Vec::new();
+        let mut tag: Option<RunTag> = None;
         for name in text.split('+').map(|s| s.trim().to_lowercase()) {
+            if let Some(t) = RunTag::parse(&name) {
+                if let Some(first) = tag.replace(t) {
+                    return Err(format!(
+                        "{text:?} has two run tags, {:?} and {name:?} (expected at most one, as RDE's run_rde.sh writes)",
+                        first.text
+                    ));
+                }
+                continue;
+            }
             let term: LossTerm = name.parse().map_err(|_| {
                 format!(
-                    "unknown loss {name:?} in {text:?} (expected `+`-separated names from {})",
+                    "unknown loss {name:?} in {text:?} (expected `+`-separated names from {}, and at most one run tag such as RDE's sr0.3_tau0.015_margin0.1_n0.0)",
                     LossTerm::NAMES.join(", ")
                 )
             })?;
@@ -244,9 +295,16 @@ impl std::str::FromStr for LossNames {
                 }
             }
         }
+        if terms.is_empty() {
+            return Err(format!(
+                "{text:?} names no loss term (expected `+`-separated names from {})",
+                LossTerm::NAMES.join(", ")
+            ));
+        }
         Ok(LossNames {
             text: text.to_string(),
             terms,
+            tag,
         })
     }
 }

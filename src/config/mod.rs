@@ -95,7 +95,37 @@ impl Config {
                 "[{h}, {w}] is smaller than the patch size {patch}"
             );
         }
-        self.validate_noise_keys()
+        self.validate_noise_keys()?;
+        self.validate_run_tag()
+    }
+
+    /// RDE's run tag in `loss_names` against the settings it names, and the model it stands for.
+    fn validate_run_tag(&self) -> Result<()> {
+        let Some(tag) = self.loss.loss_names.tag() else {
+            return Ok(());
+        };
+        for (key, tagged, actual) in [
+            ("select_ratio", tag.select_ratio, self.model.select_ratio),
+            ("tau", tag.tau, self.loss.tau),
+            ("margin", tag.margin, self.loss.margin),
+            ("noisy_rate", tag.noisy_rate, self.data.noisy_rate),
+        ] {
+            if actual != tagged {
+                invalid!(
+                    "loss_names",
+                    "its run tag {} says {key} {tagged}, but {key} is {actual} (RDE's run_rde.sh writes the tag from the same settings; expected them equal)",
+                    tag.text
+                );
+            }
+        }
+        if !self.model.tse {
+            invalid!(
+                "loss_names",
+                "its run tag {} is RDE's, whose model always has the TSE layers and divides its pairs (expected `tse: true`, e.g. with --config configs/rde-cuhk-pedes.yaml)",
+                tag.text
+            );
+        }
+        Ok(())
     }
 
     /// The clean division's keys against the model and the loss terms.
@@ -113,15 +143,11 @@ impl Config {
                 "{} acts only with the clean division (expected `noise_filter: ccd` with it, or 0)",
                 l.ccd_warmup
             ),
-            NoiseFilter::Ccd => {
-                if let Some(t) = self.losses().into_iter().find(|&t| t != LossTerm::Tal) {
-                    invalid!(
-                        "noise_filter",
-                        "ccd weights only the tal term in this release, and `loss_names` has {t} (expected `loss_names: tal`)"
-                    );
-                }
-            }
-            NoiseFilter::None => {}
+            NoiseFilter::Ccd if !self.losses().contains(&LossTerm::Tal) => invalid!(
+                "noise_filter",
+                "ccd divides by the TSE embeddings, which only the tal term trains (expected tal in `loss_names`, e.g. `tal` or `imal+tal`)"
+            ),
+            NoiseFilter::None | NoiseFilter::Ccd => {}
         }
         Ok(())
     }
@@ -333,5 +359,69 @@ mod tests {
         .unwrap();
         cfg.validate().unwrap();
         assert_eq!(cfg.losses(), vec![LossTerm::Tal]);
+    }
+
+    /// RDE's `--loss_names TAL+sr0.3_tau0.015_margin0.1_n0.0`: the tag is checked against the
+    /// settings it names and needs RDE's model; a second tag, or a tag alone, is refused.
+    #[test]
+    fn rdes_run_tag_is_checked_against_its_settings() {
+        let tagged = |names: &str, more: &[(&str, &str)]| {
+            let mut pairs = vec![
+                ("loss_names", names),
+                ("tse", "true"),
+                ("noisy_rate", "0.2"),
+            ];
+            pairs.extend_from_slice(more);
+            set(&pairs).and_then(|c| c.validate().map(|()| c))
+        };
+        let cfg = tagged("TAL+sr0.3_tau0.015_margin0.1_n0.2", &[]).unwrap();
+        assert_eq!(cfg.losses(), vec![LossTerm::Tal]);
+        assert_eq!(
+            cfg.loss.loss_names.to_string(),
+            "TAL+sr0.3_tau0.015_margin0.1_n0.2"
+        );
+        let e = format!(
+            "{:#}",
+            tagged("TAL+sr0.3_tau0.015_margin0.1_n0.2", &[("tau", "0.02")]).unwrap_err()
+        );
+        assert!(
+            e.contains("`loss_names`") && e.contains("says tau 0.015, but tau is 0.02"),
+            "{e}"
+        );
+        let e = format!(
+            "{:#}",
+            tagged("TAL+sr0.3_tau0.015_margin0.1_n0.0", &[]).unwrap_err()
+        );
+        assert!(
+            e.contains("says noisy_rate 0, but noisy_rate is 0.2"),
+            "{e}"
+        );
+        let e = format!(
+            "{:#}",
+            tagged("TAL+sr0.3_tau0.015_margin0.1_n0.2", &[("tse", "false")]).unwrap_err()
+        );
+        assert!(e.contains("expected `tse: true`"), "{e}");
+        let e = format!(
+            "{:#}",
+            tagged(
+                "TAL+sr0.3_tau0.015_margin0.1_n0.2+sr0.3_tau0.015_margin0.1_n0.2",
+                &[]
+            )
+            .unwrap_err()
+        );
+        assert!(e.contains("two run tags"), "{e}");
+        let e = format!(
+            "{:#}",
+            tagged("sr0.3_tau0.015_margin0.1_n0.2", &[]).unwrap_err()
+        );
+        assert!(e.contains("names no loss term"), "{e}");
+        let e = format!(
+            "{:#}",
+            tagged("TAL+sr0.3_tau0.015_margin0.1", &[]).unwrap_err()
+        );
+        assert!(
+            e.contains("unknown loss \"sr0.3_tau0.015_margin0.1\""),
+            "{e}"
+        );
     }
 }

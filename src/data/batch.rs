@@ -17,10 +17,10 @@ pub struct TrainBatch {
     pub pids: Tensor,
     /// The training-pair index of each of the B samples (on the host).
     pub indices: Vec<i64>,
-    /// [ΣB] f32 the clean division's weight of every sample of the whole batch (every rank's,
-    /// in rank order), where the run divides its pairs (`noise_filter: ccd`); the trainer sets
-    /// them.
-    pub weights: Option<Tensor>,
+    /// The clean division's weight (0 or 1) of every sample of the whole batch (every rank's, in
+    /// rank order; on the host), where the run divides its pairs (`noise_filter: ccd`); the
+    /// trainer sets them.
+    pub weights: Option<Vec<f32>>,
     /// Where the global batch's samples are across the ranks.
     pub slices: RankSlices,
 }
@@ -79,8 +79,8 @@ fn to_device(t: &Tensor, device: Device) -> Tensor {
 pub struct RankSlices {
     /// Samples of each rank's slice, in rank order (one entry in a one-process run).
     pub sizes: Vec<i64>,
-    /// Masked caption tokens of each rank's slice.
-    pub masked: Vec<i64>,
+    /// Masked caption tokens of every rank's samples, a count per sample in rank order.
+    pub all_masked: Vec<i64>,
     /// [ΣB] i64 every rank's pids in rank order, where there are other ranks.
     pub all_pids: Option<Tensor>,
     /// Every rank's training-pair indices in rank order (the batch's own in a one-process run).
@@ -88,15 +88,21 @@ pub struct RankSlices {
 }
 
 impl RankSlices {
-    /// The slices of a one-process batch of `b` samples with `m` masked tokens and training-pair
+    /// The slices of a one-process batch with `masked` tokens per sample and training-pair
     /// `indices`.
-    pub fn whole(b: i64, m: i64, indices: &[i64]) -> RankSlices {
+    pub fn whole(masked: &[i64], indices: &[i64]) -> RankSlices {
         RankSlices {
-            sizes: vec![b],
-            masked: vec![m],
+            sizes: vec![indices.len() as i64],
+            all_masked: masked.to_vec(),
             all_pids: None,
             all_indices: indices.to_vec(),
         }
+    }
+
+    /// The samples of rank `rank`'s slice, as a range of the whole batch's.
+    pub fn range(&self, rank: usize) -> std::ops::Range<usize> {
+        let start: i64 = self.sizes[..rank].iter().sum();
+        start as usize..(start + self.sizes[rank]) as usize
     }
 }
 
@@ -131,19 +137,22 @@ impl TrainBatch {
     }
 
     /// Samples `start..start + len` of the batch, as one process's batch (views of its tensors;
-    /// the masked positions of those samples, counted from the chunk's first token).
+    /// the masked positions of those samples, counted from the chunk's first token). A part
+    /// carries no division weights: a step takes them from the whole batch's layout.
     pub fn narrow(&self, start: i64, len: i64) -> TrainBatch {
         let part = |t: &Tensor| t.narrow(0, start, len);
         let masked = self.masked.as_ref().map(|m| m.narrow(start, len));
-        let m = masked.as_ref().map_or(0, MaskedCaptions::tokens);
+        let counts = masked
+            .as_ref()
+            .map_or_else(|| vec![0; len as usize], |m| m.per_sample.clone());
         let indices = self.indices[start as usize..(start + len) as usize].to_vec();
         TrainBatch {
             images: part(&self.images),
             caption_ids: part(&self.caption_ids),
             masked,
             pids: part(&self.pids),
-            weights: self.weights.as_ref().map(part),
-            slices: RankSlices::whole(len, m, &indices),
+            weights: None,
+            slices: RankSlices::whole(&counts, &indices),
             indices,
         }
     }
@@ -162,10 +171,10 @@ impl TrainBatch {
             masked: self.masked.as_ref().map(|m| m.to_device(device)),
             pids: mv(&self.pids),
             indices: self.indices.clone(),
-            weights: self.weights.as_ref().map(mv),
+            weights: self.weights.clone(),
             slices: RankSlices {
                 sizes: self.slices.sizes.clone(),
-                masked: self.slices.masked.clone(),
+                all_masked: self.slices.all_masked.clone(),
                 all_pids: self.slices.all_pids.as_ref().map(mv),
                 all_indices: self.slices.all_indices.clone(),
             },
@@ -205,9 +214,7 @@ impl TrainBatch {
         let mut own = whole.narrow(rank as i64 * b, b);
         own.slices = RankSlices {
             sizes: vec![b; world],
-            masked: (0..world as i64)
-                .map(|r| whole.narrow(r * b, b).masked_tokens())
-                .collect(),
+            all_masked: whole.slices.all_masked.clone(),
             all_pids: Some(whole.pids.shallow_clone()),
             all_indices: whole.indices.clone(),
         };
@@ -237,6 +244,7 @@ impl TrainBatch {
         let mlm_ids = ids.where_self(&selected.logical_not(), &Tensor::full_like(&ids, MASK_ID));
         let labels = Vec::<i64>::try_from(&mlm_labels.reshape([-1])).expect("i64 labels");
         let (positions, targets) = masked_positions(&labels);
+        let counts = per_sample(&labels, l as usize);
         TrainBatch {
             images: Tensor::randn([b, 3, h, w], (Kind::Float, device)),
             caption_ids: ids,
@@ -244,14 +252,14 @@ impl TrainBatch {
                 ids: mlm_ids,
                 positions: Tensor::from_slice(&positions),
                 targets: Tensor::from_slice(&targets),
-                per_sample: per_sample(&labels, l as usize),
+                per_sample: counts.clone(),
             }),
             pids: Tensor::arange(b, opts)
                 .floor_divide_scalar(2)
                 .remainder(num_classes),
             indices: (0..b).collect(),
             weights: None,
-            slices: RankSlices::whole(b, positions.len() as i64, &(0..b).collect::<Vec<_>>()),
+            slices: RankSlices::whole(&counts, &(0..b).collect::<Vec<_>>()),
         }
     }
 }
@@ -270,7 +278,11 @@ mod tests {
         assert_eq!(Vec::<i64>::try_from(&b.pids).unwrap(), [0, 0, 1, 1, 0, 0]);
         let m = mc.positions.size()[0];
         assert!(m > 0 && m == b.masked_tokens());
-        assert_eq!(b.slices, RankSlices::whole(6, m, &[0, 1, 2, 3, 4, 5]));
+        assert_eq!(
+            b.slices,
+            RankSlices::whole(&mc.per_sample, &[0, 1, 2, 3, 4, 5])
+        );
+        assert_eq!(mc.per_sample.iter().sum::<i64>(), m);
         let masked = mc.ids.reshape([-1]).index_select(0, &mc.positions);
         let original = b.caption_ids.reshape([-1]).index_select(0, &mc.positions);
         assert!(original.equal(&mc.targets));
@@ -317,7 +329,8 @@ mod tests {
             assert_eq!(part.masked_tokens(), own.masked_tokens());
             let s = &part.slices;
             assert_eq!(s.sizes, [3, 3]);
-            assert_eq!(s.masked, [first.masked_tokens(), second.masked_tokens()]);
+            assert_eq!(s.all_masked, whole.slices.all_masked);
+            assert_eq!(s.range(r), 3 * r..3 * (r + 1));
             assert!(s.all_pids.as_ref().unwrap().equal(&whole.pids));
         }
         assert_eq!(

@@ -310,10 +310,10 @@ fn assemble(
         .collect();
     let slices = RankSlices {
         sizes: ranks.iter().map(|r| r.len() as i64).collect(),
-        masked: ranks
-            .iter()
-            .map(|r| masked_of(r.clone()).iter().filter(|&&l| l != 0).count() as i64)
-            .collect(),
+        all_masked: match opts.mlm {
+            Some(_) => per_sample(&masked_of(0..idx.len()), l),
+            None => vec![0; idx.len()],
+        },
         all_pids: match shard.world {
             1 => None,
             _ => Some(host(&pids_of(idx), &[idx.len() as i64])?),

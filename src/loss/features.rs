@@ -1,7 +1,7 @@
 //! What the terms are computed on: the embedding pairs of a batch by kind, the whole batch's
 //! features for the batch-spanning terms, and a process's share of the per-sample means.
 use crate::model::{Embedding, TrainOutputs};
-use tch::Tensor;
+use tch::{Kind, Tensor};
 
 /// Embedding pairs by kind, in [`Embedding::ALL`]'s order: `[image, text]`, [B, D] f32 each.
 pub struct Embeddings(pub Vec<(Embedding, [Tensor; 2])>);
@@ -61,26 +61,49 @@ pub enum Share {
     MaskedTokens,
 }
 
-/// This process's share of the per-sample means: its samples over the batch's (ID), its masked
-/// tokens over the batch's (MLM). Both 1 in a one-process run; across ranks the shares sum to 1,
-/// so the ranks' ID and MLM terms add up to the means over the whole batch.
-#[derive(Debug, Clone, Copy, PartialEq)]
+/// One part of the batch (a process's slice, or a chunk of it) for the per-sample terms: the
+/// weights of its units (samples for ID, masked caption tokens for MLM) and its share of the
+/// whole batch's weighted count of them. A part's term is its weighted mean times its share, so
+/// the parts (ranks, chunks) add up to `Σ_batch w_u v_u / Σ_batch w_u`; without a clean division
+/// every `w` is 1 and that is the mean over the whole batch.
+#[derive(Debug)]
 pub struct LocalShare {
+    /// [n] f32 the clean division's weight (0 or 1) of each of the part's samples; `None`: all 1.
+    pub sample_weights: Option<Tensor>,
+    /// [m] f32 the weight of each of the part's masked caption tokens (its pair's); `None`: all 1.
+    pub token_weights: Option<Tensor>,
+    /// The part's weighted samples over the whole batch's (0 where the batch has none).
     pub samples: f64,
+    /// The part's weighted masked tokens over the whole batch's (0 where the batch has none).
     pub masked: f64,
 }
 
 impl LocalShare {
-    pub const WHOLE: LocalShare = LocalShare {
-        samples: 1.0,
-        masked: 1.0,
-    };
-
-    /// The share of the mean over `over`.
-    pub fn of(self, over: Share) -> f64 {
-        match over {
-            Share::Samples => self.samples,
-            Share::MaskedTokens => self.masked,
+    /// The whole batch, unweighted: per-sample terms are plain means.
+    pub fn whole() -> LocalShare {
+        LocalShare {
+            sample_weights: None,
+            token_weights: None,
+            samples: 1.0,
+            masked: 1.0,
         }
+    }
+
+    /// The weights of the part's units of `over`, and the part's share of the batch's.
+    pub fn of(&self, over: Share) -> (Option<&Tensor>, f64) {
+        match over {
+            Share::Samples => (self.sample_weights.as_ref(), self.samples),
+            Share::MaskedTokens => (self.token_weights.as_ref(), self.masked),
+        }
+    }
+}
+
+/// The mean of `values` [N] f32 weighted by `weights` [N] (0 or 1): `Σ w_u v_u / max(Σ w_u, 1)`,
+/// so 0 where no weight is 1; the plain mean without weights. On the device (nothing is read
+/// back).
+pub fn weighted_mean(values: &Tensor, weights: Option<&Tensor>) -> Tensor {
+    match weights {
+        None => values.mean(Kind::Float),
+        Some(w) => (values * w).sum(Kind::Float) / w.sum(Kind::Float).clamp_min(1.0),
     }
 }

@@ -1,5 +1,6 @@
 //! CCMA's integrated modal alignment loss on the DCA features (METHOD.md section 3): identity-aware
 //! cross-modal alignment, intra-modal neighbourhood consistency and a spread regulariser.
+use super::features::weighted_mean;
 use super::matching::{same_pid, EPS};
 use crate::config::LossSection;
 use crate::model::layers::l2_normalize;
@@ -40,11 +41,15 @@ fn off_diagonal(m: &Tensor) -> Tensor {
 }
 
 /// The three IMAL terms (L_cm, L_im, L_kl) of DCA features `g_i`, `g_t` [B, D]; scalars f32.
+/// Each is a mean over rows (an image's, a text's); `w` ([B] f32, 0 or 1, the clean division's)
+/// weighs sample i's rows and divides by the pairs with `w = 1` (METHOD.md section 7, "Beyond
+/// both"), the other samples still in every row's distributions.
 pub fn imal_terms(
     g_i: &Tensor,
     g_t: &Tensor,
     pids: &Tensor,
     p: &ImalParams,
+    w: Option<&Tensor>,
 ) -> (Tensor, Tensor, Tensor) {
     let (a, b) = (l2_normalize(g_i), l2_normalize(g_t));
     let n = a.size()[0];
@@ -52,10 +57,11 @@ pub fn imal_terms(
     let not_pos = same_pid(pids).eq(0.0);
     // Identity-aware cross-modal alignment, both directions.
     let cm = |l: &Tensor| {
-        (l.masked_fill(&not_pos, f64::NEG_INFINITY)
+        let rows = l
+            .masked_fill(&not_pos, f64::NEG_INFINITY)
             .logsumexp([1i64].as_slice(), false)
-            - l.logsumexp([1i64].as_slice(), false))
-        .mean(Kind::Float)
+            - l.logsumexp([1i64].as_slice(), false);
+        weighted_mean(&rows, w)
     };
     let l_cm = -(cm(&logits) + cm(&logits.tr())) / 2.0;
     // Intra-modal neighbourhood consistency, self excluded.
@@ -63,9 +69,9 @@ pub fn imal_terms(
         let na = off_diagonal(&(a.matmul(&a.tr()) * p.scale)).log_softmax(1, Kind::Float);
         let nb = off_diagonal(&(b.matmul(&b.tr()) * p.scale)).log_softmax(1, Kind::Float);
         let kl = |lp: &Tensor, lq: &Tensor| {
-            (lp.exp() * (lp - lq))
-                .sum_dim_intlist([1i64].as_slice(), false, Kind::Float)
-                .mean(Kind::Float)
+            let rows =
+                (lp.exp() * (lp - lq)).sum_dim_intlist([1i64].as_slice(), false, Kind::Float);
+            weighted_mean(&rows, w)
         };
         (kl(&na, &nb) + kl(&nb, &na)) / 2.0
     } else {
@@ -74,9 +80,12 @@ pub fn imal_terms(
     // Spread regulariser against the uniform u = 1/B².
     let u = 1.0 / (n * n) as f64;
     let spread = |prob: &Tensor| {
-        (u * (u.ln() - (prob + EPS).log()))
-            .sum_dim_intlist([1i64].as_slice(), false, Kind::Float)
-            .mean(Kind::Float)
+        let rows = (u * (u.ln() - (prob + EPS).log())).sum_dim_intlist(
+            [1i64].as_slice(),
+            false,
+            Kind::Float,
+        );
+        weighted_mean(&rows, w)
     };
     let l_kl = (spread(&logits.softmax(1, Kind::Float))
         + spread(&logits.tr().softmax(1, Kind::Float)))
@@ -84,8 +93,14 @@ pub fn imal_terms(
     (l_cm, l_im, l_kl)
 }
 
-/// `IMAL = L_cm + γ L_im + κ L_kl`. Scalar f32.
-pub fn imal(g_i: &Tensor, g_t: &Tensor, pids: &Tensor, p: &ImalParams) -> Tensor {
-    let (cm, im, kl) = imal_terms(g_i, g_t, pids, p);
+/// `IMAL = L_cm + γ L_im + κ L_kl`, its rows weighted by `w`. Scalar f32.
+pub fn imal(
+    g_i: &Tensor,
+    g_t: &Tensor,
+    pids: &Tensor,
+    p: &ImalParams,
+    w: Option<&Tensor>,
+) -> Tensor {
+    let (cm, im, kl) = imal_terms(g_i, g_t, pids, p, w);
     cm + im * p.gamma + kl * p.kl_weight
 }

@@ -16,7 +16,7 @@ mod tal;
 mod terms;
 
 pub use cross_entropy::{id, mlm};
-pub use features::{BatchFeatures, Embeddings, LocalShare, Share};
+pub use features::{weighted_mean, BatchFeatures, Embeddings, LocalShare, Share};
 pub use imal::{imal, imal_terms, ImalParams};
 pub use matching::{cmpm, itc, sdm};
 pub use tal::tal_per_sample;
@@ -103,13 +103,13 @@ impl LossTerms {
 
 /// Computes every term of `spec`: the batch-spanning ones on `batch`, the per-sample ones on this
 /// process's outputs `out` (of a forward run with `spec.heads()` and, when `spec.mlm()`, masked
-/// captions) with its `pids`, weighted by its `share`.
+/// captions) with its `pids`, as its `share` of the batch.
 pub fn compute(
     spec: &LossSpec,
     batch: &BatchFeatures,
     out: &TrainOutputs,
     pids: &Tensor,
-    share: LocalShare,
+    share: &LocalShare,
 ) -> LossTerms {
     let p = &spec.params;
     let terms = spec
@@ -138,14 +138,14 @@ pub fn batch_term(term: LossTerm, p: &LossSection, batch: &BatchFeatures) -> Opt
     }
 }
 
-/// A per-sample `term` on this process's outputs `out` with its `pids`, weighted, times its
-/// `share` of the whole batch's mean; `None` for a batch-spanning term.
+/// A per-sample `term` on this process's outputs `out` with its `pids`, weighted, as its `share`
+/// of the whole batch's mean; `None` for a batch-spanning term.
 pub fn sample_term(
     term: LossTerm,
     p: &LossSection,
     out: &TrainOutputs,
     pids: &Tensor,
-    share: LocalShare,
+    share: &LocalShare,
 ) -> Option<Tensor> {
     let d = describe(term);
     match d.reach {
@@ -170,7 +170,8 @@ fn on_batch(
     }
 }
 
-/// A per-sample term's value times its weight (1 without one) and this part's share of the mean.
+/// A per-sample term's (division-weighted) mean over this part's units times its weight (1
+/// without one) and this part's share of the batch.
 fn on_samples(
     over: Share,
     formula: SampleFormula,
@@ -178,8 +179,9 @@ fn on_samples(
     p: &LossSection,
     out: &TrainOutputs,
     pids: &Tensor,
-    share: LocalShare,
+    share: &LocalShare,
 ) -> Tensor {
     let weight = weight.map_or(1.0, |w| (w.of)(p));
-    formula(out, pids) * (weight * share.of(over))
+    let (units, part) = share.of(over);
+    formula(out, pids, units) * (weight * part)
 }

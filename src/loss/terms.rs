@@ -17,9 +17,10 @@ use tch::Tensor;
 /// A batch-spanning term's value (unweighted, scalar f32) on the whole batch's features.
 pub type BatchFormula = fn(&LossSection, &BatchFeatures) -> Tensor;
 
-/// A per-sample term's mean (unweighted, scalar f32) over the samples of a forward's outputs,
-/// with their pids [B] i64.
-pub type SampleFormula = fn(&TrainOutputs, &Tensor) -> Tensor;
+/// A per-sample term's mean (unweighted by its key, scalar f32) over the units of a forward's
+/// outputs, with their pids [B] i64 and the clean division's weights of those units, if any
+/// ([`Share`]'s units: [B] for samples, [M] for masked tokens).
+pub type SampleFormula = fn(&TrainOutputs, &Tensor, Option<&Tensor>) -> Tensor;
 
 /// How a term's value is formed over a batch, with its formula.
 #[derive(Clone, Copy)]
@@ -67,7 +68,7 @@ pub fn describe(term: LossTerm) -> Description {
         LossTerm::Itc => Description {
             reach: Reach::Batch(|p, b| {
                 let [i, t] = b.embeddings.pair(Embedding::Global);
-                itc(i, t, 1.0 / p.temperature)
+                itc(i, t, 1.0 / p.temperature, b.weights.as_ref())
             }),
             needs: GLOBAL,
             weight: None,
@@ -75,7 +76,7 @@ pub fn describe(term: LossTerm) -> Description {
         LossTerm::Sdm => Description {
             reach: Reach::Batch(|p, b| {
                 let [i, t] = b.embeddings.pair(Embedding::Global);
-                sdm(i, t, &b.pids, 1.0 / p.temperature)
+                sdm(i, t, &b.pids, 1.0 / p.temperature, b.weights.as_ref())
             }),
             needs: GLOBAL,
             weight: None,
@@ -83,17 +84,18 @@ pub fn describe(term: LossTerm) -> Description {
         LossTerm::Cmpm => Description {
             reach: Reach::Batch(|_, b| {
                 let [i, t] = b.embeddings.pair(Embedding::Global);
-                cmpm(i, t, &b.pids)
+                cmpm(i, t, &b.pids, b.weights.as_ref())
             }),
             needs: GLOBAL,
             weight: None,
         },
         LossTerm::Id => Description {
-            reach: Reach::PerSample(Share::Samples, |out, pids| {
+            reach: Reach::PerSample(Share::Samples, |out, pids, w| {
                 id(
                     need(&out.id_logits_i, "ID"),
                     need(&out.id_logits_t, "ID"),
                     pids,
+                    w,
                 )
             }),
             needs: &[Need::IdHead],
@@ -103,8 +105,12 @@ pub fn describe(term: LossTerm) -> Description {
             }),
         },
         LossTerm::Mlm => Description {
-            reach: Reach::PerSample(Share::MaskedTokens, |out, _| {
-                mlm(need(&out.mlm_logits, "MLM"), need(&out.mlm_labels, "MLM"))
+            reach: Reach::PerSample(Share::MaskedTokens, |out, _, w| {
+                mlm(
+                    need(&out.mlm_logits, "MLM"),
+                    need(&out.mlm_labels, "MLM"),
+                    w,
+                )
             }),
             needs: &[Need::MlmBranch],
             weight: Some(Weight {
@@ -115,7 +121,13 @@ pub fn describe(term: LossTerm) -> Description {
         LossTerm::Imal => Description {
             reach: Reach::Batch(|p, b| {
                 let [g_i, g_t] = b.embeddings.pair(Embedding::Dca);
-                imal(g_i, g_t, &b.pids, &ImalParams::from_config(p))
+                imal(
+                    g_i,
+                    g_t,
+                    &b.pids,
+                    &ImalParams::from_config(p),
+                    b.weights.as_ref(),
+                )
             }),
             needs: &[Need::Embedding(Embedding::Dca)],
             weight: None,
@@ -271,7 +283,7 @@ mod tests {
             };
             let p = &spec.params;
             let value = batch_term(term, p, &batch)
-                .or_else(|| sample_term(term, p, &out, &pids, LocalShare::WHOLE))
+                .or_else(|| sample_term(term, p, &out, &pids, &LocalShare::whole()))
                 .unwrap();
             assert_eq!(value.size(), Vec::<i64>::new(), "{term}");
             assert!(value.double_value(&[]).is_finite(), "{term}");

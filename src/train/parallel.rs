@@ -34,13 +34,51 @@ pub struct BatchLayout {
     pub pids: Tensor,
     /// Samples per rank.
     pub sizes: Vec<i64>,
-    /// This rank's share of the per-sample means.
-    pub share: LocalShare,
     /// Samples in the global batch.
     pub samples: usize,
-    /// [ΣB] f32 the clean division's weights of every rank's samples in rank order, where the
-    /// run divides its pairs.
+    /// [ΣB] f32 the clean division's weights of every rank's samples in rank order (on the
+    /// device), where the run divides its pairs.
     pub weights: Option<Tensor>,
+    /// The same weights on the host, for the per-sample terms' shares.
+    host_weights: Option<Vec<f32>>,
+    /// Masked caption tokens of every rank's samples, a count per sample in rank order.
+    masked: Vec<i64>,
+    /// This rank's samples, as a range of the whole batch's.
+    own: std::ops::Range<usize>,
+    device: Device,
+}
+
+impl BatchLayout {
+    /// This rank's samples `start..start + len` (of its slice) as a part of the batch for the
+    /// per-sample terms: their division weights (and their masked tokens'), and their share of
+    /// the batch's weighted count of samples and of masked tokens (a fraction of sums of 0s and
+    /// 1s, computed on the host).
+    pub fn share(&self, start: i64, len: i64) -> LocalShare {
+        let from = self.own.start + start as usize;
+        let part = from..from + len as usize;
+        let all = 0..self.masked.len();
+        let w = |i: usize| self.host_weights.as_ref().map_or(1.0, |w| f64::from(w[i]));
+        let fraction = |range: std::ops::Range<usize>, of: &dyn Fn(usize) -> f64| {
+            let whole: f64 = all.clone().map(of).sum();
+            match whole > 0.0 {
+                true => range.map(of).sum::<f64>() / whole,
+                false => 0.0,
+            }
+        };
+        let on_device = |v: Vec<f32>| Tensor::from_slice(&v).to_device(self.device);
+        let weights = self.host_weights.as_ref();
+        LocalShare {
+            sample_weights: weights.map(|w| on_device(w[part.clone()].to_vec())),
+            token_weights: weights.map(|w| {
+                let each = part
+                    .clone()
+                    .flat_map(|i| std::iter::repeat_n(w[i], self.masked[i] as usize));
+                on_device(each.collect())
+            }),
+            samples: fraction(part.clone(), &w),
+            masked: fraction(part, &|i| w(i) * self.masked[i] as f64),
+        }
+    }
 }
 
 impl Ranks {
@@ -105,26 +143,23 @@ impl Ranks {
     }
 
     /// Where the step's samples are, from what the loader knows on the host (no exchange, no
-    /// read from the device): every rank's sample count, masked-token count and pids.
+    /// read from the device): every rank's sample count, masked-token counts, pids and division
+    /// weights.
     pub fn layout(&self, batch: &TrainBatch) -> BatchLayout {
         let s = &batch.slices;
         let samples: i64 = s.sizes.iter().sum();
-        let share = match self.group {
-            None => LocalShare::WHOLE,
-            Some(_) => {
-                let masked_all: i64 = s.masked.iter().sum();
-                LocalShare {
-                    samples: batch.len() as f64 / samples as f64,
-                    masked: s.masked[self.rank()] as f64 / masked_all.max(1) as f64,
-                }
-            }
-        };
         BatchLayout {
             pids: s.all_pids.as_ref().unwrap_or(&batch.pids).shallow_clone(),
             sizes: s.sizes.clone(),
-            share,
             samples: samples as usize,
-            weights: batch.weights.as_ref().map(Tensor::shallow_clone),
+            weights: batch
+                .weights
+                .as_ref()
+                .map(|w| Tensor::from_slice(w).to_device(self.device)),
+            host_weights: batch.weights.clone(),
+            masked: s.all_masked.clone(),
+            own: s.range(self.rank()),
+            device: self.device,
         }
     }
 
@@ -278,6 +313,56 @@ mod tests {
     use super::*;
     use crate::dist::{free_port, Backend, Launch};
     use rand::SeedableRng;
+
+    /// Rank `rank`'s layout of a batch over 2 ranks of 2 samples each, with masked tokens
+    /// [1, 2, 0, 3] and division weights [1, 0, 1, 1].
+    fn weighted_layout(rank: usize) -> BatchLayout {
+        BatchLayout {
+            pids: Tensor::from_slice(&[0i64, 1, 2, 3]),
+            sizes: vec![2, 2],
+            samples: 4,
+            weights: Some(Tensor::from_slice(&[1f32, 0., 1., 1.])),
+            host_weights: Some(vec![1., 0., 1., 1.]),
+            masked: vec![1, 2, 0, 3],
+            own: 2 * rank..2 * rank + 2,
+            device: Device::Cpu,
+        }
+    }
+
+    fn values(t: &Option<Tensor>) -> Vec<f32> {
+        Vec::<f32>::try_from(t.as_ref().unwrap()).unwrap()
+    }
+
+    /// By hand: 3 clean samples and 1 + 0 + 3 = 4 clean masked tokens in the batch. Rank 1 holds
+    /// 2 of the samples and 3 of the tokens; rank 0's second sample (weight 0, 2 tokens) none.
+    #[test]
+    fn a_parts_share_counts_the_pairs_of_weight_one() {
+        let s = weighted_layout(1).share(0, 2);
+        assert_eq!((s.samples, s.masked), (2.0 / 3.0, 0.75));
+        assert_eq!(values(&s.sample_weights), [1., 1.]);
+        assert_eq!(values(&s.token_weights), [1., 1., 1.]);
+        let s = weighted_layout(0).share(1, 1);
+        assert_eq!((s.samples, s.masked), (0.0, 0.0));
+        assert_eq!(values(&s.sample_weights), [0.]);
+        assert_eq!(values(&s.token_weights), [0., 0.]);
+        let s = weighted_layout(0).share(0, 2);
+        assert_eq!((s.samples, s.masked), (1.0 / 3.0, 0.25));
+        assert_eq!(values(&s.token_weights), [1., 0., 0.]);
+    }
+
+    /// Without weights the shares are plain fractions of the batch, and a batch whose pairs all
+    /// have weight 0 gives every part a share of 0.
+    #[test]
+    fn without_weights_a_share_is_a_fraction_and_without_clean_pairs_it_is_zero() {
+        let mut l = weighted_layout(1);
+        (l.weights, l.host_weights) = (None, None);
+        let s = l.share(1, 1);
+        assert_eq!((s.samples, s.masked), (0.25, 0.5));
+        assert!(s.sample_weights.is_none() && s.token_weights.is_none());
+        l.host_weights = Some(vec![0.; 4]);
+        let s = l.share(0, 2);
+        assert_eq!((s.samples, s.masked), (0.0, 0.0));
+    }
 
     /// Rank `rank`'s gradients at `step`: [2, 3] and [4] f32, drawn from its own generator.
     fn rank_grads(rank: u64, step: u64) -> Vec<Tensor> {

@@ -22,7 +22,7 @@ use crate::config::LossTerm;
 use crate::data::batch::TrainBatch;
 use crate::device::read_to_host;
 use crate::dist::group::RankLost;
-use crate::loss::{self, Embeddings, LocalShare, LossSpec};
+use crate::loss::{self, Embeddings, LossSpec};
 use crate::model::{Ccma, Embedding, Masked, TrainOutputs};
 use tch::{Kind, Tensor};
 
@@ -219,7 +219,7 @@ impl Pass<'_> {
             &features,
             &out,
             &self.batch.pids,
-            self.layout.share,
+            &self.layout.share(0, self.batch.len()),
         );
         match self.ranks.world() {
             1 => terms.total().backward(),
@@ -264,16 +264,12 @@ impl Pass<'_> {
         }
         let grads = cached.grads();
         // 3. Every chunk again with activations: the cached feature gradients and the chunk's
-        // per-sample terms, weighted by the chunk's part of this rank's means.
-        let masked_all = self.batch.masked_tokens().max(1) as f64;
+        // per-sample terms, as the chunk's share of the batch's means.
         let mut sample_values: Vec<(LossTerm, Tensor)> = Vec::new();
         for &(start, len) in &chunks {
             let out = self.forward(start, len);
             let part = self.batch.narrow(start, len);
-            let share = LocalShare {
-                samples: self.layout.share.samples * len as f64 / n as f64,
-                masked: self.layout.share.masked * part.masked_tokens() as f64 / masked_all,
-            };
+            let share = self.layout.share(start, len);
             let mut surrogate: Option<Tensor> = None;
             let mut add = |t: Tensor| {
                 surrogate = Some(
@@ -293,7 +289,7 @@ impl Pass<'_> {
                 }
             }
             let sample_terms = self.spec.terms.iter().filter_map(|&term| {
-                loss::sample_term(term, &self.spec.params, &out, &part.pids, share)
+                loss::sample_term(term, &self.spec.params, &out, &part.pids, &share)
                     .map(|t| (term, t))
             });
             for (k, (term, t)) in sample_terms.enumerate() {

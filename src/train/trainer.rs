@@ -420,7 +420,7 @@ impl Trainer {
                     .iter()
                     .map(|&i| w[i as usize])
                     .collect();
-                batch.weights = Some(Tensor::from_slice(&of_batch));
+                batch.weights = Some(of_batch);
             }
             let batch = batch.to_device(self.ranks.device());
             let how = self

@@ -418,3 +418,61 @@ pub fn with_closed_stdout(args: &[&str], stdin: &str) {
         args.join(" ")
     );
 }
+
+/// The feature file and pid files of one split of a generated set.
+pub struct EmbeddedSplit {
+    /// `ccma embed`'s output for the split's images and captions.
+    pub features: PathBuf,
+    /// The pid of each caption, one a line.
+    pub query_pids: PathBuf,
+    /// The pid of each image, one a line.
+    pub gallery_pids: PathBuf,
+}
+
+/// `split` of the set in `set_dir` (its `reid_raw.json` and `imgs/`) as ccma reads it (images in
+/// annotation order, every caption of each), embedded by `checkpoint` into `dir` with `ccma embed`.
+pub fn embed_split(dir: &Path, checkpoint: &Path, set_dir: &Path, split: &str) -> EmbeddedSplit {
+    let ann: Vec<serde_json::Value> =
+        serde_json::from_str(&std::fs::read_to_string(set_dir.join("reid_raw.json")).unwrap())
+            .unwrap();
+    let (mut images, mut image_pids, mut captions, mut caption_pids) =
+        (vec![], vec![], vec![], vec![]);
+    for e in ann.iter().filter(|e| e["split"] == split) {
+        let pid = e["id"].as_i64().unwrap().to_string();
+        images.push(
+            set_dir
+                .join("imgs")
+                .join(e["file_path"].as_str().unwrap())
+                .to_str()
+                .unwrap()
+                .to_string(),
+        );
+        image_pids.push(pid.clone());
+        for c in e["captions"].as_array().unwrap() {
+            captions.push(c.as_str().unwrap().to_string());
+            caption_pids.push(pid.clone());
+        }
+    }
+    let write = |name: &str, lines: &[String]| {
+        let p = dir.join(name);
+        std::fs::write(&p, lines.join("\n") + "\n").unwrap();
+        p
+    };
+    let embedded = EmbeddedSplit {
+        features: dir.join(format!("{split}_split.safetensors")),
+        query_pids: write(&format!("{split}_query_pids.txt"), &caption_pids),
+        gallery_pids: write(&format!("{split}_gallery_pids.txt"), &image_pids),
+    };
+    let caps = write(&format!("{split}_captions.txt"), &captions);
+    let mut args = vec![
+        "embed",
+        "--checkpoint",
+        s(checkpoint),
+        "--captions",
+        s(&caps),
+    ];
+    args.extend(["--out", s(&embedded.features), "--images"]);
+    args.extend(images.iter().map(String::as_str));
+    ccma_ok(&args);
+    embedded
+}
