@@ -10,7 +10,7 @@
 mod common;
 use ccma::config::Config;
 use ccma::data::batch::{MaskedCaptions, RankSlices, TrainBatch};
-use ccma::dist::{Backend, Group, Launch};
+use ccma::dist::on_loopback_ranks;
 use ccma::loss::LossSpec;
 use ccma::train::optimizer::Optimizer;
 use ccma::train::parallel::Ranks;
@@ -72,27 +72,15 @@ fn two_rank_gradients(
     batch: &TrainBatch,
     chunk: Option<usize>,
 ) -> BTreeMap<String, Tensor> {
-    let port: u16 = free_port().parse().unwrap();
-    let ranks: Vec<_> = (0..2)
-        .map(|rank| {
-            let (cfg, part) = (cfg.clone(), rank_slice(batch, rank));
-            std::thread::spawn(move || {
-                let launch = Launch {
-                    world_size: 2,
-                    rank: rank as usize,
-                    local_rank: rank as usize,
-                    master_addr: "127.0.0.1".into(),
-                    master_port: port,
-                    run_id: "micro-batch-test".into(),
-                };
-                let group =
-                    Group::connect(&launch, Backend::Gloo, Duration::from_secs(120)).unwrap();
-                let ranks = Ranks::new(group, BATCH as usize, Device::Cpu);
-                step_gradients(&cfg, &part, &ranks, chunk)
-            })
-        })
-        .collect();
-    let mut grads: Vec<_> = ranks.into_iter().map(|t| t.join().unwrap()).collect();
+    let (cfg, parts) = (
+        cfg.clone(),
+        vec![rank_slice(batch, 0), rank_slice(batch, 1)],
+    );
+    let timeout = Duration::from_secs(120);
+    let mut grads = on_loopback_ranks(parts, "micro-batch-test", timeout, move |group, part| {
+        let ranks = Ranks::new(group, BATCH as usize, Device::Cpu);
+        step_gradients(&cfg, &part, &ranks, chunk)
+    });
     grads.swap_remove(0)
 }
 

@@ -380,48 +380,30 @@ mod tests {
             cfg.loss.loss_names.to_string(),
             "TAL+sr0.3_tau0.015_margin0.1_n0.2"
         );
-        let e = format!(
-            "{:#}",
-            tagged("TAL+sr0.3_tau0.015_margin0.1_n0.2", &[("tau", "0.02")]).unwrap_err()
-        );
-        assert!(
-            e.contains("`loss_names`") && e.contains("says tau 0.015, but tau is 0.02"),
-            "{e}"
-        );
-        let e = format!(
-            "{:#}",
-            tagged("TAL+sr0.3_tau0.015_margin0.1_n0.0", &[]).unwrap_err()
-        );
-        assert!(
-            e.contains("says noisy_rate 0, but noisy_rate is 0.2"),
-            "{e}"
-        );
-        let e = format!(
-            "{:#}",
-            tagged("TAL+sr0.3_tau0.015_margin0.1_n0.2", &[("tse", "false")]).unwrap_err()
-        );
-        assert!(e.contains("expected `tse: true`"), "{e}");
-        let e = format!(
-            "{:#}",
-            tagged(
+        const TAG: &str = "TAL+sr0.3_tau0.015_margin0.1_n0.2";
+        for (names, more, needle) in [
+            (TAG, &[("tau", "0.02")][..], "`loss_names`: its run tag"),
+            (TAG, &[("tau", "0.02")], "says tau 0.015, but tau is 0.02"),
+            (
+                "TAL+sr0.3_tau0.015_margin0.1_n0.0",
+                &[],
+                "says noisy_rate 0, but noisy_rate is 0.2",
+            ),
+            (TAG, &[("tse", "false")], "expected `tse: true`"),
+            (
                 "TAL+sr0.3_tau0.015_margin0.1_n0.2+sr0.3_tau0.015_margin0.1_n0.2",
-                &[]
-            )
-            .unwrap_err()
-        );
-        assert!(e.contains("two run tags"), "{e}");
-        let e = format!(
-            "{:#}",
-            tagged("sr0.3_tau0.015_margin0.1_n0.2", &[]).unwrap_err()
-        );
-        assert!(e.contains("names no loss term"), "{e}");
-        let e = format!(
-            "{:#}",
-            tagged("TAL+sr0.3_tau0.015_margin0.1", &[]).unwrap_err()
-        );
-        assert!(
-            e.contains("unknown loss \"sr0.3_tau0.015_margin0.1\""),
-            "{e}"
-        );
+                &[],
+                "two run tags",
+            ),
+            ("sr0.3_tau0.015_margin0.1_n0.2", &[], "names no loss term"),
+            (
+                "TAL+sr0.3_tau0.015_margin0.1",
+                &[],
+                "unknown loss \"sr0.3_tau0.015_margin0.1\"",
+            ),
+        ] {
+            let e = format!("{:#}", tagged(names, more).unwrap_err());
+            assert!(e.contains(needle), "{names} {more:?}: {e}");
+        }
     }
 }

@@ -25,6 +25,19 @@ pub struct Launch {
 pub const RUN_ID_VAR: &str = "CCMA_RUN_ID";
 
 impl Launch {
+    /// Rank `rank` of `world_size` meeting on this machine's loopback at `master_port`, with
+    /// `run_id`: ranks as threads or processes of one machine (tests, local runs).
+    pub fn loopback(rank: usize, world_size: usize, master_port: u16, run_id: &str) -> Launch {
+        Launch {
+            world_size,
+            rank,
+            local_rank: rank,
+            master_addr: "127.0.0.1".into(),
+            master_port,
+            run_id: run_id.into(),
+        }
+    }
+
     /// The launch the environment describes; `None` when `WORLD_SIZE` is unset (a plain
     /// one-process run). Any other of the variables missing or malformed is a usage error naming it.
     pub fn from_env() -> Result<Option<Launch>> {

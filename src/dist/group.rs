@@ -290,14 +290,7 @@ mod tests {
 
     #[test]
     fn one_rank_gloo_group_runs_every_collective() {
-        let launch = Launch {
-            world_size: 1,
-            rank: 0,
-            local_rank: 0,
-            master_addr: "127.0.0.1".into(),
-            master_port: port(),
-            run_id: "t".into(),
-        };
+        let launch = Launch::loopback(0, 1, port(), "t");
         let g = Group::connect(&launch, Backend::Gloo, Duration::from_secs(30)).unwrap();
         let mut t = Tensor::from_slice(&[1.5f32, -2.0, 3.25]);
         g.all_reduce_sum(&mut t).unwrap();
@@ -321,13 +314,8 @@ mod tests {
 
     #[test]
     fn a_rank_of_another_run_and_a_taken_port_are_refused() {
-        let rank = |rank: usize, run_id: &str, master_port: u16| Launch {
-            world_size: 2,
-            rank,
-            local_rank: rank,
-            master_addr: "127.0.0.1".into(),
-            master_port,
-            run_id: run_id.into(),
+        let rank = |rank: usize, run_id: &str, master_port: u16| {
+            Launch::loopback(rank, 2, master_port, run_id)
         };
         let timeout = Duration::from_secs(30);
         let p = port();

@@ -311,7 +311,7 @@ pub fn digest(vs: &VarStore) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::dist::{free_port, Backend, Launch};
+    use crate::dist::on_loopback_ranks;
     use rand::SeedableRng;
 
     /// Rank `rank`'s layout of a batch over 2 ranks of 2 samples each, with masked tokens
@@ -395,47 +395,32 @@ mod tests {
     /// gave), the values are summed, and the buffer is allocated on the first step only.
     #[test]
     fn two_ranks_average_the_gradients_in_their_buffer_to_the_last_bit() {
-        let port = free_port().unwrap();
-        let threads: Vec<_> = (0..2u64)
-            .map(|rank| {
-                std::thread::spawn(move || {
-                    let launch = Launch {
-                        world_size: 2,
-                        rank: rank as usize,
-                        local_rank: rank as usize,
-                        master_addr: "127.0.0.1".into(),
-                        master_port: port,
-                        run_id: "grad-buffer-test".into(),
-                    };
-                    let group =
-                        Group::connect(&launch, Backend::Gloo, Duration::from_secs(60)).unwrap();
-                    let ranks = Ranks::new(group, 4, Device::Cpu);
-                    let opts = (Kind::Float, Device::Cpu);
-                    let vars = [Tensor::zeros([2, 3], opts), Tensor::zeros([4], opts)]
-                        .map(|t| t.set_requires_grad(true));
-                    let mut out = Vec::new();
-                    let mut buffers = Vec::new();
-                    for step in 0..3 {
-                        for v in &vars {
-                            let g = v.grad();
-                            if g.defined() {
-                                let _ = g.detach().zero_();
-                            }
-                        }
-                        backward(&vars, &rank_grads(rank, step));
-                        let values = Tensor::from_slice(&[rank as f32 + 1.0, 0.5]);
-                        let summed = ranks.average_gradients(&vars, &values).unwrap();
-                        assert_eq!(Vec::<f32>::try_from(&summed).unwrap(), [3.0, 1.0]);
-                        out.push(vars.iter().map(|v| v.grad().copy()).collect::<Vec<_>>());
-                        let held = ranks.grads.borrow();
-                        buffers.push(held.as_ref().unwrap().gradients().data_ptr());
+        let timeout = Duration::from_secs(60);
+        let got = on_loopback_ranks(vec![0u64, 1], "grad-buffer-test", timeout, |group, rank| {
+            let ranks = Ranks::new(group, 4, Device::Cpu);
+            let opts = (Kind::Float, Device::Cpu);
+            let vars = [Tensor::zeros([2, 3], opts), Tensor::zeros([4], opts)]
+                .map(|t| t.set_requires_grad(true));
+            let mut out = Vec::new();
+            let mut buffers = Vec::new();
+            for step in 0..3 {
+                for v in &vars {
+                    let g = v.grad();
+                    if g.defined() {
+                        let _ = g.detach().zero_();
                     }
-                    assert!(buffers.iter().all(|&b| b == buffers[0]), "one buffer");
-                    out
-                })
-            })
-            .collect();
-        let got: Vec<_> = threads.into_iter().map(|t| t.join().unwrap()).collect();
+                }
+                backward(&vars, &rank_grads(rank, step));
+                let values = Tensor::from_slice(&[rank as f32 + 1.0, 0.5]);
+                let summed = ranks.average_gradients(&vars, &values).unwrap();
+                assert_eq!(Vec::<f32>::try_from(&summed).unwrap(), [3.0, 1.0]);
+                out.push(vars.iter().map(|v| v.grad().copy()).collect::<Vec<_>>());
+                let held = ranks.grads.borrow();
+                buffers.push(held.as_ref().unwrap().gradients().data_ptr());
+            }
+            assert!(buffers.iter().all(|&b| b == buffers[0]), "one buffer");
+            out
+        });
         for step in 0..3 {
             let (g0, g1) = (rank_grads(0, step), rank_grads(1, step));
             for (i, (a, b)) in g0.iter().zip(&g1).enumerate() {

@@ -29,40 +29,13 @@ import torch.nn as nn
 import torch.nn.functional as F
 from safetensors.torch import save_file
 
+from clip_blocks import Stack, quick_gelu
+
 torch.manual_seed(0)
 OUT = sys.argv[1]
 E, VW, VL, P, TW, TL, VOCAB, CTX = 32, 64, 2, 16, 64, 2, 1000, 24
 H, W = 64, 32
 CMT, DCA_HEADS, LAMBDA_INIT = 1, 4, 0.8
-
-
-def quick_gelu(x):
-    return x * torch.sigmoid(1.702 * x)
-
-
-class Block(nn.Module):
-    def __init__(self, w, heads):
-        super().__init__()
-        self.attn = nn.MultiheadAttention(w, heads, batch_first=True)
-        self.ln_1, self.ln_2 = nn.LayerNorm(w), nn.LayerNorm(w)
-        self.mlp = nn.Module()
-        self.mlp.c_fc, self.mlp.c_proj = nn.Linear(w, 4 * w), nn.Linear(4 * w, w)
-
-    def forward(self, x, mask=None):
-        h = self.ln_1(x)
-        x = x + self.attn(h, h, h, need_weights=False, attn_mask=mask)[0]
-        return x + self.mlp.c_proj(quick_gelu(self.mlp.c_fc(self.ln_2(x))))
-
-
-class Stack(nn.Module):
-    def __init__(self, w, layers, heads):
-        super().__init__()
-        self.resblocks = nn.ModuleList([Block(w, heads) for _ in range(layers)])
-
-    def forward(self, x, mask=None):
-        for b in self.resblocks:
-            x = b(x, mask)
-        return x
 
 
 class Visual(nn.Module):

@@ -32,6 +32,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 
+from clip_blocks import Stack
+
 
 def tal(argv):
     inp = load_file(argv[0])
@@ -57,38 +59,6 @@ E, VW, VH, VL, P, TW, TH, TL, VOCAB, CTX = 16, 32, 2, 2, 16, 32, 4, 2, 100, 12
 H, W, RATIO = 64, 32, 0.5
 
 
-def quick_gelu(x):
-    return x * torch.sigmoid(1.702 * x)
-
-
-class Block(nn.Module):
-    def __init__(self, w, heads):
-        super().__init__()
-        self.attn = nn.MultiheadAttention(w, heads, batch_first=True)
-        self.ln_1, self.ln_2 = nn.LayerNorm(w), nn.LayerNorm(w)
-        self.mlp = nn.Module()
-        self.mlp.c_fc, self.mlp.c_proj = nn.Linear(w, 4 * w), nn.Linear(4 * w, w)
-
-    def forward(self, x, mask=None):
-        h = self.ln_1(x)
-        a, weights = self.attn(h, h, h, need_weights=True, average_attn_weights=True, attn_mask=mask)
-        x = x + a
-        return x + self.mlp.c_proj(quick_gelu(self.mlp.c_fc(self.ln_2(x)))), weights
-
-
-class Stack(nn.Module):
-    """Residual blocks; returns the tokens and the last block's head-averaged attention."""
-
-    def __init__(self, w, layers, heads):
-        super().__init__()
-        self.resblocks = nn.ModuleList([Block(w, heads) for _ in range(layers)])
-
-    def forward(self, x, mask=None):
-        for b in self.resblocks:
-            x, weights = b(x, mask)
-        return x, weights
-
-
 class Clip(nn.Module):
     def __init__(self):
         super().__init__()
@@ -110,12 +80,12 @@ class Clip(nn.Module):
         v = self.visual
         x = v.conv1(x).flatten(2).transpose(1, 2)
         x = torch.cat([v.class_embedding.expand(x.shape[0], 1, -1), x], 1) + v.positional_embedding
-        x, weights = v.transformer(v.ln_pre(x))
+        x, weights = v.transformer.with_attention(v.ln_pre(x))
         return v.ln_post(x) @ v.proj, weights
 
     def encode_text(self, ids):
         causal = torch.full((CTX, CTX), float("-inf")).triu(1)
-        x, weights = self.transformer(self.token_embedding(ids) + self.positional_embedding, causal)
+        x, weights = self.transformer.with_attention(self.token_embedding(ids) + self.positional_embedding, causal)
         return self.ln_final(x) @ self.text_projection, weights
 
 
