@@ -6,6 +6,7 @@ use ccma::data::noise::NoiseIndex;
 use ccma::io::npy::NpyVector;
 use common::*;
 use std::collections::BTreeMap;
+use std::path::Path;
 
 #[test]
 fn npy_files_written_by_numpy_read_back_exactly() {
@@ -204,24 +205,19 @@ fn sets(pairs: &[&str]) -> Vec<String> {
         .collect()
 }
 
-/// RDE's recipe with the clean division on the generated set at noise 0.5: no division in the
-/// warm-up epoch, then each epoch's precision, recall and clean fraction in metrics.jsonl; the
-/// division's settings that cannot act are refused by name.
-#[test]
-fn the_clean_division_runs_before_every_epoch_after_the_warm_up() {
-    let dir = tempfile::tempdir().unwrap();
-    let cfg = synth_config(dir.path(), 2);
-    let run = dir.path().join("run");
-    let rde = sets(&[
-        "tse=true",
-        "loss_names=tal",
-        "MLM=false",
-        "noise_filter=ccd",
-        "ccd_warmup=1",
-        "noisy_rate=0.5",
-        "txt_aug=true",
-    ]);
-    let out = train_command(&cfg, &run, &[]).args(&rde).output().unwrap();
+/// `ccma train` on the generated set at noise 0.5 with `extra` settings and the clean division
+/// after one warm-up epoch, 2 epochs: no division in the warm-up epoch, then the epoch's
+/// precision, recall and clean fraction in metrics.jsonl and the log, and each of `terms`
+/// recorded finite.
+fn divided_run(dir: &Path, name: &str, extra: &[&str], terms: &[&str]) {
+    let cfg = synth_config(dir, 2);
+    let run = dir.join(name);
+    let mut pairs = vec!["noise_filter=ccd", "ccd_warmup=1", "noisy_rate=0.5"];
+    pairs.extend_from_slice(extra);
+    let out = train_command(&cfg, &run, &[])
+        .args(sets(&pairs))
+        .output()
+        .unwrap();
     succeeded(&out, "ccma train with noise_filter: ccd");
     let records = metrics(&run);
     assert_eq!(records.len(), 2);
@@ -235,8 +231,40 @@ fn the_clean_division_runs_before_every_epoch_after_the_warm_up() {
         let v = r[key].as_f64().unwrap_or_else(|| panic!("{key} in {r}"));
         assert!((0.0..=1.0).contains(&v), "{key} {v}");
     }
+    let loss = r["loss"].as_object().unwrap();
+    assert_eq!(loss.len(), terms.len(), "{r}");
+    for term in terms {
+        let v = loss[*term]
+            .as_f64()
+            .unwrap_or_else(|| panic!("{term} in {r}"));
+        assert!(v.is_finite(), "{term} {v}");
+    }
     let log = std::fs::read_to_string(run.join("train_log.txt")).unwrap();
     assert!(log.contains("epoch 2 clean division"), "{log}");
+}
+
+/// CCMA's terms and TAL with the clean division (METHOD.md section 7, "Beyond both") train
+/// through the binary, every term recorded.
+#[test]
+fn ccmas_terms_train_with_the_clean_division() {
+    let dir = tempfile::tempdir().unwrap();
+    let terms = ["itc", "sdm", "cmpm", "id", "mlm", "imal", "tal"];
+    divided_run(
+        dir.path(),
+        "ccma",
+        &["tse=true", "loss_names=imal+tal"],
+        &terms,
+    );
+}
+
+/// RDE's recipe with the clean division on the generated set at noise 0.5; the division's
+/// settings that cannot act are refused by name.
+#[test]
+fn the_clean_division_runs_before_every_epoch_after_the_warm_up() {
+    let dir = tempfile::tempdir().unwrap();
+    let rde = ["tse=true", "loss_names=tal", "MLM=false", "txt_aug=true"];
+    divided_run(dir.path(), "run", &rde, &["tal"]);
+    let cfg = synth_config(dir.path(), 2);
 
     for (n, (extra, needle)) in [
         (
