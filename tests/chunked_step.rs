@@ -14,7 +14,7 @@ use ccma::dist::on_loopback_ranks;
 use ccma::loss::LossSpec;
 use ccma::train::optimizer::Optimizer;
 use ccma::train::parallel::Ranks;
-use ccma::train::step::{step, StepOptions};
+use ccma::train::step::{step, StepOptions, StepOutcome};
 use common::*;
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -39,14 +39,15 @@ fn tiny(losses: &str) -> Config {
 /// Models are built one at a time (the seed is global), so every caller gets the same weights.
 static BUILD: Mutex<()> = Mutex::new(());
 
-/// One step of a fresh model (seed 7) on `batch` in chunks of `chunk` as a rank of `ranks`: the
-/// gradient of every parameter that has one, by name (averaged over the ranks).
-fn step_gradients(
+/// One step of a fresh model (seed 7) on `batch` in chunks of `chunk` as a rank of `ranks`: what
+/// the step reports, and the gradient of every parameter that has one, by name (averaged over
+/// the ranks).
+fn fresh_step(
     cfg: &Config,
     batch: &TrainBatch,
     ranks: &Ranks,
     chunk: Option<usize>,
-) -> BTreeMap<String, Tensor> {
+) -> (StepOutcome, BTreeMap<String, Tensor>) {
     let (vs, model) = {
         let _one = BUILD.lock().unwrap();
         tch::manual_seed(7);
@@ -58,12 +59,24 @@ fn step_gradients(
         chunk,
         ..StepOptions::default()
     };
-    step(&model, &mut opt, batch, &spec, ranks, how).unwrap();
-    vs.variables()
+    let outcome = step(&model, &mut opt, batch, &spec, ranks, how).unwrap();
+    let grads = vs
+        .variables()
         .into_iter()
         .filter(|(_, v)| v.grad().defined())
         .map(|(k, v)| (k, v.grad().copy()))
-        .collect()
+        .collect();
+    (outcome, grads)
+}
+
+/// The gradients of [`fresh_step`].
+fn step_gradients(
+    cfg: &Config,
+    batch: &TrainBatch,
+    ranks: &Ranks,
+    chunk: Option<usize>,
+) -> BTreeMap<String, Tensor> {
+    fresh_step(cfg, batch, ranks, chunk).1
 }
 
 /// The step's gradients on 2 ranks (each half of `batch`), as rank 0 holds them.
@@ -207,6 +220,25 @@ fn weighted_steps_agree_in_chunks_and_on_two_ranks() {
                 &got,
                 &format!("weighted {losses}, 2 ranks, chunks of {chunk:?}"),
             );
+        }
+    }
+}
+
+/// A batch whose pairs all have weight 0 steps with every term 0, not NaN, in one pass and in
+/// chunks, and leaves no gradient but zeros.
+#[test]
+fn a_batch_without_clean_pairs_steps_with_zero_terms() {
+    tch::manual_seed(3);
+    let mut batch = TrainBatch::random(BATCH, (32, 16), 16, CLASSES, Device::Cpu);
+    batch.weights = Some(vec![0.; BATCH as usize]);
+    let sets = [("tse".to_string(), "true".to_string())];
+    let cfg = tiny("imal+tal").with_overrides(&sets).unwrap();
+    for chunk in [None, Some(3)] {
+        let (out, grads) = fresh_step(&cfg, &batch, &Ranks::single(Device::Cpu), chunk);
+        assert_eq!(out.values.len(), 7, "{out:?}");
+        assert!(out.values.iter().all(|(_, v)| *v == 0.0), "{out:?}");
+        for (name, g) in grads {
+            assert_eq!(g.abs().max().double_value(&[]), 0.0, "{name}");
         }
     }
 }

@@ -171,6 +171,12 @@ fn a_batch_without_clean_pairs_gives_zero_terms_and_gradients() {
             assert_eq!(g.abs().max().double_value(&[]), 0.0, "{name}");
         }
     }
+    let logits = Tensor::randn([5, 10], opts).set_requires_grad(true);
+    let labels = Tensor::from_slice(&[1i64, 4, 9, 2, 2]);
+    let value = loss::mlm(&logits, &labels, Some(&Tensor::zeros([5], opts)));
+    assert_eq!(value.double_value(&[]), 0.0, "mlm");
+    value.backward();
+    assert_eq!(logits.grad().abs().max().double_value(&[]), 0.0, "mlm");
 }
 
 #[test]

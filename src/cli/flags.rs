@@ -186,7 +186,7 @@ pub const SETTINGS: [Setting; 53] = [
             scope: Scope::Train,
             value: Value::Text,
             value_name: "NAMES",
-            help: "Loss terms joined by `+` (sdm, itc, cmpm, id, mlm, imal); `imal` = the CCMA set",
+            help: "Loss terms joined by `+` (sdm, itc, cmpm, id, mlm, imal, tal); `imal` = the CCMA set; at most one RDE run tag (sr0.3_tau0.015_margin0.1_n0.0)",
             on_resume: false,
         }),
         irra: Some(Form::Value),

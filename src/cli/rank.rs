@@ -8,6 +8,7 @@ use crate::UsageError;
 use anyhow::{bail, Result};
 use clap::Args;
 use std::path::{Path, PathBuf};
+use tch::Tensor;
 
 /// Compute retrieval metrics from feature files.
 ///
@@ -40,13 +41,14 @@ pub struct RankArgs {
     pub json: bool,
 }
 
-/// One side's features and pids (from the file, else from `pids_file`).
+/// One side's features and pids (from the file, else from `pids_file`), and the name its TSE
+/// features have (or would have) in the file.
 fn read(
     path: &Path,
     side: Side,
     pids_file: Option<&Path>,
     flag: &str,
-) -> Result<(FeatureSet, Vec<i64>)> {
+) -> Result<(FeatureSet, Vec<i64>, String)> {
     let read = FeatureFile::read_set(path, side)?;
     let rows = read.set.features.size()[0] as usize;
     let pids = match (pids_file, &read.set.pids) {
@@ -65,17 +67,17 @@ fn read(
             pids.len()
         )));
     }
-    Ok((read.set, pids))
+    Ok((read.set, pids, read.tse_key))
 }
 
 pub fn run(a: RankArgs) -> Result<()> {
-    let (q, qp) = read(
+    let (q, qp, q_tse) = read(
         &a.queries,
         Side::Text,
         a.query_pids.as_deref(),
         "--query-pids",
     )?;
-    let (g, gp) = read(
+    let (g, gp, g_tse) = read(
         &a.gallery,
         Side::Image,
         a.gallery_pids.as_deref(),
@@ -83,12 +85,25 @@ pub fn run(a: RankArgs) -> Result<()> {
     )?;
     let both_tse = q.tse_features.is_some() && g.tse_features.is_some();
     let similarity = Similarity::or_default(a.similarity, both_tse);
+    let width = |t: &Tensor| t.size()[1];
+    let mut widths = vec![("feature", width(&q.features), width(&g.features))];
     if similarity.needs_tse() {
-        let sides = [(&a.queries, &q, "text"), (&a.gallery, &g, "image")];
-        if let Some((path, _, side)) = sides.iter().find(|(_, s, _)| s.tse_features.is_none()) {
+        let sides = [(&a.queries, &q, &q_tse), (&a.gallery, &g, &g_tse)];
+        if let Some((path, _, key)) = sides.iter().find(|(_, s, _)| s.tse_features.is_none()) {
             bail!(UsageError(format!(
-                "{}: missing tensor `{side}_tse_features`, which similarity {similarity} compares (embed with a model with TSE, or --similarity bge)",
+                "{}: missing tensor `{key}`, which similarity {similarity} compares (embed with a model with TSE, or --similarity bge)",
                 path.display()
+            )));
+        }
+        let tse = |s: &FeatureSet| s.tse_features.as_ref().map_or(0, width);
+        widths.push(("TSE feature", tse(&q), tse(&g)));
+    }
+    for (what, dq, dg) in widths {
+        if dq != dg {
+            bail!(UsageError(format!(
+                "{what} widths differ: {} has D = {dq}, {} has D = {dg}",
+                a.queries.display(),
+                a.gallery.display()
             )));
         }
     }
@@ -100,14 +115,6 @@ pub fn run(a: RankArgs) -> Result<()> {
         .compared(similarity)
     };
     let (q, g) = (compared(q), compared(g));
-    let (dq, dg) = (q.size()[1], g.size()[1]);
-    if dq != dg {
-        bail!(UsageError(format!(
-            "feature widths differ: {} has D = {dq}, {} has D = {dg} ({similarity})",
-            a.queries.display(),
-            a.gallery.display()
-        )));
-    }
     let t2i = evaluate(&q, &g, &qp, &gp)?;
     let i2t = match a.i2t {
         true => Some(evaluate(&g, &q, &gp, &qp)?),

@@ -6,7 +6,7 @@ use super::features::weighted_mean;
 use tch::{Kind, Reduction, Tensor};
 
 /// Each row's cross-entropy of `logits` [N, C] against `labels` [N] i64: [N] f32.
-fn each(logits: &Tensor, labels: &Tensor) -> Tensor {
+pub(super) fn each(logits: &Tensor, labels: &Tensor) -> Tensor {
     logits.to_kind(Kind::Float).cross_entropy_loss::<Tensor>(
         labels,
         None,

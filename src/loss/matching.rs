@@ -3,6 +3,7 @@
 //! person ids; features are [B, D]; every value is a scalar f32. `w` ([B] f32, 0 or 1, the clean
 //! division's) weighs sample i's row in each direction and divides by the pairs with `w = 1`
 //! (METHOD.md section 7, "Beyond both"); `None` is the plain mean over the rows.
+use super::cross_entropy::each;
 use super::features::weighted_mean;
 use crate::model::layers::l2_normalize;
 use tch::{Kind, Tensor};
@@ -43,10 +44,7 @@ pub fn sdm(f_i: &Tensor, f_t: &Tensor, pids: &Tensor, scale: f64, w: Option<&Ten
 pub fn itc(f_i: &Tensor, f_t: &Tensor, scale: f64, w: Option<&Tensor>) -> Tensor {
     let logits = l2_normalize(f_i).matmul(&l2_normalize(f_t).tr()) * scale;
     let target = Tensor::arange(logits.size()[0], (Kind::Int64, logits.device()));
-    let rows = |l: &Tensor| {
-        let each = l.cross_entropy_loss::<Tensor>(&target, None, tch::Reduction::None, -100, 0.0);
-        weighted_mean(&each, w)
-    };
+    let rows = |l: &Tensor| weighted_mean(&each(l, &target), w);
     (rows(&logits) + rows(&logits.tr())) / 2.0
 }
 

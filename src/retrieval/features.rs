@@ -48,6 +48,8 @@ pub struct ReadSet {
     pub paths: Vec<PathBuf>,
     /// The name the set's pids have (or would have) in the file.
     pub pids_key: String,
+    /// The name the set's TSE features have (or would have) in the file.
+    pub tse_key: String,
 }
 
 /// A feature file's contents.
@@ -155,6 +157,7 @@ impl FeatureFile {
             set,
             paths,
             pids_key,
+            tse_key,
         })
     }
 }

@@ -41,14 +41,43 @@ pub struct BatchLayout {
     pub weights: Option<Tensor>,
     /// The same weights on the host, for the per-sample terms' shares.
     host_weights: Option<Vec<f32>>,
+    /// This rank's samples' weights [n] and its masked tokens' (each its sample's) [m], on the
+    /// device, where the run divides its pairs: uploaded once a step, narrowed per chunk.
+    own_weights: Option<[Tensor; 2]>,
     /// Masked caption tokens of every rank's samples, a count per sample in rank order.
     masked: Vec<i64>,
     /// This rank's samples, as a range of the whole batch's.
     own: std::ops::Range<usize>,
-    device: Device,
 }
 
 impl BatchLayout {
+    /// Where the step's samples are for rank `rank`, from what the loader knows on the host (no
+    /// exchange, no read from the device): every rank's sample count, masked-token counts, pids
+    /// and division weights, the weights uploaded to `device`.
+    pub fn of(batch: &TrainBatch, rank: usize, device: Device) -> BatchLayout {
+        let s = &batch.slices;
+        let samples: i64 = s.sizes.iter().sum();
+        let own = s.range(rank);
+        let on_device = |v: &[f32]| Tensor::from_slice(v).to_device(device);
+        let own_weights = batch.weights.as_ref().map(|w| {
+            let tokens: Vec<f32> = own
+                .clone()
+                .flat_map(|i| std::iter::repeat_n(w[i], s.all_masked[i] as usize))
+                .collect();
+            [on_device(&w[own.clone()]), on_device(&tokens)]
+        });
+        BatchLayout {
+            pids: s.all_pids.as_ref().unwrap_or(&batch.pids).shallow_clone(),
+            sizes: s.sizes.clone(),
+            samples: samples as usize,
+            weights: batch.weights.as_deref().map(on_device),
+            host_weights: batch.weights.clone(),
+            own_weights,
+            masked: s.all_masked.clone(),
+            own,
+        }
+    }
+
     /// This rank's samples `start..start + len` (of its slice) as a part of the batch for the
     /// per-sample terms: their division weights (and their masked tokens'), and their share of
     /// the batch's weighted count of samples and of masked tokens (a fraction of sums of 0s and
@@ -56,27 +85,28 @@ impl BatchLayout {
     pub fn share(&self, start: i64, len: i64) -> LocalShare {
         let from = self.own.start + start as usize;
         let part = from..from + len as usize;
-        let all = 0..self.masked.len();
         let w = |i: usize| self.host_weights.as_ref().map_or(1.0, |w| f64::from(w[i]));
+        let tokens = |i: usize| w(i) * self.masked[i] as f64;
         let fraction = |range: std::ops::Range<usize>, of: &dyn Fn(usize) -> f64| {
-            let whole: f64 = all.clone().map(of).sum();
+            let whole: f64 = (0..self.masked.len()).map(of).sum();
             match whole > 0.0 {
                 true => range.map(of).sum::<f64>() / whole,
                 false => 0.0,
             }
         };
-        let on_device = |v: Vec<f32>| Tensor::from_slice(&v).to_device(self.device);
-        let weights = self.host_weights.as_ref();
+        let before: i64 = self.masked[self.own.start..from].iter().sum();
+        let count: i64 = self.masked[part.clone()].iter().sum();
         LocalShare {
-            sample_weights: weights.map(|w| on_device(w[part.clone()].to_vec())),
-            token_weights: weights.map(|w| {
-                let each = part
-                    .clone()
-                    .flat_map(|i| std::iter::repeat_n(w[i], self.masked[i] as usize));
-                on_device(each.collect())
-            }),
+            sample_weights: self
+                .own_weights
+                .as_ref()
+                .map(|[s, _]| s.narrow(0, start, len)),
+            token_weights: self
+                .own_weights
+                .as_ref()
+                .map(|[_, t]| t.narrow(0, before, count)),
             samples: fraction(part.clone(), &w),
-            masked: fraction(part, &|i| w(i) * self.masked[i] as f64),
+            masked: fraction(part, &tokens),
         }
     }
 }
@@ -142,25 +172,9 @@ impl Ranks {
         self.group.as_ref()
     }
 
-    /// Where the step's samples are, from what the loader knows on the host (no exchange, no
-    /// read from the device): every rank's sample count, masked-token counts, pids and division
-    /// weights.
+    /// Where the step's samples are ([`BatchLayout::of`] this rank).
     pub fn layout(&self, batch: &TrainBatch) -> BatchLayout {
-        let s = &batch.slices;
-        let samples: i64 = s.sizes.iter().sum();
-        BatchLayout {
-            pids: s.all_pids.as_ref().unwrap_or(&batch.pids).shallow_clone(),
-            sizes: s.sizes.clone(),
-            samples: samples as usize,
-            weights: batch
-                .weights
-                .as_ref()
-                .map(|w| Tensor::from_slice(w).to_device(self.device)),
-            host_weights: batch.weights.clone(),
-            masked: s.all_masked.clone(),
-            own: s.range(self.rank()),
-            device: self.device,
-        }
+        BatchLayout::of(batch, self.rank(), self.device)
     }
 
     /// The features of the whole batch: every rank's embeddings, gathered, with this rank's rows
@@ -311,22 +325,27 @@ pub fn digest(vs: &VarStore) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::data::batch::RankSlices;
     use crate::dist::on_loopback_ranks;
     use rand::SeedableRng;
 
-    /// Rank `rank`'s layout of a batch over 2 ranks of 2 samples each, with masked tokens
-    /// [1, 2, 0, 3] and division weights [1, 0, 1, 1].
+    /// Rank `rank`'s layout of a batch of 4 samples over ranks of `sizes`, with masked tokens
+    /// [1, 2, 0, 3] and the division's `weights`.
+    fn layout_with(weights: Option<Vec<f32>>, sizes: [i64; 2], rank: usize) -> BatchLayout {
+        let mut batch = TrainBatch::random(sizes[rank], (32, 16), 16, 4, Device::Cpu);
+        batch.weights = weights;
+        batch.slices = RankSlices {
+            sizes: sizes.to_vec(),
+            all_masked: vec![1, 2, 0, 3],
+            all_pids: Some(Tensor::from_slice(&[0i64, 1, 2, 3])),
+            all_indices: vec![0, 1, 2, 3],
+        };
+        BatchLayout::of(&batch, rank, Device::Cpu)
+    }
+
+    /// The weights [1, 0, 1, 1] over 2 ranks of 2 samples.
     fn weighted_layout(rank: usize) -> BatchLayout {
-        BatchLayout {
-            pids: Tensor::from_slice(&[0i64, 1, 2, 3]),
-            sizes: vec![2, 2],
-            samples: 4,
-            weights: Some(Tensor::from_slice(&[1f32, 0., 1., 1.])),
-            host_weights: Some(vec![1., 0., 1., 1.]),
-            masked: vec![1, 2, 0, 3],
-            own: 2 * rank..2 * rank + 2,
-            device: Device::Cpu,
-        }
+        layout_with(Some(vec![1., 0., 1., 1.]), [2, 2], rank)
     }
 
     fn values(t: &Option<Tensor>) -> Vec<f32> {
@@ -348,20 +367,28 @@ mod tests {
         let s = weighted_layout(0).share(0, 2);
         assert_eq!((s.samples, s.masked), (1.0 / 3.0, 0.25));
         assert_eq!(values(&s.token_weights), [1., 0., 0.]);
+        // Uneven slices, 3 and 1: rank 0's last two samples hold 1 clean sample and no clean
+        // token; rank 1's one sample 1 clean sample and 3 clean tokens.
+        let uneven = |rank| layout_with(Some(vec![1., 0., 1., 1.]), [3, 1], rank);
+        let s = uneven(0).share(1, 2);
+        assert_eq!((s.samples, s.masked), (1.0 / 3.0, 0.0));
+        assert_eq!(values(&s.sample_weights), [0., 1.]);
+        assert_eq!(values(&s.token_weights), [0., 0.]);
+        let s = uneven(1).share(0, 1);
+        assert_eq!((s.samples, s.masked), (1.0 / 3.0, 0.75));
+        assert_eq!(values(&s.token_weights), [1., 1., 1.]);
     }
 
     /// Without weights the shares are plain fractions of the batch, and a batch whose pairs all
     /// have weight 0 gives every part a share of 0.
     #[test]
     fn without_weights_a_share_is_a_fraction_and_without_clean_pairs_it_is_zero() {
-        let mut l = weighted_layout(1);
-        (l.weights, l.host_weights) = (None, None);
-        let s = l.share(1, 1);
+        let s = layout_with(None, [2, 2], 1).share(1, 1);
         assert_eq!((s.samples, s.masked), (0.25, 0.5));
         assert!(s.sample_weights.is_none() && s.token_weights.is_none());
-        l.host_weights = Some(vec![0.; 4]);
-        let s = l.share(0, 2);
+        let s = layout_with(Some(vec![0.; 4]), [2, 2], 1).share(0, 2);
         assert_eq!((s.samples, s.masked), (0.0, 0.0));
+        assert_eq!(values(&s.token_weights), [0., 0., 0.]);
     }
 
     /// Rank `rank`'s gradients at `step`: [2, 3] and [4] f32, drawn from its own generator.

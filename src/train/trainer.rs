@@ -392,8 +392,10 @@ impl Trainer {
         Ok(Some(d))
     }
 
-    /// One epoch from `progress.step` on, each pair's loss times its clean-division weight where
-    /// `weights` ([N], by training-pair index) are given; returns its loss means and throughput.
+    /// One epoch from `progress.step` on, each pair's share of every loss term times its
+    /// clean-division weight where `weights` ([N], by training-pair index, 0 or 1) are given (the
+    /// means then over the pairs of weight 1: METHOD.md section 7); returns its loss means and
+    /// throughput.
     fn train_epoch(
         &mut self,
         progress: &mut Progress,
