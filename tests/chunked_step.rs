@@ -36,8 +36,16 @@ fn tiny(losses: &str) -> Config {
     tiny_config(losses).with_overrides(&batch).unwrap()
 }
 
-/// Models are built one at a time (the seed is global), so every caller gets the same weights.
+/// Models and batches are drawn one at a time (libtorch's generator is global and the tests run
+/// in parallel), so every caller gets the same weights and the same batch.
 static BUILD: Mutex<()> = Mutex::new(());
+
+/// The tests' random batch (seed 3).
+fn random_batch() -> TrainBatch {
+    let _one = BUILD.lock().unwrap();
+    tch::manual_seed(3);
+    TrainBatch::random(BATCH, (32, 16), 16, CLASSES, Device::Cpu)
+}
 
 /// One step of a fresh model (seed 7) on `batch` in chunks of `chunk` as a rank of `ranks`: what
 /// the step reports, and the gradient of every parameter that has one, by name (averaged over
@@ -157,30 +165,45 @@ fn assert_same_gradients(
     );
 }
 
+/// The one-pass gradients of `batch` on one process, after checking that chunks of each of
+/// `chunks` on one process, and 2 ranks with each of `rank_chunks`, give them; `what` names the
+/// case in messages.
+fn one_pass_agreed(
+    cfg: &Config,
+    batch: &TrainBatch,
+    chunks: &[usize],
+    rank_chunks: &[Option<usize>],
+    what: &str,
+) -> BTreeMap<String, Tensor> {
+    let single = Ranks::single(Device::Cpu);
+    let whole = step_gradients(cfg, batch, &single, None);
+    for &chunk in chunks {
+        let got = step_gradients(cfg, batch, &single, Some(chunk));
+        assert_same_gradients(&whole, &got, &format!("{what}, chunks of {chunk}"));
+    }
+    for &chunk in rank_chunks {
+        let got = two_rank_gradients(cfg, batch, chunk);
+        assert_same_gradients(
+            &whole,
+            &got,
+            &format!("{what}, 2 ranks, chunks of {chunk:?}"),
+        );
+    }
+    whole
+}
+
 #[test]
 fn chunked_steps_give_the_one_pass_gradients_on_one_process_and_on_two_ranks() {
-    tch::manual_seed(3);
-    let batch = TrainBatch::random(BATCH, (32, 16), 16, CLASSES, Device::Cpu);
+    let batch = random_batch();
     for losses in ["imal", "sdm+id+mlm", "itc"] {
-        let cfg = tiny(losses);
-        let single = Ranks::single(Device::Cpu);
-        let whole = step_gradients(&cfg, &batch, &single, None);
-        for chunk in [1, 3, BATCH as usize] {
-            let got = step_gradients(&cfg, &batch, &single, Some(chunk));
-            assert_same_gradients(
-                &whole,
-                &got,
-                &format!("{losses}, one process, chunks of {chunk}"),
-            );
-        }
-        for chunk in [None, Some(1), Some(3)] {
-            let got = two_rank_gradients(&cfg, &batch, chunk);
-            assert_same_gradients(
-                &whole,
-                &got,
-                &format!("{losses}, 2 ranks, chunks of {chunk:?}"),
-            );
-        }
+        let ranks = [None, Some(1), Some(3)];
+        one_pass_agreed(
+            &tiny(losses),
+            &batch,
+            &[1, 3, BATCH as usize],
+            &ranks,
+            losses,
+        );
     }
 }
 
@@ -190,37 +213,20 @@ fn chunked_steps_give_the_one_pass_gradients_on_one_process_and_on_two_ranks() {
 /// them).
 #[test]
 fn weighted_steps_agree_in_chunks_and_on_two_ranks() {
-    tch::manual_seed(3);
-    let mut batch = TrainBatch::random(BATCH, (32, 16), 16, CLASSES, Device::Cpu);
+    let mut batch = random_batch();
     let sets = [("tse".to_string(), "true".to_string())];
     for losses in ["tal", "imal+tal"] {
         let cfg = tiny(losses).with_overrides(&sets).unwrap();
-        let single = Ranks::single(Device::Cpu);
         batch.weights = None;
-        let unweighted = step_gradients(&cfg, &batch, &single, None);
+        let unweighted = step_gradients(&cfg, &batch, &Ranks::single(Device::Cpu), None);
         batch.weights = Some(vec![1., 0., 1., 1., 0., 1., 0., 1.]);
-        let whole = step_gradients(&cfg, &batch, &single, None);
+        let what = format!("weighted {losses}");
+        let whole = one_pass_agreed(&cfg, &batch, &[1, 3], &[None, Some(3)], &what);
         let moved: f64 = whole
             .iter()
             .map(|(k, g)| max_abs_diff(g, &unweighted[k]))
             .fold(0.0, f64::max);
         assert!(moved > 1e-6, "{losses}: the weights act: {moved}");
-        for chunk in [1, 3] {
-            let got = step_gradients(&cfg, &batch, &single, Some(chunk));
-            assert_same_gradients(
-                &whole,
-                &got,
-                &format!("weighted {losses}, chunks of {chunk}"),
-            );
-        }
-        for chunk in [None, Some(3)] {
-            let got = two_rank_gradients(&cfg, &batch, chunk);
-            assert_same_gradients(
-                &whole,
-                &got,
-                &format!("weighted {losses}, 2 ranks, chunks of {chunk:?}"),
-            );
-        }
     }
 }
 
@@ -228,8 +234,7 @@ fn weighted_steps_agree_in_chunks_and_on_two_ranks() {
 /// chunks, and leaves no gradient but zeros.
 #[test]
 fn a_batch_without_clean_pairs_steps_with_zero_terms() {
-    tch::manual_seed(3);
-    let mut batch = TrainBatch::random(BATCH, (32, 16), 16, CLASSES, Device::Cpu);
+    let mut batch = random_batch();
     batch.weights = Some(vec![0.; BATCH as usize]);
     let sets = [("tse".to_string(), "true".to_string())];
     let cfg = tiny("imal+tal").with_overrides(&sets).unwrap();
