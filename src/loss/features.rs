@@ -79,8 +79,9 @@ pub struct LocalShare {
 }
 
 impl LocalShare {
-    /// The whole batch, unweighted: per-sample terms are plain means.
-    pub fn whole() -> LocalShare {
+    /// The whole batch, unweighted: per-sample terms are plain means (the unit tests' share).
+    #[cfg(test)]
+    pub(crate) fn whole() -> LocalShare {
         LocalShare {
             sample_weights: None,
             token_weights: None,

@@ -16,7 +16,7 @@ mod tal;
 mod terms;
 
 pub use cross_entropy::{id, mlm};
-pub use features::{weighted_mean, BatchFeatures, Embeddings, LocalShare, Share};
+pub use features::{BatchFeatures, Embeddings, LocalShare, Share};
 pub use imal::{imal, imal_terms, ImalParams};
 pub use matching::{cmpm, itc, sdm};
 pub use tal::tal_per_sample;
