@@ -121,7 +121,7 @@ impl Config {
         if !self.model.tse {
             invalid!(
                 "loss_names",
-                "its run tag {} is RDE's, whose model always has the TSE layers and divides its pairs (expected `tse: true`, e.g. with --config configs/rde-cuhk-pedes.yaml)",
+                "its run tag {} is RDE's, whose model always has the TSE layers and divides its pairs (expected `tse: true`, as configs/rde-cuhk-pedes.yaml sets it)",
                 tag.text
             );
         }
